@@ -1,0 +1,88 @@
+"""Where the Academy Manager runs the Directors.
+
+``local`` runs them in the client's event loop, ``thread`` in threads of
+this process, ``process`` in separate OS processes, and ``globus-compute``
+on a Globus Compute endpoint (the batch job's lead node).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from actors.errors import ConfigurationError
+from actors.exchange import is_networked
+
+EXECUTORS = ('local', 'thread', 'process', 'globus-compute')
+
+
+def validate_executor(
+    kind: str,
+    exchange: str,
+    endpoint: str | None = None,
+) -> None:
+    """Check that the executor exists and fits the exchange.
+
+    Raises:
+        ConfigurationError: If the combination cannot work.
+
+    """
+    if kind not in EXECUTORS:
+        raise ConfigurationError(
+            f'unknown executor {kind!r}; choose one of {", ".join(EXECUTORS)}',
+        )
+    if kind in ('process', 'globus-compute') and not is_networked(exchange):
+        raise ConfigurationError(
+            f'--executor {kind} runs Directors in other processes, which cannot '
+            f'reach the in-process exchange {exchange!r}; use --exchange http, '
+            'redis://HOST:PORT or an http(s):// URL',
+        )
+    if kind == 'globus-compute':
+        if not endpoint:
+            raise ConfigurationError(
+                '--executor globus-compute needs --endpoint UUID of the '
+                "batch job's Globus Compute endpoint",
+            )
+        try:
+            uuid.UUID(endpoint)
+        except ValueError:
+            raise ConfigurationError(
+                f'--endpoint {endpoint!r} is not a UUID; give the endpoint ID '
+                'shown by `globus-compute-endpoint list`',
+            ) from None
+
+
+def make_executor(
+    kind: str,
+    *,
+    directors: int,
+    endpoint: str | None = None,
+    endpoint_config: Mapping[str, Any] | None = None,
+) -> Executor | None:
+    """Build the executor that hosts the Directors (``None``: event loop)."""
+    if kind == 'local':
+        return None
+    if kind == 'thread':
+        return ThreadPoolExecutor(
+            max_workers=directors,
+            thread_name_prefix='director',
+        )
+    if kind == 'process':
+        # spawn: forking a process that runs threads (asyncio, Parsl) is unsafe.
+        return ProcessPoolExecutor(
+            max_workers=directors,
+            mp_context=multiprocessing.get_context('spawn'),
+        )
+    if kind == 'globus-compute':
+        from actors.globus import make_globus_executor
+
+        assert endpoint is not None
+        return make_globus_executor(endpoint, dict(endpoint_config or {}))
+    raise ConfigurationError(
+        f'unknown executor {kind!r}; choose one of {", ".join(EXECUTORS)}',
+    )

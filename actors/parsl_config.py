@@ -1,0 +1,150 @@
+"""Build a fresh Parsl configuration for one Director's partition.
+
+Parsl configs are stateful (executors and providers keep their sockets and
+job tables), so every Director gets a new [`Config`][parsl.config.Config] with
+its own ``run_dir``. Workers are confined to the partition's nodes through the
+launcher, never by mutating this process's environment:
+
+* ``mpiexec``: ``worker_init`` exports ``PBS_NODEFILE=<partition nodefile>``
+  for the block's shell only; Parsl's ``MpiExecLauncher`` starts one worker
+  pool per host listed there.
+* ``srun``: ``SrunLauncher`` with ``--nodelist=<partition hosts>``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import sys
+
+import hostlist
+from parsl.addresses import address_by_interface
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.launchers import MpiExecLauncher
+from parsl.launchers import SrunLauncher
+from parsl.launchers.base import Launcher
+from parsl.providers import LocalProvider
+
+from actors.errors import ConfigurationError
+from actors.partition import Partition
+from actors.sites import SiteProfile
+
+
+def executor_label(partition: Partition) -> str:
+    """Parsl executor label for a partition's executor."""
+    return f'partition-{partition.index}'
+
+
+def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
+    """The Parsl launcher that starts one worker pool per partition node."""
+    if profile.launcher == 'srun':
+        nodelist = hostlist.collect_hostlist(list(partition.nodes))
+        overrides = (
+            f'--nodes={partition.size} --ntasks-per-node=1 '
+            f'--nodelist={shlex.quote(nodelist)} {profile.launcher_args}'
+        )
+        return SrunLauncher(debug=False, overrides=overrides.strip())
+    return MpiExecLauncher(
+        debug=False,
+        bind_cmd=profile.bind_cmd,
+        overrides=profile.launcher_args,
+    )
+
+
+def make_worker_init(profile: SiteProfile, partition: Partition) -> str:
+    """Shell lines run in the block's script before the launcher."""
+    # The Director's Python environment (with mpiexec from the mpich wheel and
+    # process_worker_pool.py) comes first, whether or not a venv is activated.
+    bin_dir = os.path.dirname(sys.executable)
+    lines = [f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    if profile.launcher == 'mpiexec':
+        lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
+    if profile.worker_init:
+        lines.append(profile.worker_init)
+    return '\n'.join(lines)
+
+
+def worker_address(profile: SiteProfile) -> str | None:
+    """Address the worker pools use to reach this Director's interchange.
+
+    Raises:
+        ConfigurationError: If the profile names an interface this host lacks.
+
+    """
+    if not profile.interface:
+        return '127.0.0.1' if profile.scheduler == 'none' else None
+    try:
+        return address_by_interface(profile.interface)
+    except OSError:
+        raise ConfigurationError(
+            f'site {profile.name!r}: network interface {profile.interface!r} '
+            'does not exist on this host; set `interface` in its site.toml to '
+            'one listed by `ip -br addr`',
+        ) from None
+
+
+def build_config(
+    partition: Partition,
+    profile: SiteProfile,
+    run_dir: str | os.PathLike[str],
+    *,
+    workers_per_node: int | None = None,
+    retries: int = 0,
+) -> Config:
+    """Create a new Parsl config whose workers live only on ``partition``.
+
+    Args:
+        partition: The Director's partition.
+        profile: The machine's site profile.
+        run_dir: Directory for this Director's Parsl logs and submit scripts.
+        workers_per_node: Overrides ``profile.workers_per_node``.
+        retries: Parsl-level retries of a task whose worker was lost.
+
+    Returns:
+        A config for a private ``DataFlowKernel``; never pass it to
+        ``parsl.load``.
+
+    """
+    slots = workers_per_node or profile.workers_per_node
+    accelerators: tuple[str, ...] | int = profile.accelerators or (
+        profile.accelerators_per_node if profile.accelerators_per_node > 0 else ()
+    )
+    run_path = pathlib.Path(run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    provider = LocalProvider(
+        nodes_per_block=partition.size,
+        init_blocks=1,
+        min_blocks=1,
+        max_blocks=1,
+        parallelism=1,
+        launcher=make_launcher(profile, partition),
+        worker_init=make_worker_init(profile, partition),
+    )
+    executor = HighThroughputExecutor(
+        label=executor_label(partition),
+        provider=provider,
+        address=worker_address(profile),
+        max_workers_per_node=slots,
+        cores_per_worker=profile.cores_per_worker,
+        available_accelerators=accelerators,
+        heartbeat_period=profile.heartbeat_period,
+        heartbeat_threshold=profile.heartbeat_threshold,
+        # A lost worker pool must not mark the executor bad for good: the
+        # strategy replaces the block instead.
+        block_error_handler=False,
+        # Tool calls stay inside the batch job's network; CurveZMQ adds ~40%
+        # per-task cost for no gain there.
+        encrypted=False,
+    )
+    return Config(
+        executors=[executor],
+        run_dir=str(run_path),
+        strategy='simple',
+        strategy_period=profile.strategy_period,
+        max_idletime=float('inf'),
+        retries=retries,
+        initialize_logging=False,
+        usage_tracking=0,
+    )

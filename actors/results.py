@@ -1,0 +1,91 @@
+"""Typed results returned by Director actions."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(slots=True)
+class CallResult:
+    """The outcome of one tool call, successful or not.
+
+    Attributes:
+        call_id: Unique ID of the call within its Director.
+        director: Name of the Director that ran the call.
+        partition: Index of the Director's partition.
+        action: Director action that issued the call (``md_sim`` or
+            ``md_sim_batch``).
+        tool: Name of the tool that ran.
+        params: Keyword arguments passed to the tool.
+        ok: True if the tool returned a value.
+        node: Host the worker pool was placed on by the launcher; ``None`` if
+            the call never reached a worker.
+        worker: Parsl worker rank within its pool.
+        pid: Process ID of the worker that ran the tool.
+        start: Unix time the tool started (or the call was submitted, if it
+            never started).
+        end: Unix time the tool ended (or the failure was seen).
+        value: What the tool returned.
+        error_type: Exception class name when ``ok`` is false.
+        error_message: Exception message when ``ok`` is false.
+
+    """
+
+    call_id: str
+    director: str
+    partition: int
+    action: str
+    tool: str
+    params: dict[str, Any]
+    ok: bool
+    node: str | None = None
+    worker: int | None = None
+    pid: int | None = None
+    start: float = 0.0
+    end: float = 0.0
+    value: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds between start and end."""
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(slots=True)
+class DirectorStatus:
+    """A snapshot of one Director's partition and work.
+
+    Attributes:
+        director: Director name.
+        partition: Partition index.
+        nodes: Hosts of the partition.
+        slots: Tool slots (workers per node x nodes).
+        workers_connected: Workers whose pools have registered with the
+            interchange.
+        queued: Calls submitted but not yet sent to a worker pool.
+        running: Calls held by worker pools.
+        done: Calls that finished successfully.
+        failed: Calls that finished with an error.
+
+    """
+
+    director: str
+    partition: int
+    nodes: list[str]
+    slots: int
+    workers_connected: int
+    queued: int
+    running: int
+    done: int
+    failed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Benchmarks of the Director layer against direct Parsl, measured in one run."""

@@ -1,0 +1,357 @@
+"""Launch one Director per partition of a batch job and drive them.
+
+Run ``python launch.py --help`` for the flags. With no flags it simulates a
+4-node batch job on this machine, splits it into 2 partitions, starts 2
+Directors on Academy's in-process exchange and sends each one ``md_sim`` and
+``md_sim_batch`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+from typing import NoReturn
+
+from academy.manager import Manager
+
+from actors.client import DirectorFailedError
+from actors.client import call
+from actors.client import launch_directors
+from actors.client import wait_ready
+from actors.deploy import EXECUTORS
+from actors.deploy import make_executor
+from actors.deploy import validate_executor
+from actors.errors import ConfigurationError
+from actors.exchange import EXCHANGE_HELP
+from actors.exchange import open_exchange
+from actors.exchange import validate_exchange
+from actors.partition import NodeSource
+from actors.partition import Partition
+from actors.partition import discover_nodes
+from actors.partition import parse_sizes
+from actors.partition import split_nodes
+from actors.partition import write_partitions
+from actors.results import CallResult
+from actors.sites import SiteProfile
+from actors.sites import available_sites
+from actors.sites import load_site
+
+logger = logging.getLogger('launch')
+
+STARTUP_TIMEOUT = 300.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = _Parser(
+        prog='launch.py',
+        description=(
+            'Split a batch job into partitions, start one Director agent per '
+            'partition and run MD tool calls on them.'
+        ),
+    )
+    nodes = parser.add_argument_group('batch job and partitions')
+    nodes.add_argument(
+        '--nodes-file',
+        help='file with one host per line (default: $PBS_NODEFILE, '
+        '$SLURM_JOB_NODELIST, else a simulated job)',
+    )
+    nodes.add_argument(
+        '--simulate-nodes',
+        type=int,
+        metavar='N',
+        help='simulate a job of N nodes on this machine (default: 4 when no '
+        'scheduler variable names the nodes)',
+    )
+    split = nodes.add_mutually_exclusive_group()
+    split.add_argument(
+        '--partitions',
+        type=int,
+        metavar='P',
+        help='number of equal partitions (default: 2)',
+    )
+    split.add_argument(
+        '--partition-sizes',
+        metavar='A,B,...',
+        help='explicit partition sizes, e.g. 1,3',
+    )
+    nodes.add_argument(
+        '--site',
+        default='local',
+        help=f'site profile from configs/ ({", ".join(available_sites())}); default: local',
+    )
+    nodes.add_argument(
+        '--workers-per-node',
+        type=int,
+        metavar='W',
+        help='tool slots per node (default: from the site profile)',
+    )
+    nodes.add_argument(
+        '--launcher-args',
+        metavar='ARGS',
+        help="replace the site profile's launcher flags, e.g. "
+        '"-launcher fork --ppn 1" to simulate a PBS job on one machine',
+    )
+    work = parser.add_argument_group('work')
+    work.add_argument(
+        '--iterations',
+        type=int,
+        default=4,
+        help="calls in each Director's md_sim_batch (default: 4)",
+    )
+    work.add_argument(
+        '--duration',
+        type=float,
+        default=1.0,
+        help='seconds per mock MD call (default: 1.0)',
+    )
+    deploy = parser.add_argument_group('deployment')
+    deploy.add_argument(
+        '--exchange',
+        default='local',
+        help=f'Academy exchange: {EXCHANGE_HELP} (default: local)',
+    )
+    deploy.add_argument(
+        '--executor',
+        default='local',
+        help=f'where Directors run: {", ".join(EXECUTORS)} (default: local)',
+    )
+    deploy.add_argument('--endpoint', help='Globus Compute endpoint UUID')
+    deploy.add_argument(
+        '--run-dir',
+        help='directory for nodefiles and Parsl logs (default: runs/<timestamp>)',
+    )
+    out = parser.add_argument_group('output')
+    out.add_argument('--json', action='store_true', help='print one JSON document')
+    out.add_argument(
+        '--log-level',
+        default='WARNING',
+        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
+        help='logging level on stderr (default: WARNING)',
+    )
+    return parser
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything decided before any process starts."""
+
+    partitions: list[Partition]
+    source: NodeSource
+    profile: SiteProfile
+    run_dir: pathlib.Path
+    iterations: int
+    duration: float
+    exchange: str
+    executor: str
+    endpoint: str | None
+    workers_per_node: int | None
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Validate the flags and lay out the run directory.
+
+    Raises:
+        ConfigurationError: On any bad value; nothing has started yet.
+
+    """
+    if args.iterations < 0:
+        raise ConfigurationError(
+            f'--iterations {args.iterations} is negative; give 0 or more calls',
+        )
+    if not args.duration >= 0 or args.duration == float('inf'):
+        raise ConfigurationError(
+            f'--duration {args.duration} is invalid; give seconds >= 0',
+        )
+    if args.workers_per_node is not None and args.workers_per_node < 1:
+        raise ConfigurationError(
+            f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
+        )
+    exchange = validate_exchange(args.exchange)
+    validate_executor(args.executor, exchange, args.endpoint)
+    profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
+    nodes, source = discover_nodes(
+        nodes_file=args.nodes_file,
+        simulate=args.simulate_nodes,
+    )
+    sizes = parse_sizes(args.partition_sizes) if args.partition_sizes else None
+    parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
+    run_dir = pathlib.Path(
+        args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}',
+    ).resolve()
+    return RunPlan(
+        partitions=write_partitions(parts, run_dir),
+        source=source,
+        profile=profile,
+        run_dir=run_dir,
+        iterations=args.iterations,
+        duration=args.duration,
+        exchange=exchange,
+        executor=args.executor,
+        endpoint=args.endpoint,
+        workers_per_node=args.workers_per_node,
+    )
+
+
+async def run(plan: RunPlan) -> list[CallResult]:
+    """Start the Directors, send every one md_sim and md_sim_batch, collect."""
+    with open_exchange(plan.exchange) as factory:
+        executor = make_executor(
+            plan.executor,
+            directors=len(plan.partitions),
+            endpoint=plan.endpoint,
+        )
+        manager = await Manager.from_exchange_factory(factory, executors=executor)
+        async with manager:
+            handles = await launch_directors(
+                manager,
+                plan.partitions,
+                plan.profile,
+                str(plan.run_dir),
+                workers_per_node=plan.workers_per_node,
+            )
+            await wait_ready(manager, handles, timeout=STARTUP_TIMEOUT)
+            params = {'duration': plan.duration}
+
+            async def drive(handle: Any) -> list[CallResult]:
+                single, batch = await asyncio.gather(
+                    call(manager, handle, 'md_sim', **params),
+                    call(
+                        manager,
+                        handle,
+                        'md_sim_batch',
+                        iterations=plan.iterations,
+                        params=params,
+                    ),
+                )
+                return [single, *batch]
+
+            per_director = await asyncio.gather(*(drive(h) for h in handles))
+    return [result for results in per_director for result in results]
+
+
+def render_json(plan: RunPlan, results: Sequence[CallResult], wall: float) -> str:
+    """One JSON document with partitions and every result."""
+    return json.dumps(
+        {
+            'run_dir': str(plan.run_dir),
+            'site': plan.profile.name,
+            'node_source': dataclasses.asdict(plan.source),
+            'wall_time': wall,
+            'partitions': [
+                {
+                    'index': p.index,
+                    'director': f'director-{p.index}',
+                    'nodes': list(p.nodes),
+                    'nodefile': p.nodefile,
+                }
+                for p in plan.partitions
+            ],
+            'results': [r.to_dict() for r in results],
+        },
+        indent=2,
+    )
+
+
+def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> None:
+    """Print one table per Director and a summary line."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    # Rich falls back to 80 columns when piped; results tables need more.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    console.print(
+        f'[bold]{len(plan.partitions)} Directors[/bold] on '
+        f'{sum(p.size for p in plan.partitions)} nodes '
+        f'({plan.source.kind}: {plan.source.detail}), site {plan.profile.name}, '
+        f'run dir {plan.run_dir}',
+    )
+    for partition in plan.partitions:
+        director = f'director-{partition.index}'
+        rows = [r for r in results if r.director == director]
+        ok = sum(r.ok for r in rows)
+        span = (max(r.end for r in rows) - min(r.start for r in rows)) if rows else 0
+        table = Table(
+            title=(
+                f'{director}: partition {partition.index} '
+                f'{escape(str(list(partition.nodes)))} - {ok}/{len(rows)} ok, '
+                f'{span:.2f}s'
+            ),
+            title_justify='left',
+        )
+        for column in ('call', 'action', 'node', 'worker', 'start', 'wall'):
+            table.add_column(column, no_wrap=True)
+        table.add_column('result')
+        t0 = min((r.start for r in rows), default=0.0)
+        for r in rows:
+            outcome = (
+                f'energy={r.value["energy"]:.3f}'
+                if r.ok and isinstance(r.value, dict) and 'energy' in r.value
+                else (
+                    'ok' if r.ok else f'[red]{escape(f"{r.error_type}: {r.error_message}")}[/red]'
+                )
+            )
+            table.add_row(
+                r.call_id,
+                r.action,
+                r.node or '-',
+                '-' if r.worker is None else str(r.worker),
+                f'+{r.start - t0:.2f}s',
+                f'{r.wall_time:.2f}s',
+                outcome,
+            )
+        console.print(table)
+    failed = sum(not r.ok for r in results)
+    console.print(
+        f'{len(results)} calls, {len(results) - failed} ok, {failed} failed, wall time {wall:.2f}s',
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    )
+    try:
+        plan = plan_run(args)
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    start = time.time()
+    try:
+        results = asyncio.run(run(plan))
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    except (DirectorFailedError, TimeoutError, OSError) as e:
+        print(f'{parser.prog}: failed: {e}', file=sys.stderr)
+        return 1
+    wall = time.time() - start
+    if args.json:
+        print(render_json(plan, results, wall))
+    else:
+        render_tables(plan, results, wall)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == '__main__':
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

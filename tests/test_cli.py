@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+LAUNCH = str(REPO / 'launch.py')
+
+
+def launch(*args: str, cwd: pathlib.Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, LAUNCH, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.fixture
+def empty_nodefile(tmp_path: pathlib.Path) -> str:
+    path = tmp_path / 'empty.nodes'
+    path.write_text('\n')
+    return str(path)
+
+
+BAD_INPUTS = [
+    (['--partitions', '5'], '--partitions 5 is more than the 4 node'),
+    (['--partitions', '0'], '--partitions 0'),
+    (['--partition-sizes', '1,2'], '--partition-sizes 1,2 add up to 3'),
+    (['--partition-sizes', '1,x'], "'x' is not an integer"),
+    (['--partitions', '2', '--partition-sizes', '1,3'], 'not allowed with argument'),
+    (['--nodes-file', 'EMPTY'], 'lists no host'),
+    (['--nodes-file', '/no/such/file'], "'/no/such/file' does not exist"),
+    (['--iterations', '-1'], '--iterations -1'),
+    (['--duration', '-2'], '--duration -2.0'),
+    (['--duration', 'nan'], '--duration nan'),
+    (['--site', 'nowhere'], "unknown site 'nowhere'"),
+    (['--exchange', 'carrier-pigeon'], "unknown exchange 'carrier-pigeon'"),
+    (['--executor', 'quantum'], "unknown executor 'quantum'"),
+    (['--executor', 'process'], '--executor process runs Directors in other processes'),
+    (['--executor', 'globus-compute', '--exchange', 'http'], 'needs --endpoint'),
+    (
+        ['--executor', 'globus-compute', '--exchange', 'http', '--endpoint', 'xyz'],
+        "'xyz' is not a UUID",
+    ),
+    (['--simulate-nodes', '0'], '--simulate-nodes 0'),
+    (['--workers-per-node', '0'], '--workers-per-node 0'),
+    (['--iterations', 'many'], "invalid int value: 'many'"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(('args', 'message'), BAD_INPUTS, ids=[' '.join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_clear_line(args, message, tmp_path, empty_nodefile):
+    args = [empty_nodefile if a == 'EMPTY' else a for a in args]
+    result = launch(*args, '--run-dir', str(tmp_path / 'run'), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert result.stdout == ''
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ('executor', 'exchange'),
+    [('local', 'local'), ('thread', 'local'), ('process', 'http')],
+)
+def test_launch_end_to_end_json(executor, exchange, tmp_path: pathlib.Path):
+    run_dir = tmp_path / 'run'
+    result = launch(
+        '--json',
+        '--executor',
+        executor,
+        '--exchange',
+        exchange,
+        '--duration',
+        '0.2',
+        '--iterations',
+        '3',
+        '--run-dir',
+        str(run_dir),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    partitions = {p['index']: p for p in doc['partitions']}
+    assert len(partitions) == 2
+    assert not set(partitions[0]['nodes']) & set(partitions[1]['nodes'])
+    assert len(doc['results']) == 2 * (1 + 3)
+    for r in doc['results']:
+        assert r['ok'], r
+        assert r['node'] in partitions[r['partition']]['nodes']
+        assert r['action'] in ('md_sim', 'md_sim_batch')
+        assert r['start'] <= r['end']
+    actions = [r['action'] for r in doc['results']]
+    assert actions.count('md_sim') == 2
+
+
+@pytest.mark.timeout(120)
+def test_default_run_prints_a_table_per_director(tmp_path: pathlib.Path):
+    result = launch(
+        '--duration', '0.1', '--iterations', '2', '--run-dir', str(tmp_path / 'r'), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "director-0: partition 0 ['sim-node-001', 'sim-node-002']" in result.stdout
+    assert "director-1: partition 1 ['sim-node-003', 'sim-node-004']" in result.stdout
+    assert '6 calls, 6 ok, 0 failed' in result.stdout

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+from parsl.launchers import MpiExecLauncher
+from parsl.launchers import SrunLauncher
+
+from actors.errors import ConfigurationError
+from actors.parsl_config import build_config
+from actors.partition import Partition
+from actors.sites import available_sites
+from actors.sites import load_site
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def _partition(tmp_path: pathlib.Path, nodes=('nid001', 'nid002')) -> Partition:
+    nodefile = tmp_path / 'p.nodes'
+    nodefile.write_text('\n'.join(nodes) + '\n')
+    return Partition(1, tuple(nodes), str(nodefile))
+
+
+def test_every_site_profile_loads():
+    sites = available_sites()
+    assert {'local', 'pbs', 'slurm'} <= set(sites)
+    for site in sites:
+        profile = load_site(site)
+        assert profile.workers_per_node >= 1
+
+
+def test_unknown_site_names_the_choices():
+    with pytest.raises(ConfigurationError, match=r"unknown site 'nowhere'; choose one of: .*local"):
+        load_site('nowhere')
+
+
+def test_bad_profile_key(tmp_path: pathlib.Path):
+    (tmp_path / 'bad').mkdir()
+    (tmp_path / 'bad' / 'site.toml').write_text('workers_per_nod = 3\n')
+    with pytest.raises(ConfigurationError, match=r'unknown key.*workers_per_nod'):
+        load_site('bad', tmp_path)
+
+
+def test_local_config_places_workers_through_mpiexec(tmp_path: pathlib.Path):
+    environ = dict(os.environ)
+    partition = _partition(tmp_path)
+    config = build_config(partition, load_site('local'), tmp_path / 'parsl', workers_per_node=3)
+    (executor,) = config.executors
+    assert executor.label == 'partition-1'
+    assert executor.max_workers_per_node == 3
+    assert executor.provider.nodes_per_block == 2
+    assert isinstance(executor.provider.launcher, MpiExecLauncher)
+    assert '-launcher fork' in executor.provider.launcher.overrides
+    assert f'export PBS_NODEFILE={partition.nodefile}' in executor.provider.worker_init
+    assert config.run_dir == str(tmp_path / 'parsl')
+    assert config.initialize_logging is False
+    # The partition is given to the block's shell, never to this process.
+    assert dict(os.environ) == environ
+
+
+def test_configs_are_fresh_objects(tmp_path: pathlib.Path):
+    partition = _partition(tmp_path)
+    a = build_config(partition, load_site('local'), tmp_path / 'a')
+    b = build_config(partition, load_site('local'), tmp_path / 'b')
+    assert a.executors[0] is not b.executors[0]
+    assert a.executors[0].provider is not b.executors[0].provider
+
+
+def test_slurm_config_pins_the_nodelist(tmp_path: pathlib.Path):
+    partition = _partition(tmp_path, nodes=('nid001', 'nid002', 'nid007'))
+    config = build_config(partition, load_site('slurm'), tmp_path / 'parsl')
+    launcher = config.executors[0].provider.launcher
+    assert isinstance(launcher, SrunLauncher)
+    assert "--nodelist='nid[001-002,007]'" in launcher.overrides
+    assert '--nodes=3' in launcher.overrides
+    assert 'PBS_NODEFILE' not in config.executors[0].provider.worker_init
+
+
+def test_missing_interface_is_a_clear_error(tmp_path: pathlib.Path):
+    profile = load_site('pbs').with_overrides(interface='nosuch0')
+    with pytest.raises(ConfigurationError, match="interface 'nosuch0' does not exist"):
+        build_config(_partition(tmp_path), profile, tmp_path / 'parsl')
