@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 from typing import NoReturn
@@ -34,6 +34,8 @@ from actors.errors import ConfigurationError
 from actors.exchange import EXCHANGE_HELP
 from actors.exchange import open_exchange
 from actors.exchange import validate_exchange
+from actors.manifest import DirectorEntry
+from actors.manifest import RunManifest
 from actors.partition import NodeSource
 from actors.partition import Partition
 from actors.partition import discover_nodes
@@ -48,6 +50,19 @@ from actors.sites import load_site
 logger = logging.getLogger('launch')
 
 STARTUP_TIMEOUT = 300.0
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+"""``launch.py NAME ...`` runs ``SUBCOMMANDS[NAME](rest_of_argv)``; no name runs the job."""
+
+
+def subcommand(name: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
+    """Register a ``launch.py NAME`` subcommand (it parses its own flags)."""
+
+    def register(handler: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        SUBCOMMANDS[name] = handler
+        return handler
+
+    return register
 
 
 class _Parser(argparse.ArgumentParser):
@@ -227,6 +242,7 @@ async def run(plan: RunPlan) -> list[CallResult]:
                 workers_per_node=plan.workers_per_node,
             )
             await wait_ready(manager, handles, timeout=STARTUP_TIMEOUT)
+            write_manifest(plan, handles)
             params = {'duration': plan.duration}
 
             async def drive(handle: Any) -> list[CallResult]:
@@ -244,6 +260,20 @@ async def run(plan: RunPlan) -> list[CallResult]:
 
             per_director = await asyncio.gather(*(drive(h) for h in handles))
     return [result for results in per_director for result in results]
+
+
+def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
+    """Record the run's Directors in ``<run_dir>/manifest.json``."""
+    RunManifest(
+        run_dir=str(plan.run_dir),
+        exchange=plan.exchange,
+        site=plan.profile.name,
+        executor=plan.executor,
+        directors=[
+            DirectorEntry(partition=p, agent_uid=str(h.agent_id.uid), name=f'director-{p.index}')
+            for p, h in zip(plan.partitions, handles, strict=True)
+        ],
+    ).write()
 
 
 def render_json(plan: RunPlan, results: Sequence[CallResult], wall: float) -> str:
@@ -326,6 +356,9 @@ def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -353,5 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error.
+        sys.stderr.close()
+        sys.exit(0)
