@@ -10,7 +10,14 @@ import psutil
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PARSL_PROCESS_MARKERS = ('interchange.py', 'process_worker_pool.py', 'mpiexec', 'hydra_pmi_proxy')
+# The interchange renames itself with setproctitle ('parsl: HTEX interchange').
+PARSL_PROCESS_MARKERS = (
+    'interchange.py',
+    'HTEX interchange',
+    'process_worker_pool.py',
+    'mpiexec',
+    'hydra_pmi_proxy',
+)
 
 
 def _is_parsl_process(proc: psutil.Process) -> bool:
