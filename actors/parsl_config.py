@@ -53,12 +53,21 @@ def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
     )
 
 
-def make_worker_init(profile: SiteProfile, partition: Partition) -> str:
+def make_worker_init(
+    profile: SiteProfile,
+    partition: Partition,
+    work_dir: str | os.PathLike[str],
+) -> str:
     """Shell lines run in the block's script before the launcher."""
     # The Director's Python environment (with mpiexec from the mpich wheel and
     # process_worker_pool.py) comes first, whether or not a venv is activated.
     bin_dir = os.path.dirname(sys.executable)
-    lines = [f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    lines = [
+        # MpiExecLauncher writes its de-duplicated hostfile to the current
+        # directory: keep it (and the tools' files) in the run directory.
+        f'cd {shlex.quote(str(work_dir))}',
+        f'export PATH={shlex.quote(bin_dir)}:"$PATH"',
+    ]
     if profile.launcher == 'mpiexec':
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
@@ -120,7 +129,7 @@ def build_config(
         max_blocks=1,
         parallelism=1,
         launcher=make_launcher(profile, partition),
-        worker_init=make_worker_init(profile, partition),
+        worker_init=make_worker_init(profile, partition, run_path.resolve()),
     )
     executor = HighThroughputExecutor(
         label=executor_label(partition),

@@ -104,6 +104,8 @@ def test_launch_end_to_end_json(executor, exchange, tmp_path: pathlib.Path):
         assert r['start'] <= r['end']
     actions = [r['action'] for r in doc['results']]
     assert actions.count('md_sim') == 2
+    # Launcher hostfiles and Parsl files stay in the run directory, not the cwd.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
 
 
 @pytest.mark.timeout(120)
