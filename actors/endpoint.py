@@ -151,7 +151,7 @@ def _quiet_endpoint_logs() -> Iterator[None]:
 
 def _schema_message(error: Any) -> str:
     where = '.'.join(str(p) for p in error.absolute_path)
-    return f'{where}: {error.message}' if where else error.message
+    return f'{where}: {error.message}' if where else f'(all): {error.message}'
 
 
 def render(template: EndpointTemplate, options: Mapping[str, Any]) -> str:
@@ -270,3 +270,24 @@ def install(template: EndpointTemplate, directory: str | os.PathLike[str]) -> li
         shutil.copyfile(source, path)
         written.append(path)
     return written
+
+
+def validate_options(template: EndpointTemplate, options: Mapping[str, Any]) -> None:
+    """Check ``user_endpoint_config`` against the site's schema, before submitting.
+
+    The endpoint checks again with its own copy of the schema; this catches
+    typos on the client, where the message is easiest to act on. The schema
+    forbids unknown keys, so the endpoint's reserved names are refused too.
+
+    Raises:
+        ConfigurationError: With the schema's message if a value is refused.
+
+    """
+    import jsonschema
+
+    try:
+        jsonschema.validate(instance=dict(options), schema=template.schema())
+    except jsonschema.ValidationError as e:
+        raise ConfigurationError(
+            f'{template.site} endpoint option {_schema_message(e)}',
+        ) from None
