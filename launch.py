@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         '--run-dir',
         help='directory for nodefiles and Parsl logs (default: runs/<timestamp>; with '
-        f'--executor globus-compute a directory on the endpoint, default {REMOTE_RUN_ROOT}/<timestamp>)',
+        '--executor globus-compute a directory on the endpoint, default '
+        f'{REMOTE_RUN_ROOT}/<timestamp>)',
     )
     out = parser.add_argument_group('output')
     out.add_argument('--json', action='store_true', help='print one JSON document')
