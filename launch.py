@@ -526,7 +526,7 @@ def endpoint_config(argv: list[str]) -> int:
             file=sys.stderr,
         )
     if not args.install:
-        print(rendered, end='' if rendered.endswith('\n') else '\n')
+        print(rendered.lstrip('\n'), end='' if rendered.endswith('\n') else '\n')
     return 0
 
 
