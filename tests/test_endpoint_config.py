@@ -50,10 +50,9 @@ VALID = {
 def test_every_machine_has_a_profile_and_a_template():
     assert set(MACHINES) <= set(endpoint_sites())
     assert set(endpoint_sites()) == set(EXPECTED)
-    for site in EXPECTED:
+    for site, (provider, _) in EXPECTED.items():
         # Each template belongs to a site profile of the same scheduler.
         profile = load_site(site)
-        provider, _ = EXPECTED[site]
         assert profile.scheduler == ('pbs' if provider is PBSProProvider else 'slurm')
         schema = load_template(site).schema()
         assert schema['additionalProperties'] is False
@@ -185,7 +184,7 @@ HOSTILE = [
 @pytest.mark.parametrize(('values', 'message'), HOSTILE, ids=[repr(v) for v, _ in HOSTILE])
 def test_hostile_values_are_refused_by_the_schema(values, message):
     template = load_template('aurora')
-    with pytest.raises(ConfigurationError, match='^aurora endpoint option') as info:
+    with pytest.raises(ConfigurationError, match=r'^aurora endpoint option') as info:
         render(template, {'account': 'MyProj', **values})
     assert message in str(info.value)
     reserved = next(iter(values)) in ('_GC', 'parent_config', 'mapped_identity')
