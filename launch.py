@@ -326,14 +326,15 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
             names (tests use a stand-in for a Globus Compute endpoint).
 
     """
+    if executor is None:
+        # Before the exchange: a missing Globus login fails here, before anything starts.
+        executor = make_executor(
+            plan.executor,
+            directors=len(plan.partitions),
+            endpoint=plan.endpoint,
+            endpoint_config=plan.endpoint_config,
+        )
     with open_exchange(plan.exchange) as factory:
-        if executor is None:
-            executor = make_executor(
-                plan.executor,
-                directors=len(plan.partitions),
-                endpoint=plan.endpoint,
-                endpoint_config=plan.endpoint_config,
-            )
         manager = await Manager.from_exchange_factory(factory, executors=executor)
         async with manager:
             handles = await launch_directors(

@@ -188,7 +188,8 @@ def test_logged_in_apps_are_left_alone():
 
 CLI_NO_CREDENTIALS = [
     (['--exchange', 'http'], 'no Globus credentials for Globus Compute'),
-    ([], 'no Globus credentials for the Academy exchange'),
+    # Default exchange (hosted): the Globus Compute login is checked first.
+    ([], 'no Globus credentials for Globus Compute'),
     (['--site', 'aurora', '--set', 'account=ok', '--set', 'queue=$(reboot)'], "queue: '$(reboot)'"),
     (['--site', 'aurora', '--exchange', 'http'], "'account' is a required property"),
     (['--simulate-nodes', '4', '--exchange', 'http'], '--simulate-nodes cannot be used'),
@@ -225,3 +226,20 @@ def test_cli_globus_compute_fails_with_one_line(args, message, no_credentials, t
     assert len(lines) == 1, err
     assert message in lines[0]
     assert out == ''
+
+
+@pytest.mark.timeout(60)
+def test_cli_hosted_exchange_without_credentials_fails_fast(no_credentials, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'launch.py'), '--executor', 'process', '--exchange', 'hosted'],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert 'no Globus credentials for the Academy exchange' in lines[0]
