@@ -23,6 +23,7 @@ from typing import Any
 from typing import NoReturn
 
 from academy.manager import Manager
+from globus_compute_sdk.errors import TaskExecutionFailed
 
 from actors.client import DirectorFailedError
 from actors.client import call
@@ -553,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except (DirectorFailedError, TimeoutError, OSError) as e:
         print(f'{parser.prog}: failed: {e}', file=sys.stderr)
+        return 1
+    except TaskExecutionFailed as e:
+        # A Director on a Globus Compute endpoint raised; its last line names the error.
+        last = next((line for line in reversed(e.remote_data.splitlines()) if line.strip()), '')
+        print(f'{parser.prog}: failed on the endpoint: {last.strip()}', file=sys.stderr)
         return 1
     wall = time.time() - start
     if args.json:
