@@ -134,6 +134,15 @@ def test_partition_requests_are_disjoint_and_job_unique(tmp_path):
     assert job_run_dir(tmp_path, {'PBS_JOBID': '9.pbs/../../x'}).parent == tmp_path.resolve()
 
 
+def test_partition_request_on_a_slurm_job(tmp_path):
+    env = {'SLURM_JOB_NODELIST': 'nid[001-004,007]', 'SLURM_JOB_ID': '123456'}
+    first = PartitionRequest(0, sizes=(1, 4)).resolve(tmp_path, env)
+    second = PartitionRequest(1, sizes=(1, 4)).resolve(tmp_path, env)
+    assert first.nodes == ('nid001',)
+    assert second.nodes == ('nid002', 'nid003', 'nid004', 'nid007')
+    assert pathlib.Path(second.nodefile).parent == tmp_path.resolve() / 'job-123456' / 'partitions'
+
+
 def test_partition_request_errors(tmp_path):
     with pytest.raises(ConfigurationError, match='index 2 is out of range'):
         PartitionRequest(2, count=2)
