@@ -18,10 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 from typing import NoReturn
 
 from academy.manager import Manager
+from globus_compute_sdk.errors import TaskExecutionFailed
 
 from actors.client import DirectorFailedError
 from actors.client import call
@@ -30,6 +32,14 @@ from actors.client import wait_ready
 from actors.deploy import EXECUTORS
 from actors.deploy import make_executor
 from actors.deploy import validate_executor
+from actors.endpoint import endpoint_sites
+from actors.endpoint import install
+from actors.endpoint import load_rendered
+from actors.endpoint import load_template
+from actors.endpoint import missing_interface
+from actors.endpoint import parse_assignments
+from actors.endpoint import render
+from actors.endpoint import validate_options
 from actors.errors import ConfigurationError
 from actors.exchange import EXCHANGE_HELP
 from actors.exchange import open_exchange
@@ -38,6 +48,7 @@ from actors.manifest import DirectorEntry
 from actors.manifest import RunManifest
 from actors.partition import NodeSource
 from actors.partition import Partition
+from actors.partition import PartitionRequest
 from actors.partition import discover_nodes
 from actors.partition import parse_sizes
 from actors.partition import split_nodes
@@ -50,6 +61,10 @@ from actors.sites import load_site
 logger = logging.getLogger('launch')
 
 STARTUP_TIMEOUT = 300.0
+REMOTE_STARTUP_TIMEOUT = 3600.0
+"""Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
+REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
+"""Default parent of the Directors' run directory on a Globus Compute endpoint."""
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
 """``launch.py NAME ...`` runs ``SUBCOMMANDS[NAME](rest_of_argv)``; no name runs the job."""
@@ -139,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = parser.add_argument_group('deployment')
     deploy.add_argument(
         '--exchange',
-        default='local',
-        help=f'Academy exchange: {EXCHANGE_HELP} (default: local)',
+        help=f'Academy exchange: {EXCHANGE_HELP} (default: local; hosted with '
+        '--executor globus-compute)',
     )
     deploy.add_argument(
         '--executor',
@@ -149,8 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument('--endpoint', help='Globus Compute endpoint UUID')
     deploy.add_argument(
+        '--set',
+        dest='endpoint_options',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help="a value for the endpoint's template (user_endpoint_config), e.g. "
+        '--set account=MyProject --set nodes_per_block=4; checked against '
+        'configs/<site>/user_config_schema.json (see `launch.py endpoint-config --help`)',
+    )
+    deploy.add_argument(
         '--run-dir',
-        help='directory for nodefiles and Parsl logs (default: runs/<timestamp>)',
+        help='directory for nodefiles and Parsl logs (default: runs/<timestamp>; with '
+        '--executor globus-compute a directory on the endpoint, default '
+        f'{REMOTE_RUN_ROOT}/<timestamp>)',
     )
     out = parser.add_argument_group('output')
     out.add_argument('--json', action='store_true', help='print one JSON document')
@@ -167,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 class RunPlan:
     """Everything decided before any process starts."""
 
-    partitions: list[Partition]
+    partitions: list[Partition | PartitionRequest]
     source: NodeSource
     profile: SiteProfile
     run_dir: pathlib.Path
@@ -177,6 +204,11 @@ class RunPlan:
     executor: str
     endpoint: str | None
     workers_per_node: int | None
+    director_run_dir: str = ''
+    endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.director_run_dir = self.director_run_dir or str(self.run_dir)
 
 
 def plan_run(args: argparse.Namespace) -> RunPlan:
@@ -198,9 +230,17 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         raise ConfigurationError(
             f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
         )
-    exchange = validate_exchange(args.exchange)
+    remote = args.executor == 'globus-compute'
+    exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
     validate_executor(args.executor, exchange, args.endpoint)
     profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
+    if remote:
+        return plan_remote_run(args, profile, exchange)
+    if args.endpoint_options:
+        raise ConfigurationError(
+            '--set gives values to a Globus Compute endpoint template; use it with '
+            '--executor globus-compute --endpoint UUID',
+        )
     nodes, source = discover_nodes(
         nodes_file=args.nodes_file,
         simulate=args.simulate_nodes,
@@ -224,24 +264,98 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     )
 
 
-async def run(plan: RunPlan) -> list[CallResult]:
-    """Start the Directors, send every one md_sim and md_sim_batch, collect."""
-    with open_exchange(plan.exchange) as factory:
+def plan_remote_run(
+    args: argparse.Namespace,
+    profile: SiteProfile,
+    exchange: str,
+) -> RunPlan:
+    """Plan a run whose Directors start on a Globus Compute endpoint.
+
+    The job's nodes are only known there: each Director gets a
+    [`PartitionRequest`][actors.partition.PartitionRequest] and resolves its
+    slice from ``$PBS_NODEFILE``/``$SLURM_JOB_NODELIST`` on the lead node.
+
+    Raises:
+        ConfigurationError: On any bad value; nothing has been submitted yet.
+
+    """
+    if args.simulate_nodes is not None:
+        raise ConfigurationError(
+            '--simulate-nodes cannot be used with --executor globus-compute: the '
+            "Directors split the endpoint's batch job; give --partitions or --partition-sizes",
+        )
+    sizes = tuple(parse_sizes(args.partition_sizes)) if args.partition_sizes else None
+    count = None if sizes else (2 if args.partitions is None else args.partitions)
+    if count is not None and count < 1:
+        raise ConfigurationError(f'--partitions {count} is invalid; need at least 1 partition')
+    # Check the endpoint's values against the site's schema before submitting.
+    template = load_template(profile.name) if profile.name in endpoint_sites() else None
+    options = parse_assignments(args.endpoint_options, template.schema() if template else {})
+    if template is not None:
+        validate_options(template, options)
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    total = len(sizes) if sizes else count
+    assert total is not None
+    # Here only the manifest; the Directors' files stay on the endpoint.
+    local_dir = pathlib.Path(f'runs/{stamp}').resolve()
+    local_dir.mkdir(parents=True, exist_ok=True)
+    return RunPlan(
+        partitions=[
+            PartitionRequest(index=i, count=count, sizes=sizes, nodes_file=args.nodes_file)
+            for i in range(total)
+        ],
+        source=NodeSource('endpoint', f'batch job of Globus Compute endpoint {args.endpoint}'),
+        profile=profile,
+        run_dir=local_dir,
+        iterations=args.iterations,
+        duration=args.duration,
+        exchange=exchange,
+        executor=args.executor,
+        endpoint=args.endpoint,
+        workers_per_node=args.workers_per_node,
+        director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{stamp}',
+        endpoint_config=options,
+    )
+
+
+async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResult]:
+    """Start the Directors, send every one md_sim and md_sim_batch, collect.
+
+    Args:
+        plan: What to start.
+        executor: Hosts the Directors instead of the one ``plan.executor``
+            names (tests use a stand-in for a Globus Compute endpoint).
+
+    """
+    if executor is None:
+        # Before the exchange: a missing Globus login fails here, before anything starts.
         executor = make_executor(
             plan.executor,
             directors=len(plan.partitions),
             endpoint=plan.endpoint,
+            endpoint_config=plan.endpoint_config,
         )
+    with open_exchange(plan.exchange) as factory:
         manager = await Manager.from_exchange_factory(factory, executors=executor)
         async with manager:
             handles = await launch_directors(
                 manager,
                 plan.partitions,
                 plan.profile,
-                str(plan.run_dir),
+                plan.director_run_dir,
                 workers_per_node=plan.workers_per_node,
             )
-            await wait_ready(manager, handles, timeout=STARTUP_TIMEOUT)
+            timeout = (
+                STARTUP_TIMEOUT if plan.executor != 'globus-compute' else REMOTE_STARTUP_TIMEOUT
+            )
+            statuses = await wait_ready(manager, handles, timeout=timeout)
+            # Directors that resolved their slice on the endpoint report its nodes.
+            plan.partitions = [
+                p
+                if isinstance(p, Partition)
+                else Partition(status.partition, tuple(status.nodes), nodefile='')
+                for p, status in zip(plan.partitions, statuses, strict=True)
+            ]
             write_manifest(plan, handles)
             params = {'duration': plan.duration}
 
@@ -272,6 +386,7 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
         directors=[
             DirectorEntry(partition=p, agent_uid=str(h.agent_id.uid), name=f'director-{p.index}')
             for p, h in zip(plan.partitions, handles, strict=True)
+            if isinstance(p, Partition)
         ],
     ).write()
 
@@ -354,6 +469,69 @@ def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> 
     )
 
 
+@subcommand('endpoint-config')
+def endpoint_config(argv: list[str]) -> int:
+    """``launch.py endpoint-config``: render, check or install an endpoint template."""
+    parser = _Parser(
+        prog='launch.py endpoint-config',
+        description=(
+            "Render a site's Globus Compute endpoint template with --set values and "
+            "check the result with the endpoint's own code (the values against "
+            'user_config_schema.json, then the YAML with load_config_yaml); print it. '
+            'With --install, copy the template and schema into an endpoint directory.'
+        ),
+    )
+    parser.add_argument(
+        '--site',
+        required=True,
+        help=f'site with an endpoint template: {", ".join(endpoint_sites())}',
+    )
+    parser.add_argument(
+        '--set',
+        dest='options',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='a user_endpoint_config value (repeat); the schema lists the keys',
+    )
+    parser.add_argument(
+        '--install',
+        metavar='DIR',
+        help='copy the template and schema into DIR, e.g. ~/.globus_compute/<endpoint name>',
+    )
+    parser.add_argument(
+        '--schema',
+        action='store_true',
+        help="print the site's schema (the keys --set accepts) instead of rendering",
+    )
+    args = parser.parse_args(argv)
+    try:
+        template = load_template(args.site)
+        if args.schema:
+            print(template.schema_path.read_text(), end='')
+            return 0
+        if args.install:
+            for path in install(template, args.install):
+                print(path)
+            if not args.options:
+                return 0
+        options = parse_assignments(args.options, template.schema())
+        rendered = render(template, options)
+        interface = missing_interface(rendered)
+        load_rendered(rendered, address='127.0.0.1' if interface else None)
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    if interface:
+        print(
+            f'note: interface {interface!r} does not exist on this host; the endpoint '
+            'resolves it on its own host (everything else was loaded here)',
+            file=sys.stderr,
+        )
+    if not args.install:
+        print(rendered.lstrip('\n'), end='' if rendered.endswith('\n') else '\n')
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -376,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except (DirectorFailedError, TimeoutError, OSError) as e:
         print(f'{parser.prog}: failed: {e}', file=sys.stderr)
+        return 1
+    except TaskExecutionFailed as e:
+        # A Director on a Globus Compute endpoint raised; its last line names the error.
+        last = next((line for line in reversed(e.remote_data.splitlines()) if line.strip()), '')
+        print(f'{parser.prog}: failed on the endpoint: {last.strip()}', file=sys.stderr)
         return 1
     wall = time.time() - start
     if args.json:

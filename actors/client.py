@@ -18,6 +18,7 @@ from academy.manager import Manager
 
 from actors.director import Director
 from actors.partition import Partition
+from actors.partition import PartitionRequest
 from actors.sites import SiteProfile
 from actors.tools import DEFAULT_TOOL
 
@@ -30,14 +31,18 @@ class DirectorFailedError(RuntimeError):
 
 async def launch_directors(
     manager: Manager[Any],
-    partitions: Sequence[Partition],
+    partitions: Sequence[Partition | PartitionRequest],
     profile: SiteProfile,
     run_dir: str,
     *,
     workers_per_node: int | None = None,
     tool: str = DEFAULT_TOOL,
 ) -> list[Handle[Director]]:
-    """Launch one Director per partition with the manager's default executor."""
+    """Launch one Director per partition with the manager's default executor.
+
+    A [`PartitionRequest`][actors.partition.PartitionRequest] is resolved by
+    the Director where it runs (on a Globus Compute endpoint's batch job).
+    """
     handles = []
     for partition in partitions:
         handle = await manager.launch(

@@ -28,6 +28,8 @@ from actors.errors import ConfigurationError
 from actors.parsl_config import build_config
 from actors.parsl_config import executor_label
 from actors.partition import Partition
+from actors.partition import PartitionRequest
+from actors.partition import resolve_partition
 from actors.results import CallResult
 from actors.results import DirectorStatus
 from actors.sites import SiteProfile
@@ -44,7 +46,8 @@ class Director(Agent):
     """Runs tool calls on the workers of one partition.
 
     Args:
-        partition: The nodes this Director owns.
+        partition: The nodes this Director owns, or a request resolved
+            against the batch job's nodes when the Director starts.
         profile: Site profile that says how to place workers on them.
         run_dir: Directory for this run; the Director's Parsl files go to
             ``<run_dir>/parsl/director-<index>``.
@@ -57,7 +60,7 @@ class Director(Agent):
 
     def __init__(
         self,
-        partition: Partition,
+        partition: Partition | PartitionRequest,
         profile: SiteProfile,
         run_dir: str,
         *,
@@ -83,6 +86,9 @@ class Director(Agent):
 
     async def agent_on_startup(self) -> None:
         """Start this Director's private DataFlowKernel."""
+        self.partition, self.run_dir = await asyncio.to_thread(
+            resolve_partition, self.partition, self.run_dir
+        )
         config = build_config(
             self.partition,
             self.profile,

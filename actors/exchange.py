@@ -22,6 +22,7 @@ from academy.exchange.cloud.client import DEFAULT_EXCHANGE_URL
 from academy.exchange.cloud.client import spawn_http_exchange
 
 from actors.errors import ConfigurationError
+from actors.globus import require_academy_login
 
 EXCHANGE_HELP = (
     'local, http (spawn one on 127.0.0.1), http://HOST:PORT, https://URL, '
@@ -81,6 +82,8 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
         with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
             yield factory
     elif spec == 'hosted':
+        # Connecting logs in through Globus Auth: fail now rather than wait on stdin.
+        require_academy_login()
         yield HttpExchangeFactory(DEFAULT_EXCHANGE_URL, auth_method='globus')
     else:
         url = urllib.parse.urlparse(spec)
@@ -88,4 +91,6 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
             yield RedisExchangeFactory(url.hostname or 'localhost', url.port or 6379)
         else:
             auth = 'globus' if url.scheme == 'https' else None
+            if auth:
+                require_academy_login()
             yield HttpExchangeFactory(spec, auth_method=auth)

@@ -234,16 +234,132 @@ def split_nodes(
     return parts
 
 
+def write_partition(
+    index: int,
+    nodes: Sequence[str],
+    run_dir: str | os.PathLike[str],
+) -> Partition:
+    """Write one partition's nodefile to ``run_dir/partitions/partition-<index>.nodes``.
+
+    The file is written to a temporary name and renamed, so a reader never
+    sees half a nodefile.
+    """
+    directory = pathlib.Path(run_dir, 'partitions')
+    directory.mkdir(parents=True, exist_ok=True)
+    nodefile = directory / f'partition-{index}.nodes'
+    tmp = directory / f'.partition-{index}.nodes.{os.getpid()}'
+    tmp.write_text(''.join(f'{n}\n' for n in nodes))
+    os.replace(tmp, nodefile)
+    return Partition(index, tuple(nodes), str(nodefile.resolve()))
+
+
 def write_partitions(
     parts: Sequence[Sequence[str]],
     run_dir: str | os.PathLike[str],
 ) -> list[Partition]:
     """Write one nodefile per partition under ``run_dir/partitions``."""
-    directory = pathlib.Path(run_dir, 'partitions')
-    directory.mkdir(parents=True, exist_ok=True)
-    partitions = []
-    for index, nodes in enumerate(parts):
-        nodefile = directory / f'partition-{index}.nodes'
-        nodefile.write_text(''.join(f'{n}\n' for n in nodes))
-        partitions.append(Partition(index, tuple(nodes), str(nodefile.resolve())))
-    return partitions
+    return [write_partition(index, nodes, run_dir) for index, nodes in enumerate(parts)]
+
+
+JOB_ID_VARIABLES = ('PBS_JOBID', 'SLURM_JOB_ID', 'COBALT_JOBID', 'FLUX_JOB_ID')
+"""Scheduler variables that name the current batch job, most common first."""
+
+
+def job_run_dir(
+    run_dir: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+) -> pathlib.Path:
+    """A directory for this batch job under ``run_dir`` (``~`` is expanded).
+
+    Inside a batch job this is ``<run_dir>/job-<job id>``, so two jobs that
+    share ``run_dir`` (on a shared filesystem) never share nodefiles; outside
+    one it is ``run_dir`` itself.
+    """
+    env = os.environ if environ is None else environ
+    base = pathlib.Path(os.path.expanduser(os.fspath(run_dir))).resolve()
+    for name in JOB_ID_VARIABLES:
+        job_id = env.get(name, '').strip()
+        if job_id:
+            safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in job_id)
+            return base / f'job-{safe}'
+    return base
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionRequest:
+    """A Director's slice of the batch job, resolved where the Director runs.
+
+    A client that cannot see the job's nodes (a laptop submitting through
+    Globus Compute) sends each Director a request; the Director discovers
+    the nodes on the lead node and keeps slice ``index`` of the same split
+    every other Director computes, so the slices are disjoint.
+
+    Attributes:
+        index: Which slice this Director owns (0-based).
+        count: Number of near-equal slices (as ``--partitions``).
+        sizes: Explicit slice sizes (as ``--partition-sizes``).
+        nodes_file: Explicit nodefile; default ``$PBS_NODEFILE`` or
+            ``$SLURM_JOB_NODELIST``.
+
+    """
+
+    index: int
+    count: int | None = None
+    sizes: tuple[int, ...] | None = None
+    nodes_file: str | None = None
+
+    def __post_init__(self) -> None:
+        total = len(self.sizes) if self.sizes is not None else self.count
+        if total is None:
+            raise ConfigurationError('a partition request needs count or sizes')
+        if not 0 <= self.index < total:
+            raise ConfigurationError(
+                f'partition index {self.index} is out of range; '
+                f'there are {total} partition(s) (0..{total - 1})',
+            )
+
+    def resolve(
+        self,
+        run_dir: str | os.PathLike[str],
+        environ: Mapping[str, str] | None = None,
+    ) -> Partition:
+        """Discover the job's nodes, split them, write this slice's nodefile.
+
+        Args:
+            run_dir: Run directory; the nodefile goes to
+                ``job_run_dir(run_dir)/partitions/``.
+            environ: Environment to read scheduler variables from.
+
+        Raises:
+            ConfigurationError: If the job has no node list or the split
+                does not fit it.
+
+        """
+        env = os.environ if environ is None else environ
+        if self.nodes_file is None and not (
+            env.get('PBS_NODEFILE') or env.get('SLURM_JOB_NODELIST')
+        ):
+            raise ConfigurationError(
+                'no batch job here: neither PBS_NODEFILE nor SLURM_JOB_NODELIST is set '
+                'where the Director runs, and no nodes_file was given; run the Directors '
+                'inside a batch job (a Globus Compute endpoint with a PBS/Slurm provider)',
+            )
+        nodes, _ = discover_nodes(nodes_file=self.nodes_file, environ=env)
+        parts = split_nodes(nodes, count=self.count, sizes=self.sizes)
+        return write_partition(self.index, parts[self.index], job_run_dir(run_dir, env))
+
+
+def resolve_partition(
+    partition: Partition | PartitionRequest,
+    run_dir: str,
+) -> tuple[Partition, str]:
+    """The Director's partition and run directory where it runs.
+
+    A [`Partition`][actors.partition.Partition] is used as given; a
+    [`PartitionRequest`][actors.partition.PartitionRequest] is resolved
+    against the batch job's nodes and moves the run directory into the
+    job's own directory.
+    """
+    if isinstance(partition, Partition):
+        return partition, run_dir
+    return partition.resolve(run_dir), str(job_run_dir(run_dir))
