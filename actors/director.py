@@ -8,6 +8,7 @@ calls on its partition's workers as Academy actions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import pathlib
@@ -21,12 +22,19 @@ from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
+from parsl.app.app import bash_app
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.errors import ConfigurationError
+from actors.mpi import RESOURCE_KEYS
+from actors.mpi import MPIResources
+from actors.mpi import NodeAdmission
+from actors.mpi import resolve_resources
+from actors.mpi import split_resources
 from actors.parsl_config import build_config
 from actors.parsl_config import executor_label
+from actors.parsl_config import mpi_executor_label
 from actors.partition import Partition
 from actors.partition import PartitionRequest
 from actors.partition import resolve_partition
@@ -34,7 +42,11 @@ from actors.results import CallResult
 from actors.results import DirectorStatus
 from actors.sites import SiteProfile
 from actors.tools import DEFAULT_TOOL
+from actors.tools import Tool
 from actors.tools import check_params
+from actors.tools import command_line
+from actors.tools import command_outcome
+from actors.tools import get_tool
 from actors.tools import run_tool
 
 logger = logging.getLogger(__name__)
@@ -52,9 +64,12 @@ class Director(Agent):
         run_dir: Directory for this run; the Director's Parsl files go to
             ``<run_dir>/parsl/director-<index>``.
         workers_per_node: Overrides the profile's workers (slots) per node.
-        tool: Tool that ``md_sim`` and ``md_sim_batch`` run.
+        tool: Tool that ``md_sim`` and ``md_sim_batch`` run unless a call
+            names another with ``tool=...``.
         drain_timeout: Seconds to let in-flight calls finish at shutdown
             before they are cancelled.
+        mpi: Add an ``MPIExecutor`` for multi-node (MPI) tools; its worker
+            pool starts with the first MPI call.
 
     """
 
@@ -67,6 +82,7 @@ class Director(Agent):
         workers_per_node: int | None = None,
         tool: str = DEFAULT_TOOL,
         drain_timeout: float = 10.0,
+        mpi: bool = True,
     ) -> None:
         super().__init__()
         self.partition = partition
@@ -83,6 +99,11 @@ class Director(Agent):
         self._lock = threading.Lock()
         self._done = 0
         self._failed = 0
+        self.mpi = mpi
+        self._command_app: Any = None
+        self._mpi_app: Any = None
+        self._admission = NodeAdmission(partition.size)
+        self._call_files = itertools.count()
 
     async def agent_on_startup(self) -> None:
         """Start this Director's private DataFlowKernel."""
@@ -94,6 +115,7 @@ class Director(Agent):
             self.profile,
             pathlib.Path(self.run_dir, 'parsl', self.name),
             workers_per_node=self.workers_per_node,
+            mpi=self.mpi,
         )
         # Creating a DFK starts the interchange and waits on it: keep it off
         # the event loop that other Directors may share.
@@ -103,6 +125,17 @@ class Director(Agent):
             data_flow_kernel=self._dfk,
             executors=[executor_label(self.partition)],
         )
+        self._command_app = bash_app(
+            command_line,
+            data_flow_kernel=self._dfk,
+            executors=[executor_label(self.partition)],
+        )
+        if self.mpi:
+            self._mpi_app = bash_app(
+                command_line,
+                data_flow_kernel=self._dfk,
+                executors=[mpi_executor_label(self.partition)],
+            )
         logger.info(
             '%s started on %d node(s): %s',
             self.name,
@@ -133,13 +166,65 @@ class Director(Agent):
         await asyncio.to_thread(dfk.cleanup)
         logger.info('%s stopped', self.name)
 
-    def _submit(self, params: Mapping[str, Any]) -> Future[Any]:
+    def _submit(
+        self,
+        params: Mapping[str, Any],
+        tool: str | None = None,
+        resources: MPIResources | None = None,
+    ) -> Future[Any]:
         assert self._app is not None, 'Director has not started'
-        future: Future[Any] = self._app(self.tool, dict(params))
+        name = tool or self.tool
+        future: Future[Any]
+        if tool is None or get_tool(name).kind == 'python':
+            future = self._app(name, dict(params))
+        else:
+            future = self._submit_command(name, params, resources)
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._finished)
         return future
+
+    def _submit_command(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        resources: MPIResources | None,
+    ) -> Future[Any]:
+        """Run a command tool as a bash app; resolve to the same outcome as ``run_tool``."""
+        calls = pathlib.Path(self.run_dir, 'parsl', self.name, 'calls')
+        calls.mkdir(parents=True, exist_ok=True)
+        stem = calls / f'{name}-{next(self._call_files)}'
+        meta, stdout, stderr = (f'{stem}.{ext}' for ext in ('json', 'out', 'err'))
+        if resources is None:
+            app_future = self._command_app(name, dict(params), meta, stdout=stdout, stderr=stderr)
+        else:
+            app_future = self._mpi_app(
+                name,
+                dict(params),
+                meta,
+                stdout=stdout,
+                stderr=stderr,
+                parsl_resource_specification=resources.parsl_spec(),
+            )
+        outcome: Future[Any] = Future()
+
+        def settle(done: Future[Any]) -> None:
+            if outcome.done():
+                return
+            if done.cancelled():
+                outcome.cancel()
+                return
+            value = command_outcome(name, meta, stdout, stderr, done.exception())
+            if not outcome.done():
+                outcome.set_result(value)
+
+        def propagate_cancel(done: Future[Any]) -> None:
+            if done.cancelled():
+                app_future.cancel()
+
+        outcome.add_done_callback(propagate_cancel)
+        app_future.add_done_callback(settle)
+        return outcome
 
     def _finished(self, future: Future[Any]) -> None:
         ok = not future.cancelled() and future.exception() is None and future.result()['ok']
@@ -156,16 +241,20 @@ class Director(Agent):
         params: Mapping[str, Any],
         future: Future[Any],
         submitted: float,
+        *,
+        tool: str | None = None,
+        resources: MPIResources | None = None,
     ) -> CallResult:
         result = CallResult(
             call_id=f'{self.name}-{next(self._call_ids)}',
             director=self.name,
             partition=self.partition.index,
             action=action_name,
-            tool=self.tool,
+            tool=tool or self.tool,
             params=dict(params),
             ok=False,
             start=submitted,
+            resources=None if resources is None else resources.to_dict(),
         )
         if future.cancelled():
             result.end = time.time()
@@ -189,7 +278,112 @@ class Director(Agent):
         result.value = outcome['value']
         result.error_type = outcome['error_type']
         result.error_message = outcome['error_message']
+        result.nodes = outcome.get('nodes')
         return result
+
+    def _prepare(self, name: str, arguments: Mapping[str, Any]) -> _Prepared:
+        """Check a call completely before anything is submitted.
+
+        Raises:
+            ConfigurationError: If the tool is unknown, a parameter does not fit
+                it, or its MPI resources can never run on this partition.
+
+        """
+        if not isinstance(arguments, Mapping):
+            raise ConfigurationError(
+                f'arguments for tool {name!r} must be a mapping of name to value, '
+                f'got {type(arguments).__name__}',
+            )
+        tool = get_tool(name)
+        params, requested = split_resources(arguments)
+        check_params(tool.name, params)
+        if not tool.mpi:
+            if requested:
+                raise ConfigurationError(
+                    f'tool {tool.name!r} runs on one worker slot; '
+                    f'{", ".join(sorted(requested))} apply only to MPI tools',
+                )
+            return _Prepared(tool, params, None)
+        if self._mpi_app is None and self._dfk is not None:
+            raise ConfigurationError(
+                f'{self.name} was started with mpi=False; it cannot run MPI tool {tool.name!r}',
+            )
+        resources = resolve_resources(
+            tool.name,
+            requested,
+            self.partition.size,
+            launcher_options=self.profile.mpi_launcher_options,
+        )
+        return _Prepared(tool, params, resources)
+
+    def _routed(self, arguments: Mapping[str, Any]) -> bool:
+        """True if a call must go through ``_prepare``/``_run`` (not the fast path)."""
+        return (
+            'tool' in arguments
+            or any(key in arguments for key in RESOURCE_KEYS)
+            or get_tool(self.tool).kind != 'python'
+        )
+
+    async def _run(self, action_name: str, call: _Prepared) -> CallResult:
+        """Submit a prepared call (MPI calls once their nodes are free); await its result."""
+        resources = call.resources
+        if resources is not None:
+            # Parsl's MPI mode is only ever handed calls whose nodes are free.
+            await self._admission.acquire(resources.num_nodes)
+            loop = asyncio.get_running_loop()
+        try:
+            submitted = time.time()
+            future = self._submit(call.params, call.tool.name, resources)
+        except BaseException:
+            if resources is not None:
+                self._admission.release(resources.num_nodes)
+            raise
+        if resources is not None:
+            nodes = resources.num_nodes
+            future.add_done_callback(
+                lambda _: loop.call_soon_threadsafe(self._admission.release, nodes),
+            )
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:
+            # Reported in the result; keep the call's failure out of the action.
+            pass
+        return self._result(
+            action_name,
+            call.params,
+            future,
+            submitted,
+            tool=call.tool.name,
+            resources=resources,
+        )
+
+    @action
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str | None = None,
+    ) -> CallResult:
+        """Run any registered tool by name (an LLM-style tool call).
+
+        Args:
+            name: Tool name (see ``launch.py tools``).
+            arguments: The tool's parameters, as a mapping or a JSON object
+                string; an MPI tool also takes ``num_nodes``,
+                ``ranks_per_node`` and ``num_ranks``.
+
+        Returns:
+            The call's result; a failure inside the tool comes back as a
+            result with ``ok=False``.
+
+        Raises:
+            ConfigurationError: If the arguments do not match the tool's
+                schema or cannot run on this partition; nothing is submitted.
+
+        """
+        from actors.schemas import validate_arguments
+
+        parsed = validate_arguments(name, arguments)
+        return await self._run('call_tool', self._prepare(name, parsed))
 
     @action
     async def md_sim(self, **params: Any) -> CallResult:
@@ -208,6 +402,9 @@ class Director(Agent):
                 is submitted then.
 
         """
+        if self._routed(params):
+            name, arguments = _tool_and_arguments(params, self.tool)
+            return await self._run('md_sim', self._prepare(name, arguments))
         check_params(self.tool, params)
         submitted = time.time()
         future = self._submit(params)
@@ -242,6 +439,9 @@ class Director(Agent):
 
         """
         calls = _expand_batch(iterations, params)
+        if any(self._routed(call) for call in calls):
+            prepared = [self._prepare(*_tool_and_arguments(call, self.tool)) for call in calls]
+            return list(await asyncio.gather(*(self._run('md_sim_batch', c) for c in prepared)))
         for call in calls:
             check_params(self.tool, call)
         loop = asyncio.get_running_loop()
@@ -296,7 +496,27 @@ class Director(Agent):
             running=min(running, in_flight),
             done=done,
             failed=failed,
+            mpi_nodes_free=self._admission.free,
+            mpi_waiting=self._admission.waiting,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """A call that passed every check: tool, its parameters, MPI resources."""
+
+    tool: Tool
+    params: dict[str, Any]
+    resources: MPIResources | None
+
+
+def _tool_and_arguments(call: Mapping[str, Any], default: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(call, Mapping):
+        raise ConfigurationError(
+            f'each call of a batch must be a mapping of name to value, got {type(call).__name__}',
+        )
+    arguments = dict(call)
+    return arguments.pop('tool', default), arguments
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

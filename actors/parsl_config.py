@@ -9,6 +9,12 @@ launcher, never by mutating this process's environment:
   for the block's shell only; Parsl's ``MpiExecLauncher`` starts one worker
   pool per host listed there.
 * ``srun``: ``SrunLauncher`` with ``--nodelist=<partition hosts>``.
+
+With ``mpi=True`` the config also holds an ``MPIExecutor`` for multi-node
+tool calls: one worker pool on the Director's host (``SimpleLauncher``, started
+on the first MPI call) whose MPI task scheduler hands out the partition's
+nodes, read from ``$PBS_NODEFILE`` (or ``$SLURM_NODELIST`` on Slurm), which
+the block's shell sets to the partition only.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import hostlist
 from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
+from parsl.executors import MPIExecutor
 from parsl.launchers import MpiExecLauncher
+from parsl.launchers import SimpleLauncher
 from parsl.launchers import SrunLauncher
 from parsl.launchers.base import Launcher
 from parsl.providers import LocalProvider
@@ -35,6 +43,11 @@ from actors.sites import SiteProfile
 def executor_label(partition: Partition) -> str:
     """Parsl executor label for a partition's executor."""
     return f'partition-{partition.index}'
+
+
+def mpi_executor_label(partition: Partition) -> str:
+    """Parsl executor label for a partition's MPI executor."""
+    return f'partition-{partition.index}-mpi'
 
 
 def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
@@ -75,6 +88,51 @@ def make_worker_init(
     return '\n'.join(lines)
 
 
+def make_mpi_worker_init(profile: SiteProfile, partition: Partition) -> str:
+    """Shell lines that point Parsl's MPI task scheduler at the partition's nodes."""
+    bin_dir = os.path.dirname(sys.executable)
+    lines = [f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    if profile.scheduler == 'slurm':
+        nodelist = hostlist.collect_hostlist(list(partition.nodes))
+        lines.append(f'export SLURM_NODELIST={shlex.quote(nodelist)}')
+    else:
+        # The scheduler prefers $SLURM_NODELIST; only the partition counts here.
+        lines.append('unset SLURM_NODELIST')
+        lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
+    if profile.worker_init:
+        lines.append(profile.worker_init)
+    return '\n'.join(lines)
+
+
+def make_mpi_executor(partition: Partition, profile: SiteProfile) -> MPIExecutor:
+    """An ``MPIExecutor`` that runs at most one call per partition node at once.
+
+    Its single worker pool starts with the first MPI call and lives on the
+    Director's host; each call's command reaches its nodes through
+    ``$PARSL_MPI_PREFIX`` (``profile.mpi_launcher``).
+    """
+    provider = LocalProvider(
+        nodes_per_block=1,
+        init_blocks=0,
+        min_blocks=0,
+        max_blocks=1,
+        parallelism=1,
+        launcher=SimpleLauncher(),
+        worker_init=make_mpi_worker_init(profile, partition),
+    )
+    return MPIExecutor(
+        label=mpi_executor_label(partition),
+        provider=provider,
+        address=worker_address(profile),
+        max_workers_per_block=partition.size,
+        mpi_launcher=profile.mpi_launcher,
+        heartbeat_period=profile.heartbeat_period,
+        heartbeat_threshold=profile.heartbeat_threshold,
+        block_error_handler=False,
+        encrypted=False,
+    )
+
+
 def worker_address(profile: SiteProfile) -> str | None:
     """Address the worker pools use to reach this Director's interchange.
 
@@ -101,6 +159,7 @@ def build_config(
     *,
     workers_per_node: int | None = None,
     retries: int = 0,
+    mpi: bool = False,
 ) -> Config:
     """Create a new Parsl config whose workers live only on ``partition``.
 
@@ -110,6 +169,8 @@ def build_config(
         run_dir: Directory for this Director's Parsl logs and submit scripts.
         workers_per_node: Overrides ``profile.workers_per_node``.
         retries: Parsl-level retries of a task whose worker was lost.
+        mpi: Also add the partition's ``MPIExecutor`` (labelled
+            ``mpi_executor_label(partition)``) for multi-node calls.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
@@ -147,8 +208,11 @@ def build_config(
         # per-task cost for no gain there.
         encrypted=False,
     )
+    executors: list[HighThroughputExecutor] = [executor]
+    if mpi:
+        executors.append(make_mpi_executor(partition, profile))
     return Config(
-        executors=[executor],
+        executors=executors,
         run_dir=str(run_path),
         strategy='simple',
         strategy_period=profile.strategy_period,

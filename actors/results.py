@@ -29,6 +29,9 @@ class CallResult:
         value: What the tool returned.
         error_type: Exception class name when ``ok`` is false.
         error_message: Exception message when ``ok`` is false.
+        nodes: For an MPI call, the nodes Parsl's MPI mode gave it.
+        resources: For an MPI call, ``num_nodes``, ``ranks_per_node`` and
+            ``num_ranks``.
 
     """
 
@@ -47,6 +50,8 @@ class CallResult:
     value: Any = None
     error_type: str | None = None
     error_message: str | None = None
+    nodes: list[str] | None = None
+    resources: dict[str, int] | None = None
 
     @property
     def wall_time(self) -> float:
@@ -73,6 +78,8 @@ class DirectorStatus:
         running: Calls held by worker pools.
         done: Calls that finished successfully.
         failed: Calls that finished with an error.
+        mpi_nodes_free: Partition nodes no MPI call holds.
+        mpi_waiting: MPI calls waiting for nodes.
 
     """
 
@@ -85,6 +92,8 @@ class DirectorStatus:
     running: int
     done: int
     failed: int
+    mpi_nodes_free: int = 0
+    mpi_waiting: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

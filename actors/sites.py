@@ -24,6 +24,7 @@ LauncherKind = Literal['mpiexec', 'srun']
 
 _SCHEDULERS = ('none', 'pbs', 'slurm')
 _LAUNCHERS = ('mpiexec', 'srun')
+_MPI_LAUNCHERS = ('mpiexec', 'srun', 'aprun')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,11 @@ class SiteProfile:
         launcher_args: Extra launcher flags, e.g. ``--ppn 1 --cpu-bind depth``.
         bind_cmd: Flag that the launcher uses to switch CPU binding off
             (``--bind-to`` for MPICH hydra, ``--cpu-bind`` for Cray PALS).
+        mpi_launcher: Launcher of multi-node (MPI) tool calls: ``mpiexec``,
+            ``srun`` or ``aprun`` (Parsl's MPI mode builds ``$PARSL_MPI_PREFIX``
+            with it).
+        mpi_launcher_options: Extra flags appended to every MPI call's launch
+            prefix, e.g. ``-launcher fork`` to simulate nodes on one machine.
         workers_per_node: Parsl workers (tool slots) per node.
         cores_per_worker: Cores one worker claims; small values let a
             simulated job oversubscribe a laptop.
@@ -64,6 +70,8 @@ class SiteProfile:
     launcher: LauncherKind = 'mpiexec'
     launcher_args: str = ''
     bind_cmd: str = '--bind-to'
+    mpi_launcher: str = 'mpiexec'
+    mpi_launcher_options: str = ''
     workers_per_node: int = 4
     cores_per_worker: float = 1.0
     accelerators_per_node: int = 0
@@ -87,6 +95,11 @@ class SiteProfile:
             raise ConfigurationError(
                 f'site {self.name!r}: launcher {self.launcher!r} is not one of '
                 f'{", ".join(_LAUNCHERS)}',
+            )
+        if self.mpi_launcher not in _MPI_LAUNCHERS:
+            raise ConfigurationError(
+                f'site {self.name!r}: mpi_launcher {self.mpi_launcher!r} is not one of '
+                f'{", ".join(_MPI_LAUNCHERS)}',
             )
         if self.workers_per_node < 1:
             raise ConfigurationError(

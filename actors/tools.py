@@ -1,26 +1,42 @@
-"""Tools that Directors run on their partition's workers.
+"""The tool registry, and the worker-side wrappers that run tools.
 
-Everything here executes inside a Parsl worker process, so it must be
-importable there (the package is installed on every node) and must not
-depend on the Director's state.
+A tool is either a Python function (run as a Parsl python app on one worker
+slot) or a command line (a function that returns the command; run as a Parsl
+bash app). A command-line tool may be an MPI tool: it runs through the
+Director's ``MPIExecutor`` on whole nodes of the partition and its command
+starts with ``$PARSL_MPI_PREFIX``, the launch prefix for exactly the nodes the
+call was given. Every tool has typed parameters and a Google-style docstring;
+[`actors.schemas`][actors.schemas] turns both into JSON schemas for LLM tool
+calling.
+
+Everything a worker runs (``run_tool``, ``command_line``) must be importable
+there (the package is installed on every node) and must not depend on the
+Director's state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
+import json
 import os
+import pathlib
+import shlex
 import socket
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
+from typing import Literal
 
 from actors.errors import ConfigurationError
 
 # Variables a launcher sets to the host it placed a rank on, most specific
 # first: MPICH hydra (also under its fork launcher), Slurm, Cray PALS.
 _NODE_VARIABLES = ('PMI_HOSTNAME', 'SLURMD_NODENAME', 'PALS_NODENAME')
+
+ToolKind = Literal['python', 'command']
 
 
 def current_node() -> str:
@@ -32,6 +48,230 @@ def current_node() -> str:
     return socket.gethostname()
 
 
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    """A registered tool.
+
+    Attributes:
+        name: Name clients call the tool by.
+        func: For a ``python`` tool, the function to run; for a ``command``
+            tool, a function that returns the command line to run.
+        kind: ``python`` (python app) or ``command`` (bash app).
+        mpi: True if the tool runs through the MPI executor on whole nodes.
+        parse: For a ``command`` tool, turns the command's stdout into the
+            call's value; without it the value is the stdout text.
+
+    """
+
+    name: str
+    func: Callable[..., Any]
+    kind: ToolKind = 'python'
+    mpi: bool = False
+    parse: Callable[[str], Any] | None = None
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The tool's parameters (a command tool's ``stdout``/``stderr`` hidden)."""
+        signature = inspect.signature(self.func)
+        return signature.replace(
+            parameters=[p for n, p in signature.parameters.items() if n not in _STD_STREAMS],
+        )
+
+
+_STD_STREAMS = ('stdout', 'stderr', 'parsl_resource_specification')
+
+TOOLS: dict[str, Tool | Callable[..., Any]] = {}
+"""Tools a Director can run, by name (plain functions count as python tools)."""
+
+DEFAULT_TOOL = 'mock_md'
+
+
+def register_tool(
+    name: str | None = None,
+    *,
+    kind: ToolKind = 'python',
+    mpi: bool = False,
+    parse: Callable[[str], Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that adds a function to [`TOOLS`][actors.tools.TOOLS].
+
+    Args:
+        name: Tool name (default: the function's name).
+        kind: ``python`` or ``command``.
+        mpi: The command runs under ``$PARSL_MPI_PREFIX`` on whole nodes.
+        parse: Turns a command tool's stdout into its value.
+
+    """
+    if mpi and kind != 'command':
+        raise ValueError('an MPI tool must be a command tool (its command uses $PARSL_MPI_PREFIX)')
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        tool = Tool(name or func.__name__, func, kind, mpi, parse)
+        TOOLS[tool.name] = tool
+        return func
+
+    return register
+
+
+def get_tool(name: str) -> Tool:
+    """Look a tool up by name.
+
+    Raises:
+        ConfigurationError: If no tool has that name.
+
+    """
+    try:
+        entry = TOOLS[name]
+    except (KeyError, TypeError):
+        raise ConfigurationError(
+            f'unknown tool {name!r}; available tools: {", ".join(sorted(TOOLS))}',
+        ) from None
+    return entry if isinstance(entry, Tool) else Tool(name, entry)
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check that ``params`` fit the tool's signature before submitting.
+
+    Raises:
+        ConfigurationError: If a parameter is unknown or missing.
+
+    """
+    if not isinstance(params, Mapping):
+        raise ConfigurationError(
+            f'parameters for tool {name!r} must be a mapping of name to value, '
+            f'got {type(params).__name__}',
+        )
+    signature = get_tool(name).signature
+    try:
+        signature.bind(**params)
+    except TypeError as e:
+        raise ConfigurationError(
+            f'bad parameters for tool {name!r}: {e}; the tool takes {signature}',
+        ) from None
+
+
+def _outcome(where: Mapping[str, Any], start: float, value: Any, error: BaseException | None):
+    return {
+        **where,
+        'start': start,
+        'end': time.time(),
+        'ok': error is None,
+        'value': value,
+        'error_type': None if error is None else type(error).__name__,
+        'error_message': None if error is None else str(error),
+    }
+
+
+def _where() -> dict[str, Any]:
+    return {
+        'node': current_node(),
+        'worker': int(os.environ.get('PARSL_WORKER_RANK', '-1')),
+        'pid': os.getpid(),
+    }
+
+
+def run_tool(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run a python tool on this worker and describe where and how it ran.
+
+    A tool's own exception is caught here, so that the failure still reports
+    the node and worker it happened on.
+    """
+    start = time.time()
+    where = _where()
+    try:
+        value = get_tool(name).func(**params)
+    except Exception as e:
+        return _outcome(where, start, None, e)
+    return _outcome(where, start, value, None)
+
+
+def command_line(
+    name: str,
+    params: Mapping[str, Any],
+    meta: str,
+    stdout: str | None = None,
+    stderr: str | None = None,
+    parsl_resource_specification: Mapping[str, Any] | None = None,
+) -> str:
+    """Bash-app body: the command line of a command tool, run by Parsl.
+
+    Runs on the worker. Records where and when the call started (and, for an
+    MPI call, the nodes Parsl gave it) in the ``meta`` JSON file; the command
+    appends its end time to ``<meta>.end``.
+    """
+    # Parsl's bash-app machinery handles the streams and the MPI resources.
+    del stdout, stderr, parsl_resource_specification
+    command = get_tool(name).func(**params)
+    info = {**_where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes()}
+    pathlib.Path(meta).write_text(json.dumps(info))
+    end = shlex.quote(f'{meta}.end')
+    return f'{command}\nstatus=$?\ndate +%s.%N > {end}\nexit $status\n'
+
+
+def _mpi_nodes() -> list[str] | None:
+    nodes = os.environ.get('PARSL_MPI_NODELIST')
+    return nodes.split(',') if nodes else None
+
+
+def command_outcome(
+    name: str,
+    meta: str,
+    stdout: str,
+    stderr: str,
+    error: BaseException | None,
+) -> dict[str, Any]:
+    """Director side: turn a finished command tool's files into an outcome.
+
+    Args:
+        name: Tool name.
+        meta: The meta file that ``command_line`` wrote on the worker.
+        stdout: The command's stdout file.
+        stderr: The command's stderr file.
+        error: The bash app's exception (non-zero exit, ...), if any.
+
+    Returns:
+        The same mapping [`run_tool`][actors.tools.run_tool] returns, plus
+        ``nodes``: the nodes an MPI call was given.
+
+    """
+    meta_path = pathlib.Path(meta)
+    info: dict[str, Any] = {}
+    if meta_path.exists():
+        info = json.loads(meta_path.read_text())
+    end_path = pathlib.Path(f'{meta}.end')
+    end = float(end_path.read_text()) if end_path.exists() else time.time()
+    out = pathlib.Path(stdout).read_text() if pathlib.Path(stdout).exists() else ''
+    outcome: dict[str, Any] = {
+        'node': info.get('node'),
+        'worker': info.get('worker'),
+        'pid': info.get('pid'),
+        'nodes': info.get('mpi_nodes'),
+        'start': info.get('start', end),
+        'end': end,
+        'ok': False,
+        'value': None,
+        'error_type': None,
+        'error_message': None,
+    }
+    if error is None:
+        parse = get_tool(name).parse
+        try:
+            outcome['value'] = parse(out) if parse else out
+            outcome['ok'] = True
+        except Exception as e:
+            outcome['error_type'] = type(e).__name__
+            outcome['error_message'] = f'cannot parse the output of {name}: {e}'
+        return outcome
+    tail = ''
+    if pathlib.Path(stderr).exists():
+        lines = pathlib.Path(stderr).read_text().splitlines()
+        tail = '\n'.join(line for line in lines[-5:] if line.strip())
+    outcome['error_type'] = type(error).__name__
+    outcome['error_message'] = f'{error}' + (f'; stderr: {tail}' if tail else '')
+    return outcome
+
+
+@register_tool()
 def mock_md(
     duration: float = 0.0,
     temperature: float = 300.0,
@@ -68,78 +308,15 @@ def mock_md(
     }
 
 
-TOOLS: dict[str, Callable[..., Any]] = {'mock_md': mock_md}
-"""Tools a Director can run, by name."""
+def _register_builtin_tools() -> None:
+    from actors import md
+    from actors import mpi_tools
 
-DEFAULT_TOOL = 'mock_md'
-
-
-def get_tool(name: str) -> Callable[..., Any]:
-    """Look a tool up by name.
-
-    Raises:
-        ConfigurationError: If no tool has that name.
-
-    """
-    try:
-        return TOOLS[name]
-    except KeyError:
-        raise ConfigurationError(
-            f'unknown tool {name!r}; available tools: {", ".join(sorted(TOOLS))}',
-        ) from None
+    register_tool()(md.ase_md)
+    register_tool(kind='command', mpi=True, parse=mpi_tools.parse_ranks)(mpi_tools.mpi_probe)
+    register_tool(kind='command', mpi=True, parse=mpi_tools.parse_md_ensemble)(
+        mpi_tools.ase_md_mpi,
+    )
 
 
-def check_params(name: str, params: Mapping[str, Any]) -> None:
-    """Check that ``params`` fit the tool's signature before submitting.
-
-    Raises:
-        ConfigurationError: If a parameter is unknown or missing.
-
-    """
-    if not isinstance(params, Mapping):
-        raise ConfigurationError(
-            f'parameters for tool {name!r} must be a mapping of name to value, '
-            f'got {type(params).__name__}',
-        )
-    signature = inspect.signature(get_tool(name))
-    try:
-        signature.bind(**params)
-    except TypeError as e:
-        raise ConfigurationError(
-            f'bad parameters for tool {name!r}: {e}; the tool takes {signature}',
-        ) from None
-
-
-def run_tool(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Run a tool on this worker and describe where and how it ran.
-
-    A tool's own exception is caught here, so that the failure still reports
-    the node and worker it happened on.
-    """
-    start = time.time()
-    where = {
-        'node': current_node(),
-        'worker': int(os.environ.get('PARSL_WORKER_RANK', '-1')),
-        'pid': os.getpid(),
-    }
-    try:
-        value = TOOLS[name](**params)
-    except Exception as e:
-        return {
-            **where,
-            'start': start,
-            'end': time.time(),
-            'ok': False,
-            'value': None,
-            'error_type': type(e).__name__,
-            'error_message': str(e),
-        }
-    return {
-        **where,
-        'start': start,
-        'end': time.time(),
-        'ok': True,
-        'value': value,
-        'error_type': None,
-        'error_message': None,
-    }
+_register_builtin_tools()
