@@ -151,6 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help='seconds per mock MD call (default: 1.0)',
     )
+    campaign = parser.add_argument_group('campaign (mock planner agent)')
+    campaign.add_argument(
+        '--campaign',
+        action='store_true',
+        help='instead of the md_sim calls, run the mock planner agent: a temperature '
+        'scan with the real MD tool, as JSON tool calls through the dispatcher',
+    )
+    campaign.add_argument(
+        '--rounds',
+        type=int,
+        default=2,
+        help='refinement rounds after the first grid (default: 2)',
+    )
+    campaign.add_argument(
+        '--steps',
+        type=int,
+        default=300,
+        help='MD steps per campaign call (default: 300)',
+    )
+    campaign.add_argument(
+        '--tool',
+        default='ase_md',
+        help='MD tool of the campaign (default: ase_md; mock_md for a dry run)',
+    )
     deploy = parser.add_argument_group('deployment')
     deploy.add_argument(
         '--exchange',
@@ -206,6 +230,10 @@ class RunPlan:
     workers_per_node: int | None
     director_run_dir: str = ''
     endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    campaign: bool = False
+    rounds: int = 2
+    steps: int = 300
+    tool: str = 'ase_md'
 
     def __post_init__(self) -> None:
         self.director_run_dir = self.director_run_dir or str(self.run_dir)
@@ -230,6 +258,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         raise ConfigurationError(
             f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
         )
+    if args.campaign:
+        check_campaign(args.tool, args.rounds, args.steps)
     remote = args.executor == 'globus-compute'
     exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
     validate_executor(args.executor, exchange, args.endpoint)
@@ -261,6 +291,10 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         executor=args.executor,
         endpoint=args.endpoint,
         workers_per_node=args.workers_per_node,
+        campaign=args.campaign,
+        rounds=args.rounds,
+        steps=args.steps,
+        tool=args.tool,
     )
 
 
@@ -315,7 +349,43 @@ def plan_remote_run(
         workers_per_node=args.workers_per_node,
         director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{stamp}',
         endpoint_config=options,
+        campaign=args.campaign,
+        rounds=args.rounds,
+        steps=args.steps,
+        tool=args.tool,
     )
+
+
+def check_campaign(tool: str, rounds: int, steps: int) -> None:
+    """Validate the campaign flags before anything starts.
+
+    Raises:
+        ConfigurationError: On a bad value.
+
+    """
+    from actors.schemas import validate_arguments
+    from actors.tools import get_tool
+
+    if rounds < 0:
+        raise ConfigurationError(f'--rounds {rounds} is negative; give 0 or more')
+    if get_tool(tool).mpi:
+        raise ConfigurationError(
+            f'--tool {tool} is an MPI tool; the campaign scans single-slot tools (ase_md, mock_md)',
+        )
+    if 'temperature' not in get_tool(tool).signature.parameters:
+        raise ConfigurationError(f'--tool {tool} has no temperature to scan')
+    try:
+        validate_arguments(tool, campaign_arguments(tool, steps))
+    except ConfigurationError as e:
+        raise ConfigurationError(f'--steps {steps}: {e}') from None
+
+
+def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
+    """Arguments of every campaign call besides the temperature."""
+    if tool == 'ase_md':
+        # 32 atoms held at each temperature: a few seconds per call on a laptop core.
+        return {'steps': steps, 'size': 2, 'samples': 20, 'ensemble': 'langevin'}
+    return {'steps': steps}
 
 
 async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResult]:
@@ -357,6 +427,8 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
                 for p, status in zip(plan.partitions, statuses, strict=True)
             ]
             write_manifest(plan, handles)
+            if plan.campaign:
+                return await run_campaign(manager, handles, plan)
             params = {'duration': plan.duration}
 
             async def drive(handle: Any) -> list[CallResult]:
@@ -376,6 +448,23 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
     return [result for results in per_director for result in results]
 
 
+async def run_campaign(manager: Manager[Any], handles: Sequence[Any], plan: RunPlan) -> Any:
+    """Launch the mock planner agent and run its campaign on the Directors."""
+    from actors.planner import Planner
+
+    planner = await manager.launch(
+        Planner,
+        args=(list(handles),),
+        kwargs={
+            'tool': plan.tool,
+            'rounds': plan.rounds,
+            'arguments': campaign_arguments(plan.tool, plan.steps),
+        },
+        name='planner',
+    )
+    return await call(manager, planner, 'run_campaign')
+
+
 def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
     """Record the run's Directors in ``<run_dir>/manifest.json``."""
     RunManifest(
@@ -391,8 +480,18 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
     ).write()
 
 
-def render_json(plan: RunPlan, results: Sequence[CallResult], wall: float) -> str:
-    """One JSON document with partitions and every result."""
+def render_json(
+    plan: RunPlan,
+    results: Sequence[CallResult],
+    wall: float,
+    campaign: Any = None,
+) -> str:
+    """One JSON document with partitions and every result (and the campaign)."""
+    extra = {}
+    if campaign is not None:
+        report = campaign.to_dict()
+        report.pop('results')
+        extra['campaign'] = report
     return json.dumps(
         {
             'run_dir': str(plan.run_dir),
@@ -409,6 +508,7 @@ def render_json(plan: RunPlan, results: Sequence[CallResult], wall: float) -> st
                 for p in plan.partitions
             ],
             'results': [r.to_dict() for r in results],
+            **extra,
         },
         indent=2,
     )
@@ -548,8 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     start = time.time()
+    campaign = None
     try:
         results = asyncio.run(run(plan))
+        if plan.campaign:
+            campaign, results = results, results.results
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except (DirectorFailedError, TimeoutError, OSError) as e:
@@ -562,10 +665,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     wall = time.time() - start
     if args.json:
-        print(render_json(plan, results, wall))
+        print(render_json(plan, results, wall, campaign))
     else:
         render_tables(plan, results, wall)
+        if campaign is not None:
+            render_campaign(campaign)
     return 0 if all(r.ok for r in results) else 1
+
+
+def render_campaign(report: Any) -> None:
+    """Print the campaign's rounds and measured points."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f'campaign: temperature scan with {report.tool}', title_justify='left')
+    for column in ('T (K)', 'mean E_pot (eV/atom)', 'final T (K)', 'call', 'node'):
+        table.add_column(column, no_wrap=True)
+    for point in report.points:
+        final = point['final_temperature']
+        table.add_row(
+            f'{point["temperature"]:.0f}',
+            f'{point["mean_potential_energy"]:.4f}',
+            '-' if final is None else f'{final:.0f}',
+            point['call_id'],
+            point['node'] or '-',
+        )
+    console.print(table)
+    for entry in report.rounds:
+        temps = ', '.join(f'{t:.0f}' for t in entry['temperatures'])
+        console.print(f'round {entry["round"]}: {temps} K ({entry["reasons"][0]})')
+    if report.steepest:
+        steep = report.steepest
+        console.print(
+            f'steepest dE/dT: {steep["low"]:.0f}-{steep["high"]:.0f} K, '
+            f'{steep["dE_dT"] * 1000:.3f} meV/atom/K',
+        )
+
+
+@subcommand('tools')
+def tools_command(argv: list[str]) -> int:
+    """``launch.py tools --format openai|mcp``: print the tool schemas as a JSON list."""
+    from actors.schemas import FORMATS
+    from actors.schemas import export
+
+    parser = _Parser(
+        prog='launch.py tools',
+        description='Print every tool and Director action as a JSON schema for LLM tool calling.',
+    )
+    parser.add_argument(
+        '--format',
+        default='openai',
+        choices=FORMATS,
+        help='openai: function-calling "tools" list; mcp: MCP tools/list entries (default: openai)',
+    )
+    args = parser.parse_args(argv)
+    print(json.dumps(export(args.format), indent=2))
+    return 0
 
 
 if __name__ == '__main__':

@@ -90,6 +90,7 @@ def ase_md(  # noqa: PLR0917
     import numpy as np
     from ase import units
     from ase.calculators.emt import EMT
+    from ase.constraints import FixCom
     from ase.lattice.cubic import FaceCenteredCubic
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
@@ -105,11 +106,14 @@ def ase_md(  # noqa: PLR0917
     if ensemble == 'nve':
         dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     else:
+        # The random kicks must not move the centre of mass.
+        atoms.set_constraint(FixCom())
         dynamics = Langevin(
             atoms,
             timestep=timestep_fs * units.fs,
             temperature_K=temperature,
             friction=friction / units.fs,
+            fixcm=False,
             rng=rng,
         )
     trajectory: list[dict[str, float]] = []

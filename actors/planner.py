@@ -31,7 +31,7 @@ from actors.results import CallResult
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPERATURES = (300.0, 900.0, 1500.0, 2100.0)
+DEFAULT_TEMPERATURES = (300.0, 1200.0, 2100.0, 3000.0)
 
 
 @dataclasses.dataclass
@@ -204,4 +204,3 @@ def _energy(result: CallResult) -> float | None:
     value = result.value
     energy = value.get('mean_potential_energy', value.get('energy'))
     return float(energy) if energy is not None else None
-

@@ -189,6 +189,7 @@ def command_line(
     name: str,
     params: Mapping[str, Any],
     meta: str,
+    *,
     stdout: str | None = None,
     stderr: str | None = None,
     parsl_resource_specification: Mapping[str, Any] | None = None,
