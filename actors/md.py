@@ -119,14 +119,15 @@ def ase_md(  # noqa: PLR0917
     trajectory: list[dict[str, float]] = []
 
     def record() -> None:
-        trajectory.append({'step': dynamics.nsteps, **_energies(atoms)})
+        # ASE also calls observers when a run starts; keep one sample per step.
+        if not trajectory or trajectory[-1]['step'] != dynamics.nsteps:
+            trajectory.append({'step': dynamics.nsteps, **_energies(atoms)})
 
     interval = max(1, steps // samples)
     record()
     dynamics.attach(record, interval=interval)
     dynamics.run(steps)
-    if trajectory[-1]['step'] != dynamics.nsteps:
-        record()
+    record()
     initial, final = trajectory[0], trajectory[-1]
     second_half = [s for s in trajectory if s['step'] >= steps / 2] or [final]
     totals = [s['total'] for s in trajectory]

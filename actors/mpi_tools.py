@@ -133,10 +133,7 @@ def parse_ranks(text: str) -> dict[str, Any]:
         ValueError: If no rank reported.
 
     """
-    ranks = sorted(
-        (json.loads(line) for line in text.splitlines() if line.startswith('{')),
-        key=lambda r: r['rank'],
-    )
+    ranks = sorted(_json_objects(text), key=lambda r: r['rank'])
     if not ranks:
         raise ValueError('no MPI rank printed a result')
     return {
@@ -146,6 +143,23 @@ def parse_ranks(text: str) -> dict[str, Any]:
         'start': min(r['start'] for r in ranks),
         'end': max(r['end'] for r in ranks),
     }
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """Every rank report in ``text``, even if the launcher merged lines."""
+    decoder = json.JSONDecoder()
+    found = []
+    index = text.find('{')
+    while index != -1:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            index = text.find('{', index + 1)
+            continue
+        if isinstance(value, dict) and 'rank' in value:
+            found.append(value)
+        index = text.find('{', end)
+    return found
 
 
 def parse_md_ensemble(text: str) -> dict[str, Any]:
@@ -183,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = ase_md(**options)
         result.pop('trajectory')
         report = {**info, 'start': start, 'end': time.time(), 'result': result}
-    print(json.dumps(report), flush=True)
+    # One write() per report: the launcher merges the ranks' streams.
+    os.write(sys.stdout.fileno(), (json.dumps(report) + '\n').encode())
     return 0
 
 

@@ -1,0 +1,205 @@
+"""Multi-node MPI tool calls with per-call resources on a simulated 4-node partition."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pathlib
+
+import pytest
+
+from actors.client import call
+from actors.errors import ConfigurationError
+from actors.mpi import MPIResources
+from actors.mpi import NodeAdmission
+from actors.mpi import resolve_resources
+from tests.helpers import running_directors
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_resources_default_to_one_node_one_rank():
+    assert resolve_resources('t', {}, 4) == MPIResources(1, 1)
+    spec = resolve_resources('t', {'num_nodes': 2, 'num_ranks': 8}, 4, launcher_options='-x')
+    assert spec.parsl_spec() == {
+        'num_nodes': 2,
+        'ranks_per_node': 4,
+        'num_ranks': 8,
+        'launcher_options': '-x',
+    }
+
+
+@pytest.mark.parametrize(
+    ('requested', 'message'),
+    [
+        ({'num_nodes': 5}, r'num_nodes=5 is more than the 4 node\(s\) of this partition'),
+        ({'num_ranks': 4}, 'num_ranks=4 needs num_nodes too'),
+        ({'num_nodes': 2, 'num_ranks': 3}, 'num_ranks=3 is not a multiple of num_nodes=2'),
+        (
+            {'num_nodes': 2, 'num_ranks': 8, 'ranks_per_node': 2},
+            r'num_ranks=8 != num_nodes=2 x ranks_per_node=2',
+        ),
+        ({'num_nodes': 0}, 'num_nodes must be a positive integer, got 0'),
+        ({'num_nodes': True}, 'num_nodes must be a positive integer, got True'),
+        ({'ranks_per_node': 'two'}, "ranks_per_node must be a positive integer, got 'two'"),
+        ({'gpus': 1}, r'unknown resource argument\(s\) gpus'),
+    ],
+)
+def test_impossible_requests_are_rejected(requested, message):
+    with pytest.raises(ConfigurationError, match=message):
+        resolve_resources('mpi_probe', requested, 4)
+
+
+def test_admission_is_first_come_first_served():
+    async def main():
+        admission = NodeAdmission(4)
+        order = []
+
+        async def job(name, nodes, hold):
+            await admission.acquire(nodes)
+            order.append(name)
+            assert admission.free >= 0
+            await asyncio.sleep(hold)
+            admission.release(nodes)
+
+        # The 4-node call arrives second: the 1-node calls behind it wait for it.
+        await asyncio.gather(
+            job('a', 3, 0.05),
+            job('big', 4, 0.01),
+            job('c', 1, 0.0),
+            job('d', 1, 0.0),
+        )
+        return order, admission.free
+
+    order, free = asyncio.run(main())
+    assert order == ['a', 'big', 'c', 'd']
+    assert free == 4
+
+
+def test_admission_cancelled_waiter_frees_its_place():
+    async def main():
+        admission = NodeAdmission(2)
+        await admission.acquire(2)
+        waiter = asyncio.ensure_future(admission.acquire(2))
+        small = asyncio.ensure_future(admission.acquire(1))
+        await asyncio.sleep(0.01)
+        assert admission.waiting == 2
+        waiter.cancel()
+        admission.release(2)
+        await small
+        return admission.free, admission.waiting
+
+    assert asyncio.run(main()) == (1, 0)
+    with pytest.raises(ConfigurationError, match='cannot reserve 3 node'):
+        asyncio.run(NodeAdmission(2).acquire(3))
+
+
+def _overlap(a, b) -> bool:
+    return a['start'] < b['end'] and b['start'] < a['end']
+
+
+@pytest.mark.timeout(240)
+def test_mixed_sizes_never_share_a_node(run_dir: pathlib.Path):
+    sizes = [1, 2, 3, 2, 1, 4]
+
+    async def main():
+        async with running_directors(run_dir, nodes=4, partitions=1) as (manager, (h,), parts):
+            results = await asyncio.gather(
+                *(
+                    call(
+                        manager,
+                        h,
+                        'call_tool',
+                        'mpi_probe',
+                        {'duration': 1.0, 'num_nodes': n, 'ranks_per_node': 2},
+                    )
+                    for n in sizes
+                ),
+            )
+            # Impossible requests: rejected at once, nothing submitted.
+            errors = []
+            for action, args, kwargs in [
+                ('call_tool', ('mpi_probe', {'num_nodes': 5}), {}),
+                ('call_tool', ('mpi_probe', {'num_ranks': 2}), {}),
+                ('call_tool', ('mpi_probe', {'num_nodes': 2, 'num_ranks': 3}), {}),
+                ('call_tool', ('ase_md', {'num_nodes': 2}), {}),
+                ('md_sim', (), {'tool': 'ase_md', 'num_nodes': 2}),
+                ('md_sim', (), {'tool': 'mpi_probe', 'num_nodes': 9}),
+                ('md_sim_batch', (), {'params': [{'tool': 'mpi_probe'}, {'num_nodes': 2}]}),
+            ]:
+                with pytest.raises(ConfigurationError) as info:
+                    await call(manager, h, action, *args, **kwargs)
+                errors.append(str(info.value))
+            before = await call(manager, h, 'status')
+            # The real MD tool across 2 nodes x 2 ranks, through md_sim.
+            md = await call(
+                manager,
+                h,
+                'md_sim',
+                tool='ase_md_mpi',
+                steps=20,
+                size=1,
+                seed=3,
+                num_nodes=2,
+                ranks_per_node=2,
+            )
+            # A batch of MPI calls goes through the same admission: 3 + 2 > 4 nodes.
+            batch = await call(
+                manager,
+                h,
+                'md_sim_batch',
+                params=[
+                    {'tool': 'mpi_probe', 'duration': 0.3, 'num_nodes': 3},
+                    {'tool': 'mpi_probe', 'duration': 0.3, 'num_nodes': 2},
+                ],
+            )
+            # A failure on the worker (bad option, not schema-checked on md_sim).
+            failed = await call(manager, h, 'md_sim', tool='ase_md_mpi', temperature=-1)
+            after = await call(manager, h, 'status')
+            return parts[0], results, errors, before, md, batch, failed, after
+
+    part, results, errors, before, md, batch, failed, after = asyncio.run(main())
+
+    assert [r.ok for r in results] == [True] * len(sizes), [r.error_message for r in results]
+    spans = []
+    for size, r in zip(sizes, results, strict=True):
+        assert r.action == 'call_tool' and r.tool == 'mpi_probe'
+        assert r.resources == {'num_nodes': size, 'ranks_per_node': 2, 'num_ranks': 2 * size}
+        assert len(r.nodes) == size == len(set(r.nodes))
+        assert set(r.nodes) <= set(part.nodes)
+        # The launch prefix put the ranks on exactly the call's nodes.
+        assert r.value['hosts'] == sorted(r.nodes)
+        assert r.value['size'] == 2 * size
+        assert [x['rank'] for x in r.value['ranks']] == list(range(2 * size))
+        spans.append({'nodes': set(r.nodes), 'start': r.value['start'], 'end': r.value['end']})
+    for a, b in itertools.combinations(spans, 2):
+        if _overlap(a, b):
+            assert not a['nodes'] & b['nodes'], f'calls shared a node while running: {a} {b}'
+    # Calls did run side by side (1 + 2 nodes, then 2 + 1 ... fit together).
+    assert any(_overlap(a, b) for a, b in itertools.combinations(spans, 2))
+
+    assert 'more than the 4 node(s)' in errors[0]
+    assert 'needs num_nodes' in errors[1]
+    assert 'not a multiple' in errors[2]
+    assert "'num_nodes' was unexpected" in errors[3]
+    assert 'apply only to MPI tools' in errors[4]
+    assert 'num_nodes=9 is more than' in errors[5]
+    # The batch's second call runs the Director's tool (mock_md): rejected, first not sent.
+    assert 'apply only to MPI tools' in errors[6]
+    assert before.done == len(sizes) and before.failed == 0
+    assert before.mpi_nodes_free == 4 and before.mpi_waiting == 0
+
+    assert md.ok, md.error_message
+    assert md.tool == 'ase_md_mpi' and len(md.nodes) == 2
+    assert md.value['hosts'] == sorted(md.nodes)
+    assert [r['result']['seed'] for r in md.value['ranks']] == [3, 4, 5, 6]
+    assert md.value['max_abs_energy_drift'] < 1e-3
+
+    first, second = batch
+    assert first.ok and second.ok and first.action == 'md_sim_batch'
+    assert (len(first.nodes), len(second.nodes)) == (3, 2)
+    assert first.value['end'] <= second.value['start'] or not set(first.nodes) & set(second.nodes)
+
+    assert not failed.ok
+    assert failed.error_type == 'ValueError' and 'temperature must be > 0' in failed.error_message
+    assert after.done == len(sizes) + 3 and after.failed == 1 and after.mpi_nodes_free == 4
