@@ -556,7 +556,7 @@ def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> 
             table.add_row(
                 r.call_id,
                 r.action,
-                r.node or '-',
+                ','.join(r.nodes) if r.nodes else (r.node or '-'),
                 '-' if r.worker is None else str(r.worker),
                 f'+{r.start - t0:.2f}s',
                 f'{r.wall_time:.2f}s',

@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000_000
 
+_ROUTING_KEYS = frozenset(('tool', *RESOURCE_KEYS))
+"""Call arguments that take a call off the fast path (another tool, MPI resources)."""
+
 
 class Director(Agent):
     """Runs tool calls on the workers of one partition.
@@ -316,12 +319,13 @@ class Director(Agent):
         )
         return _Prepared(tool, params, resources)
 
-    def _routed(self, arguments: Mapping[str, Any]) -> bool:
-        """True if a call must go through ``_prepare``/``_run`` (not the fast path)."""
-        return (
-            'tool' in arguments
-            or any(key in arguments for key in RESOURCE_KEYS)
-            or get_tool(self.tool).kind != 'python'
+    def _routed(self, calls: Sequence[Any]) -> bool:
+        """True if calls must go through ``_prepare``/``_run`` (not the fast path)."""
+        if get_tool(self.tool).kind != 'python':
+            return True
+        # A non-mapping stays on the fast path, where check_params names the problem.
+        return any(
+            isinstance(call, Mapping) and not _ROUTING_KEYS.isdisjoint(call) for call in calls
         )
 
     async def _run(self, action_name: str, call: _Prepared) -> CallResult:
@@ -341,7 +345,7 @@ class Director(Agent):
         if resources is not None:
             nodes = resources.num_nodes
             future.add_done_callback(
-                lambda _: loop.call_soon_threadsafe(self._admission.release, nodes),
+                lambda _: _call_soon(loop, self._admission.release, nodes),
             )
         try:
             await asyncio.wrap_future(future)
@@ -392,6 +396,8 @@ class Director(Agent):
         Args:
             params: Keyword arguments of the tool (for the mock tool:
                 ``duration``, ``temperature``, ``steps``, ``seed``).
+                ``tool='name'`` runs another registered tool; an MPI tool
+                also takes ``num_nodes``, ``ranks_per_node``, ``num_ranks``.
 
         Returns:
             The call's result; a failure inside the tool comes back as a
@@ -402,7 +408,7 @@ class Director(Agent):
                 is submitted then.
 
         """
-        if self._routed(params):
+        if self._routed([params]):
             name, arguments = _tool_and_arguments(params, self.tool)
             return await self._run('md_sim', self._prepare(name, arguments))
         check_params(self.tool, params)
@@ -439,7 +445,7 @@ class Director(Agent):
 
         """
         calls = _expand_batch(iterations, params)
-        if any(self._routed(call) for call in calls):
+        if self._routed(calls):
             prepared = [self._prepare(*_tool_and_arguments(call, self.tool)) for call in calls]
             return list(await asyncio.gather(*(self._run('md_sim_batch', c) for c in prepared)))
         for call in calls:
@@ -517,6 +523,14 @@ def _tool_and_arguments(call: Mapping[str, Any], default: str) -> tuple[str, dic
         )
     arguments = dict(call)
     return arguments.pop('tool', default), arguments
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    """Run ``callback`` on ``loop`` from another thread, unless the loop is gone."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        logger.debug('event loop closed; %s not called', callback)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

@@ -7,12 +7,18 @@ import itertools
 import pathlib
 
 import pytest
+from parsl.executors import MPIExecutor
+from parsl.launchers import SimpleLauncher
 
 from actors.client import call
 from actors.errors import ConfigurationError
 from actors.mpi import MPIResources
 from actors.mpi import NodeAdmission
 from actors.mpi import resolve_resources
+from actors.parsl_config import build_config
+from actors.parsl_config import mpi_executor_label
+from actors.partition import Partition
+from actors.sites import load_site
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(120)
@@ -203,3 +209,41 @@ def test_mixed_sizes_never_share_a_node(run_dir: pathlib.Path):
     assert not failed.ok
     assert failed.error_type == 'ValueError' and 'temperature must be > 0' in failed.error_message
     assert after.done == len(sizes) + 3 and after.failed == 1 and after.mpi_nodes_free == 4
+
+
+def _partition(tmp_path: pathlib.Path, nodes=('nid001', 'nid002', 'nid003')) -> Partition:
+    nodefile = tmp_path / 'p.nodes'
+    nodefile.write_text('\n'.join(nodes) + '\n')
+    return Partition(2, tuple(nodes), str(nodefile))
+
+
+@pytest.mark.parametrize(
+    ('site', 'launcher', 'nodes_line', 'options'),
+    [
+        ('local', 'mpiexec', 'export PBS_NODEFILE=', '-launcher fork'),
+        ('pbs', 'mpiexec', 'export PBS_NODEFILE=', ''),
+        ('slurm', 'srun', "export SLURM_NODELIST='nid[001-003]'", '--overlap'),
+    ],
+)
+def test_mpi_executor_comes_from_the_site_profile(tmp_path, site, launcher, nodes_line, options):
+    profile = load_site(site)
+    partition = _partition(tmp_path)
+    config = build_config(partition, profile, tmp_path / 'parsl', mpi=True)
+    htex, mpi = config.executors
+    assert isinstance(mpi, MPIExecutor) and not isinstance(htex, MPIExecutor)
+    assert mpi.label == mpi_executor_label(partition) == 'partition-2-mpi'
+    assert mpi.mpi_launcher == launcher
+    # At most one call per node at once; Director admission keeps Parsl's backlog empty.
+    assert mpi.max_workers_per_block == partition.size
+    assert isinstance(mpi.provider.launcher, SimpleLauncher)
+    assert mpi.provider.init_blocks == 0
+    assert nodes_line in mpi.provider.worker_init
+    assert profile.mpi_launcher_options == options
+    assert len(build_config(partition, profile, tmp_path / 'p2').executors) == 1
+
+
+def test_unknown_mpi_launcher_is_rejected(tmp_path):
+    (tmp_path / 'bad').mkdir()
+    (tmp_path / 'bad' / 'site.toml').write_text('mpi_launcher = "mpirun"\n')
+    with pytest.raises(ConfigurationError, match=r"mpi_launcher 'mpirun' is not one of mpiexec"):
+        load_site('bad', tmp_path)
