@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bench import mpi
 from bench import throughput
 
-BENCHMARKS = {'throughput': throughput}
+BENCHMARKS = {'throughput': throughput, 'mpi': mpi}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
