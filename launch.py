@@ -461,6 +461,8 @@ async def run_campaign(manager: Manager[Any], handles: Sequence[Any], plan: RunP
             'arguments': campaign_arguments(plan.tool, plan.steps),
         },
         name='planner',
+        # A light agent: it runs here, whatever hosts the Directors.
+        executor='event_loop',
     )
     return await call(manager, planner, 'run_campaign')
 

@@ -261,6 +261,17 @@ def validate_call(name: str, arguments: Mapping[str, Any] | str | None) -> dict[
     """
     spec = get_spec(name)
     parsed = parse_arguments(name, arguments)
+    if name == 'md_sim':
+        # ``md_sim``'s arguments are those of the tool it runs.
+        tool = parsed.get('tool', DEFAULT_TOOL)
+        if not isinstance(tool, str) or tool not in TOOLS:
+            raise ConfigurationError(
+                f'bad arguments for {name!r}: tool {tool!r} is not one of '
+                f'{", ".join(sorted(TOOLS))}',
+            )
+        rest = {k: v for k, v in parsed.items() if k != 'tool'}
+        validate_call(tool, rest)
+        return parsed
     errors = sorted(
         _Validator(spec.parameters).iter_errors(parsed),
         key=lambda e: list(map(str, e.absolute_path)),

@@ -71,6 +71,9 @@ def test_mpi_tool_schema_has_resources():
         ('mpi_probe', {'num_nodes': 0}, 'num_nodes: 0 is less than the minimum of 1'),
         ('nope', {}, "unknown tool 'nope'; available: ase_md"),
         ('md_sim_batch', {'iterations': 'x'}, 'iterations'),
+        ('md_sim', {'tool': 'ase_md', 'temperature': -5}, "'ase_md': temperature: -5"),
+        ('md_sim', {'tool': 'nope'}, "tool 'nope' is not one of ase_md"),
+        ('md_sim', {'duration': 'long'}, "'mock_md': duration: 'long' is not of type"),
     ],
 )
 def test_bad_arguments_name_the_problem(name, arguments, message):
