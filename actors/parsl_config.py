@@ -88,10 +88,17 @@ def make_worker_init(
     return '\n'.join(lines)
 
 
-def make_mpi_worker_init(profile: SiteProfile, partition: Partition) -> str:
+def make_mpi_worker_init(
+    profile: SiteProfile,
+    partition: Partition,
+    work_dir: str | os.PathLike[str],
+) -> str:
     """Shell lines that point Parsl's MPI task scheduler at the partition's nodes."""
     bin_dir = os.path.dirname(sys.executable)
-    lines = [f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    lines = [
+        f'cd {shlex.quote(str(work_dir))}',
+        f'export PATH={shlex.quote(bin_dir)}:"$PATH"',
+    ]
     if profile.scheduler == 'slurm':
         nodelist = hostlist.collect_hostlist(list(partition.nodes))
         lines.append(f'export SLURM_NODELIST={shlex.quote(nodelist)}')
@@ -104,7 +111,11 @@ def make_mpi_worker_init(profile: SiteProfile, partition: Partition) -> str:
     return '\n'.join(lines)
 
 
-def make_mpi_executor(partition: Partition, profile: SiteProfile) -> MPIExecutor:
+def make_mpi_executor(
+    partition: Partition,
+    profile: SiteProfile,
+    work_dir: str | os.PathLike[str],
+) -> MPIExecutor:
     """An ``MPIExecutor`` that runs at most one call per partition node at once.
 
     Its single worker pool starts with the first MPI call and lives on the
@@ -118,7 +129,7 @@ def make_mpi_executor(partition: Partition, profile: SiteProfile) -> MPIExecutor
         max_blocks=1,
         parallelism=1,
         launcher=SimpleLauncher(),
-        worker_init=make_mpi_worker_init(profile, partition),
+        worker_init=make_mpi_worker_init(profile, partition, work_dir),
     )
     return MPIExecutor(
         label=mpi_executor_label(partition),
@@ -210,7 +221,7 @@ def build_config(
     )
     executors: list[HighThroughputExecutor] = [executor]
     if mpi:
-        executors.append(make_mpi_executor(partition, profile))
+        executors.append(make_mpi_executor(partition, profile, run_path.resolve()))
     return Config(
         executors=executors,
         run_dir=str(run_path),
