@@ -105,7 +105,8 @@ class Director(Agent):
         self.mpi = mpi
         self._command_app: Any = None
         self._mpi_app: Any = None
-        self._admission = NodeAdmission(partition.size)
+        # Sized once the partition is resolved, in agent_on_startup.
+        self._admission = NodeAdmission(0)
         self._call_files = itertools.count()
 
     async def agent_on_startup(self) -> None:
@@ -113,6 +114,7 @@ class Director(Agent):
         self.partition, self.run_dir = await asyncio.to_thread(
             resolve_partition, self.partition, self.run_dir
         )
+        self._admission = NodeAdmission(self.partition.size)
         config = build_config(
             self.partition,
             self.profile,
