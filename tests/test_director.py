@@ -53,7 +53,10 @@ def test_two_directors_in_one_process_share_the_job(run_dir: pathlib.Path):
         makespan = max(r.end for r in results) - min(r.start for r in results)
         ideal = math.ceil(calls / slots) * duration
         assert ideal <= makespan + 0.05
-        assert makespan < ideal + duration, f'makespan {makespan:.2f}s vs ideal {ideal:.2f}s'
+        # Halfway between parallel and serial: robust to a loaded CI machine,
+        # yet fails if calls queue behind each other.
+        serial = calls * duration
+        assert makespan < (ideal + serial) / 2, f'makespan {makespan:.2f}s, ideal {ideal:.2f}s'
         assert status.done == calls + 1 and status.failed == 0
         assert status.slots == slots and status.nodes == list(part.nodes)
     # Both Directors worked at the same time.
