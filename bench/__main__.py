@@ -1,19 +1,66 @@
-"""``python -m bench [NAME ...]``: run benchmarks and print their ratios."""
+"""``python -m bench [NAME ...]``: run benchmarks, print their ratios, write JSON.
+
+Every ratio compares the Director layer with Parsl measured in the same run
+on the same machine; absolute numbers are printed too but the ratios are the
+targets. Results go to ``bench-results.json`` (``--output``) so that later
+runs can be compared.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import pathlib
+import platform
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 from bench import mpi
+from bench import overhead
+from bench import scale
+from bench import startup
 from bench import throughput
+from bench import utilization
+from bench.common import Options
+from bench.common import Ratio
 
-BENCHMARKS = {'throughput': throughput, 'mpi': mpi}
+BENCHMARKS: dict[str, ModuleType] = {
+    'throughput': throughput,
+    'overhead': overhead,
+    'utilization': utilization,
+    'startup': startup,
+    'scale': scale,
+    'mpi': mpi,
+}
+
+
+def render_table(rows: Sequence[Ratio]) -> None:
+    """Print the ratios table: value, target, met or not."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title='ratios measured in this run', title_justify='left')
+    for column in ('ratio', 'value', 'target', 'met'):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        value = f'{row.value:.1%}' if 'flatness' in row.name else f'{row.value:.3f}{row.unit}'
+        target = f'{row.target:.0%}' if 'flatness' in row.name else f'{row.target:g}{row.unit}'
+        table.add_row(
+            row.name,
+            value,
+            f'{"<=" if row.at_most else ">="} {target}',
+            '[green]yes[/green]' if row.met else '[red]no[/red]',
+        )
+    Console(width=None if sys.stdout.isatty() else 100).print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the named benchmarks (default: all)."""
+    """Run the named benchmarks (default: all); exit 1 if a target is missed."""
     parser = argparse.ArgumentParser(prog='python -m bench', description=__doc__)
     parser.add_argument(
         'names',
@@ -21,15 +68,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar='NAME',
         help=f'benchmarks to run: {", ".join(BENCHMARKS)} (default: all)',
     )
-    parser.add_argument('--calls', type=int, default=5000, help='calls per measurement')
+    parser.add_argument('--quick', action='store_true', help='smaller sizes (a few minutes)')
+    parser.add_argument('--calls', type=int, default=5000, help='calls per throughput batch')
     parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per side')
+    parser.add_argument('--output', default='bench-results.json', help='JSON results file')
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f'unknown benchmark {unknown[0]!r}; choose from {", ".join(BENCHMARKS)}')
-    for name in args.names or list(BENCHMARKS):
-        BENCHMARKS[name].main(calls=args.calls, rounds=args.rounds)
-    return 0
+    if args.calls < 1 or args.rounds < 1:
+        parser.error('--calls and --rounds must be >= 1')
+    logging.basicConfig(level=logging.WARNING)
+    options = Options(quick=args.quick, calls=args.calls, rounds=args.rounds)
+    results: dict[str, Any] = {
+        'created': time.time(),
+        'host': platform.node(),
+        'python': platform.python_version(),
+        'quick': args.quick,
+        'seconds': {},
+    }
+    rows: list[Ratio] = []
+    with tempfile.TemporaryDirectory(prefix='bench-') as tmp:
+        for name in args.names or list(BENCHMARKS):
+            start = time.perf_counter()
+            found, ratios = BENCHMARKS[name].run(_fresh_dir(tmp, name), options)
+            results['seconds'][name] = time.perf_counter() - start
+            results.update(found)
+            rows += ratios
+            print(f'  ({name} took {results["seconds"][name]:.0f}s)', flush=True)
+    results['targets'] = {
+        row.name: {'value': row.value, 'target': row.target, 'at_most': row.at_most, 'met': row.met}
+        for row in rows
+    }
+    with open(args.output, 'w') as out:
+        json.dump(results, out, indent=2)
+    render_table(rows)
+    print(f'results written to {args.output}')
+    return 0 if all(row.met for row in rows) else 1
+
+
+def _fresh_dir(tmp: str, name: str) -> pathlib.Path:
+    path = pathlib.Path(tmp, name)
+    path.mkdir()
+    return path
 
 
 if __name__ == '__main__':

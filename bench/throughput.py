@@ -1,116 +1,91 @@
 """No-op tool calls: one Director's ``md_sim_batch`` vs the same calls on Parsl.
 
-Both sides use the same Parsl configuration (``build_config`` for the same
-partition and site) and the same worker function, in the same run, with
-alternating rounds so that machine noise hits both alike. Each side is warmed
-up first, so start-up time is not counted.
+Both sides use the same Parsl configuration (``build_config`` for a partition
+of the same shape and site) and the same worker function, live side by side
+in one process, and take turns batch by batch so that machine noise hits both
+alike. Each side is warmed up first, so start-up time is not counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import pathlib
 import statistics
-import tempfile
 import time
+from typing import Any
 
-from academy.exchange import LocalExchangeFactory
-from academy.manager import Manager
-from parsl.app.app import python_app
-from parsl.dataflow.dflow import DataFlowKernel
-
-from actors.client import call
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.parsl_config import build_config
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
-from actors.sites import load_site
-from actors.tools import run_tool
-
-logger = logging.getLogger(__name__)
+from bench.common import Options
+from bench.common import Ratio
+from bench.common import directors
+from bench.common import parsl_dfk
+from bench.common import partitions
 
 WORKERS_PER_NODE = 2
 NODES = 1
+WARMUP = 100
+TARGET = 0.95
 
 
-def _setup(root: pathlib.Path):
-    partition = write_partitions(split_nodes(simulated_nodes(NODES), count=1), root)[0]
-    return partition, load_site('local')
+def _parsl_batch(app: Any, calls: int) -> float:
+    start = time.perf_counter()
+    futures = [app('mock_md', {}) for _ in range(calls)]
+    for future in futures:
+        if not future.result()['ok']:
+            raise RuntimeError(f'direct Parsl no-op call failed: {future.result()}')
+    return calls / (time.perf_counter() - start)
 
 
-def parsl_rate(root: pathlib.Path, calls: int, rounds: int) -> list[float]:
-    """Calls/s of ``calls`` no-op tasks submitted straight to a Parsl DFK."""
-    partition, profile = _setup(root / 'parsl')
-    config = build_config(
-        partition, profile, root / 'parsl' / 'runinfo', workers_per_node=WORKERS_PER_NODE
-    )
-    dfk = DataFlowKernel(config)
-    try:
-        app = python_app(run_tool, data_flow_kernel=dfk)
-        for f in [app('mock_md', {}) for _ in range(100)]:
-            f.result()
-        rates = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            futures = [app('mock_md', {}) for _ in range(calls)]
-            for future in futures:
-                future.result()
-            rates.append(calls / (time.perf_counter() - start))
-        return rates
-    finally:
-        dfk.cleanup()
+async def _director_batch(handle: Any, calls: int) -> float:
+    start = time.perf_counter()
+    results = await handle.md_sim_batch(iterations=calls)
+    rate = calls / (time.perf_counter() - start)
+    if len(results) != calls or not all(r.ok for r in results):
+        raise RuntimeError('a Director no-op call failed')
+    return rate
 
 
-async def _director_rate(root: pathlib.Path, calls: int, rounds: int) -> list[float]:
-    partition, profile = _setup(root / 'director')
-    manager = await Manager.from_exchange_factory(LocalExchangeFactory())
-    async with manager:
-        (handle,) = await launch_directors(
-            manager, [partition], profile, str(root / 'director'), workers_per_node=WORKERS_PER_NODE
-        )
-        await wait_ready(manager, [handle], timeout=120)
-        await call(manager, handle, 'md_sim_batch', iterations=100)
-        rates = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            results = await call(manager, handle, 'md_sim_batch', iterations=calls)
-            rates.append(calls / (time.perf_counter() - start))
-            assert len(results) == calls and all(r.ok for r in results)
-        return rates
+async def measure(root: pathlib.Path, calls: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Calls/s of each round on each side: (direct Parsl, Director)."""
+    parsl_part = partitions(root / 'parsl', NODES, 1)[0]
+    director_part = partitions(root / 'director', NODES, 1)[0]
+    parsl_rates: list[float] = []
+    director_rates: list[float] = []
+    async with directors(root / 'director', [director_part], WORKERS_PER_NODE) as (_, handles):
+        (handle,) = handles
+        with parsl_dfk(root, parsl_part, WORKERS_PER_NODE) as app:
+            _parsl_batch(app, WARMUP)
+            await _director_batch(handle, WARMUP)
+            for _ in range(rounds):
+                # The Director is idle while Parsl runs: blocking the loop is fine.
+                parsl_rates.append(_parsl_batch(app, calls))
+                director_rates.append(await _director_batch(handle, calls))
+    return parsl_rates, director_rates
 
 
-def director_rate(root: pathlib.Path, calls: int, rounds: int) -> list[float]:
-    """Calls/s of ``calls`` no-op calls through one Director's md_sim_batch."""
-    return asyncio.run(_director_rate(root, calls, rounds))
-
-
-def main(calls: int = 5000, rounds: int = 3) -> float:
-    """Measure both sides, print the rates and the ratio; return the ratio."""
-    with tempfile.TemporaryDirectory(prefix='bench-throughput-') as tmp:
-        root = pathlib.Path(tmp)
-        parsl_rates: list[float] = []
-        director_rates: list[float] = []
-        # Alternate sides so that drifting machine load hits both.
-        for i in range(rounds):
-            parsl_rates += parsl_rate(root / f'p{i}', calls, 1)
-            director_rates += director_rate(root / f'd{i}', calls, 1)
+def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
+    """Measure both sides, print the rates; return results and the ratio row."""
+    calls = min(options.calls, 2000) if options.quick else options.calls
+    rounds = min(options.rounds, 2) if options.quick else options.rounds
+    parsl_rates, director_rates = asyncio.run(measure(root, calls, rounds))
     parsl = statistics.median(parsl_rates)
     director = statistics.median(director_rates)
     ratio = director / parsl
     print(
-        f'throughput: {calls} no-op calls, {NODES} node x {WORKERS_PER_NODE} workers, '
-        f'median of {rounds} rounds'
+        f'throughput: {calls} no-op calls per batch, {NODES} node x {WORKERS_PER_NODE} '
+        f'workers, median of {rounds} alternating rounds',
     )
+    print(f'  direct parsl : {parsl:8.0f} calls/s  ({", ".join(f"{r:.0f}" for r in parsl_rates)})')
     print(
-        f'  direct parsl : {parsl:8.0f} calls/s  (rounds: '
-        f'{", ".join(f"{r:.0f}" for r in parsl_rates)})'
+        f'  director     : {director:8.0f} calls/s  '
+        f'({", ".join(f"{r:.0f}" for r in director_rates)})',
     )
-    print(
-        f'  director     : {director:8.0f} calls/s  (rounds: '
-        f'{", ".join(f"{r:.0f}" for r in director_rates)})'
-    )
-    print(f'throughput ratio (director/parsl): {ratio:.3f}')
-    return ratio
+    print(f'  ratio (director/parsl): {ratio:.3f}')
+    results = {
+        'throughput_ratio': ratio,
+        'throughput_calls_per_s_director': director,
+        'throughput_calls_per_s_parsl': parsl,
+        'throughput_rounds_director': director_rates,
+        'throughput_rounds_parsl': parsl_rates,
+        'throughput_calls': calls,
+    }
+    return results, [Ratio('throughput_ratio', ratio, TARGET, at_most=False)]

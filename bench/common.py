@@ -1,0 +1,166 @@
+"""What every benchmark shares: partitions, Directors, a direct Parsl DFK, results.
+
+Both sides of every comparison are built from the same site profile and
+``actors.parsl_config.build_config`` for a partition of the same shape, so a
+ratio measures what the Director layer adds and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import pathlib
+import statistics
+import time
+from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import Any
+
+from academy.exchange import ExchangeFactory
+from academy.exchange import LocalExchangeFactory
+from academy.manager import Manager
+from parsl.app.app import python_app
+from parsl.dataflow.dflow import DataFlowKernel
+
+from actors.client import launch_directors
+from actors.client import wait_ready
+from actors.parsl_config import build_config
+from actors.partition import Partition
+from actors.partition import simulated_nodes
+from actors.partition import split_nodes
+from actors.partition import write_partitions
+from actors.sites import SiteProfile
+from actors.sites import load_site
+from actors.tools import run_tool
+
+SITE = 'local'
+READY_TIMEOUT = 180.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Knobs shared by all benchmarks.
+
+    Attributes:
+        quick: Smaller sizes (about a minute per benchmark instead of several).
+        calls: No-op calls per throughput measurement.
+        rounds: Alternating rounds per side where a benchmark alternates.
+
+    """
+
+    quick: bool = False
+    calls: int = 5000
+    rounds: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """One row of the ratios table: a measured value and its target.
+
+    Attributes:
+        name: Key in ``bench-results.json``.
+        value: Measured value.
+        target: The value to meet.
+        at_most: True when the value must be <= target, False for >=.
+        unit: Printed after the value and the target.
+
+    """
+
+    name: str
+    value: float
+    target: float
+    at_most: bool
+    unit: str = ''
+
+    @property
+    def met(self) -> bool:
+        """Whether the value meets the target."""
+        if math.isnan(self.value):
+            return False
+        return self.value <= self.target if self.at_most else self.value >= self.target
+
+
+def profile() -> SiteProfile:
+    """The site profile every benchmark uses (a simulated job on this machine)."""
+    return load_site(SITE)
+
+
+def partitions(root: pathlib.Path, nodes: int, count: int) -> list[Partition]:
+    """Write ``count`` partitions of a simulated ``nodes``-node job under ``root``."""
+    return write_partitions(split_nodes(simulated_nodes(nodes), count=count), root)
+
+
+@contextlib.contextmanager
+def parsl_dfk(
+    root: pathlib.Path,
+    partition: Partition,
+    workers_per_node: int,
+    site: SiteProfile | None = None,
+) -> Iterator[Any]:
+    """A private DFK with the Directors' config; yields the no-op-capable app."""
+    config = build_config(
+        partition,
+        site or profile(),
+        root / 'parsl-direct' / f'partition-{partition.index}',
+        workers_per_node=workers_per_node,
+    )
+    dfk = DataFlowKernel(config)
+    try:
+        yield python_app(run_tool, data_flow_kernel=dfk)
+    finally:
+        dfk.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def directors(
+    root: pathlib.Path,
+    parts: Sequence[Partition],
+    workers_per_node: int,
+    factory: ExchangeFactory[Any] | None = None,
+    site: SiteProfile | None = None,
+) -> AsyncIterator[tuple[Manager[Any], list[Any]]]:
+    """Directors on ``parts`` in this process's event loop, ready for calls."""
+    manager = await Manager.from_exchange_factory(factory or LocalExchangeFactory())
+    async with manager:
+        handles = await launch_directors(
+            manager,
+            parts,
+            site or profile(),
+            str(root),
+            workers_per_node=workers_per_node,
+        )
+        await wait_ready(manager, handles, timeout=READY_TIMEOUT)
+        yield manager, handles
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, interpolated."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method='inclusive')[round(q) - 1]
+
+
+async def wait_workers(handles: Sequence[Any], timeout: float = READY_TIMEOUT) -> None:
+    """Wait until every Director's worker pools have all registered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = await asyncio.gather(*(h.status() for h in handles))
+        if all(s.workers_connected >= s.slots for s in statuses):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'workers did not all connect within {timeout:.0f}s: {statuses}')
+        await asyncio.sleep(0.1)
+
+
+def wait_parsl_workers(app: Any, slots: int, timeout: float = READY_TIMEOUT) -> None:
+    """Wait until a direct DFK's executor has ``slots`` workers connected."""
+    dfk = app.data_flow_kernel
+    (executor,) = [e for e in dfk.executors.values() if e.label != '_parsl_internal']
+    deadline = time.monotonic() + timeout
+    while sum(m['worker_count'] for m in executor.connected_managers()) < slots:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'direct Parsl workers did not connect within {timeout:.0f}s')
+        time.sleep(0.1)

@@ -1,0 +1,244 @@
+"""Scale: batch size, Director count, and memory per in-flight call.
+
+* batches: one Director runs no-op batches of 1k, 10k and 100k calls; the
+  per-call time (batch wall time / calls) should stay flat.
+* directors: 1, 2, 4 and 8 Directors in one process, each on its own
+  1-node partition, run the same batch at the same time; per-call time is
+  wall time / all calls.
+* memory: the worker pools are paused (SIGSTOP) so that N calls stay in
+  flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
+  Director's ``md_sim_batch`` and for the same calls on a direct DFK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import pathlib
+import signal
+import time
+import tracemalloc
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+
+from bench.common import Options
+from bench.common import Ratio
+from bench.common import directors
+from bench.common import parsl_dfk
+from bench.common import partitions
+from bench.common import profile
+from bench.common import wait_parsl_workers
+from bench.common import wait_workers
+
+WORKERS_PER_NODE = 2
+BATCHES = (1_000, 10_000, 100_000)
+QUICK_BATCHES = (1_000, 10_000)
+DIRECTOR_COUNTS = (1, 2, 4, 8)
+FLATNESS_TARGET = 0.10
+MEMORY_TARGET_BYTES = 2048
+WARMUP = 100
+
+
+def flatness(per_call: list[float]) -> float:
+    """How far the slowest per-call time is above the fastest (0.1 = 10%)."""
+    return max(per_call) / min(per_call) - 1
+
+
+async def batch_sweep(root: pathlib.Path, sizes: tuple[int, ...]) -> list[dict[str, float]]:
+    """One Director, growing no-op batches; wall time and per-call time of each."""
+    rows = []
+    async with directors(root, partitions(root, 1, 1), WORKERS_PER_NODE) as (_, handles):
+        (handle,) = handles
+        await wait_workers(handles)
+        await handle.md_sim_batch(iterations=WARMUP)
+        for size in sizes:
+            start = time.perf_counter()
+            results = await handle.md_sim_batch(iterations=size)
+            wall = time.perf_counter() - start
+            if len(results) != size or not all(r.ok for r in results):
+                raise RuntimeError(f'a call of the {size}-call batch failed')
+            del results
+            rows.append({'calls': size, 'wall_s': wall, 'per_call_ms': wall / size * 1000})
+    return rows
+
+
+async def director_sweep(
+    root: pathlib.Path, counts: tuple[int, ...], batch: int
+) -> list[dict[str, float]]:
+    """``n`` Directors at once, each with a ``batch``-call no-op batch."""
+    rows = []
+    for count in counts:
+        where = root / f'directors-{count}'
+        async with directors(where, partitions(where, count, count), WORKERS_PER_NODE) as (
+            _,
+            handles,
+        ):
+            await wait_workers(handles)
+            await asyncio.gather(*(h.md_sim_batch(iterations=WARMUP) for h in handles))
+            start = time.perf_counter()
+            batches = await asyncio.gather(*(h.md_sim_batch(iterations=batch) for h in handles))
+            wall = time.perf_counter() - start
+        if not all(r.ok for results in batches for r in results):
+            raise RuntimeError(f'a call failed with {count} Directors')
+        calls = count * batch
+        rows.append(
+            {
+                'directors': count,
+                'calls': calls,
+                'wall_s': wall,
+                'per_call_ms': wall / calls * 1000,
+                'calls_per_s': calls / wall,
+            },
+        )
+    return rows
+
+
+@contextlib.contextmanager
+def paused_pools(marker: pathlib.Path) -> Iterator[int]:
+    """SIGSTOP this process's worker pools whose command line names ``marker``."""
+    me = psutil.Process()
+    stopped = []
+    for proc in me.children(recursive=True):
+        try:
+            if 'process_worker_pool' in ' '.join(proc.cmdline()) and str(marker) in ' '.join(
+                proc.cmdline()
+            ):
+                stopped += [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    if not stopped:
+        raise RuntimeError(f'no worker pool of {marker} found to pause')
+    for proc in stopped:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield len(stopped)
+    finally:
+        for proc in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+
+
+async def _settled_memory(in_flight: Callable[[], Awaitable[int]], calls: int) -> int:
+    """Traced bytes once ``calls`` are in flight and memory has stopped growing."""
+    deadline = time.monotonic() + 120
+    last = -1
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        gc.collect()
+        now = tracemalloc.get_traced_memory()[0]
+        if await in_flight() >= calls and abs(now - last) < 0.005 * max(now, 1):
+            return now
+        last = now
+    raise TimeoutError(f'{calls} calls did not settle in flight within 120 s')
+
+
+async def director_memory(root: pathlib.Path, calls: int) -> float:
+    """Bytes per in-flight call held by a Director (its DFK included)."""
+    site = profile().with_overrides(heartbeat_threshold=300)
+    async with directors(root, partitions(root, 1, 1), WORKERS_PER_NODE, site=site) as (
+        _,
+        handles,
+    ):
+        (handle,) = handles
+        await wait_workers(handles)
+        await handle.md_sim_batch(iterations=WARMUP)
+
+        async def in_flight() -> int:
+            status = await handle.status()
+            return status.queued + status.running
+
+        with paused_pools(root):
+            gc.collect()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                request = asyncio.ensure_future(handle.md_sim_batch(iterations=calls))
+                held = await _settled_memory(in_flight, calls)
+            finally:
+                tracemalloc.stop()
+        results = await request
+    if len(results) != calls or not all(r.ok for r in results):
+        raise RuntimeError('a call of the memory batch failed')
+    return (held - base) / calls
+
+
+async def parsl_memory(root: pathlib.Path, calls: int) -> float:
+    """Bytes per in-flight call held by a direct DFK and the caller's futures."""
+    site = profile().with_overrides(heartbeat_threshold=300)
+    part = partitions(root, 1, 1)[0]
+    with parsl_dfk(root, part, WORKERS_PER_NODE, site=site) as app:
+        wait_parsl_workers(app, WORKERS_PER_NODE)
+        for future in [app('mock_md', {}) for _ in range(WARMUP)]:
+            future.result()
+        with paused_pools(root):
+            gc.collect()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                futures = [app('mock_md', {}) for _ in range(calls)]
+
+                async def in_flight() -> int:
+                    return sum(not f.done() for f in futures)
+
+                held = await _settled_memory(in_flight, calls)
+            finally:
+                tracemalloc.stop()
+        outcomes = [f.result() for f in futures]
+    if not all(o['ok'] for o in outcomes):
+        raise RuntimeError('a call of the Parsl memory batch failed')
+    return (held - base) / calls
+
+
+def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
+    """Run the three sweeps; return results and ratio rows."""
+    sizes = QUICK_BATCHES if options.quick else BATCHES
+    per_director = 500 if options.quick else 2000
+    in_flight = 2000 if options.quick else 10_000
+    batches = asyncio.run(batch_sweep(root / 'batches', sizes))
+    counts = asyncio.run(director_sweep(root, DIRECTOR_COUNTS, per_director))
+    director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
+    parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
+    batch_flat = flatness([row['per_call_ms'] for row in batches])
+    count_flat = flatness([row['per_call_ms'] for row in counts])
+    extra = director_bytes - parsl_bytes
+    print('scale: one Director, growing batches (per-call time = wall / calls)')
+    for row in batches:
+        print(
+            f'  {row["calls"]:>7} calls: {row["wall_s"]:7.2f}s, {row["per_call_ms"]:.3f} ms/call',
+        )
+    print(f'  flatness (slowest/fastest - 1): {batch_flat:.1%}')
+    print(f'scale: 1..{DIRECTOR_COUNTS[-1]} Directors in one process, {per_director} calls each')
+    for row in counts:
+        print(
+            f'  {row["directors"]} Director(s): {row["calls"]:>6} calls, {row["wall_s"]:6.2f}s, '
+            f'{row["per_call_ms"]:.3f} ms/call',
+        )
+    print(f'  flatness (slowest/fastest - 1): {count_flat:.1%}')
+    print(
+        f'scale: memory per in-flight call ({in_flight} in flight): '
+        f'director {director_bytes:.0f} B, parsl {parsl_bytes:.0f} B, extra {extra:.0f} B',
+    )
+    results = {
+        'scale': {
+            'batches': batches,
+            'batch_flatness': batch_flat,
+            'directors': counts,
+            'director_flatness': count_flat,
+            'memory_in_flight_calls': in_flight,
+            'memory_bytes_per_call_director': director_bytes,
+            'memory_bytes_per_call_parsl': parsl_bytes,
+            'memory_extra_bytes_per_call': extra,
+        },
+    }
+    rows = [
+        Ratio('scale.batch_flatness', batch_flat, FLATNESS_TARGET, True),
+        Ratio('scale.director_flatness', count_flat, FLATNESS_TARGET, True),
+        Ratio('scale.memory_extra_bytes_per_call', extra, MEMORY_TARGET_BYTES, True, ' B'),
+    ]
+    return results, rows
