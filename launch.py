@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import pathlib
 import sys
 import time
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -53,10 +55,17 @@ from actors.partition import discover_nodes
 from actors.partition import parse_sizes
 from actors.partition import split_nodes
 from actors.partition import write_partitions
+from actors.progress import DirectorBars
+from actors.progress import make_progress
+from actors.report import RESULTS_NAME
+from actors.report import render as render_report
 from actors.results import CallResult
+from actors.results import DirectorStatus
 from actors.sites import SiteProfile
 from actors.sites import available_sites
 from actors.sites import load_site
+from actors.status import DirectorReport as StatusReport
+from actors.status import query as query_status
 
 logger = logging.getLogger('launch')
 
@@ -206,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group('output')
     out.add_argument('--json', action='store_true', help='print one JSON document')
     out.add_argument(
+        '--quiet',
+        action='store_true',
+        help='no live progress bars on stderr (--json implies it)',
+    )
+    out.add_argument(
         '--log-level',
         default='WARNING',
         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
@@ -234,6 +248,7 @@ class RunPlan:
     rounds: int = 2
     steps: int = 300
     tool: str = 'ase_md'
+    progress: bool = False
 
     def __post_init__(self) -> None:
         self.director_run_dir = self.director_run_dir or str(self.run_dir)
@@ -295,6 +310,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         rounds=args.rounds,
         steps=args.steps,
         tool=args.tool,
+        progress=not (args.quiet or args.json),
     )
 
 
@@ -444,7 +460,17 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
                 )
                 return [single, *batch]
 
-            per_director = await asyncio.gather(*(drive(h) for h in handles))
+            work = asyncio.gather(*(drive(h) for h in handles))
+            if plan.progress:
+                per_director = await with_progress(
+                    work,
+                    handles,
+                    statuses,
+                    [plan.iterations + 1] * len(handles),
+                    lambda h: call(manager, h, 'status'),
+                )
+            else:
+                per_director = await work
     return [result for results in per_director for result in results]
 
 
@@ -465,6 +491,35 @@ async def run_campaign(manager: Manager[Any], handles: Sequence[Any], plan: RunP
         executor='event_loop',
     )
     return await call(manager, planner, 'run_campaign')
+
+
+async def with_progress(
+    work: Awaitable[Any],
+    handles: Sequence[Any],
+    baseline: Sequence[DirectorStatus],
+    totals: Sequence[int],
+    fetch: Callable[[Any], Awaitable[DirectorStatus]],
+) -> Any:
+    """Await ``work`` while one progress bar per Director follows it on stderr."""
+    with make_progress() as progress:
+        bars = DirectorBars(progress, baseline, totals)
+        follower = asyncio.create_task(bars.follow(handles, fetch))
+        try:
+            return await work
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await bars.poll(handles, fetch)
+
+
+def write_results(run_dir: pathlib.Path, results: Sequence[CallResult]) -> pathlib.Path:
+    """Write the client's results to ``<run_dir>/results.jsonl``, one per line."""
+    path = run_dir / RESULTS_NAME
+    with open(path, 'w', encoding='utf-8') as out:
+        for result in results:
+            out.write(json.dumps(result.to_dict()) + '\n')
+    return path
 
 
 def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
@@ -634,6 +689,123 @@ def endpoint_config(argv: list[str]) -> int:
     return 0
 
 
+@subcommand('status')
+def status_command(argv: list[str]) -> int:
+    """``launch.py status RUN_DIR``: every Director's partition, slots, queue, throughput."""
+    parser = _Parser(
+        prog='launch.py status',
+        description=(
+            'Show the Directors of a running run: partition, slots, queue and recent '
+            'throughput. The run must use a networked exchange (redis://, http(s)://).'
+        ),
+    )
+    parser.add_argument('run_dir', metavar='RUN_DIR', help='the run directory of a running run')
+    parser.add_argument('--json', action='store_true', help='print one JSON document')
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=10.0,
+        help='seconds to wait for each Director (default: 10)',
+    )
+    args = parser.parse_args(argv)
+    try:
+        manifest = RunManifest.read(args.run_dir)
+        reports = asyncio.run(query_status(manifest, timeout=args.timeout))
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    except (TimeoutError, OSError) as e:
+        print(f'{parser.prog}: cannot reach the exchange {manifest.exchange}: {e}', file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        'director': r.entry.name,
+                        'partition': r.entry.partition.index,
+                        'status': r.status.to_dict() if r.status else None,
+                        'problem': r.problem,
+                    }
+                    for r in reports
+                ],
+                indent=2,
+            ),
+        )
+    else:
+        render_status(manifest, reports)
+    return 0 if all(r.status is not None for r in reports) else 1
+
+
+def render_status(manifest: RunManifest, reports: Sequence[StatusReport]) -> None:
+    """Print one row per Director."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f'run {manifest.run_dir} (exchange {manifest.exchange}, site {manifest.site})',
+        title_justify='left',
+    )
+    columns = ('director', 'partition', 'nodes', 'slots', 'workers', 'queued', 'running')
+    for column in (*columns, 'done', 'failed', 'calls/s'):
+        table.add_column(column, no_wrap=column != 'nodes')
+    for r in reports:
+        nodes = escape(', '.join(r.entry.partition.nodes))
+        if r.status is None:
+            table.add_row(
+                r.entry.name,
+                str(r.entry.partition.index),
+                nodes,
+                f'[red]{escape(r.problem or "no answer")}[/red]',
+            )
+            continue
+        st = r.status
+        table.add_row(
+            st.director,
+            str(st.partition),
+            nodes,
+            str(st.slots),
+            str(st.workers_connected),
+            str(st.queued),
+            str(st.running),
+            str(st.done),
+            str(st.failed),
+            f'{st.recent_throughput:.1f} (last {st.throughput_window:g}s)',
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@subcommand('report')
+def report_command(argv: list[str]) -> int:
+    """``launch.py report RUN_DIR``: a PNG timeline of every call and utilization."""
+    parser = _Parser(
+        prog='launch.py report',
+        description=(
+            'Draw a Gantt timeline of every call on every node (coloured by Director) '
+            "and each partition's utilization, from the run's journal or results.jsonl."
+        ),
+    )
+    parser.add_argument('run_dir', metavar='RUN_DIR', help='the run directory')
+    parser.add_argument(
+        '--output',
+        '-o',
+        metavar='PNG',
+        help='where to write the PNG (default: RUN_DIR/report.png)',
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = render_report(args.run_dir, args.output)
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    usage = ', '.join(f'partition {i} {u:.1%}' for i, u in report.utilization.items())
+    print(
+        f'{report.path}: {report.bars} calls on {len(report.lanes)} worker slots over '
+        f'{report.span:.2f}s; utilization {usage}'
+        + (f'; {report.unplaced} record(s) never reached a worker' if report.unplaced else ''),
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -666,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'{parser.prog}: failed on the endpoint: {last.strip()}', file=sys.stderr)
         return 1
     wall = time.time() - start
+    write_results(plan.run_dir, results)
     if args.json:
         print(render_json(plan, results, wall, campaign))
     else:

@@ -38,6 +38,7 @@ from actors.parsl_config import mpi_executor_label
 from actors.partition import Partition
 from actors.partition import PartitionRequest
 from actors.partition import resolve_partition
+from actors.rate import RateMeter
 from actors.results import CallResult
 from actors.results import DirectorStatus
 from actors.sites import SiteProfile
@@ -108,6 +109,7 @@ class Director(Agent):
         # Sized once the partition is resolved, in agent_on_startup.
         self._admission = NodeAdmission(0)
         self._call_files = itertools.count()
+        self._rate = RateMeter()
 
     async def agent_on_startup(self) -> None:
         """Start this Director's private DataFlowKernel."""
@@ -239,6 +241,7 @@ class Director(Agent):
                 self._done += 1
             else:
                 self._failed += 1
+        self._rate.record()
 
     def _result(
         self,
@@ -450,8 +453,7 @@ class Director(Agent):
         if self._routed(calls):
             prepared = [self._prepare(*_tool_and_arguments(call, self.tool)) for call in calls]
             return list(await asyncio.gather(*(self._run('md_sim_batch', c) for c in prepared)))
-        for call in calls:
-            check_params(self.tool, call)
+        _check_each_once(self.tool, calls)
         loop = asyncio.get_running_loop()
         all_done: asyncio.Future[None] = loop.create_future()
         remaining = len(calls)
@@ -506,6 +508,8 @@ class Director(Agent):
             failed=failed,
             mpi_nodes_free=self._admission.free,
             mpi_waiting=self._admission.waiting,
+            recent_throughput=self._rate.rate(),
+            throughput_window=self._rate.window,
         )
 
 
@@ -546,6 +550,19 @@ def _wait_all(
 ) -> tuple[set[Future[Any]], set[Future[Any]]]:
     done, not_done = wait(futures, timeout=timeout)
     return done, not_done
+
+
+def _check_each_once(tool: str, calls: Sequence[Mapping[str, Any]]) -> None:
+    """Check every distinct parameter mapping of a batch once.
+
+    ``md_sim_batch(iterations=N, params={...})`` repeats one mapping N times;
+    checking it N times would cost more than submitting the batch.
+    """
+    seen: set[int] = set()
+    for call in calls:
+        if id(call) not in seen:
+            seen.add(id(call))
+            check_params(tool, call)
 
 
 def _expand_batch(

@@ -80,6 +80,9 @@ class DirectorStatus:
         failed: Calls that finished with an error.
         mpi_nodes_free: Partition nodes no MPI call holds.
         mpi_waiting: MPI calls waiting for nodes.
+        recent_throughput: Calls finished per second over the last
+            ``throughput_window`` seconds.
+        throughput_window: Seconds ``recent_throughput`` is measured over.
 
     """
 
@@ -94,6 +97,8 @@ class DirectorStatus:
     failed: int
     mpi_nodes_free: int = 0
     mpi_waiting: int = 0
+    recent_throughput: float = 0.0
+    throughput_window: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""
