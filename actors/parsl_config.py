@@ -212,6 +212,7 @@ def build_config(
         available_accelerators=accelerators,
         heartbeat_period=profile.heartbeat_period,
         heartbeat_threshold=profile.heartbeat_threshold,
+        prefetch_capacity=profile.prefetch_capacity,
         # A lost worker pool must not mark the executor bad for good: the
         # strategy replaces the block instead.
         block_error_handler=False,

@@ -152,9 +152,12 @@ def partition_nodes(run_dir: pathlib.Path, calls: Sequence[Call]) -> dict[int, l
     if run_dir.joinpath(MANIFEST_NAME).is_file():
         for entry in RunManifest.read(run_dir).directors:
             nodes[entry.partition.index] = list(entry.partition.nodes)
+    seen: dict[int, set[str]] = collections.defaultdict(set)
     for call in calls:
-        if call.node not in nodes[call.partition]:
-            nodes[call.partition].append(call.node)
+        seen[call.partition].add(call.node)
+    for index, names in seen.items():
+        # Nodes the manifest does not list (or no manifest): in name order.
+        nodes[index] += sorted(names - set(nodes[index]))
     return dict(sorted(nodes.items()))
 
 

@@ -58,6 +58,10 @@ class SiteProfile:
         walltime: Default walltime ``HH:MM:SS`` for the endpoint template.
         strategy_period: Seconds between Parsl scaling-strategy passes; a short
             period starts the first block sooner.
+        prefetch_capacity: Tasks each worker pool holds beyond its idle
+            workers, so a worker that finishes starts the next call at once
+            instead of waiting for the interchange (0 for long calls of
+            uneven length, where a prefetched task could wait behind one).
         heartbeat_period: Seconds between worker-pool heartbeats.
         heartbeat_threshold: Seconds of silence before a pool is declared lost.
         notes: What is uncertain about the values for the real machine.
@@ -81,6 +85,7 @@ class SiteProfile:
     queue: str = ''
     walltime: str = '01:00:00'
     strategy_period: float = 0.2
+    prefetch_capacity: int = 0
     heartbeat_period: int = 5
     heartbeat_threshold: int = 30
     notes: str = ''
@@ -104,6 +109,10 @@ class SiteProfile:
         if self.workers_per_node < 1:
             raise ConfigurationError(
                 f'site {self.name!r}: workers_per_node must be >= 1, got {self.workers_per_node}',
+            )
+        if self.prefetch_capacity < 0:
+            raise ConfigurationError(
+                f'site {self.name!r}: prefetch_capacity must be >= 0, got {self.prefetch_capacity}',
             )
         if self.cores_per_worker <= 0:
             raise ConfigurationError(

@@ -101,15 +101,19 @@ async def director_sweep(
 
 @contextlib.contextmanager
 def paused_pools(marker: pathlib.Path) -> Iterator[int]:
-    """SIGSTOP this process's worker pools whose command line names ``marker``."""
-    me = psutil.Process()
+    """SIGSTOP the worker pools (and their workers) whose command line names ``marker``.
+
+    The provider's launch script detaches the pools from this process, so they
+    are found by their ``--logdir``, which lies under the benchmark's own
+    temporary run directory.
+    """
     stopped = []
-    for proc in me.children(recursive=True):
+    for proc in psutil.process_iter(['cmdline']):
+        cmdline = ' '.join(proc.info['cmdline'] or [])
+        if 'process_worker_pool' not in cmdline or str(marker) not in cmdline:
+            continue
         try:
-            if 'process_worker_pool' in ' '.join(proc.cmdline()) and str(marker) in ' '.join(
-                proc.cmdline()
-            ):
-                stopped += [proc, *proc.children(recursive=True)]
+            stopped += [proc, *proc.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
     if not stopped:

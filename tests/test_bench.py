@@ -1,0 +1,55 @@
+"""The benchmark suite's own arithmetic (the benchmarks themselves run with ``python -m bench``)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from bench.common import Ratio
+from bench.common import percentile
+from bench.scale import flatness
+from bench.utilization import ideal_makespan
+from bench.utilization import makespan
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_ratio_targets():
+    assert Ratio('a', 0.96, 0.95, at_most=False).met
+    assert not Ratio('a', 0.94, 0.95, at_most=False).met
+    assert Ratio('b', 0.5, 0.5, at_most=True).met
+    assert not Ratio('b', 0.51, 0.5, at_most=True).met
+    assert not Ratio('c', math.nan, 1.0, at_most=True).met
+
+
+def test_ideal_makespan_and_makespan():
+    # 100 calls of 0.2 s on 4 slots: 25 waves.
+    assert ideal_makespan(100, 4, 0.2) == pytest.approx(5.0)
+    assert ideal_makespan(101, 4, 0.2) == pytest.approx(5.2)
+    assert makespan([(10.0, 10.2), (10.1, 10.5), (9.9, 10.0)]) == pytest.approx(0.6)
+
+
+def test_percentile_and_flatness():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([3.0], 99) == 3.0
+    assert flatness([1.0, 1.05, 1.1]) == pytest.approx(0.1)
+
+
+def test_unknown_benchmark_is_rejected(tmp_path):
+    result = subprocess.run(
+        [sys.executable, '-m', 'bench', 'nosuch', '--output', str(tmp_path / 'x.json')],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown benchmark 'nosuch'" in result.stderr
+    assert not (tmp_path / 'x.json').exists()
