@@ -1,10 +1,12 @@
 """Scale: batch size, Director count, and memory per in-flight call.
 
 * batches: one Director runs no-op batches of 1k, 10k and 100k calls; the
-  per-call time (batch wall time / calls) should stay flat.
+  per-call time (median batch wall time / calls) should stay flat. The same
+  batches on a direct DFK, alternating, show how flat Parsl itself is.
 * directors: 1, 2, 4 and 8 Directors in one process, each on its own
   1-node partition, run the same batch at the same time; per-call time is
-  wall time / all calls.
+  median wall time / all calls. On a 2-core machine every count saturates
+  the CPU, so flat means the layer adds no per-Director cost.
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -18,6 +20,7 @@ import gc
 import os
 import pathlib
 import signal
+import statistics
 import time
 import tracemalloc
 from collections.abc import Awaitable
@@ -50,28 +53,70 @@ def flatness(per_call: list[float]) -> float:
     return max(per_call) / min(per_call) - 1
 
 
-async def batch_sweep(root: pathlib.Path, sizes: tuple[int, ...]) -> list[dict[str, float]]:
-    """One Director, growing no-op batches; wall time and per-call time of each."""
+async def _timed_batch(handles: list[Any], calls: int) -> float:
+    """Wall time of ``calls`` no-op calls on every Director at once."""
+    start = time.perf_counter()
+    batches = await asyncio.gather(*(h.md_sim_batch(iterations=calls) for h in handles))
+    wall = time.perf_counter() - start
+    if not all(len(b) == calls and all(r.ok for r in b) for b in batches):
+        raise RuntimeError(f'a call of a {calls}-call batch failed')
+    return wall
+
+
+def _row(calls: int, walls: list[float], **extra: Any) -> dict[str, Any]:
+    wall = statistics.median(walls)
+    return {
+        **extra,
+        'calls': calls,
+        'wall_s': wall,
+        'per_call_ms': wall / calls * 1000,
+        'calls_per_s': calls / wall,
+        'repeats': len(walls),
+    }
+
+
+def _parsl_batch(app: Any, calls: int) -> float:
+    start = time.perf_counter()
+    futures = [app('mock_md', {}) for _ in range(calls)]
+    if not all(f.result()['ok'] for f in futures):
+        raise RuntimeError(f'a direct Parsl call of a {calls}-call batch failed')
+    return time.perf_counter() - start
+
+
+async def batch_sweep(
+    root: pathlib.Path, sizes: tuple[int, ...], repeats: dict[int, int]
+) -> list[dict[str, Any]]:
+    """One Director, growing no-op batches, and the same on a direct DFK, alternating.
+
+    Returns:
+        Per size: the Director's median wall and per-call time, and Parsl's.
+
+    """
     rows = []
-    async with directors(root, partitions(root, 1, 1), WORKERS_PER_NODE) as (_, handles):
-        (handle,) = handles
-        await wait_workers(handles)
-        await handle.md_sim_batch(iterations=WARMUP)
-        for size in sizes:
-            start = time.perf_counter()
-            results = await handle.md_sim_batch(iterations=size)
-            wall = time.perf_counter() - start
-            if len(results) != size or not all(r.ok for r in results):
-                raise RuntimeError(f'a call of the {size}-call batch failed')
-            del results
-            rows.append({'calls': size, 'wall_s': wall, 'per_call_ms': wall / size * 1000})
+    director_part = partitions(root / 'director', 1, 1)[0]
+    parsl_part = partitions(root / 'parsl', 1, 1)[0]
+    async with directors(root / 'director', [director_part], WORKERS_PER_NODE) as (_, handles):
+        with parsl_dfk(root, parsl_part, WORKERS_PER_NODE) as app:
+            await wait_workers(handles)
+            wait_parsl_workers(app, WORKERS_PER_NODE)
+            await _timed_batch(handles, WARMUP)
+            _parsl_batch(app, WARMUP)
+            for size in sizes:
+                walls: list[float] = []
+                parsl_walls: list[float] = []
+                for _ in range(repeats.get(size, 1)):
+                    walls.append(await _timed_batch(handles, size))
+                    # The Director is idle meanwhile: blocking the loop is fine.
+                    parsl_walls.append(_parsl_batch(app, size))
+                parsl_ms = statistics.median(parsl_walls) / size * 1000
+                rows.append(_row(size, walls, parsl_per_call_ms=parsl_ms))
     return rows
 
 
 async def director_sweep(
-    root: pathlib.Path, counts: tuple[int, ...], batch: int
-) -> list[dict[str, float]]:
-    """``n`` Directors at once, each with a ``batch``-call no-op batch."""
+    root: pathlib.Path, counts: tuple[int, ...], batch: int, repeats: int
+) -> list[dict[str, Any]]:
+    """``n`` Directors at once, each with a ``batch``-call no-op batch; median of repeats."""
     rows = []
     for count in counts:
         where = root / f'directors-{count}'
@@ -80,22 +125,9 @@ async def director_sweep(
             handles,
         ):
             await wait_workers(handles)
-            await asyncio.gather(*(h.md_sim_batch(iterations=WARMUP) for h in handles))
-            start = time.perf_counter()
-            batches = await asyncio.gather(*(h.md_sim_batch(iterations=batch) for h in handles))
-            wall = time.perf_counter() - start
-        if not all(r.ok for results in batches for r in results):
-            raise RuntimeError(f'a call failed with {count} Directors')
-        calls = count * batch
-        rows.append(
-            {
-                'directors': count,
-                'calls': calls,
-                'wall_s': wall,
-                'per_call_ms': wall / calls * 1000,
-                'calls_per_s': calls / wall,
-            },
-        )
+            await _timed_batch(handles, WARMUP)
+            walls = [await _timed_batch(handles, batch) for _ in range(repeats)]
+        rows.append(_row(count * batch, walls, directors=count))
     return rows
 
 
@@ -202,21 +234,27 @@ async def parsl_memory(root: pathlib.Path, calls: int) -> float:
 def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
     """Run the three sweeps; return results and ratio rows."""
     sizes = QUICK_BATCHES if options.quick else BATCHES
-    per_director = 500 if options.quick else 2000
+    # Short batches are noisy: repeat them and take the median.
+    repeats = {1_000: 3, 10_000: 1} if options.quick else {1_000: 5, 10_000: 3, 100_000: 1}
+    per_director = 1000 if options.quick else 2000
     in_flight = 2000 if options.quick else 10_000
-    batches = asyncio.run(batch_sweep(root / 'batches', sizes))
-    counts = asyncio.run(director_sweep(root, DIRECTOR_COUNTS, per_director))
+    batches = asyncio.run(batch_sweep(root / 'batches', sizes, repeats))
+    counts = asyncio.run(
+        director_sweep(root, DIRECTOR_COUNTS, per_director, 2 if options.quick else 3),
+    )
     director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
     parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
     batch_flat = flatness([row['per_call_ms'] for row in batches])
+    parsl_flat = flatness([row['parsl_per_call_ms'] for row in batches])
     count_flat = flatness([row['per_call_ms'] for row in counts])
     extra = director_bytes - parsl_bytes
-    print('scale: one Director, growing batches (per-call time = wall / calls)')
+    print('scale: one Director, growing batches (per-call time = median wall / calls)')
     for row in batches:
         print(
-            f'  {row["calls"]:>7} calls: {row["wall_s"]:7.2f}s, {row["per_call_ms"]:.3f} ms/call',
+            f'  {row["calls"]:>7} calls: {row["wall_s"]:7.2f}s, {row["per_call_ms"]:.3f} ms/call'
+            f'   (direct parsl {row["parsl_per_call_ms"]:.3f} ms/call)',
         )
-    print(f'  flatness (slowest/fastest - 1): {batch_flat:.1%}')
+    print(f'  flatness (slowest/fastest - 1): {batch_flat:.1%}   (direct parsl {parsl_flat:.1%})')
     print(f'scale: 1..{DIRECTOR_COUNTS[-1]} Directors in one process, {per_director} calls each')
     for row in counts:
         print(
@@ -232,6 +270,7 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
         'scale': {
             'batches': batches,
             'batch_flatness': batch_flat,
+            'batch_flatness_parsl': parsl_flat,
             'directors': counts,
             'director_flatness': count_flat,
             'memory_in_flight_calls': in_flight,
