@@ -65,6 +65,7 @@ from actors.sites import SiteProfile
 from actors.sites import available_sites
 from actors.sites import load_site
 from actors.status import DirectorReport as StatusReport
+from actors.status import ExchangeUnreachableError
 from actors.status import query as query_status
 
 logger = logging.getLogger('launch')
@@ -708,13 +709,18 @@ def status_command(argv: list[str]) -> int:
         help='seconds to wait for each Director (default: 10)',
     )
     args = parser.parse_args(argv)
+    if not args.timeout > 0:
+        parser.error(f'--timeout {args.timeout} is invalid; give seconds > 0')
+    # A failed connection leaves aiohttp/redis objects whose finalizers log
+    # tracebacks; the one-line error below says everything.
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL)
     try:
         manifest = RunManifest.read(args.run_dir)
         reports = asyncio.run(query_status(manifest, timeout=args.timeout))
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
-    except (TimeoutError, OSError) as e:
-        print(f'{parser.prog}: cannot reach the exchange {manifest.exchange}: {e}', file=sys.stderr)
+    except ExchangeUnreachableError as e:
+        print(f'{parser.prog}: {e}', file=sys.stderr)
         return 1
     if args.json:
         print(

@@ -16,6 +16,7 @@ from typing import Any
 
 from academy.exchange.mailbox_status import MailboxStatus
 from academy.handle import Handle
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.errors import ConfigurationError
 from actors.exchange import open_exchange
@@ -27,6 +28,10 @@ UNREACHABLE = {
     'local': 'the in-process exchange "local"',
     'http': 'an HTTP exchange spawned for the run on a port that was not recorded',
 }
+
+
+class ExchangeUnreachableError(OSError):
+    """The run's exchange did not accept a connection."""
 
 
 @dataclasses.dataclass
@@ -81,14 +86,21 @@ async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorRe
 
     Raises:
         ConfigurationError: If the run's exchange cannot be joined from here.
+        ExchangeUnreachableError: If the exchange does not answer.
 
     """
     check_reachable(manifest)
     with open_exchange(manifest.exchange) as factory:
-        client = await asyncio.wait_for(
-            factory.create_user_client(name='launch-status', start_listener=True),
-            timeout,
-        )
+        try:
+            client = await asyncio.wait_for(
+                factory.create_user_client(name='launch-status', start_listener=True),
+                timeout,
+            )
+        except (OSError, TimeoutError, RedisConnectionError) as e:
+            raise ExchangeUnreachableError(
+                f'cannot join the exchange {manifest.exchange} of run {manifest.run_dir}: '
+                f'{e or type(e).__name__} (is the run, or its exchange, still up?)',
+            ) from None
         async with client:
             return list(
                 await asyncio.gather(*(_ask(client, d, timeout) for d in manifest.directors)),

@@ -207,6 +207,17 @@ def test_status_refuses_exchanges_other_processes_cannot_join(exchange, tmp_path
     assert '--exchange redis://HOST:PORT' in lines[0]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('exchange', ['redis://127.0.0.1:1', 'http://127.0.0.1:1'])
+def test_status_of_an_unreachable_exchange_is_one_line(exchange, tmp_path: pathlib.Path):
+    _manifest(tmp_path, exchange)
+    result = launch('status', str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f'cannot join the exchange {exchange}' in lines[0]
+
+
 @pytest.mark.timeout(30)
 def test_status_without_manifest_is_one_clear_line(tmp_path: pathlib.Path):
     result = launch('status', str(tmp_path), cwd=tmp_path)
