@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import platform
 import sys
@@ -69,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f'benchmarks to run: {", ".join(BENCHMARKS)} (default: all)',
     )
     parser.add_argument('--quick', action='store_true', help='smaller sizes (a few minutes)')
-    parser.add_argument('--calls', type=int, default=5000, help='calls per throughput batch')
-    parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per side')
+    parser.add_argument('--calls', type=int, default=3000, help='calls per throughput batch')
+    parser.add_argument(
+        '--rounds', type=int, default=6, help='alternating throughput/startup rounds per side'
+    )
     parser.add_argument('--output', default='bench-results.json', help='JSON results file')
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         'host': platform.node(),
         'python': platform.python_version(),
         'quick': args.quick,
+        'load_average_before': os.getloadavg(),
         'seconds': {},
     }
     rows: list[Ratio] = []
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.update(found)
             rows += ratios
             print(f'  ({name} took {results["seconds"][name]:.0f}s)', flush=True)
+    results['load_average_after'] = os.getloadavg()
     results['targets'] = {
         row.name: {'value': row.value, 'target': row.target, 'at_most': row.at_most, 'met': row.met}
         for row in rows

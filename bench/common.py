@@ -52,8 +52,8 @@ class Options:
     """
 
     quick: bool = False
-    calls: int = 5000
-    rounds: int = 3
+    calls: int = 3000
+    rounds: int = 6
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,11 @@
 * batches: one Director runs no-op batches of 1k, 10k and 100k calls; the
   per-call time (median batch wall time / calls) should stay flat. The same
   batches on a direct DFK, alternating, show how flat Parsl itself is.
-* directors: 1, 2, 4 and 8 Directors in one process, each on its own
-  1-node partition, run the same batch at the same time; per-call time is
-  median wall time / all calls. On a 2-core machine every count saturates
-  the CPU, so flat means the layer adds no per-Director cost.
+* directors: 8 Directors in one process, each on its own 1-node partition;
+  the first 1, 2, 4 and 8 of them run the same batch at the same time, the
+  counts taking turns; per-call time is median wall time / all calls. On a
+  2-core machine every count saturates the CPU, so flat means the layer adds
+  no per-Director cost.
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -116,19 +117,21 @@ async def batch_sweep(
 async def director_sweep(
     root: pathlib.Path, counts: tuple[int, ...], batch: int, repeats: int
 ) -> list[dict[str, Any]]:
-    """``n`` Directors at once, each with a ``batch``-call no-op batch; median of repeats."""
-    rows = []
-    for count in counts:
-        where = root / f'directors-{count}'
-        async with directors(where, partitions(where, count, count), WORKERS_PER_NODE) as (
-            _,
-            handles,
-        ):
-            await wait_workers(handles)
-            await _timed_batch(handles, WARMUP)
-            walls = [await _timed_batch(handles, batch) for _ in range(repeats)]
-        rows.append(_row(count * batch, walls, directors=count))
-    return rows
+    """The first ``n`` of ``max(counts)`` Directors at once, ``batch`` calls each.
+
+    All Directors start once and stay up; the counts take turns, forwards then
+    backwards (1, 2, 4, 8, 8, 4, 2, 1, ...), so that load drifting during the
+    sweep favours no count. Returns the median of ``repeats`` per count.
+    """
+    walls: dict[int, list[float]] = {count: [] for count in counts}
+    most = max(counts)
+    async with directors(root, partitions(root, most, most), WORKERS_PER_NODE) as (_, handles):
+        await wait_workers(handles)
+        await _timed_batch(handles, WARMUP)
+        for i in range(repeats):
+            for count in counts if i % 2 == 0 else reversed(counts):
+                walls[count].append(await _timed_batch(handles[:count], batch))
+    return [_row(count * batch, walls[count], directors=count) for count in counts]
 
 
 @contextlib.contextmanager
@@ -239,9 +242,8 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     per_director = 1000 if options.quick else 2000
     in_flight = 2000 if options.quick else 10_000
     batches = asyncio.run(batch_sweep(root / 'batches', sizes, repeats))
-    counts = asyncio.run(
-        director_sweep(root, DIRECTOR_COUNTS, per_director, 2 if options.quick else 3),
-    )
+    sweeps = 2 if options.quick else 4
+    counts = asyncio.run(director_sweep(root / 'directors', DIRECTOR_COUNTS, per_director, sweeps))
     director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
     parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
     batch_flat = flatness([row['per_call_ms'] for row in batches])
@@ -255,7 +257,10 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
             f'   (direct parsl {row["parsl_per_call_ms"]:.3f} ms/call)',
         )
     print(f'  flatness (slowest/fastest - 1): {batch_flat:.1%}   (direct parsl {parsl_flat:.1%})')
-    print(f'scale: 1..{DIRECTOR_COUNTS[-1]} Directors in one process, {per_director} calls each')
+    print(
+        f'scale: {DIRECTOR_COUNTS[-1]} Directors in one process, the first '
+        f'{", ".join(map(str, DIRECTOR_COUNTS))} busy with {per_director} calls each',
+    )
     for row in counts:
         print(
             f'  {row["directors"]} Director(s): {row["calls"]:>6} calls, {row["wall_s"]:6.2f}s, '

@@ -19,6 +19,8 @@ from bench.common import Ratio
 from bench.common import directors
 from bench.common import parsl_dfk
 from bench.common import partitions
+from bench.common import wait_parsl_workers
+from bench.common import wait_workers
 
 WORKERS_PER_NODE = 2
 NODES = 1
@@ -45,7 +47,11 @@ async def _director_batch(handle: Any, calls: int) -> float:
 
 
 async def measure(root: pathlib.Path, calls: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Calls/s of each round on each side: (direct Parsl, Director)."""
+    """Calls/s of each round on each side: (direct Parsl, Director).
+
+    Rounds go ABBA (Parsl first in even rounds, the Director first in odd
+    ones) so that load drifting during a pair of rounds favours neither side.
+    """
     parsl_part = partitions(root / 'parsl', NODES, 1)[0]
     director_part = partitions(root / 'director', NODES, 1)[0]
     parsl_rates: list[float] = []
@@ -53,35 +59,50 @@ async def measure(root: pathlib.Path, calls: int, rounds: int) -> tuple[list[flo
     async with directors(root / 'director', [director_part], WORKERS_PER_NODE) as (_, handles):
         (handle,) = handles
         with parsl_dfk(root, parsl_part, WORKERS_PER_NODE) as app:
+            await wait_workers(handles)
+            wait_parsl_workers(app, WORKERS_PER_NODE)
             _parsl_batch(app, WARMUP)
             await _director_batch(handle, WARMUP)
-            for _ in range(rounds):
+            for i in range(rounds):
                 # The Director is idle while Parsl runs: blocking the loop is fine.
-                parsl_rates.append(_parsl_batch(app, calls))
-                director_rates.append(await _director_batch(handle, calls))
+                if i % 2 == 0:
+                    parsl_rates.append(_parsl_batch(app, calls))
+                    director_rates.append(await _director_batch(handle, calls))
+                else:
+                    director_rates.append(await _director_batch(handle, calls))
+                    parsl_rates.append(_parsl_batch(app, calls))
     return parsl_rates, director_rates
 
 
 def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
-    """Measure both sides, print the rates; return results and the ratio row."""
-    calls = min(options.calls, 2000) if options.quick else options.calls
-    rounds = min(options.rounds, 2) if options.quick else options.rounds
+    """Measure both sides, print the rates; return results and the ratio row.
+
+    The ratio is the median of the per-round ratios: each round's two sides
+    ran back to back, under the same machine load.
+    """
+    calls = min(options.calls, 1500) if options.quick else options.calls
+    rounds = min(options.rounds, 4) if options.quick else options.rounds
     parsl_rates, director_rates = asyncio.run(measure(root, calls, rounds))
     parsl = statistics.median(parsl_rates)
     director = statistics.median(director_rates)
-    ratio = director / parsl
+    paired = [d / p for d, p in zip(director_rates, parsl_rates, strict=True)]
+    ratio = statistics.median(paired)
     print(
         f'throughput: {calls} no-op calls per batch, {NODES} node x {WORKERS_PER_NODE} '
-        f'workers, median of {rounds} alternating rounds',
+        f'workers, {rounds} alternating rounds (ABBA)',
     )
     print(f'  direct parsl : {parsl:8.0f} calls/s  ({", ".join(f"{r:.0f}" for r in parsl_rates)})')
     print(
         f'  director     : {director:8.0f} calls/s  '
         f'({", ".join(f"{r:.0f}" for r in director_rates)})',
     )
-    print(f'  ratio (director/parsl): {ratio:.3f}')
+    print(
+        f'  ratio (director/parsl), median of rounds: {ratio:.3f}  '
+        f'({", ".join(f"{r:.3f}" for r in paired)})',
+    )
     results = {
         'throughput_ratio': ratio,
+        'throughput_ratio_rounds': paired,
         'throughput_calls_per_s_director': director,
         'throughput_calls_per_s_parsl': parsl,
         'throughput_rounds_director': director_rates,
