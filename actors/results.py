@@ -29,6 +29,13 @@ class CallResult:
         value: What the tool returned.
         error_type: Exception class name when ``ok`` is false.
         error_message: Exception message when ``ok`` is false.
+        call_key: Stable key of the call (client-supplied or derived); a
+            resumed run skips keys whose journaled result is final.
+        status: ``ok``, ``failed`` (the tool raised), ``lost`` (the
+            infrastructure failed after all retries), ``cancelled``,
+            ``timed_out`` or ``refused`` (not admitted, e.g. walltime).
+        attempts: How many times Parsl ran the call (more than 1 after a
+            lost worker or pool was retried).
 
     """
 
@@ -47,6 +54,9 @@ class CallResult:
     value: Any = None
     error_type: str | None = None
     error_message: str | None = None
+    call_key: str | None = None
+    status: str = ''
+    attempts: int = 1
 
     @property
     def wall_time(self) -> float:
@@ -56,6 +66,12 @@ class CallResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallResult:
+        """Rebuild a result from ``to_dict()`` output (a journal line)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclasses.dataclass(slots=True)
@@ -73,6 +89,11 @@ class DirectorStatus:
         running: Calls held by worker pools.
         done: Calls that finished successfully.
         failed: Calls that finished with an error.
+        incarnation: Changes each time the Director (re)starts; a client
+            that sees it change knows its pending calls were lost.
+        draining: True once the Director stopped admitting calls before
+            its allocation's end.
+        walltime_end: Unix time the allocation ends, if known.
 
     """
 
@@ -85,6 +106,9 @@ class DirectorStatus:
     running: int
     done: int
     failed: int
+    incarnation: str = ''
+    draining: bool = False
+    walltime_end: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""
