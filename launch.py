@@ -450,13 +450,18 @@ async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any] | None:
     return handles
 
 
-async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResult]:
+async def run(
+    plan: RunPlan,
+    executor: Executor | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> list[CallResult]:
     """Start (or re-attach to) the Directors, send the calls not yet done, collect all.
 
     Args:
         plan: What to start.
         executor: Hosts the Directors instead of the one ``plan.executor``
             names (tests use a stand-in for a Globus Compute endpoint).
+        on_start: Called once the exchange is open, before any Director starts.
 
     """
     if executor is None:
@@ -474,6 +479,8 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
             executors=executor,
             max_retries=plan.restarts + 1,
         )
+        if on_start is not None:
+            on_start()
         async with manager:
             handles = await attach(manager, plan)
             if handles is None:
@@ -725,11 +732,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = plan_run(args)
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
-    # Printed first, so a client killed mid-run knows what to --resume.
-    print(f'{parser.prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
+
+    def announce() -> None:
+        # Before any call, so a client killed mid-run knows what to --resume.
+        # (Remote Directors keep their run dir and journals on the endpoint.)
+        if plan.executor != 'globus-compute':
+            print(f'{parser.prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
+
     start = time.time()
     try:
-        results = asyncio.run(run(plan))
+        results = asyncio.run(run(plan, on_start=announce))
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except (DirectorFailedError, TimeoutError, OSError, ConnectionError) as e:
