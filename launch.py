@@ -29,6 +29,7 @@ from globus_compute_sdk.errors import TaskExecutionFailed
 
 from actors.client import DirectorFailedError
 from actors.client import call
+from actors.client import call_resilient
 from actors.client import launch_directors
 from actors.client import wait_ready
 from actors.deploy import EXECUTORS
@@ -46,6 +47,8 @@ from actors.errors import ConfigurationError
 from actors.exchange import EXCHANGE_HELP
 from actors.exchange import open_exchange
 from actors.exchange import validate_exchange
+from actors.journal import final_by_key
+from actors.journal import read_run
 from actors.manifest import DirectorEntry
 from actors.manifest import RunManifest
 from actors.partition import NodeSource
@@ -67,6 +70,8 @@ from actors.sites import load_site
 from actors.status import DirectorReport as StatusReport
 from actors.status import ExchangeUnreachableError
 from actors.status import query as query_status
+from actors.walltime import Walltime
+from actors.walltime import allocation_end
 
 logger = logging.getLogger('launch')
 
@@ -193,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument(
         '--executor',
-        default='local',
         help=f'where Directors run: {", ".join(EXECUTORS)} (default: local)',
     )
     deploy.add_argument('--endpoint', help='Globus Compute endpoint UUID')
@@ -212,6 +216,52 @@ def build_parser() -> argparse.ArgumentParser:
         help='directory for nodefiles and Parsl logs (default: runs/<timestamp>; with '
         '--executor globus-compute a directory on the endpoint, default '
         f'{REMOTE_RUN_ROOT}/<timestamp>)',
+    )
+    faults = parser.add_argument_group('faults, walltime and resuming')
+    faults.add_argument(
+        '--retries',
+        type=int,
+        default=2,
+        help='times a call whose worker or worker pool was lost is run again; '
+        'tool errors are never retried (default: 2)',
+    )
+    faults.add_argument(
+        '--restarts',
+        type=int,
+        default=1,
+        help='times a crashed Director is restarted with the same identity and '
+        'partition (default: 1)',
+    )
+    faults.add_argument(
+        '--timeout',
+        type=float,
+        metavar='S',
+        help='seconds each tool call may run before it is stopped (default: none)',
+    )
+    faults.add_argument(
+        '--supervise',
+        action='store_true',
+        help='run every call in a child process that cancellation can stop '
+        '(calls with --timeout always are); costs throughput',
+    )
+    faults.add_argument(
+        '--walltime',
+        metavar='HH:MM:SS',
+        help='time left in the allocation (default: $SLURM_JOB_END_TIME or $PBS_WALLTIME, '
+        'else unlimited); calls that cannot finish in time are refused',
+    )
+    faults.add_argument(
+        '--drain-margin',
+        type=float,
+        default=30.0,
+        metavar='S',
+        help='seconds before the walltime ends at which Directors drain (default: 30)',
+    )
+    faults.add_argument(
+        '--resume',
+        metavar='RUN_DIR',
+        help='finish an earlier run: re-attach to its Directors (or start new ones), '
+        'skip the calls its journals hold, report all of them',
     )
     out = parser.add_argument_group('output')
     out.add_argument('--json', action='store_true', help='print one JSON document')
@@ -243,6 +293,12 @@ class RunPlan:
     executor: str
     endpoint: str | None
     workers_per_node: int | None
+    retries: int = 2
+    restarts: int = 1
+    timeout: float | None = None
+    supervise: bool = False
+    walltime: Walltime = dataclasses.field(default_factory=Walltime)
+    manifest: RunManifest | None = None
     director_run_dir: str = ''
     endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     campaign: bool = False
@@ -255,13 +311,7 @@ class RunPlan:
         self.director_run_dir = self.director_run_dir or str(self.run_dir)
 
 
-def plan_run(args: argparse.Namespace) -> RunPlan:
-    """Validate the flags and lay out the run directory.
-
-    Raises:
-        ConfigurationError: On any bad value; nothing has started yet.
-
-    """
+def _check_flags(args: argparse.Namespace) -> None:
     if args.iterations < 0:
         raise ConfigurationError(
             f'--iterations {args.iterations} is negative; give 0 or more calls',
@@ -274,11 +324,29 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         raise ConfigurationError(
             f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
         )
-    if args.campaign:
-        check_campaign(args.tool, args.rounds, args.steps)
-    remote = args.executor == 'globus-compute'
+    if args.retries < 0:
+        raise ConfigurationError(f'--retries {args.retries} is negative; give 0 or more')
+    if args.restarts < 0:
+        raise ConfigurationError(f'--restarts {args.restarts} is negative; give 0 or more')
+    if args.timeout is not None and not 0 < args.timeout < float('inf'):
+        raise ConfigurationError(f'--timeout {args.timeout} is invalid; give seconds > 0')
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Validate the flags and lay out the run directory.
+
+    Raises:
+        ConfigurationError: On any bad value; nothing has started yet.
+
+    """
+    _check_flags(args)
+    walltime = Walltime(allocation_end(args.walltime), args.drain_margin)
+    if args.resume:
+        return _plan_resume(args, walltime)
+    executor = args.executor or 'local'
+    remote = executor == 'globus-compute'
     exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
-    validate_executor(args.executor, exchange, args.endpoint)
+    validate_executor(executor, exchange, args.endpoint)
     profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
     if remote:
         return plan_remote_run(args, profile, exchange)
@@ -304,7 +372,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         iterations=args.iterations,
         duration=args.duration,
         exchange=exchange,
-        executor=args.executor,
+        executor=executor,
         endpoint=args.endpoint,
         workers_per_node=args.workers_per_node,
         campaign=args.campaign,
@@ -312,6 +380,11 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         steps=args.steps,
         tool=args.tool,
         progress=not (args.quiet or args.json),
+        retries=args.retries,
+        restarts=args.restarts,
+        timeout=args.timeout,
+        supervise=args.supervise,
+        walltime=walltime,
     )
 
 
@@ -405,13 +478,76 @@ def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
     return {'steps': steps}
 
 
-async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResult]:
-    """Start the Directors, send every one md_sim and md_sim_batch, collect.
+def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
+    """Plan the rest of an earlier run from its manifest."""
+    if args.run_dir and pathlib.Path(args.run_dir).resolve() != pathlib.Path(args.resume).resolve():
+        raise ConfigurationError(
+            f'--run-dir {args.run_dir!r} and --resume {args.resume!r} differ; '
+            'a resumed run keeps its run directory',
+        )
+    manifest = RunManifest.read(args.resume)
+    for entry in manifest.directors:
+        if not pathlib.Path(entry.partition.nodefile).is_file():
+            raise ConfigurationError(
+                f'{manifest.run_dir}: partition nodefile {entry.partition.nodefile!r} is missing',
+            )
+    exchange = validate_exchange(args.exchange or manifest.exchange)
+    executor = args.executor or manifest.executor
+    validate_executor(executor, exchange, args.endpoint)
+    work = manifest.work
+    workers = work.get('workers_per_node')
+    return RunPlan(
+        partitions=[entry.partition for entry in manifest.directors],
+        source=NodeSource('resume', f'manifest of {manifest.run_dir}'),
+        profile=load_site(manifest.site).with_overrides(launcher_args=args.launcher_args),
+        run_dir=pathlib.Path(manifest.run_dir),
+        iterations=int(work.get('iterations', args.iterations)),
+        duration=float(work.get('duration', args.duration)),
+        exchange=exchange,
+        executor=executor,
+        endpoint=args.endpoint,
+        workers_per_node=args.workers_per_node or workers,
+        retries=args.retries,
+        restarts=args.restarts,
+        timeout=args.timeout if args.timeout is not None else work.get('timeout'),
+        supervise=args.supervise or bool(work.get('supervise')),
+        walltime=walltime,
+        manifest=manifest,
+        progress=not (args.quiet or args.json),
+    )
+
+
+def call_keys(partition: Partition, iterations: int) -> tuple[str, list[str]]:
+    """Stable keys of the run's calls to one Director: ``md_sim`` and the batch's."""
+    director = f'director-{partition.index}'
+    return f'{director}/md_sim/0', [f'{director}/md_sim_batch/{i}' for i in range(iterations)]
+
+
+async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any] | None:
+    """Handles to the manifest's Directors if they still answer, else ``None``."""
+    if plan.manifest is None or plan.exchange in ('local', 'http'):
+        return None
+    handles = [manager.get_handle(entry.agent_id()) for entry in plan.manifest.directors]
+    try:
+        await asyncio.gather(*(h.ping(timeout=10) for h in handles))
+    except Exception as e:
+        logger.info('Directors of %s do not answer (%s); starting new ones', plan.run_dir, e)
+        return None
+    return handles
+
+
+async def run(
+    plan: RunPlan,
+    executor: Executor | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> list[CallResult]:
+    """Start (or re-attach to) the Directors, send the calls not yet done, collect all.
 
     Args:
         plan: What to start.
         executor: Hosts the Directors instead of the one ``plan.executor``
             names (tests use a stand-in for a Globus Compute endpoint).
+        on_start: Called once the exchange is open, before any Director starts.
 
     """
     if executor is None:
@@ -423,15 +559,27 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
             endpoint_config=plan.endpoint_config,
         )
     with open_exchange(plan.exchange) as factory:
-        manager = await Manager.from_exchange_factory(factory, executors=executor)
+        # Academy's max_retries counts attempts in all, not restarts.
+        manager = await Manager.from_exchange_factory(
+            factory,
+            executors=executor,
+            max_retries=plan.restarts + 1,
+        )
+        if on_start is not None:
+            on_start()
         async with manager:
-            handles = await launch_directors(
-                manager,
-                plan.partitions,
-                plan.profile,
-                plan.director_run_dir,
-                workers_per_node=plan.workers_per_node,
-            )
+            handles = await attach(manager, plan)
+            if handles is None:
+                handles = await launch_directors(
+                    manager,
+                    plan.partitions,
+                    plan.profile,
+                    plan.director_run_dir,
+                    workers_per_node=plan.workers_per_node,
+                    retries=plan.retries,
+                    supervise=plan.supervise,
+                    walltime=plan.walltime,
+                )
             timeout = (
                 STARTUP_TIMEOUT if plan.executor != 'globus-compute' else REMOTE_STARTUP_TIMEOUT
             )
@@ -446,33 +594,33 @@ async def run(plan: RunPlan, executor: Executor | None = None) -> list[CallResul
             write_manifest(plan, handles)
             if plan.campaign:
                 return await run_campaign(manager, handles, plan)
-            params = {'duration': plan.duration}
-
-            async def drive(handle: Any) -> list[CallResult]:
-                single, batch = await asyncio.gather(
-                    call(manager, handle, 'md_sim', **params),
-                    call(
-                        manager,
-                        handle,
-                        'md_sim_batch',
-                        iterations=plan.iterations,
-                        params=params,
-                    ),
-                )
-                return [single, *batch]
-
-            work = asyncio.gather(*(drive(h) for h in handles))
+            done = final_by_key(read_run(plan.run_dir))
+            work = asyncio.gather(
+                *(
+                    drive(manager, handle, partition, plan, done)
+                    for handle, partition in zip(handles, plan.partitions, strict=True)
+                ),
+            )
             if plan.progress:
+                totals = [
+                    sum(key not in done for key in _all_keys(partition, plan.iterations))
+                    for partition in plan.partitions
+                ]
                 per_director = await with_progress(
                     work,
                     handles,
                     statuses,
-                    [plan.iterations + 1] * len(handles),
+                    totals,
                     lambda h: call(manager, h, 'status'),
                 )
             else:
                 per_director = await work
     return [result for results in per_director for result in results]
+
+
+def _all_keys(partition: Partition, iterations: int) -> list[str]:
+    single, batch = call_keys(partition, iterations)
+    return [single, *batch]
 
 
 async def run_campaign(manager: Manager[Any], handles: Sequence[Any], plan: RunPlan) -> Any:
@@ -523,6 +671,44 @@ def write_results(run_dir: pathlib.Path, results: Sequence[CallResult]) -> pathl
     return path
 
 
+async def drive(
+    manager: Manager[Any],
+    handle: Any,
+    partition: Partition,
+    plan: RunPlan,
+    done: dict[str, dict[str, Any]],
+) -> list[CallResult]:
+    """Send one Director the run's calls that are not done yet; all results in order."""
+    single_key, batch_keys = call_keys(partition, plan.iterations)
+    params = {'duration': plan.duration}
+    send = call_resilient if plan.restarts > 0 else call
+    todo = [key for key in batch_keys if key not in done]
+    requests = []
+    if single_key not in done:
+        requests.append(
+            send(manager, handle, 'md_sim', call_key=single_key, timeout=plan.timeout, **params),
+        )
+    if todo:
+        requests.append(
+            send(
+                manager,
+                handle,
+                'md_sim_batch',
+                params=[params] * len(todo),
+                call_keys=todo,
+                timeout=plan.timeout,
+            ),
+        )
+    new: dict[str, CallResult] = {}
+    for answer in await asyncio.gather(*requests):
+        for result in answer if isinstance(answer, list) else [answer]:
+            new[result.call_key] = result
+    return [
+        new[key] if key in new else CallResult.from_dict(done[key])
+        for key in [single_key, *batch_keys]
+    ]
+
+
 def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
     """Record the run's Directors in ``<run_dir>/manifest.json``."""
     RunManifest(
@@ -535,6 +721,13 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
             for p, h in zip(plan.partitions, handles, strict=True)
             if isinstance(p, Partition)
         ],
+        work={
+            'iterations': plan.iterations,
+            'duration': plan.duration,
+            'timeout': plan.timeout,
+            'workers_per_node': plan.workers_per_node,
+            'supervise': plan.supervise,
+        },
     ).write()
 
 
@@ -827,16 +1020,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = plan_run(args)
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
+
+    def announce() -> None:
+        # Before any call, so a client killed mid-run knows what to --resume.
+        # (Remote Directors keep their run dir and journals on the endpoint.)
+        if plan.executor != 'globus-compute':
+            print(f'{parser.prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
+
     start = time.time()
     campaign = None
     try:
-        results = asyncio.run(run(plan))
+        results = asyncio.run(run(plan, on_start=announce))
         if plan.campaign:
             campaign, results = results, results.results
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
-    except (DirectorFailedError, TimeoutError, OSError) as e:
-        print(f'{parser.prog}: failed: {e}', file=sys.stderr)
+    except (DirectorFailedError, TimeoutError, OSError, ConnectionError) as e:
+        print(
+            f'{parser.prog}: failed: {type(e).__name__}: {e}; finished calls are in '
+            f'{plan.run_dir}/journal; finish with: {parser.prog} --resume {plan.run_dir}',
+            file=sys.stderr,
+        )
         return 1
     except TaskExecutionFailed as e:
         # A Director on a Globus Compute endpoint raised; its last line names the error.

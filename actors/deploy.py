@@ -8,9 +8,12 @@ on a Globus Compute endpoint (the batch job's lead node).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import uuid
+from collections.abc import Callable
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from concurrent.futures import Future
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,6 +22,44 @@ from actors.errors import ConfigurationError
 from actors.exchange import is_networked
 
 EXECUTORS = ('local', 'thread', 'process', 'globus-compute')
+
+
+class ProcessPerAgentExecutor(Executor):
+    """Run each submitted agent in a fresh process of its own.
+
+    A ``ProcessPoolExecutor`` shared by all Directors breaks for good when one
+    of its processes is killed, failing every Director in it and every
+    restart. Here each submission gets its own single-process pool: a killed
+    Director fails only its own future, and the Manager's restart
+    (``max_retries``) gets a fresh process.
+    """
+
+    def __init__(self) -> None:
+        self._pools: set[ProcessPoolExecutor] = set()
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context('spawn')
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Start ``fn`` in a new process."""
+        # spawn: forking a process that runs threads (asyncio, Parsl) is unsafe.
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        with self._lock:
+            self._pools.add(pool)
+        future = pool.submit(fn, *args, **kwargs)
+        future.add_done_callback(lambda _: self._release(pool))
+        return future
+
+    def _release(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            self._pools.discard(pool)
+        pool.shutdown(wait=False)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut every process down."""
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def validate_executor(
@@ -73,11 +114,7 @@ def make_executor(
             thread_name_prefix='director',
         )
     if kind == 'process':
-        # spawn: forking a process that runs threads (asyncio, Parsl) is unsafe.
-        return ProcessPoolExecutor(
-            max_workers=directors,
-            mp_context=multiprocessing.get_context('spawn'),
-        )
+        return ProcessPerAgentExecutor()
     if kind == 'globus-compute':
         from actors.globus import make_globus_executor
 

@@ -11,9 +11,12 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import math
 import pathlib
+import pickle
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -27,6 +30,14 @@ from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.errors import ConfigurationError
+from actors.faults import BlockDoctor
+from actors.faults import CancelFiles
+from actors.faults import watch_parsl_processes
+from actors.journal import FINAL_STATUSES
+from actors.journal import Journal
+from actors.journal import final_by_key
+from actors.journal import journal_path
+from actors.journal import read_journal
 from actors.mpi import RESOURCE_KEYS
 from actors.mpi import MPIResources
 from actors.mpi import NodeAdmission
@@ -42,6 +53,7 @@ from actors.rate import RateMeter
 from actors.results import CallResult
 from actors.results import DirectorStatus
 from actors.sites import SiteProfile
+from actors.supervise import run_supervised
 from actors.tools import DEFAULT_TOOL
 from actors.tools import Tool
 from actors.tools import check_params
@@ -49,10 +61,14 @@ from actors.tools import command_line
 from actors.tools import command_outcome
 from actors.tools import get_tool
 from actors.tools import run_tool
+from actors.walltime import Walltime
+from actors.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000_000
+WATCH_INTERVAL = 1.0
+"""Seconds between telling the watchdog about new (replacement) blocks."""
 
 _ROUTING_KEYS = frozenset(('tool', *RESOURCE_KEYS))
 """Call arguments that take a call off the fast path (another tool, MPI resources)."""
@@ -72,6 +88,15 @@ class Director(Agent):
             names another with ``tool=...``.
         drain_timeout: Seconds to let in-flight calls finish at shutdown
             before they are cancelled.
+        retries: How many times a call whose worker or worker pool was
+            lost is run again; tool errors are never retried.
+        supervise: Run every call in a child process that ``cancel`` can
+            stop. If false (the default: forking per call costs ~10x in
+            no-op call throughput), only calls with a ``timeout`` are
+            supervised; ``cancel`` then stops those, and other calls only
+            finish normally.
+        walltime: The allocation's end and drain margin (default: none).
+        journal_fsync: fsync each journal commit (not only flush).
         mpi: Add an ``MPIExecutor`` for multi-node (MPI) tools; its worker
             pool starts with the first MPI call.
 
@@ -86,6 +111,10 @@ class Director(Agent):
         workers_per_node: int | None = None,
         tool: str = DEFAULT_TOOL,
         drain_timeout: float = 10.0,
+        retries: int = 2,
+        supervise: bool = False,
+        walltime: Walltime | None = None,
+        journal_fsync: bool = True,
         mpi: bool = True,
     ) -> None:
         super().__init__()
@@ -103,6 +132,18 @@ class Director(Agent):
         self._lock = threading.Lock()
         self._done = 0
         self._failed = 0
+        self.retries = retries
+        self.supervise = supervise
+        self.walltime = walltime or Walltime()
+        self.journal_fsync = journal_fsync
+        self.incarnation = uuid.uuid4().hex
+        self._journal: Journal | None = None
+        self._final: dict[str, dict[str, Any]] = {}
+        self._keyed: dict[str, Future[Any]] = {}
+        self._watchdog = Watchdog()
+        self._cancels = CancelFiles(pathlib.Path(run_dir, 'control', self.name, self.incarnation))
+        self._draining = False
+        self._background: set[asyncio.Task[None]] = set()
         self.mpi = mpi
         self._command_app: Any = None
         self._mpi_app: Any = None
@@ -112,37 +153,51 @@ class Director(Agent):
         self._rate = RateMeter()
 
     async def agent_on_startup(self) -> None:
-        """Start this Director's private DataFlowKernel."""
+        """Open the journal, start the watchdog and the private DataFlowKernel."""
         self.partition, self.run_dir = await asyncio.to_thread(
             resolve_partition, self.partition, self.run_dir
         )
         self._admission = NodeAdmission(self.partition.size)
+        self._cancels = CancelFiles(
+            pathlib.Path(self.run_dir, 'control', self.name, self.incarnation),
+        )
+        path = journal_path(self.run_dir, self.name)
+        self._final = final_by_key(await asyncio.to_thread(lambda: list(read_journal(path))))
+        self._journal = Journal(path, fsync=self.journal_fsync)
         config = build_config(
             self.partition,
             self.profile,
             pathlib.Path(self.run_dir, 'parsl', self.name),
             workers_per_node=self.workers_per_node,
+            retries=self.retries,
             mpi=self.mpi,
         )
-        # Creating a DFK starts the interchange and waits on it: keep it off
-        # the event loop that other Directors may share.
-        self._dfk = await asyncio.to_thread(DataFlowKernel, config)
-        self._app = python_app(
-            run_tool,
+        await asyncio.to_thread(self._watchdog.start)
+        try:
+            # Creating a DFK starts the interchange and waits on it: keep it off
+            # the event loop that other Directors may share.
+            self._dfk = await asyncio.to_thread(DataFlowKernel, config)
+        except BaseException:
+            await asyncio.to_thread(self._watchdog.stop)
+            await asyncio.to_thread(self._close_journal)
+            raise
+        label = executor_label(self.partition)
+        self._app = python_app(run_tool, data_flow_kernel=self._dfk, executors=[label])
+        self._supervised_app = python_app(
+            run_supervised,
             data_flow_kernel=self._dfk,
-            executors=[executor_label(self.partition)],
+            executors=[label],
         )
-        self._command_app = bash_app(
-            command_line,
-            data_flow_kernel=self._dfk,
-            executors=[executor_label(self.partition)],
-        )
+        self._command_app = bash_app(command_line, data_flow_kernel=self._dfk, executors=[label])
         if self.mpi:
             self._mpi_app = bash_app(
                 command_line,
                 data_flow_kernel=self._dfk,
                 executors=[mpi_executor_label(self.partition)],
             )
+        self._start_background(self._watch_loop())
+        if self.walltime.drain_at is not None:
+            self._start_background(self._drain_at_walltime())
         logger.info(
             '%s started on %d node(s): %s',
             self.name,
@@ -152,7 +207,10 @@ class Director(Agent):
 
     async def agent_on_shutdown(self) -> None:
         """Drain in-flight calls, then stop the DFK and its workers."""
+        for task in self._background:
+            task.cancel()
         if self._dfk is None:
+            self._close_journal()
             return
         pending = list(self._in_flight)
         if pending:
@@ -167,25 +225,71 @@ class Director(Agent):
                 pending,
                 self.drain_timeout,
             )
-            for future in not_done:
-                future.cancel()
+            if not_done:
+                # Parsl cannot cancel a running task: stop the tool processes.
+                self._cancels.cancel_all('the Director is shutting down')
+                await asyncio.to_thread(_wait_all, list(not_done), 5.0)
         dfk, self._dfk = self._dfk, None
         await asyncio.to_thread(dfk.cleanup)
+        await asyncio.to_thread(self._watchdog.stop)
+        await asyncio.to_thread(self._close_journal)
         logger.info('%s stopped', self.name)
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+    def _start_background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_loop(self) -> None:
+        """Keep the watchdog told about the interchange and every block."""
+        doctor = BlockDoctor()
+        while self._dfk is not None:
+            executor = self._dfk.executors[executor_label(self.partition)]
+            try:
+                await asyncio.to_thread(watch_parsl_processes, self._watchdog, executor)
+                await asyncio.to_thread(doctor.check, executor)
+            except Exception:
+                logger.exception('%s: checking the Parsl processes failed', self.name)
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    async def _drain_at_walltime(self) -> None:
+        """Before the allocation ends: admit nothing more, stop what still runs."""
+        assert self.walltime.drain_at is not None
+        await asyncio.sleep(max(0.0, self.walltime.drain_at - time.time()))
+        self._draining = True
+        with self._lock:
+            running = len(self._in_flight)
+        logger.warning(
+            '%s draining: the allocation ends in %.0fs; cancelling %d running call(s)',
+            self.name,
+            self.walltime.margin,
+            running,
+        )
+        self._cancels.cancel_all('walltime: the allocation is about to end')
 
     def _submit(
         self,
         params: Mapping[str, Any],
+        timeout: float | None = None,
+        call_key: str | None = None,
         tool: str | None = None,
         resources: MPIResources | None = None,
     ) -> Future[Any]:
         assert self._app is not None, 'Director has not started'
         name = tool or self.tool
         future: Future[Any]
-        if tool is None or get_tool(name).kind == 'python':
-            future = self._app(name, dict(params))
-        else:
+        if tool is not None and get_tool(name).kind != 'python':
             future = self._submit_command(name, params, resources)
+        elif self.supervise or timeout is not None:
+            control = {'timeout': timeout, 'cancel_file': self._cancels.register(call_key)}
+            future = self._supervised_app(name, dict(params), control)
+            future.add_done_callback(lambda _: self._cancels.forget(control['cancel_file']))
+        else:
+            future = self._app(name, dict(params))
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._finished)
@@ -235,6 +339,7 @@ class Director(Agent):
 
     def _finished(self, future: Future[Any]) -> None:
         ok = not future.cancelled() and future.exception() is None and future.result()['ok']
+        # Journaled results (and their counts) come from _record.
         with self._lock:
             self._in_flight.discard(future)
             if ok:
@@ -249,6 +354,7 @@ class Director(Agent):
         params: Mapping[str, Any],
         future: Future[Any],
         submitted: float,
+        call_key: str | None = None,
         *,
         tool: str | None = None,
         resources: MPIResources | None = None,
@@ -262,19 +368,29 @@ class Director(Agent):
             params=dict(params),
             ok=False,
             start=submitted,
+            call_key=call_key,
             resources=None if resources is None else resources.to_dict(),
         )
+        task_record = getattr(future, 'task_record', None)
+        if task_record is not None:
+            result.attempts = task_record['try_id'] + 1
         if future.cancelled():
             result.end = time.time()
+            result.status = 'cancelled'
             result.error_type = 'Cancelled'
             result.error_message = 'the call was cancelled before it finished'
             return result
         error = future.exception()
         if error is not None:
-            # The call never returned from a worker (lost worker, pool, ...).
+            # The call never returned from a worker (lost worker, pool, ...)
+            # even after its retries.
             result.end = time.time()
+            result.status = 'lost'
             result.error_type = type(error).__name__
-            result.error_message = str(error)
+            result.error_message = (
+                f'{error} (after {result.attempts} attempt(s); '
+                f'a lost worker or pool is retried {self.retries} time(s))'
+            )
             return result
         outcome = future.result()
         result.ok = outcome['ok']
@@ -286,8 +402,131 @@ class Director(Agent):
         result.value = outcome['value']
         result.error_type = outcome['error_type']
         result.error_message = outcome['error_message']
+        result.status = outcome.get('status') or ('ok' if outcome['ok'] else 'failed')
         result.nodes = outcome.get('nodes')
         return result
+
+    def _refused(
+        self,
+        action_name: str,
+        params: Mapping[str, Any],
+        call_key: str | None,
+        reason: str,
+    ) -> CallResult:
+        now = time.time()
+        return CallResult(
+            call_id=f'{self.name}-{next(self._call_ids)}',
+            director=self.name,
+            partition=self.partition.index,
+            action=action_name,
+            tool=self.tool,
+            params=dict(params),
+            ok=False,
+            start=now,
+            end=now,
+            call_key=call_key,
+            status='refused',
+            error_type='WalltimeExceeded',
+            error_message=reason,
+        )
+
+    def _journaled(self, result: CallResult, out: Future[CallResult]) -> None:
+        """Resolve ``out`` with ``result`` once the journal has it on disk."""
+        assert self._journal is not None
+        durable = self._journal.submit(result)
+
+        def written(done: Future[None]) -> None:
+            error = done.exception()
+            if error is not None:
+                out.set_exception(error)
+                return
+            if result.call_key and result.status in FINAL_STATUSES:
+                self._final[result.call_key] = result.to_dict()
+            out.set_result(result)
+
+        durable.add_done_callback(written)
+
+    def _start_call(
+        self,
+        action_name: str,
+        params: Mapping[str, Any],
+        call_key: str | None,
+        timeout: float | None,
+        submitted: float,
+    ) -> Future[CallResult]:
+        """Submit (or replay, share or refuse) one call; resolves once journaled."""
+        out: Future[CallResult] = Future()
+        if call_key is not None:
+            record = self._final.get(call_key)
+            if record is not None:
+                out.set_result(CallResult.from_dict(record))
+                return out
+            with self._lock:
+                running = self._keyed.get(call_key)
+            if running is not None:
+                return running
+        reason = 'the Director is draining' if self._draining else None
+        reason = reason or self.walltime.refusal(_expected_seconds(params, timeout))
+        if reason is not None:
+            self._journaled(self._refused(action_name, params, call_key, reason), out)
+            return out
+        future = self._submit(params, timeout, call_key)
+        if call_key is not None:
+            with self._lock:
+                self._keyed[call_key] = out
+            out.add_done_callback(lambda _: self._forget_key(call_key, out))
+
+        def finished(done: Future[Any]) -> None:
+            try:
+                self._journaled(self._result(action_name, params, done, submitted, call_key), out)
+            except Exception as e:  # pragma: no cover (a bug, but answer the caller)
+                logger.exception('%s: cannot record call %s', self.name, call_key)
+                if not out.done():
+                    out.set_exception(e)
+
+        future.add_done_callback(finished)
+        return out
+
+    def _forget_key(self, call_key: str, out: Future[CallResult]) -> None:
+        with self._lock:
+            if self._keyed.get(call_key) is out:
+                del self._keyed[call_key]
+
+    async def _run_calls(
+        self,
+        action_name: str,
+        calls: Sequence[Mapping[str, Any]],
+        keys: Sequence[str | None],
+        timeout: float | None,
+    ) -> list[CallResult]:
+        loop = asyncio.get_running_loop()
+        all_done: asyncio.Future[None] = loop.create_future()
+        remaining = len(calls)
+        counter_lock = threading.Lock()
+
+        def one_done(_: Future[Any]) -> None:
+            nonlocal remaining
+            with counter_lock:
+                remaining -= 1
+                last = remaining == 0
+            if last:
+                loop.call_soon_threadsafe(_set_done, all_done)
+
+        submitted = time.time()
+        # Submitting thousands of tasks takes a while: do it off the loop.
+        outs = await asyncio.to_thread(
+            self._submit_many,
+            calls,
+            action_name=action_name,
+            keys=keys,
+            timeout=timeout,
+            submitted=submitted,
+        )
+        if calls:
+            for out in outs:
+                out.add_done_callback(one_done)
+            await all_done
+        return [out.result() for out in outs]
 
     def _prepare(self, name: str, arguments: Mapping[str, Any]) -> _Prepared:
         """Check a call completely before anything is submitted.
@@ -357,7 +596,7 @@ class Director(Agent):
         except Exception:
             # Reported in the result; keep the call's failure out of the action.
             pass
-        return self._result(
+        result = self._result(
             action_name,
             call.params,
             future,
@@ -365,6 +604,9 @@ class Director(Agent):
             tool=call.tool.name,
             resources=resources,
         )
+        journaled: Future[CallResult] = Future()
+        self._journaled(result, journaled)
+        return await asyncio.wrap_future(journaled)
 
     @action
     async def call_tool(
@@ -395,18 +637,30 @@ class Director(Agent):
         return await self._run('call_tool', self._prepare(name, parsed))
 
     @action
-    async def md_sim(self, **params: Any) -> CallResult:
+    async def md_sim(
+        self,
+        *,
+        call_key: str | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> CallResult:
         """Run one MD tool call on the partition.
 
         Args:
+            call_key: Stable key of this call. A key whose result is already
+                journaled is answered from the journal without running again
+                (so resent and resumed calls run once).
+            timeout: Seconds the tool may run before it is stopped (a
+                ``timed_out`` result).
             params: Keyword arguments of the tool (for the mock tool:
                 ``duration``, ``temperature``, ``steps``, ``seed``).
                 ``tool='name'`` runs another registered tool; an MPI tool
                 also takes ``num_nodes``, ``ranks_per_node``, ``num_ranks``.
 
         Returns:
-            The call's result; a failure inside the tool comes back as a
-            result with ``ok=False``, not as an exception.
+            The call's result, after it is in the journal; a failure inside
+            the tool comes back as a result with ``ok=False``, not as an
+            exception.
 
         Raises:
             ConfigurationError: If the parameters do not fit the tool; nothing
@@ -414,23 +668,29 @@ class Director(Agent):
 
         """
         if self._routed([params]):
+            if call_key is not None or timeout is not None:
+                raise ConfigurationError(
+                    'call_key and timeout apply to calls of the default tool only; '
+                    'drop them for tool=... or MPI calls',
+                )
             name, arguments = _tool_and_arguments(params, self.tool)
             return await self._run('md_sim', self._prepare(name, arguments))
+        _check_timeout(timeout)
+        _check_key(call_key)
         check_params(self.tool, params)
-        submitted = time.time()
-        future = self._submit(params)
-        try:
-            await asyncio.wrap_future(future)
-        except Exception:
-            # Reported in the result; keep the call's failure out of the action.
-            pass
-        return self._result('md_sim', params, future, submitted)
+        _check_serializable([params])
+        (result,) = await self._run_calls('md_sim', [params], [call_key], timeout)
+        return result
 
     @action
     async def md_sim_batch(
         self,
         iterations: int | None = None,
         params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        call_keys: Sequence[str] | None = None,
+        batch_key: str | None = None,
+        timeout: float | None = None,
     ) -> list[CallResult]:
         """Run many MD tool calls at once, in parallel on the partition.
 
@@ -439,6 +699,10 @@ class Director(Agent):
                 each call gets those parameters; with a list, it must match
                 the list's length.
             params: One mapping for every call, or one mapping per call.
+            call_keys: One stable key per call (see ``md_sim``).
+            batch_key: Alternative to ``call_keys``: call ``i`` gets the key
+                ``<batch_key>/<i>``; ``cancel(batch_key=...)`` stops them all.
+            timeout: Seconds each tool call may run before it is stopped.
 
         Returns:
             One result per call, in submission order. A failed call is a
@@ -449,38 +713,66 @@ class Director(Agent):
                 submitted then.
 
         """
+        _check_timeout(timeout)
         calls = _expand_batch(iterations, params)
         if self._routed(calls):
+            if call_keys is not None or batch_key is not None or timeout is not None:
+                raise ConfigurationError(
+                    'call_keys, batch_key and timeout apply to calls of the default tool '
+                    'only; drop them for tool=... or MPI calls',
+                )
             prepared = [self._prepare(*_tool_and_arguments(call, self.tool)) for call in calls]
             return list(await asyncio.gather(*(self._run('md_sim_batch', c) for c in prepared)))
         _check_each_once(self.tool, calls)
-        loop = asyncio.get_running_loop()
-        all_done: asyncio.Future[None] = loop.create_future()
-        remaining = len(calls)
-        counter_lock = threading.Lock()
+        _check_serializable(calls)
+        keys = _batch_keys(len(calls), call_keys, batch_key)
+        return await self._run_calls('md_sim_batch', calls, keys, timeout)
 
-        def one_done(_: Future[Any]) -> None:
-            nonlocal remaining
-            with counter_lock:
-                remaining -= 1
-                last = remaining == 0
-            if last:
-                loop.call_soon_threadsafe(_set_done, all_done)
+    @action
+    async def cancel(
+        self,
+        call_key: str | None = None,
+        *,
+        batch_key: str | None = None,
+    ) -> int:
+        """Stop running or queued calls: their tool process is killed.
 
-        submitted = time.time()
-        # Submitting thousands of tasks takes a while: do it off the loop.
-        futures = await asyncio.to_thread(self._submit_many, calls)
-        if calls:
-            for future in futures:
-                future.add_done_callback(one_done)
-            await all_done
+        The stopped calls answer with a ``cancelled`` result (journaled);
+        their worker slots are free again at once.
+
+        Args:
+            call_key: Key of one call.
+            batch_key: Key given to ``md_sim_batch``: cancels its calls.
+
+        Returns:
+            How many calls were told to stop.
+
+        Raises:
+            ConfigurationError: If neither or both keys are given.
+
+        """
+        if (call_key is None) == (batch_key is None):
+            raise ConfigurationError('cancel needs exactly one of call_key=... or batch_key=...')
+        _check_key(call_key if call_key is not None else batch_key)
+        if call_key is not None:
+            return self._cancels.cancel(call_key, 'cancelled by the caller')
+        return self._cancels.cancel_prefix(f'{batch_key}/', 'cancelled by the caller')
+
+    def _submit_many(
+        self,
+        calls: Sequence[Mapping[str, Any]],
+        *,
+        action_name: str = 'md_sim_batch',
+        keys: Sequence[str | None] | None = None,
+        timeout: float | None = None,
+        submitted: float | None = None,
+    ) -> list[Future[CallResult]]:
+        submitted = time.time() if submitted is None else submitted
+        keys = keys or [None] * len(calls)
         return [
-            self._result('md_sim_batch', call, future, submitted)
-            for call, future in zip(calls, futures, strict=True)
+            self._start_call(action_name, call, key, timeout, submitted)
+            for call, key in zip(calls, keys, strict=True)
         ]
-
-    def _submit_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Future[Any]]:
-        return [self._submit(call) for call in calls]
 
     @action
     async def status(self) -> DirectorStatus:
@@ -506,6 +798,9 @@ class Director(Agent):
             running=min(running, in_flight),
             done=done,
             failed=failed,
+            incarnation=self.incarnation,
+            draining=self._draining,
+            walltime_end=self.walltime.end,
             mpi_nodes_free=self._admission.free,
             mpi_waiting=self._admission.waiting,
             recent_throughput=self._rate.rate(),
@@ -563,6 +858,83 @@ def _check_each_once(tool: str, calls: Sequence[Mapping[str, Any]]) -> None:
         if id(call) not in seen:
             seen.add(id(call))
             check_params(tool, call)
+
+
+def _expected_seconds(params: Mapping[str, Any], timeout: float | None) -> float | None:
+    """How long a call declares it takes: its timeout, else its ``duration``."""
+    if timeout is not None:
+        return timeout
+    duration = params.get('duration')
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return float(duration)
+    return None
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(
+            f'timeout must be a number of seconds > 0 (or None), got {timeout!r}',
+        )
+
+
+def _check_serializable(calls: Sequence[Mapping[str, Any]]) -> None:
+    """Reject parameters that cannot travel to a worker (or into the journal)."""
+    seen: set[int] = set()
+    for call in calls:
+        if id(call) in seen:
+            continue
+        seen.add(id(call))
+        for name, value in call.items():
+            try:
+                pickle.dumps(value)
+            except Exception as e:
+                raise ConfigurationError(
+                    f'parameter {name}={value!r:.60} cannot be sent to a worker ({e}); '
+                    'give plain data (numbers, strings, lists, mappings)',
+                ) from None
+
+
+def _check_key(key: Any) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str) or not key or len(key) > 1000:
+        raise ConfigurationError(
+            f'a call key must be a non-empty string of at most 1000 characters, got {key!r:.80}',
+        )
+
+
+def _batch_keys(
+    count: int,
+    call_keys: Sequence[str] | None,
+    batch_key: str | None,
+) -> list[str | None]:
+    if call_keys is not None and batch_key is not None:
+        raise ConfigurationError('give call_keys=[...] or batch_key=..., not both')
+    if batch_key is not None:
+        _check_key(batch_key)
+        return [f'{batch_key}/{i}' for i in range(count)]
+    if call_keys is None:
+        return [None] * count
+    if isinstance(call_keys, (str, bytes)) or not isinstance(call_keys, Sequence):
+        raise ConfigurationError(
+            f'call_keys must be a list of strings, got {type(call_keys).__name__}',
+        )
+    if len(call_keys) != count:
+        raise ConfigurationError(
+            f'{len(call_keys)} call_keys given for {count} calls; give one per call',
+        )
+    for key in call_keys:
+        _check_key(key)
+    if len(set(call_keys)) != len(call_keys):
+        raise ConfigurationError('call_keys must be unique within a batch')
+    return list(call_keys)
 
 
 def _expand_batch(

@@ -20,6 +20,10 @@ from academy.exchange import LocalExchangeFactory
 from academy.exchange import RedisExchangeFactory
 from academy.exchange.cloud.client import DEFAULT_EXCHANGE_URL
 from academy.exchange.cloud.client import spawn_http_exchange
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actors.errors import ConfigurationError
 from actors.globus import require_academy_login
@@ -28,6 +32,27 @@ EXCHANGE_HELP = (
     'local, http (spawn one on 127.0.0.1), http://HOST:PORT, https://URL, '
     f'hosted ({DEFAULT_EXCHANGE_URL}) or redis://HOST:PORT'
 )
+
+
+REDIS_OUTAGE_TOLERANCE = 60
+"""Reconnection attempts (about one per second) before a Redis outage is fatal."""
+
+
+def redis_factory(host: str, port: int) -> RedisExchangeFactory:
+    """A Redis exchange that rides out a server restart of up to about a minute.
+
+    redis-py gives up after a few quick retries by default, and Academy's
+    listener task ends for good on the resulting ``ConnectionError``: the
+    agent or client stops hearing messages. Retrying every command for
+    ``REDIS_OUTAGE_TOLERANCE`` attempts lets both carry on once a restarted
+    server (with persistence on) is back.
+    """
+    return RedisExchangeFactory(
+        host,
+        port,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_OUTAGE_TOLERANCE),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 def is_networked(spec: str) -> bool:
@@ -88,7 +113,7 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
     else:
         url = urllib.parse.urlparse(spec)
         if url.scheme == 'redis':
-            yield RedisExchangeFactory(url.hostname or 'localhost', url.port or 6379)
+            yield redis_factory(url.hostname or 'localhost', url.port or 6379)
         else:
             auth = 'globus' if url.scheme == 'https' else None
             if auth:

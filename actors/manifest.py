@@ -55,6 +55,8 @@ class RunManifest:
         executor: Where the Directors run (``local``, ``process``, ...).
         directors: One entry per partition.
         created: Unix time the manifest was written.
+        work: What the run was asked to do (iterations, duration, timeout,
+            workers per node, retries), so ``--resume`` can finish it.
 
     """
 
@@ -64,6 +66,7 @@ class RunManifest:
     executor: str
     directors: list[DirectorEntry]
     created: float = dataclasses.field(default_factory=time.time)
+    work: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def write(self) -> pathlib.Path:
         """Write atomically to ``<run_dir>/manifest.json``."""

@@ -23,12 +23,15 @@ import os
 import pathlib
 import shlex
 import sys
+from typing import Any
 
 import hostlist
 from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors import MPIExecutor
+from parsl.executors.high_throughput.errors import ManagerLost
+from parsl.executors.high_throughput.errors import WorkerLost
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SimpleLauncher
 from parsl.launchers import SrunLauncher
@@ -163,6 +166,21 @@ def worker_address(profile: SiteProfile) -> str | None:
         ) from None
 
 
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (WorkerLost, ManagerLost)
+"""Failures of the resources, not of the tool: these are retried."""
+
+
+def retry_cost(error: BaseException, task_record: Any) -> float:
+    """Parsl ``retry_handler``: retry lost workers and pools, nothing else.
+
+    A task is retried while its summed cost stays within ``Config.retries``;
+    any other error costs more than any retry budget.
+    """
+    if isinstance(error, INFRASTRUCTURE_ERRORS):
+        return 1.0
+    return float('inf')
+
+
 def build_config(
     partition: Partition,
     profile: SiteProfile,
@@ -179,15 +197,19 @@ def build_config(
         profile: The machine's site profile.
         run_dir: Directory for this Director's Parsl logs and submit scripts.
         workers_per_node: Overrides ``profile.workers_per_node``.
-        retries: Parsl-level retries of a task whose worker was lost.
         mpi: Also add the partition's ``MPIExecutor`` (labelled
             ``mpi_executor_label(partition)``) for multi-node calls.
+        retries: How many times a task whose worker or worker pool was lost
+            is run again on the partition's surviving (or replacement)
+            resources; other errors are never retried.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
         ``parsl.load``.
 
     """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError(f'retries must be an integer >= 0, got {retries!r}')
     slots = workers_per_node or profile.workers_per_node
     accelerators: tuple[str, ...] | int = profile.accelerators or (
         profile.accelerators_per_node if profile.accelerators_per_node > 0 else ()
@@ -230,6 +252,7 @@ def build_config(
         strategy_period=profile.strategy_period,
         max_idletime=float('inf'),
         retries=retries,
+        retry_handler=retry_cost,
         initialize_logging=False,
         usage_tracking=0,
     )

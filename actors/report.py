@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.errors import ConfigurationError
+from actors.journal import JOURNAL_DIR
 from actors.manifest import MANIFEST_NAME
 from actors.manifest import RunManifest
 
 RESULTS_NAME = 'results.jsonl'
-JOURNAL_DIR = 'journal'
 REPORT_NAME = 'report.png'
 
 

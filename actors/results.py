@@ -32,6 +32,13 @@ class CallResult:
         nodes: For an MPI call, the nodes Parsl's MPI mode gave it.
         resources: For an MPI call, ``num_nodes``, ``ranks_per_node`` and
             ``num_ranks``.
+        call_key: Stable key of the call (client-supplied or derived); a
+            resumed run skips keys whose journaled result is final.
+        status: ``ok``, ``failed`` (the tool raised), ``lost`` (the
+            infrastructure failed after all retries), ``cancelled``,
+            ``timed_out`` or ``refused`` (not admitted, e.g. walltime).
+        attempts: How many times Parsl ran the call (more than 1 after a
+            lost worker or pool was retried).
 
     """
 
@@ -52,6 +59,9 @@ class CallResult:
     error_message: str | None = None
     nodes: list[str] | None = None
     resources: dict[str, int] | None = None
+    call_key: str | None = None
+    status: str = ''
+    attempts: int = 1
 
     @property
     def wall_time(self) -> float:
@@ -61,6 +71,12 @@ class CallResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallResult:
+        """Rebuild a result from ``to_dict()`` output (a journal line)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclasses.dataclass(slots=True)
@@ -83,6 +99,11 @@ class DirectorStatus:
         recent_throughput: Calls finished per second over the last
             ``throughput_window`` seconds.
         throughput_window: Seconds ``recent_throughput`` is measured over.
+        incarnation: Changes each time the Director (re)starts; a client
+            that sees it change knows its pending calls were lost.
+        draining: True once the Director stopped admitting calls before
+            its allocation's end.
+        walltime_end: Unix time the allocation ends, if known.
 
     """
 
@@ -99,6 +120,9 @@ class DirectorStatus:
     mpi_waiting: int = 0
     recent_throughput: float = 0.0
     throughput_window: float = 0.0
+    incarnation: str = ''
+    draining: bool = False
+    walltime_end: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

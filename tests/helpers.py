@@ -32,6 +32,7 @@ async def running_directors(
     workers_per_node: int = 2,
     factory: Any = None,
     executor: Any = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[Manager[Any], list[Any], list[Partition]]]:
     parts = make_partitions(run_dir, nodes, partitions)
     manager = await Manager.from_exchange_factory(
@@ -45,6 +46,54 @@ async def running_directors(
             load_site('local'),
             str(run_dir),
             workers_per_node=workers_per_node,
+            **options,
         )
         await wait_ready(manager, handles, timeout=90)
         yield manager, handles, parts
+
+
+def pools_of(run_dir: pathlib.Path) -> list[Any]:
+    """Live Parsl worker pools (managers) started for ``run_dir``."""
+    import psutil
+
+    pools = []
+    for proc in psutil.process_iter(['cmdline', 'status']):
+        argv = proc.info['cmdline'] or []
+        if (
+            proc.info['status'] != psutil.STATUS_ZOMBIE
+            and len(argv) > 1
+            and 'python' in pathlib.Path(argv[0]).name
+            and argv[1].endswith('process_worker_pool.py')
+            and str(run_dir) in ' '.join(argv)
+        ):
+            pools.append(proc)
+    return pools
+
+
+async def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
+    """Poll ``predicate()`` until it returns something truthy."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f'condition not met within {timeout}s: {predicate}')
+
+
+def busy_workers(run_dir: pathlib.Path) -> list[Any]:
+    """Worker processes (children of a pool) that are running a tool right now."""
+    import psutil
+
+    busy = []
+    for pool in pools_of(run_dir):
+        try:
+            for worker in pool.children():
+                if worker.children():
+                    busy.append(worker)
+        except psutil.NoSuchProcess:
+            continue
+    return busy

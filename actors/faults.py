@@ -1,0 +1,141 @@
+"""Director-side helpers for stopping calls and guarding Parsl's processes.
+
+``CancelFiles`` hands each supervised call a cancel file under the run
+directory (shared by the job's nodes); writing it makes the worker-side
+supervisor (``actors.supervise``) kill the call's tool process.
+``watch_parsl_processes`` tells the parent-death watchdog
+(``actors.watchdog``) about the interchange and every block of an executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pathlib
+import threading
+import uuid
+from typing import Any
+
+from actors.watchdog import Watchdog
+from actors.watchdog import reap
+
+logger = logging.getLogger(__name__)
+
+
+class CancelFiles:
+    """Cancel files of one Director incarnation's in-flight calls.
+
+    Args:
+        directory: Where the files go (created on first use).
+
+    """
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._by_path: dict[str, str | None] = {}
+
+    def register(self, call_key: str | None) -> str:
+        """A fresh cancel file path for a call (the file does not exist yet)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = str(self.directory / f'{uuid.uuid4().hex}.cancel')
+        with self._lock:
+            self._by_path[path] = call_key
+        return path
+
+    def forget(self, path: str) -> None:
+        """The call finished: drop its file."""
+        with self._lock:
+            self._by_path.pop(path, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def _cancel(self, paths: list[str], reason: str) -> int:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                pathlib.Path(path).write_text(reason)
+        logger.info('cancelled %d call(s): %s', len(paths), reason)
+        return len(paths)
+
+    def cancel(self, call_key: str, reason: str) -> int:
+        """Cancel the in-flight calls with this key."""
+        with self._lock:
+            paths = [p for p, k in self._by_path.items() if k == call_key]
+        return self._cancel(paths, reason)
+
+    def cancel_prefix(self, prefix: str, reason: str) -> int:
+        """Cancel the in-flight calls whose key starts with ``prefix``."""
+        with self._lock:
+            paths = [p for p, k in self._by_path.items() if k and k.startswith(prefix)]
+        return self._cancel(paths, reason)
+
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every in-flight supervised call."""
+        with self._lock:
+            paths = list(self._by_path)
+        return self._cancel(paths, reason)
+
+
+def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
+    """Tell ``watchdog`` about an HTEX's interchange and its blocks' processes."""
+    trees: list[int] = []
+    groups: list[int] = []
+    interchange = getattr(executor, 'interchange_proc', None)
+    if interchange is not None and interchange.poll() is None:
+        trees.append(interchange.pid)
+    provider = getattr(executor, 'provider', None)
+    for job in list(getattr(provider, 'resources', {}).values()):
+        pid = job.get('remote_pid')
+        if not pid:
+            continue
+        trees.append(int(pid))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            groups.append(os.getpgid(int(pid)))
+    watchdog.watch(trees=trees, groups=groups)
+
+
+class BlockDoctor:
+    """Replace a block whose worker pools were all lost.
+
+    When a pool dies, ``mpiexec`` (and so the block's job) can live on,
+    waiting for the pool's orphaned workers; the provider keeps reporting the
+    block as running and Parsl's strategy never replaces it. Once the
+    interchange has given up on every pool of a block (after
+    ``heartbeat_threshold``), the doctor cancels the block's job and kills
+    what is left of it; the strategy (``min_blocks=1``) then starts a new
+    block, and the lost calls' retries run there. A block that still has a
+    live pool keeps running: retries use the surviving pools.
+    """
+
+    def __init__(self) -> None:
+        self._had_managers: set[str] = set()
+
+    def check(self, executor: Any) -> list[str]:
+        """Cancel blocks that lost every pool; returns their block IDs."""
+        managers = executor.connected_managers()
+        live = {str(m['block_id']) for m in managers if m.get('active', True)}
+        self._had_managers |= live
+        broken = []
+        for block_id, job_id in list(executor.blocks_to_job_id.items()):
+            status = executor._status.get(block_id)
+            if (
+                block_id in self._had_managers
+                and block_id not in live
+                and status is not None
+                and not status.terminal
+            ):
+                broken.append((block_id, job_id))
+        for block_id, job_id in broken:
+            logger.warning('block %s lost all its worker pools; replacing it', block_id)
+            self._had_managers.discard(block_id)
+            job = executor.provider.resources.get(job_id, {})
+            pid = job.get('remote_pid')
+            trees = {int(pid)} if pid else set()
+            groups: set[int] = set()
+            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+                groups.add(os.getpgid(int(pid)))
+            groups.discard(os.getpgid(0))
+            executor.provider.cancel([job_id])
+            reap(trees, groups, grace=1.0)
+        return [block_id for block_id, _ in broken]

@@ -1,0 +1,167 @@
+"""Worker side of cancellation and timeouts.
+
+Parsl's ``AppFuture.cancel()`` does not stop a task that is running, so a
+Director that must stop a call runs it supervised: the Parsl worker forks
+the tool into a child process of its own session and watches it. The child
+is killed (its whole process group: SIGTERM, then SIGKILL after
+``KILL_GRACE``) when the call's timeout passes or when the Director drops a
+cancel file for it (the run directory is on the job's shared file system,
+so this reaches any node). The worker then returns a ``cancelled`` or
+``timed_out`` result and is free for the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pickle
+import select
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from actors.tools import current_node
+from actors.tools import run_tool
+
+KILL_GRACE = 1.0
+POLL_INTERVAL = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+def run_supervised(
+    name: str,
+    params: Mapping[str, Any],
+    control: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Run ``run_tool(name, params)`` in a child process that can be stopped.
+
+    Args:
+        name: Tool name.
+        params: Tool parameters.
+        control: ``cancel_file`` (path whose existence cancels the call),
+            ``timeout`` (seconds the tool may run, or ``None``) and
+            ``poll`` (seconds between checks).
+
+    Returns:
+        ``run_tool``'s description of the call, with ``status`` set to
+        ``ok``, ``failed``, ``cancelled`` or ``timed_out``.
+
+    """
+    cancel_file = control.get('cancel_file')
+    timeout = control.get('timeout')
+    poll = float(control.get('poll') or POLL_INTERVAL)
+    start = time.time()
+    if cancel_file and os.path.exists(cancel_file):
+        return _stopped('cancelled', f'{_reason(cancel_file)} (before it started)', start)
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        os.close(read_end)
+        os.setsid()
+        _die_with(parent)
+        code = 0
+        try:
+            outcome = run_tool(name, params)
+            data = pickle.dumps(outcome)
+        except BaseException as e:  # the outcome could not be pickled, ...
+            data = pickle.dumps(
+                _stopped('failed', f'{type(e).__name__}: {e}', start, error_type=type(e).__name__),
+            )
+            code = 1
+        with os.fdopen(write_end, 'wb') as pipe:
+            pipe.write(data)
+        os._exit(code)
+    os.close(write_end)
+    deadline = None if timeout is None else start + float(timeout)
+    chunks: list[bytes] = []
+    with os.fdopen(read_end, 'rb', buffering=0) as pipe:
+        while True:
+            wait = poll if deadline is None else max(0.0, min(poll, deadline - time.time()))
+            ready, _, _ = select.select([pipe], [], [], wait)
+            if ready:
+                chunk = pipe.read(1 << 16)
+                if chunk:
+                    chunks.append(chunk)
+                    continue
+                break  # EOF: the child is done
+            if deadline is not None and time.time() >= deadline:
+                _kill_group(pid)
+                return _stopped(
+                    'timed_out',
+                    f'the tool ran longer than its timeout of {float(timeout):g}s and was stopped',
+                    start,
+                    child=pid,
+                )
+            if cancel_file and os.path.exists(cancel_file):
+                _kill_group(pid)
+                return _stopped('cancelled', f'{_reason(cancel_file)} (while running)', start, pid)
+    _, status = os.waitpid(pid, 0)
+    try:
+        outcome = pickle.loads(b''.join(chunks))
+    except Exception:
+        reason = (
+            f'signal {os.WTERMSIG(status)}'
+            if os.WIFSIGNALED(status)
+            else f'exit status {os.waitstatus_to_exitcode(status)}'
+        )
+        return _stopped('failed', f'the tool process died ({reason})', start, pid, 'ToolDied')
+    outcome['status'] = 'ok' if outcome['ok'] else 'failed'
+    return outcome
+
+
+def _reason(cancel_file: str) -> str:
+    try:
+        with open(cancel_file, encoding='utf-8') as f:
+            return f.read().strip() or 'cancelled'
+    except OSError:
+        return 'cancelled'
+
+
+def _die_with(parent: int) -> None:
+    """Make this (tool) process die with the worker that forked it (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.time() + KILL_GRACE
+    while time.time() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        # The tool's own children too, even if the tool already exited.
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _stopped(
+    status: str,
+    message: str,
+    start: float,
+    child: int | None = None,
+    error_type: str | None = None,
+) -> dict[str, Any]:
+    return {
+        'node': current_node(),
+        'worker': int(os.environ.get('PARSL_WORKER_RANK', '-1')),
+        'pid': child or os.getpid(),
+        'start': start,
+        'end': time.time(),
+        'ok': False,
+        'value': None,
+        'status': status,
+        'error_type': error_type
+        or {'cancelled': 'Cancelled', 'timed_out': 'TimedOut'}.get(status, 'ToolError'),
+        'error_message': message,
+    }

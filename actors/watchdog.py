@@ -1,0 +1,189 @@
+"""Parent-death watchdog: no Parsl process outlives its Director.
+
+A Director's interchange is a child of the Director's process and its worker
+pools run under a ``LocalProvider`` block script (``mpiexec`` in a process
+group of its own). If the Director's process dies by any signal, none of
+them notice for a long time. Each Director therefore starts one small
+watchdog process (in its own session, so signals aimed at the Director's
+process group spare it) and tells it, through a pipe, which process trees
+and process groups to look after. The watchdog checks every
+``POLL_INTERVAL`` seconds, and at once when the pipe closes, whether the
+Director is still its parent; when it is not, it sends SIGTERM to
+everything it watches, waits ``GRACE`` seconds and sends SIGKILL to what
+is left.
+
+Bound: everything is gone within ``ORPHAN_BOUND`` seconds of the Director's
+death.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25
+GRACE = 2.0
+ORPHAN_BOUND = 5.0
+"""Seconds within which a dead Director's Parsl processes are gone."""
+
+
+class Watchdog:
+    """The Director's side: start the watchdog and tell it what to watch."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sent: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The watchdog's process ID (``None`` before start)."""
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> None:
+        """Start the watchdog process for this (the Director's) process."""
+        self._proc = subprocess.Popen(
+            [sys.executable, '-m', 'actors.watchdog', '--parent', str(os.getpid())],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def watch(self, trees: Iterable[int] = (), groups: Iterable[int] = ()) -> None:
+        """Add process trees (a PID and its descendants) and process groups."""
+        own_group = os.getpgid(0)
+        lines = [('tree', pid) for pid in trees]
+        lines += [('group', g) for g in groups if g not in (own_group, 0, 1)]
+        with self._lock:
+            new = [item for item in lines if item not in self._sent]
+            if not new or self._proc is None or self._proc.stdin is None:
+                return
+            try:
+                self._proc.stdin.write(''.join(f'{k} {v}\n' for k, v in new).encode())
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                logger.warning('parent-death watchdog %s is gone', self._proc.pid)
+                return
+            self._sent.update(new)
+
+    def stop(self) -> None:
+        """Release the watch (the Director shut its processes down itself)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            assert proc.stdin is not None
+            proc.stdin.write(b'stop\n')
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _targets(trees: set[int], groups: set[int]) -> list[psutil.Process]:
+    procs: dict[int, psutil.Process] = {}
+    for pid in trees:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                procs[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            continue
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != me and os.getpgid(proc.pid) in groups:
+                procs[proc.pid] = proc
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
+    procs.pop(me, None)
+    return list(procs.values())
+
+
+def reap(trees: set[int], groups: set[int], grace: float = GRACE) -> int:
+    """SIGTERM everything watched, then SIGKILL what is left after ``grace``.
+
+    Returns:
+        How many processes were signalled.
+
+    """
+    procs = _targets(trees, groups)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    # Children started meanwhile (a pool restarting a worker) go too.
+    alive = {p.pid: p for p in alive} | {p.pid: p for p in _targets(trees, groups)}
+    for proc in alive.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(list(alive.values()), timeout=grace)
+    return len(procs)
+
+
+def _serve(parent: int) -> int:
+    trees: set[int] = set()
+    groups: set[int] = set()
+    stdin = sys.stdin.buffer
+    buffer = b''
+    while True:
+        if os.getppid() != parent:
+            break
+        ready, _, _ = select.select([stdin], [], [], POLL_INTERVAL)
+        if not ready:
+            continue
+        chunk = os.read(stdin.fileno(), 4096)
+        if not chunk:
+            # Pipe closed without 'stop': the Director died (or forgot).
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b'\n')
+        for line in lines:
+            kind, _, value = line.decode().partition(' ')
+            if kind == 'stop':
+                return 0
+            if kind == 'tree':
+                trees.add(int(value))
+            elif kind == 'group':
+                groups.add(int(value))
+    started = time.time()
+    count = reap(trees, groups)
+    logger.warning(
+        'Director process %d died: stopped %d Parsl process(es) in %.1fs',
+        parent,
+        count,
+        time.time() - started,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the watchdog (``python -m actors.watchdog --parent PID``)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--parent', type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(asctime)s watchdog: %(message)s')
+    # Signals sent to the Director's session (Ctrl-C, SIGHUP) must not stop us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return _serve(args.parent)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Bad input everywhere: a clear error naming the bad value, and Directors keep serving."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import pathlib
+import threading
+
+import pytest
+
+import launch
+from actors.client import call
+from actors.errors import ConfigurationError
+from actors.manifest import RunManifest
+from actors.parsl_config import build_config
+from actors.partition import simulated_nodes
+from actors.partition import split_nodes
+from actors.sites import load_site
+from actors.tools import check_params
+from actors.walltime import Walltime
+from actors.walltime import allocation_end
+from tests.helpers import running_directors
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.fixture
+def files(tmp_path: pathlib.Path) -> dict[str, str]:
+    comments = tmp_path / 'blank.nodes'
+    comments.write_text('\n\n')
+    no_manifest = tmp_path / 'no-manifest'
+    no_manifest.mkdir()
+    broken = tmp_path / 'broken-run'
+    broken.mkdir()
+    (broken / 'manifest.json').write_text('{"run_dir": ')
+    return {
+        'blank': str(comments),
+        'dir': str(tmp_path),
+        'missing': str(tmp_path / 'nope.nodes'),
+        'no_manifest': str(no_manifest),
+        'broken': str(broken),
+    }
+
+
+CLI_CASES = [
+    (['--retries', '-1'], '--retries -1'),
+    (['--retries', 'two'], "invalid int value: 'two'"),
+    (['--restarts', '-2'], '--restarts -2'),
+    (['--timeout', '0'], '--timeout 0.0'),
+    (['--timeout', '-3'], '--timeout -3.0'),
+    (['--timeout', 'inf'], '--timeout inf'),
+    (['--walltime', 'abc'], "walltime 'abc'"),
+    (['--walltime', '0'], "walltime '0'"),
+    (['--walltime', '1:2:3:4'], "walltime '1:2:3:4'"),
+    (['--drain-margin', '-1'], 'drain margin -1.0'),
+    (['--drain-margin', 'nan'], 'drain margin nan'),
+    (['--resume', '{missing}'], 'has no manifest.json'),
+    (['--resume', '{no_manifest}'], 'has no manifest.json'),
+    (['--resume', '{broken}'], 'cannot be read'),
+    (['--nodes-file', '{blank}'], 'lists no host'),
+    (['--nodes-file', '{missing}'], 'does not exist'),
+    (['--nodes-file', '{dir}'], 'cannot be read'),
+    (['--iterations', '-4'], '--iterations -4'),
+    (['--exchange', 'carrier-pigeon'], "unknown exchange 'carrier-pigeon'"),
+    (['--executor', 'process'], '--executor process runs Directors in other processes'),
+]
+
+
+@pytest.mark.parametrize(('argv', 'message'), CLI_CASES, ids=[' '.join(a) for a, _ in CLI_CASES])
+def test_bad_cli_input_is_one_clear_line(
+    argv: list[str],
+    message: str,
+    files: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: pathlib.Path,
+):
+    argv = [a.format(**files) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        launch.main([*argv, '--run-dir', str(tmp_path / 'run')] if '--resume' not in argv else argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert message in err[0]
+    assert 'Traceback' not in err[0]
+
+
+@pytest.mark.parametrize(
+    ('env', 'message'),
+    [
+        ({'SLURM_JOB_END_TIME': 'soon'}, "SLURM_JOB_END_TIME='soon'"),
+        ({'PBS_WALLTIME': 'forever'}, "walltime 'forever'"),
+    ],
+)
+def test_bad_scheduler_walltime_is_rejected(env: dict[str, str], message: str):
+    with pytest.raises(ConfigurationError, match=message):
+        allocation_end(None, env)
+
+
+def test_bad_config_values_are_rejected(tmp_path: pathlib.Path):
+    (part,) = split_nodes(simulated_nodes(1), count=1)
+    profile = load_site('local')
+    errors = []
+    for bad in (-1, '2', True, 1.5):
+        with pytest.raises(ConfigurationError) as info:
+            build_config(part, profile, tmp_path, retries=bad)
+        errors.append(str(info.value))
+    for margin in (-5.0, math.nan, math.inf):
+        with pytest.raises(ConfigurationError, match='drain margin'):
+            Walltime(end=1.0, margin=margin)
+    with pytest.raises(ConfigurationError, match="unknown tool 'nope'"):
+        check_params('nope', {})
+    with pytest.raises(ConfigurationError, match=r'no manifest\.json'):
+        RunManifest.read(tmp_path)
+    assert all('retries must be an integer >= 0' in e for e in errors)
+
+
+ACTION_CASES = [
+    ('md_sim', {'timeout': 'soon'}, "got 'soon'"),
+    ('md_sim', {'timeout': -1}, 'got -1'),
+    ('md_sim', {'timeout': math.inf}, 'got inf'),
+    ('md_sim', {'timeout': True}, 'got True'),
+    ('md_sim', {'call_key': 5}, 'got 5'),
+    ('md_sim', {'call_key': ''}, "got ''"),
+    ('md_sim', {'call_key': 'x' * 2000}, 'at most 1000'),
+    ('md_sim', {'nonsense': 1}, 'nonsense'),
+    ('md_sim_batch', {'iterations': 10**9}, 'between 0 and'),
+    ('md_sim_batch', {'iterations': 2.5}, 'must be an integer'),
+    ('md_sim_batch', {'iterations': 2, 'call_keys': ['a']}, '1 call_keys given for 2 calls'),
+    ('md_sim_batch', {'iterations': 2, 'call_keys': ['a', 'a']}, 'unique'),
+    ('md_sim_batch', {'iterations': 1, 'call_keys': 'a'}, 'list of strings'),
+    ('md_sim_batch', {'iterations': 1, 'call_keys': ['a'], 'batch_key': 'b'}, 'not both'),
+    ('md_sim_batch', {'iterations': 1, 'batch_key': 7}, 'got 7'),
+    ('md_sim_batch', {'iterations': 1, 'timeout': 0}, 'got 0'),
+    ('cancel', {}, 'exactly one of'),
+    ('cancel', {'call_key': 'a', 'batch_key': 'b'}, 'exactly one of'),
+]
+
+
+def test_bad_action_arguments_leave_the_director_serving(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
+            rejected = []
+            for action, kwargs, _ in ACTION_CASES:
+                with pytest.raises(ConfigurationError) as info:
+                    await call(manager, handle, action, **kwargs)
+                rejected.append(str(info.value))
+            # An object that cannot be serialized is rejected before submission.
+            with pytest.raises(ConfigurationError) as unserializable:
+                await call(manager, handle, 'md_sim', duration=threading.Lock())
+            # Values of the right name but wrong type or range fail in the tool:
+            # a failed result with the tool's error, not retried, nothing else hurt.
+            failed = await call(
+                manager,
+                handle,
+                'md_sim_batch',
+                params=[{'duration': 'fast'}, {'duration': -1}, {'steps': -5}, {'duration': 1e308}],
+            )
+            status = await call(manager, handle, 'status')
+            served = await call(manager, handle, 'md_sim', duration=0)
+            return rejected, unserializable.value, failed, status, served
+
+    rejected, unserializable, failed, status, served = asyncio.run(main())
+    for (action, kwargs, message), error in zip(ACTION_CASES, rejected, strict=True):
+        assert message in error, (action, kwargs, error)
+    assert 'duration=<unlocked _thread.lock' in str(unserializable)
+    assert 'cannot be sent to a worker' in str(unserializable)
+    expected = ['TypeError', 'ValueError', 'ValueError', 'OverflowError']
+    assert [r.error_type for r in failed] == expected
+    assert all(r.status == 'failed' and r.attempts == 1 for r in failed)
+    assert status.done == 0 and status.failed == 4 and status.queued == 0
+    assert served.ok
+
+
+def test_the_table_has_at_least_30_bad_inputs():
+    assert len(CLI_CASES) + 2 + 9 + len(ACTION_CASES) + 1 + 4 >= 30

@@ -1,0 +1,99 @@
+"""Kill -9 a Director's process: its Parsl processes go, it restarts, no call is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import time
+
+import psutil
+import pytest
+from academy.exchange.cloud.client import spawn_http_exchange
+from academy.manager import Manager
+
+from actors.client import call
+from actors.client import call_resilient
+from actors.client import launch_directors
+from actors.client import wait_ready
+from actors.deploy import ProcessPerAgentExecutor
+from actors.exchange import free_port
+from actors.journal import journal_path
+from actors.journal import read_journal
+from actors.sites import load_site
+from actors.watchdog import ORPHAN_BOUND
+from tests.conftest import parsl_processes_of
+from tests.helpers import make_partitions
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def director_process(interchange_parent_of: int) -> psutil.Process | None:
+    """The child of this test process that owns an interchange (the Director)."""
+    for child in psutil.Process(interchange_parent_of).children(recursive=True):
+        try:
+            if any('interchange' in ' '.join(c.cmdline()) for c in child.children()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_killed_director_restarts_and_answers_pending_calls(run_dir: pathlib.Path):
+    calls = 8
+
+    async def main():
+        with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
+            manager = await Manager.from_exchange_factory(
+                factory,
+                executors=ProcessPerAgentExecutor(),
+                max_retries=2,  # two attempts in all: one restart
+            )
+            async with manager:
+                parts = make_partitions(run_dir, nodes=1, partitions=1)
+                (handle,) = await launch_directors(
+                    manager, parts, load_site('local'), str(run_dir), workers_per_node=2
+                )
+                (first,) = await wait_ready(manager, [handle], timeout=120)
+                batch = asyncio.ensure_future(
+                    call_resilient(
+                        manager,
+                        handle,
+                        'md_sim_batch',
+                        iterations=calls,
+                        params={'duration': 1.5},
+                        batch_key='batch',
+                        probe_interval=1.0,
+                    ),
+                )
+                journal = journal_path(run_dir, 'director-0')
+                await wait_for(lambda: len(list(read_journal(journal))) >= 2, timeout=90)
+                director = director_process(os.getpid())
+                assert director is not None
+                old_parsl = parsl_processes_of(run_dir)
+                assert old_parsl
+                director.send_signal(signal.SIGKILL)
+                killed = time.time()
+                await wait_for(
+                    lambda: not any(p.is_running() for p in old_parsl),
+                    timeout=ORPHAN_BOUND + 5,
+                )
+                orphan_time = time.time() - killed
+                before = {r['call_key']: r for r in read_journal(journal)}
+                results = await asyncio.wait_for(batch, timeout=150)
+                status = await call(manager, handle, 'status')
+                return first, before, results, status, orphan_time
+
+    first, before, results, status, orphan_time = asyncio.run(main())
+    assert orphan_time <= ORPHAN_BOUND + 1
+    assert status.incarnation != first.incarnation  # it was restarted
+    assert [r.call_key for r in results] == [f'batch/{i}' for i in range(calls)]
+    assert all(r.ok for r in results), results
+    # Calls finished before the kill were answered from the journal, the others re-ran.
+    for r in results:
+        if r.call_key in before:
+            assert r.call_id == before[r.call_key]['call_id']
+    ok_keys = [j['call_key'] for j in read_journal(journal_path(run_dir, 'director-0')) if j['ok']]
+    assert sorted(ok_keys) == sorted(r.call_key for r in results)

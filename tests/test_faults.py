@@ -1,0 +1,151 @@
+"""Fault injection with real processes: lost workers and pools, cancellation, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+
+import psutil
+import pytest
+
+from actors.client import call
+from actors.journal import journal_path
+from actors.journal import read_journal
+from tests.helpers import busy_workers
+from tests.helpers import pools_of
+from tests.helpers import running_directors
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def test_killed_worker_is_retried_and_nothing_is_lost(run_dir: pathlib.Path):
+    calls = 6
+
+    async def main():
+        async with running_directors(run_dir, nodes=2, partitions=1, retries=2, supervise=True) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            batch = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': 2}),
+            )
+            (victim, *_) = await wait_for(lambda: busy_workers(run_dir), timeout=30)
+            os.kill(victim.pid, signal.SIGKILL)
+            results = await batch
+            status = await call(manager, handle, 'status')
+            return victim.pid, results, status
+
+    victim, results, status = asyncio.run(main())
+    assert len(results) == calls
+    assert all(r.ok and r.status == 'ok' for r in results), results
+    # The call that was on the killed worker ran again somewhere else.
+    assert max(r.attempts for r in results) == 2
+    assert sum(r.attempts == 2 for r in results) >= 1
+    assert status.done == calls and status.failed == 0
+    journaled = list(read_journal(journal_path(run_dir, 'director-0')))
+    assert len(journaled) == calls
+    assert {j['call_id'] for j in journaled} == {r.call_id for r in results}
+    assert victim not in {r.pid for r in results}
+
+
+def test_killed_pool_is_replaced_and_calls_rerun(run_dir: pathlib.Path):
+    calls = 4
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, retries=2, supervise=True) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            batch = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': 2}),
+            )
+            await wait_for(lambda: busy_workers(run_dir), timeout=30)
+            (pool,) = pools_of(run_dir)
+            pool.kill()
+            results = await batch
+            # The executor is not disabled: later calls run on the new pool.
+            after = await call(manager, handle, 'md_sim_batch', iterations=2, params={})
+            return pool.pid, results, after
+
+    old_pool, results, after = asyncio.run(main())
+    assert len(results) == calls
+    assert all(r.ok for r in results), results
+    assert any(r.attempts > 1 for r in results)
+    assert all(r.ok for r in after)
+    # A tool process runs under a worker of the replacement pool.
+    assert all(psutil.pid_exists(old_pool) is False or r.pid != old_pool for r in after)
+
+
+def test_application_errors_are_not_retried(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, retries=3) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            return await call(manager, handle, 'md_sim', duration=-1)
+
+    result = asyncio.run(main())
+    assert not result.ok
+    assert result.status == 'failed'
+    assert result.error_type == 'ValueError'
+    assert result.attempts == 1
+
+
+def test_timeout_and_cancel_stop_the_tool_process(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(
+            run_dir, nodes=1, partitions=1, workers_per_node=2, supervise=True
+        ) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            timed = asyncio.ensure_future(
+                call(manager, handle, 'md_sim', duration=60, timeout=1.0, call_key='t'),
+            )
+            batch = asyncio.ensure_future(
+                call(
+                    manager,
+                    handle,
+                    'md_sim_batch',
+                    iterations=1,
+                    params={'duration': 60},
+                    batch_key='b',
+                ),
+            )
+            await wait_for(lambda: len(busy_workers(run_dir)) == 2, timeout=30)
+            tools = [c.pid for w in busy_workers(run_dir) for c in w.children()]
+            timed_result = await timed
+            cancelled = await call(manager, handle, 'cancel', batch_key='b')
+            (batch_result,) = await batch
+            # Client-side cancellation of an awaiting call stops it on the node too.
+            client_side = asyncio.ensure_future(
+                call(manager, handle, 'md_sim', duration=60, call_key='c'),
+            )
+            await wait_for(lambda: len(busy_workers(run_dir)) == 1, timeout=30)
+            client_tools = [c.pid for w in busy_workers(run_dir) for c in w.children()]
+            client_side.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await client_side
+            await wait_for(lambda: not busy_workers(run_dir), timeout=10)
+            # The slots are free: two quick calls run at once.
+            quick = await call(manager, handle, 'md_sim_batch', iterations=2, params={})
+            return timed_result, cancelled, batch_result, tools + client_tools, quick
+
+    timed, cancelled, batch_result, tools, quick = asyncio.run(main())
+    assert timed.status == 'timed_out' and timed.error_type == 'TimedOut'
+    assert 1.0 <= timed.wall_time < 10
+    assert cancelled == 1
+    assert batch_result.status == 'cancelled' and batch_result.call_key == 'b/0'
+    assert batch_result.wall_time < 30
+    assert len(tools) == 3
+    assert not [pid for pid in tools if psutil.pid_exists(pid)]
+    assert all(r.ok for r in quick)
+    statuses = [j['status'] for j in read_journal(journal_path(run_dir, 'director-0'))]
+    assert sorted(statuses) == ['cancelled', 'cancelled', 'ok', 'ok', 'timed_out']
