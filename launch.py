@@ -330,6 +330,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigurationError(f'--restarts {args.restarts} is negative; give 0 or more')
     if args.timeout is not None and not 0 < args.timeout < float('inf'):
         raise ConfigurationError(f'--timeout {args.timeout} is invalid; give seconds > 0')
+    if args.campaign:
+        check_campaign(args.tool, args.rounds, args.steps)
 
 
 def plan_run(args: argparse.Namespace) -> RunPlan:
@@ -654,12 +656,16 @@ async def with_progress(
         bars = DirectorBars(progress, baseline, totals)
         follower = asyncio.create_task(bars.follow(handles, fetch))
         try:
-            return await work
+            result = await work
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            await bars.poll(handles, fetch)
+        # Show the final counts; after a failure (e.g. the exchange is gone) there
+        # is nothing to ask, and a status call must not hold the run's exit.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bars.poll(handles, fetch), timeout=5)
+        return result
 
 
 def write_results(run_dir: pathlib.Path, results: Sequence[CallResult]) -> pathlib.Path:

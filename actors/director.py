@@ -250,7 +250,10 @@ class Director(Agent):
         while self._dfk is not None:
             executor = self._dfk.executors[executor_label(self.partition)]
             try:
-                await asyncio.to_thread(watch_parsl_processes, self._watchdog, executor)
+                # Every executor's processes: the MPI executor has an interchange
+                # and a block of its own.
+                for each in list(self._dfk.executors.values()):
+                    await asyncio.to_thread(watch_parsl_processes, self._watchdog, each)
                 await asyncio.to_thread(doctor.check, executor)
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
@@ -581,7 +584,7 @@ class Director(Agent):
             loop = asyncio.get_running_loop()
         try:
             submitted = time.time()
-            future = self._submit(call.params, call.tool.name, resources)
+            future = self._submit(call.params, tool=call.tool.name, resources=resources)
         except BaseException:
             if resources is not None:
                 self._admission.release(resources.num_nodes)

@@ -142,7 +142,9 @@ def test_report_draws_every_call(finished_run, tmp_path: pathlib.Path):
 
     report = render(run_dir, tmp_path / 'again.png')
     assert report.bars == 24 and report.unplaced == 0
-    assert report.source == [run_dir / 'results.jsonl']
+    # The Directors' journals are the source when the run has them.
+    assert report.source == sorted((run_dir / 'journal').glob('*.jsonl'))
+    assert len(report.source) == 2
     assert len(report.lanes) == 8
     assert {node for node, _ in report.lanes} == {f'sim-node-00{i}' for i in range(1, 5)}
     assert set(report.utilization) == {0, 1}
@@ -157,6 +159,7 @@ def test_report_prefers_the_journal(finished_run, tmp_path: pathlib.Path):
     records = [json.loads(x) for x in (copy / 'results.jsonl').read_text().splitlines()]
     mine = [r for r in records if r['director'] == 'director-0']
     journal = copy / 'journal'
+    shutil.rmtree(journal)
     journal.mkdir()
     lost = {**mine[0], 'node': None, 'worker': None, 'ok': False}
     lines = [json.dumps(r) for r in [*mine, lost]]
@@ -166,6 +169,17 @@ def test_report_prefers_the_journal(finished_run, tmp_path: pathlib.Path):
     assert report.source == [journal / 'director-0.jsonl']
     assert report.bars == len(mine) and report.unplaced == 1
     assert set(report.utilization) == {0}
+
+
+@pytest.mark.timeout(60)
+def test_report_falls_back_to_results_jsonl(finished_run, tmp_path: pathlib.Path):
+    run_dir, _ = finished_run
+    copy = tmp_path / 'run'
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / 'journal')
+    report = render(copy)
+    assert report.source == [copy / 'results.jsonl']
+    assert report.bars == 24 and report.unplaced == 0
 
 
 @pytest.mark.timeout(30)
