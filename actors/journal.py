@@ -54,7 +54,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self._file = open(self.path, 'a', encoding='utf-8')
-        self._queue: list[tuple[str, Future[None]]] = []
+        self._queue: list[tuple[CallResult, Future[None]]] = []
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name='journal', daemon=True)
@@ -63,12 +63,12 @@ class Journal:
     def submit(self, result: CallResult) -> Future[None]:
         """Queue a result; the future resolves once it is on disk."""
         future: Future[None] = Future()
-        line = json.dumps(result.to_dict(), default=repr) + '\n'
         with self._cv:
             if self._closing:
                 future.set_exception(RuntimeError(f'journal {self.path} is closed'))
                 return future
-            self._queue.append((line, future))
+            # Encoded on the writer thread: the caller is Parsl's result callback.
+            self._queue.append((result, future))
             self._cv.notify()
         return future
 
@@ -86,7 +86,9 @@ class Journal:
                     return
                 batch, self._queue = self._queue, []
             try:
-                self._file.write(''.join(line for line, _ in batch))
+                self._file.write(
+                    ''.join(json.dumps(r.to_dict(), default=repr) + '\n' for r, _ in batch),
+                )
                 self._file.flush()
                 if self.fsync:
                     os.fsync(self._file.fileno())

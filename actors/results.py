@@ -69,8 +69,10 @@ class CallResult:
         return self.end - self.start
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dictionary of every field (values are shared, not copied)."""
+        # Shallow on purpose: dataclasses.asdict deep-copies params and value,
+        # which costs more than the rest of journaling a no-op call.
+        return {name: getattr(self, name) for name in _CALL_RESULT_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallResult:
@@ -127,3 +129,6 @@ class DirectorStatus:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""
         return dataclasses.asdict(self)
+
+
+_CALL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(CallResult))
