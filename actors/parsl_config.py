@@ -69,21 +69,23 @@ def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
     )
 
 
+def _block_environment(work_dir: str | os.PathLike[str]) -> list[str]:
+    """First lines of every block's script: its directory and Python environment."""
+    # The Director's Python environment (with mpiexec from the mpich wheel and
+    # process_worker_pool.py) comes first, whether or not a venv is activated.
+    # MpiExecLauncher writes its de-duplicated hostfile to the current
+    # directory: keep it (and the tools' files) in the run directory.
+    bin_dir = os.path.dirname(sys.executable)
+    return [f'cd {shlex.quote(str(work_dir))}', f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+
+
 def make_worker_init(
     profile: SiteProfile,
     partition: Partition,
     work_dir: str | os.PathLike[str],
 ) -> str:
     """Shell lines run in the block's script before the launcher."""
-    # The Director's Python environment (with mpiexec from the mpich wheel and
-    # process_worker_pool.py) comes first, whether or not a venv is activated.
-    bin_dir = os.path.dirname(sys.executable)
-    lines = [
-        # MpiExecLauncher writes its de-duplicated hostfile to the current
-        # directory: keep it (and the tools' files) in the run directory.
-        f'cd {shlex.quote(str(work_dir))}',
-        f'export PATH={shlex.quote(bin_dir)}:"$PATH"',
-    ]
+    lines = _block_environment(work_dir)
     if profile.launcher == 'mpiexec':
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
@@ -97,11 +99,7 @@ def make_mpi_worker_init(
     work_dir: str | os.PathLike[str],
 ) -> str:
     """Shell lines that point Parsl's MPI task scheduler at the partition's nodes."""
-    bin_dir = os.path.dirname(sys.executable)
-    lines = [
-        f'cd {shlex.quote(str(work_dir))}',
-        f'export PATH={shlex.quote(bin_dir)}:"$PATH"',
-    ]
+    lines = _block_environment(work_dir)
     if profile.scheduler == 'slurm':
         nodelist = hostlist.collect_hostlist(list(partition.nodes))
         lines.append(f'export SLURM_NODELIST={shlex.quote(nodelist)}')
