@@ -22,22 +22,9 @@ from actors.manifest import RunManifest
 from actors.partition import Partition
 from actors.rate import RateMeter
 from actors.report import render
-from tests.conftest import REPO
 from tests.helpers import running_directors
-
-LAUNCH = str(REPO / 'launch.py')
-
-
-def launch(*args: str, cwd: pathlib.Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, LAUNCH, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+from tests.test_cli import LAUNCH
+from tests.test_cli import launch
 
 
 def png_size(path: pathlib.Path) -> tuple[int, int]:
