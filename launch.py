@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument(
         '--supervise',
         action='store_true',
-        help='run every call in a child process that cancellation can stop '
-        '(calls with --timeout always are); costs throughput',
+        help='run every call in a forked child of its worker, so that a crashing tool '
+        'fails only its call (cancel and --timeout work either way); costs throughput',
     )
     faults.add_argument(
         '--walltime',

@@ -29,10 +29,12 @@ from parsl.app.app import bash_app
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
+from actors.control import CancelFiles
 from actors.errors import ConfigurationError
 from actors.faults import BlockDoctor
-from actors.faults import CancelFiles
 from actors.faults import watch_parsl_processes
+from actors.interrupt import control_of
+from actors.interrupt import run_interruptible
 from actors.journal import FINAL_STATUSES
 from actors.journal import Journal
 from actors.journal import final_by_key
@@ -60,7 +62,6 @@ from actors.tools import check_params
 from actors.tools import command_line
 from actors.tools import command_outcome
 from actors.tools import get_tool
-from actors.tools import run_tool
 from actors.walltime import Walltime
 from actors.watchdog import Watchdog
 
@@ -90,11 +91,11 @@ class Director(Agent):
             before they are cancelled.
         retries: How many times a call whose worker or worker pool was
             lost is run again; tool errors are never retried.
-        supervise: Run every call in a child process that ``cancel`` can
-            stop. If false (the default: forking per call costs ~10x in
-            no-op call throughput), only calls with a ``timeout`` are
-            supervised; ``cancel`` then stops those, and other calls only
-            finish normally.
+        supervise: Run every call in a child process of its worker, so
+            that a tool that crashes (segfault, ``os._exit``) fails its call
+            instead of losing the worker. Off by default: forking per call
+            costs ~10x in throughput of short calls. Either way ``cancel``
+            and ``timeout=`` stop running calls (``actors.interrupt``).
         walltime: The allocation's end and drain margin (default: none).
         journal_fsync: fsync each journal commit (not only flush).
         mpi: Add an ``MPIExecutor`` for multi-node (MPI) tools; its worker
@@ -171,6 +172,8 @@ class Director(Agent):
             workers_per_node=self.workers_per_node,
             retries=self.retries,
             mpi=self.mpi,
+            control_dir=self._cancels.directory,
+            stopped_on_purpose=self._stopped_on_purpose,
         )
         await asyncio.to_thread(self._watchdog.start)
         try:
@@ -182,7 +185,7 @@ class Director(Agent):
             await asyncio.to_thread(self._close_journal)
             raise
         label = executor_label(self.partition)
-        self._app = python_app(run_tool, data_flow_kernel=self._dfk, executors=[label])
+        self._app = python_app(run_interruptible, data_flow_kernel=self._dfk, executors=[label])
         self._supervised_app = python_app(
             run_supervised,
             data_flow_kernel=self._dfk,
@@ -233,7 +236,11 @@ class Director(Agent):
         await asyncio.to_thread(dfk.cleanup)
         await asyncio.to_thread(self._watchdog.stop)
         await asyncio.to_thread(self._close_journal)
+        await asyncio.to_thread(self._cancels.close)
         logger.info('%s stopped', self.name)
+
+    def _stopped_on_purpose(self, task_record: Any) -> bool:
+        return self._cancels.stopped(control_of(task_record)) is not None
 
     def _close_journal(self) -> None:
         if self._journal is not None:
@@ -287,12 +294,12 @@ class Director(Agent):
         future: Future[Any]
         if tool is not None and get_tool(name).kind != 'python':
             future = self._submit_command(name, params, resources)
-        elif self.supervise or timeout is not None:
-            control = {'timeout': timeout, 'cancel_file': self._cancels.register(call_key)}
-            future = self._supervised_app(name, dict(params), control)
-            future.add_done_callback(lambda _: self._cancels.forget(control['cancel_file']))
         else:
-            future = self._app(name, dict(params))
+            control = self._cancels.control(call_key, timeout)
+            app = self._supervised_app if self.supervise else self._app
+            future = app(name, dict(params), control)
+            if call_key is not None:
+                future.add_done_callback(lambda _: self._cancels.forget(call_key, control))
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._finished)
@@ -384,6 +391,15 @@ class Director(Agent):
             result.error_message = 'the call was cancelled before it finished'
             return result
         error = future.exception()
+        stopped = None
+        if error is not None and task_record is not None:
+            stopped = self._cancels.stopped(control_of(task_record))
+        if stopped is not None:
+            # Its worker was killed to stop it (actors.interrupt).
+            result.end = time.time()
+            result.status, result.error_message = stopped
+            result.error_type = {'cancelled': 'Cancelled', 'timed_out': 'TimedOut'}[stopped[0]]
+            return result
         if error is not None:
             # The call never returned from a worker (lost worker, pool, ...)
             # even after its retries.

@@ -1,10 +1,8 @@
-"""Director-side helpers for stopping calls and guarding Parsl's processes.
+"""Director-side guards of Parsl's processes.
 
-``CancelFiles`` hands each supervised call a cancel file under the run
-directory (shared by the job's nodes); writing it makes the worker-side
-supervisor (``actors.supervise``) kill the call's tool process.
 ``watch_parsl_processes`` tells the parent-death watchdog
-(``actors.watchdog``) about the interchange and every block of an executor.
+(``actors.watchdog``) about the interchange and every block of an executor;
+``BlockDoctor`` replaces a block that lost all its worker pools.
 """
 
 from __future__ import annotations
@@ -12,69 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pathlib
-import threading
-import uuid
 from typing import Any
 
 from actors.watchdog import Watchdog
 from actors.watchdog import reap
 
 logger = logging.getLogger(__name__)
-
-
-class CancelFiles:
-    """Cancel files of one Director incarnation's in-flight calls.
-
-    Args:
-        directory: Where the files go (created on first use).
-
-    """
-
-    def __init__(self, directory: pathlib.Path) -> None:
-        self.directory = directory
-        self._lock = threading.Lock()
-        self._by_path: dict[str, str | None] = {}
-
-    def register(self, call_key: str | None) -> str:
-        """A fresh cancel file path for a call (the file does not exist yet)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = str(self.directory / f'{uuid.uuid4().hex}.cancel')
-        with self._lock:
-            self._by_path[path] = call_key
-        return path
-
-    def forget(self, path: str) -> None:
-        """The call finished: drop its file."""
-        with self._lock:
-            self._by_path.pop(path, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-    def _cancel(self, paths: list[str], reason: str) -> int:
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                pathlib.Path(path).write_text(reason)
-        logger.info('cancelled %d call(s): %s', len(paths), reason)
-        return len(paths)
-
-    def cancel(self, call_key: str, reason: str) -> int:
-        """Cancel the in-flight calls with this key."""
-        with self._lock:
-            paths = [p for p, k in self._by_path.items() if k == call_key]
-        return self._cancel(paths, reason)
-
-    def cancel_prefix(self, prefix: str, reason: str) -> int:
-        """Cancel the in-flight calls whose key starts with ``prefix``."""
-        with self._lock:
-            paths = [p for p, k in self._by_path.items() if k and k.startswith(prefix)]
-        return self._cancel(paths, reason)
-
-    def cancel_all(self, reason: str) -> int:
-        """Cancel every in-flight supervised call."""
-        with self._lock:
-            paths = list(self._by_path)
-        return self._cancel(paths, reason)
 
 
 def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:

@@ -19,10 +19,12 @@ the block's shell sets to the partition only.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import shlex
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import hostlist
@@ -38,6 +40,7 @@ from parsl.launchers import SrunLauncher
 from parsl.launchers.base import Launcher
 from parsl.providers import LocalProvider
 
+from actors.control import CONTROL_DIR_VARIABLE
 from actors.errors import ConfigurationError
 from actors.partition import Partition
 from actors.sites import SiteProfile
@@ -83,9 +86,12 @@ def make_worker_init(
     profile: SiteProfile,
     partition: Partition,
     work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
 ) -> str:
     """Shell lines run in the block's script before the launcher."""
     lines = _block_environment(work_dir)
+    if control_dir is not None:
+        lines.append(f'export {CONTROL_DIR_VARIABLE}={shlex.quote(control_dir)}')
     if profile.launcher == 'mpiexec':
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
@@ -168,13 +174,21 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (WorkerLost, ManagerLos
 """Failures of the resources, not of the tool: these are retried."""
 
 
-def retry_cost(error: BaseException, task_record: Any) -> float:
+def retry_cost(
+    error: BaseException,
+    task_record: Any,
+    stopped_on_purpose: Callable[[Any], bool] | None = None,
+) -> float:
     """Parsl ``retry_handler``: retry lost workers and pools, nothing else.
 
     A task is retried while its summed cost stays within ``Config.retries``;
-    any other error costs more than any retry budget.
+    any other error costs more than any retry budget. A task whose worker
+    was killed on purpose (to stop a cancelled or timed-out call, see
+    ``actors.interrupt``) is not retried either.
     """
-    if isinstance(error, INFRASTRUCTURE_ERRORS):
+    if isinstance(error, INFRASTRUCTURE_ERRORS) and not (
+        stopped_on_purpose is not None and stopped_on_purpose(task_record)
+    ):
         return 1.0
     return float('inf')
 
@@ -187,6 +201,8 @@ def build_config(
     workers_per_node: int | None = None,
     retries: int = 0,
     mpi: bool = False,
+    control_dir: str | None = None,
+    stopped_on_purpose: Callable[[Any], bool] | None = None,
 ) -> Config:
     """Create a new Parsl config whose workers live only on ``partition``.
 
@@ -200,6 +216,10 @@ def build_config(
         retries: How many times a task whose worker or worker pool was lost
             is run again on the partition's surviving (or replacement)
             resources; other errors are never retried.
+        control_dir: The Director's control directory (``actors.control``),
+            exported to the workers so that they see cancel files.
+        stopped_on_purpose: Tells, from a Parsl task record, whether its
+            worker was killed to stop the call; such a task is not retried.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
@@ -221,7 +241,7 @@ def build_config(
         max_blocks=1,
         parallelism=1,
         launcher=make_launcher(profile, partition),
-        worker_init=make_worker_init(profile, partition, run_path.resolve()),
+        worker_init=make_worker_init(profile, partition, run_path.resolve(), control_dir),
     )
     executor = HighThroughputExecutor(
         label=executor_label(partition),
@@ -250,7 +270,7 @@ def build_config(
         strategy_period=profile.strategy_period,
         max_idletime=float('inf'),
         retries=retries,
-        retry_handler=retry_cost,
+        retry_handler=functools.partial(retry_cost, stopped_on_purpose=stopped_on_purpose),
         initialize_logging=False,
         usage_tracking=0,
     )

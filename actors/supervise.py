@@ -5,8 +5,8 @@ Director that must stop a call runs it supervised: the Parsl worker forks
 the tool into a child process of its own session and watches it. The child
 is killed (its whole process group: SIGTERM, then SIGKILL after
 ``KILL_GRACE``) when the call's timeout passes or when the Director drops a
-cancel file for it (the run directory is on the job's shared file system,
-so this reaches any node). The worker then returns a ``cancelled`` or
+cancel file for it (``actors.control``: the run directory is on the job's
+shared file system, so this reaches any node). The worker then returns a ``cancelled`` or
 ``timed_out`` result and is free for the next call.
 """
 
@@ -22,6 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from actors.control import Control
+from actors.control import cancel_reason
+from actors.control import cancelled_by
+from actors.control import worker_control_dir
 from actors.tools import current_node
 from actors.tools import run_tool
 
@@ -33,28 +37,29 @@ PR_SET_PDEATHSIG = 1
 def run_supervised(
     name: str,
     params: Mapping[str, Any],
-    control: Mapping[str, Any],
+    control: Control,
 ) -> dict[str, Any]:
     """Run ``run_tool(name, params)`` in a child process that can be stopped.
 
     Args:
         name: Tool name.
         params: Tool parameters.
-        control: ``cancel_file`` (path whose existence cancels the call),
-            ``timeout`` (seconds the tool may run, or ``None``) and
-            ``poll`` (seconds between checks).
+        control: The call's number (for its cancel file) and timeout.
 
     Returns:
         ``run_tool``'s description of the call, with ``status`` set to
         ``ok``, ``failed``, ``cancelled`` or ``timed_out``.
 
     """
-    cancel_file = control.get('cancel_file')
-    timeout = control.get('timeout')
-    poll = float(control.get('poll') or POLL_INTERVAL)
+    call, timeout = control
+    directory = worker_control_dir()
+    poll = POLL_INTERVAL
     start = time.time()
-    if cancel_file and os.path.exists(cancel_file):
-        return _stopped('cancelled', f'{_reason(cancel_file)} (before it started)', start)
+    cancelled = cancelled_by(directory, call)
+    if cancelled:
+        return stopped_outcome(
+            'cancelled', f'{cancel_reason(cancelled)} (before it started)', start
+        )
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
@@ -68,7 +73,9 @@ def run_supervised(
             data = pickle.dumps(outcome)
         except BaseException as e:  # the outcome could not be pickled, ...
             data = pickle.dumps(
-                _stopped('failed', f'{type(e).__name__}: {e}', start, error_type=type(e).__name__),
+                stopped_outcome(
+                    'failed', f'{type(e).__name__}: {e}', start, error_type=type(e).__name__
+                ),
             )
             code = 1
         with os.fdopen(write_end, 'wb') as pipe:
@@ -89,15 +96,17 @@ def run_supervised(
                 break  # EOF: the child is done
             if deadline is not None and time.time() >= deadline:
                 _kill_group(pid)
-                return _stopped(
+                return stopped_outcome(
                     'timed_out',
                     f'the tool ran longer than its timeout of {float(timeout):g}s and was stopped',
                     start,
                     child=pid,
                 )
-            if cancel_file and os.path.exists(cancel_file):
+            cancelled = cancelled_by(directory, call)
+            if cancelled:
                 _kill_group(pid)
-                return _stopped('cancelled', f'{_reason(cancel_file)} (while running)', start, pid)
+                reason = f'{cancel_reason(cancelled)} (while running)'
+                return stopped_outcome('cancelled', reason, start, pid)
     _, status = os.waitpid(pid, 0)
     try:
         outcome = pickle.loads(b''.join(chunks))
@@ -107,17 +116,11 @@ def run_supervised(
             if os.WIFSIGNALED(status)
             else f'exit status {os.waitstatus_to_exitcode(status)}'
         )
-        return _stopped('failed', f'the tool process died ({reason})', start, pid, 'ToolDied')
+        return stopped_outcome(
+            'failed', f'the tool process died ({reason})', start, pid, 'ToolDied'
+        )
     outcome['status'] = 'ok' if outcome['ok'] else 'failed'
     return outcome
-
-
-def _reason(cancel_file: str) -> str:
-    try:
-        with open(cancel_file, encoding='utf-8') as f:
-            return f.read().strip() or 'cancelled'
-    except OSError:
-        return 'cancelled'
 
 
 def _die_with(parent: int) -> None:
@@ -145,13 +148,14 @@ def _kill_group(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _stopped(
+def stopped_outcome(
     status: str,
     message: str,
     start: float,
     child: int | None = None,
     error_type: str | None = None,
 ) -> dict[str, Any]:
+    """The outcome of a call that was stopped (or never ran): ``run_tool``'s shape."""
     return {
         'node': current_node(),
         'worker': int(os.environ.get('PARSL_WORKER_RANK', '-1')),

@@ -149,3 +149,62 @@ def test_timeout_and_cancel_stop_the_tool_process(run_dir: pathlib.Path):
     assert all(r.ok for r in quick)
     statuses = [j['status'] for j in read_journal(journal_path(run_dir, 'director-0'))]
     assert sorted(statuses) == ['cancelled', 'cancelled', 'ok', 'ok', 'timed_out']
+
+
+def test_cancel_and_timeout_stop_calls_running_in_the_worker(run_dir: pathlib.Path):
+    """Without supervision the tool runs in the worker itself and still stops."""
+
+    async def running(manager, handle) -> int:
+        return (await call(manager, handle, 'status')).running
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, workers_per_node=2) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            timed = asyncio.ensure_future(
+                call(manager, handle, 'md_sim', duration=60, timeout=1.0, call_key='t'),
+            )
+            batch = asyncio.ensure_future(
+                call(
+                    manager,
+                    handle,
+                    'md_sim_batch',
+                    iterations=1,
+                    params={'duration': 60},
+                    batch_key='b',
+                ),
+            )
+            timed_result = await timed
+            for _ in range(100):
+                if await running(manager, handle) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the batch's call is inside the tool now
+            cancelled = await call(manager, handle, 'cancel', batch_key='b')
+            (batch_result,) = await batch
+            client_side = asyncio.ensure_future(
+                call(manager, handle, 'md_sim', duration=60, call_key='c'),
+            )
+            await asyncio.sleep(1.0)
+            client_side.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await client_side
+            # The slots are free again: two quick calls run at once.
+            quick = await call(manager, handle, 'md_sim_batch', iterations=2, params={})
+            after = {w.pid for pool in pools_of(run_dir) for w in pool.children()}
+            return after, timed_result, cancelled, batch_result, quick
+
+    after, timed, cancelled, batch_result, quick = asyncio.run(main())
+    assert timed.status == 'timed_out' and timed.error_type == 'TimedOut', timed
+    assert 1.0 <= timed.wall_time < 10 and timed.attempts == 1
+    assert cancelled == 1
+    assert batch_result.status == 'cancelled' and batch_result.call_key == 'b/0'
+    assert batch_result.error_message == 'cancelled by the caller (while running)'
+    assert batch_result.wall_time < 30
+    assert all(r.ok for r in quick)
+    # Stopped by a signal inside the tool: no worker had to be killed.
+    assert {timed.pid, batch_result.pid} | {r.pid for r in quick} <= after
+    statuses = [j['status'] for j in read_journal(journal_path(run_dir, 'director-0'))]
+    assert sorted(statuses) == ['cancelled', 'cancelled', 'ok', 'ok', 'timed_out']
