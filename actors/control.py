@@ -32,6 +32,9 @@ Control = tuple[int, 'float | None']
 
 ALL = 'ALL'
 
+STOP_ERROR_TYPES = {'cancelled': 'Cancelled', 'timed_out': 'TimedOut'}
+"""The ``error_type`` of a call stopped on purpose, by its ``status``."""
+
 
 def cancel_file(directory: str, call: int | str) -> str:
     """The file whose existence cancels ``call``."""

@@ -25,15 +25,17 @@ from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
-from parsl.app.app import bash_app
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
+from actors.control import STOP_ERROR_TYPES
 from actors.control import CancelFiles
+from actors.control import Control
 from actors.errors import ConfigurationError
 from actors.faults import BlockDoctor
 from actors.faults import watch_parsl_processes
 from actors.interrupt import control_of
+from actors.interrupt import run_command_interruptible
 from actors.interrupt import run_interruptible
 from actors.journal import FINAL_STATUSES
 from actors.journal import Journal
@@ -59,7 +61,6 @@ from actors.supervise import run_supervised
 from actors.tools import DEFAULT_TOOL
 from actors.tools import Tool
 from actors.tools import check_params
-from actors.tools import command_line
 from actors.tools import command_outcome
 from actors.tools import get_tool
 from actors.walltime import Walltime
@@ -191,10 +192,14 @@ class Director(Agent):
             data_flow_kernel=self._dfk,
             executors=[label],
         )
-        self._command_app = bash_app(command_line, data_flow_kernel=self._dfk, executors=[label])
+        self._command_app = python_app(
+            run_command_interruptible,
+            data_flow_kernel=self._dfk,
+            executors=[label],
+        )
         if self.mpi:
-            self._mpi_app = bash_app(
-                command_line,
+            self._mpi_app = python_app(
+                run_command_interruptible,
                 data_flow_kernel=self._dfk,
                 executors=[mpi_executor_label(self.partition)],
             )
@@ -292,14 +297,14 @@ class Director(Agent):
         assert self._app is not None, 'Director has not started'
         name = tool or self.tool
         future: Future[Any]
+        control = self._cancels.control(call_key, timeout)
         if tool is not None and get_tool(name).kind != 'python':
-            future = self._submit_command(name, params, resources)
+            future = self._submit_command(name, params, control, resources)
         else:
-            control = self._cancels.control(call_key, timeout)
             app = self._supervised_app if self.supervise else self._app
             future = app(name, dict(params), control)
-            if call_key is not None:
-                future.add_done_callback(lambda _: self._cancels.forget(call_key, control))
+        if call_key is not None:
+            future.add_done_callback(lambda _: self._cancels.forget(call_key, control))
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._finished)
@@ -309,25 +314,28 @@ class Director(Agent):
         self,
         name: str,
         params: Mapping[str, Any],
+        control: Control,
         resources: MPIResources | None,
     ) -> Future[Any]:
-        """Run a command tool as a bash app; resolve to the same outcome as ``run_tool``."""
+        """Run a command tool's command line; resolve to the same outcome as ``run_tool``."""
         calls = pathlib.Path(self.run_dir, 'parsl', self.name, 'calls')
         calls.mkdir(parents=True, exist_ok=True)
         stem = calls / f'{name}-{next(self._call_files)}'
         meta, stdout, stderr = (f'{stem}.{ext}' for ext in ('json', 'out', 'err'))
+        files = {'meta': meta, 'out_file': stdout, 'err_file': stderr}
         if resources is None:
-            app_future = self._command_app(name, dict(params), meta, stdout=stdout, stderr=stderr)
+            app_future = self._command_app(name, dict(params), control, **files)
         else:
             app_future = self._mpi_app(
                 name,
                 dict(params),
-                meta,
-                stdout=stdout,
-                stderr=stderr,
+                control,
+                **files,
                 parsl_resource_specification=resources.parsl_spec(),
             )
         outcome: Future[Any] = Future()
+        # _result reads the attempts (and why a lost call was lost) from it.
+        outcome.task_record = app_future.task_record  # type: ignore[attr-defined]
 
         def settle(done: Future[Any]) -> None:
             if outcome.done():
@@ -335,7 +343,23 @@ class Director(Agent):
             if done.cancelled():
                 outcome.cancel()
                 return
-            value = command_outcome(name, meta, stdout, stderr, done.exception())
+            error = done.exception()
+            finished = None if error is not None else done.result()
+            if error is not None:
+                stop = self._cancels.stopped(control)
+            elif finished['status'] in STOP_ERROR_TYPES:
+                stop = (finished['status'], finished['error_message'])
+            else:
+                stop = None
+            value = command_outcome(name, meta, stdout, stderr, finished=finished, error=error)
+            if stop is not None:
+                value.update(
+                    ok=False,
+                    value=None,
+                    status=stop[0],
+                    error_type=STOP_ERROR_TYPES[stop[0]],
+                    error_message=stop[1],
+                )
             if not outcome.done():
                 outcome.set_result(value)
 
@@ -398,7 +422,7 @@ class Director(Agent):
             # Its worker was killed to stop it (actors.interrupt).
             result.end = time.time()
             result.status, result.error_message = stopped
-            result.error_type = {'cancelled': 'Cancelled', 'timed_out': 'TimedOut'}[stopped[0]]
+            result.error_type = STOP_ERROR_TYPES[stopped[0]]
             return result
         if error is not None:
             # The call never returned from a worker (lost worker, pool, ...)
@@ -431,6 +455,7 @@ class Director(Agent):
         params: Mapping[str, Any],
         call_key: str | None,
         reason: str,
+        tool: str | None = None,
     ) -> CallResult:
         now = time.time()
         return CallResult(
@@ -438,7 +463,7 @@ class Director(Agent):
             director=self.name,
             partition=self.partition.index,
             action=action_name,
-            tool=self.tool,
+            tool=tool or self.tool,
             params=dict(params),
             ok=False,
             start=now,
@@ -474,26 +499,12 @@ class Director(Agent):
         submitted: float,
     ) -> Future[CallResult]:
         """Submit (or replay, share or refuse) one call; resolves once journaled."""
+        early = self._answer_early(action_name, params, call_key, timeout)
+        if early is not None:
+            return early
         out: Future[CallResult] = Future()
-        if call_key is not None:
-            record = self._final.get(call_key)
-            if record is not None:
-                out.set_result(CallResult.from_dict(record))
-                return out
-            with self._lock:
-                running = self._keyed.get(call_key)
-            if running is not None:
-                return running
-        reason = 'the Director is draining' if self._draining else None
-        reason = reason or self.walltime.refusal(_expected_seconds(params, timeout))
-        if reason is not None:
-            self._journaled(self._refused(action_name, params, call_key, reason), out)
-            return out
         future = self._submit(params, timeout, call_key)
-        if call_key is not None:
-            with self._lock:
-                self._keyed[call_key] = out
-            out.add_done_callback(lambda _: self._forget_key(call_key, out))
+        self._claim_key(call_key, out)
 
         def finished(done: Future[Any]) -> None:
             try:
@@ -505,6 +516,40 @@ class Director(Agent):
 
         future.add_done_callback(finished)
         return out
+
+    def _answer_early(
+        self,
+        action_name: str,
+        params: Mapping[str, Any],
+        call_key: str | None,
+        timeout: float | None,
+        tool: str | None = None,
+    ) -> Future[CallResult] | None:
+        """A call that must not run: its journaled result, its running twin, or a refusal."""
+        if call_key is not None:
+            record = self._final.get(call_key)
+            if record is not None:
+                replayed: Future[CallResult] = Future()
+                replayed.set_result(CallResult.from_dict(record))
+                return replayed
+            with self._lock:
+                running = self._keyed.get(call_key)
+            if running is not None:
+                return running
+        reason = 'the Director is draining' if self._draining else None
+        reason = reason or self.walltime.refusal(_expected_seconds(params, timeout))
+        if reason is None:
+            return None
+        refused: Future[CallResult] = Future()
+        self._journaled(self._refused(action_name, params, call_key, reason, tool), refused)
+        return refused
+
+    def _claim_key(self, call_key: str | None, out: Future[CallResult]) -> None:
+        """Calls with this key share ``out`` until it is answered."""
+        if call_key is not None:
+            with self._lock:
+                self._keyed[call_key] = out
+            out.add_done_callback(lambda _: self._forget_key(call_key, out))
 
     def _forget_key(self, call_key: str, out: Future[CallResult]) -> None:
         with self._lock:
@@ -591,19 +636,40 @@ class Director(Agent):
             isinstance(call, Mapping) and not _ROUTING_KEYS.isdisjoint(call) for call in calls
         )
 
-    async def _run(self, action_name: str, call: _Prepared) -> CallResult:
+    async def _run(
+        self,
+        action_name: str,
+        call: _Prepared,
+        call_key: str | None = None,
+        timeout: float | None = None,
+    ) -> CallResult:
         """Submit a prepared call (MPI calls once their nodes are free); await its result."""
+        early = self._answer_early(action_name, call.params, call_key, timeout, call.tool.name)
+        if early is not None:
+            return await asyncio.wrap_future(early)
+        journaled: Future[CallResult] = Future()
+        self._claim_key(call_key, journaled)
         resources = call.resources
-        if resources is not None:
-            # Parsl's MPI mode is only ever handed calls whose nodes are free.
-            await self._admission.acquire(resources.num_nodes)
-            loop = asyncio.get_running_loop()
         try:
-            submitted = time.time()
-            future = self._submit(call.params, tool=call.tool.name, resources=resources)
-        except BaseException:
             if resources is not None:
-                self._admission.release(resources.num_nodes)
+                # Parsl's MPI mode is only ever handed calls whose nodes are free.
+                await self._admission.acquire(resources.num_nodes)
+                loop = asyncio.get_running_loop()
+            try:
+                submitted = time.time()
+                future = self._submit(
+                    call.params,
+                    timeout,
+                    call_key,
+                    tool=call.tool.name,
+                    resources=resources,
+                )
+            except BaseException:
+                if resources is not None:
+                    self._admission.release(resources.num_nodes)
+                raise
+        except BaseException as e:
+            journaled.set_exception(e)
             raise
         if resources is not None:
             nodes = resources.num_nodes
@@ -620,10 +686,10 @@ class Director(Agent):
             call.params,
             future,
             submitted,
+            call_key,
             tool=call.tool.name,
             resources=resources,
         )
-        journaled: Future[CallResult] = Future()
         self._journaled(result, journaled)
         return await asyncio.wrap_future(journaled)
 
@@ -632,6 +698,9 @@ class Director(Agent):
         self,
         name: str,
         arguments: Mapping[str, Any] | str | None = None,
+        *,
+        call_key: str | None = None,
+        timeout: float | None = None,
     ) -> CallResult:
         """Run any registered tool by name (an LLM-style tool call).
 
@@ -640,6 +709,8 @@ class Director(Agent):
             arguments: The tool's parameters, as a mapping or a JSON object
                 string; an MPI tool also takes ``num_nodes``,
                 ``ranks_per_node`` and ``num_ranks``.
+            call_key: Stable key of this call (see ``md_sim``).
+            timeout: Seconds the tool may run before it is stopped.
 
         Returns:
             The call's result; a failure inside the tool comes back as a
@@ -652,8 +723,10 @@ class Director(Agent):
         """
         from actors.schemas import validate_arguments
 
+        _check_timeout(timeout)
+        _check_key(call_key)
         parsed = validate_arguments(name, arguments)
-        return await self._run('call_tool', self._prepare(name, parsed))
+        return await self._run('call_tool', self._prepare(name, parsed), call_key, timeout)
 
     @action
     async def md_sim(
@@ -686,16 +759,11 @@ class Director(Agent):
                 is submitted then.
 
         """
-        if self._routed([params]):
-            if call_key is not None or timeout is not None:
-                raise ConfigurationError(
-                    'call_key and timeout apply to calls of the default tool only; '
-                    'drop them for tool=... or MPI calls',
-                )
-            name, arguments = _tool_and_arguments(params, self.tool)
-            return await self._run('md_sim', self._prepare(name, arguments))
         _check_timeout(timeout)
         _check_key(call_key)
+        if self._routed([params]):
+            name, arguments = _tool_and_arguments(params, self.tool)
+            return await self._run('md_sim', self._prepare(name, arguments), call_key, timeout)
         check_params(self.tool, params)
         _check_serializable([params])
         (result,) = await self._run_calls('md_sim', [params], [call_key], timeout)
@@ -734,17 +802,19 @@ class Director(Agent):
         """
         _check_timeout(timeout)
         calls = _expand_batch(iterations, params)
+        keys = _batch_keys(len(calls), call_keys, batch_key)
         if self._routed(calls):
-            if call_keys is not None or batch_key is not None or timeout is not None:
-                raise ConfigurationError(
-                    'call_keys, batch_key and timeout apply to calls of the default tool '
-                    'only; drop them for tool=... or MPI calls',
-                )
             prepared = [self._prepare(*_tool_and_arguments(call, self.tool)) for call in calls]
-            return list(await asyncio.gather(*(self._run('md_sim_batch', c) for c in prepared)))
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._run('md_sim_batch', call, key, timeout)
+                        for call, key in zip(prepared, keys, strict=True)
+                    ),
+                ),
+            )
         _check_each_once(self.tool, calls)
         _check_serializable(calls)
-        keys = _batch_keys(len(calls), call_keys, batch_key)
         return await self._run_calls('md_sim_batch', calls, keys, timeout)
 
     @action

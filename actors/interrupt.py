@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ from actors.control import worker_control_dir
 from actors.control import write_stop_marker
 from actors.supervise import run_supervised
 from actors.supervise import stopped_outcome
+from actors.tools import run_command
 from actors.tools import run_tool
 
 logger = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class CallStopped(BaseException):
 
 def control_of(task_record: Mapping[str, Any]) -> Control | None:
     """The ``Control`` argument of a Parsl task that runs a stoppable call."""
-    if task_record.get('func') in (run_interruptible, run_supervised):
+    if task_record.get('func') in (run_interruptible, run_supervised, run_command_interruptible):
         return task_record['args'][2]
     return None
 
@@ -99,7 +101,8 @@ class _Guard:
         self._can_signal = False
         self._in_tool = False
 
-    def run(self, name: str, params: Mapping[str, Any], control: Control) -> Any:
+    def run(self, body: Callable[[], dict[str, Any]], control: Control) -> dict[str, Any]:
+        """Run ``body`` (one call) under watch; its outcome with a ``status``."""
         start = time.time()
         self._directory = worker_control_dir()
         cancelled = cancelled_by(self._directory, control[0])
@@ -114,7 +117,7 @@ class _Guard:
             self._raised = False
         try:
             self._in_tool = True
-            outcome = run_tool(name, params)
+            outcome = body()
             # From here on the signal handler leaves this thread alone.
             self._in_tool = False
         except CallStopped:
@@ -230,4 +233,36 @@ def run_interruptible(
         ``ok``, ``failed``, ``cancelled`` or ``timed_out``.
 
     """
-    return _guard.run(name, params, control)
+    return _guard.run(lambda: run_tool(name, params), control)
+
+
+def run_command_interruptible(
+    name: str,
+    params: Mapping[str, Any],
+    control: Control,
+    *,
+    meta: str,
+    out_file: str,
+    err_file: str,
+    parsl_resource_specification: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a command tool's command line (``run_command``) so that it can be stopped.
+
+    Args:
+        name: Tool name.
+        params: Tool parameters.
+        control: The call's number (for its cancel file) and timeout.
+        meta: Where ``run_command`` records where and when the call ran.
+        out_file: The command's stdout file.
+        err_file: The command's stderr file.
+        parsl_resource_specification: An MPI call's resources (read by
+            Parsl's MPI mode, which puts the launch prefix and the call's
+            nodes in the worker's environment).
+
+    Returns:
+        ``run_command``'s exit status (``ok``, ``returncode``), or a
+        stopped call's outcome; ``status`` says which.
+
+    """
+    del parsl_resource_specification
+    return _guard.run(lambda: run_command(name, params, meta, out_file, err_file), control)

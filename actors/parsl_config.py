@@ -72,14 +72,20 @@ def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
     )
 
 
-def _block_environment(work_dir: str | os.PathLike[str]) -> list[str]:
-    """First lines of every block's script: its directory and Python environment."""
+def _block_environment(
+    work_dir: str | os.PathLike[str],
+    control_dir: str | None,
+) -> list[str]:
+    """First lines of every block's script: its directories and Python environment."""
     # The Director's Python environment (with mpiexec from the mpich wheel and
     # process_worker_pool.py) comes first, whether or not a venv is activated.
     # MpiExecLauncher writes its de-duplicated hostfile to the current
     # directory: keep it (and the tools' files) in the run directory.
     bin_dir = os.path.dirname(sys.executable)
-    return [f'cd {shlex.quote(str(work_dir))}', f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    lines = [f'cd {shlex.quote(str(work_dir))}', f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    if control_dir is not None:
+        lines.append(f'export {CONTROL_DIR_VARIABLE}={shlex.quote(control_dir)}')
+    return lines
 
 
 def make_worker_init(
@@ -89,9 +95,7 @@ def make_worker_init(
     control_dir: str | None = None,
 ) -> str:
     """Shell lines run in the block's script before the launcher."""
-    lines = _block_environment(work_dir)
-    if control_dir is not None:
-        lines.append(f'export {CONTROL_DIR_VARIABLE}={shlex.quote(control_dir)}')
+    lines = _block_environment(work_dir, control_dir)
     if profile.launcher == 'mpiexec':
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
@@ -103,9 +107,10 @@ def make_mpi_worker_init(
     profile: SiteProfile,
     partition: Partition,
     work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
 ) -> str:
     """Shell lines that point Parsl's MPI task scheduler at the partition's nodes."""
-    lines = _block_environment(work_dir)
+    lines = _block_environment(work_dir, control_dir)
     if profile.scheduler == 'slurm':
         nodelist = hostlist.collect_hostlist(list(partition.nodes))
         lines.append(f'export SLURM_NODELIST={shlex.quote(nodelist)}')
@@ -122,6 +127,7 @@ def make_mpi_executor(
     partition: Partition,
     profile: SiteProfile,
     work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
 ) -> MPIExecutor:
     """An ``MPIExecutor`` that runs at most one call per partition node at once.
 
@@ -136,7 +142,7 @@ def make_mpi_executor(
         max_blocks=1,
         parallelism=1,
         launcher=SimpleLauncher(),
-        worker_init=make_mpi_worker_init(profile, partition, work_dir),
+        worker_init=make_mpi_worker_init(profile, partition, work_dir, control_dir),
     )
     return MPIExecutor(
         label=mpi_executor_label(partition),
@@ -262,7 +268,7 @@ def build_config(
     )
     executors: list[HighThroughputExecutor] = [executor]
     if mpi:
-        executors.append(make_mpi_executor(partition, profile, run_path.resolve()))
+        executors.append(make_mpi_executor(partition, profile, run_path.resolve(), control_dir))
     return Config(
         executors=executors,
         run_dir=str(run_path),

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from actors.control import STOP_ERROR_TYPES
 from actors.control import Control
 from actors.control import cancel_reason
 from actors.control import cancelled_by
@@ -165,7 +166,6 @@ def stopped_outcome(
         'ok': False,
         'value': None,
         'status': status,
-        'error_type': error_type
-        or {'cancelled': 'Cancelled', 'timed_out': 'TimedOut'}.get(status, 'ToolError'),
+        'error_type': error_type or STOP_ERROR_TYPES.get(status, 'ToolError'),
         'error_message': message,
     }

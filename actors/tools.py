@@ -1,34 +1,37 @@
 """The tool registry, and the worker-side wrappers that run tools.
 
 A tool is either a Python function (run as a Parsl python app on one worker
-slot) or a command line (a function that returns the command; run as a Parsl
-bash app). A command-line tool may be an MPI tool: it runs through the
+slot) or a command line (a function that returns the command; run by
+``run_command`` in a worker). A command-line tool may be an MPI tool: it runs through the
 Director's ``MPIExecutor`` on whole nodes of the partition and its command
 starts with ``$PARSL_MPI_PREFIX``, the launch prefix for exactly the nodes the
 call was given. Every tool has typed parameters and a Google-style docstring;
 [`actors.schemas`][actors.schemas] turns both into JSON schemas for LLM tool
 calling.
 
-Everything a worker runs (``run_tool``, ``command_line``) must be importable
+Everything a worker runs (``run_tool``, ``run_command``) must be importable
 there (the package is installed on every node) and must not depend on the
 Director's state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import os
 import pathlib
-import shlex
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 from typing import Literal
+
+import psutil
 
 from actors.errors import ConfigurationError
 
@@ -56,7 +59,7 @@ class Tool:
         name: Name clients call the tool by.
         func: For a ``python`` tool, the function to run; for a ``command``
             tool, a function that returns the command line to run.
-        kind: ``python`` (python app) or ``command`` (bash app).
+        kind: ``python`` (run in the worker) or ``command`` (its command line runs).
         mpi: True if the tool runs through the MPI executor on whole nodes.
         parse: For a ``command`` tool, turns the command's stdout into the
             call's value; without it the value is the stdout text.
@@ -185,28 +188,53 @@ def run_tool(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return _outcome(where, start, value, None)
 
 
-def command_line(
+def run_command(
     name: str,
     params: Mapping[str, Any],
     meta: str,
-    *,
-    stdout: str | None = None,
-    stderr: str | None = None,
-    parsl_resource_specification: Mapping[str, Any] | None = None,
-) -> str:
-    """Bash-app body: the command line of a command tool, run by Parsl.
+    stdout: str,
+    stderr: str,
+) -> dict[str, Any]:
+    """Run a command tool's command line on this worker; its exit status.
 
-    Runs on the worker. Records where and when the call started (and, for an
-    MPI call, the nodes Parsl gave it) in the ``meta`` JSON file; the command
-    appends its end time to ``<meta>.end``.
+    Records where and when the call started (and, for an MPI call, the
+    nodes Parsl gave it: its MPI mode put them in the environment) in the
+    ``meta`` JSON file, and the end time in ``<meta>.end``. If the call is
+    interrupted (cancelled, timed out) the command's processes are killed.
+
+    Returns:
+        ``ok`` (exit status 0) and ``returncode``.
+
     """
-    # Parsl's bash-app machinery handles the streams and the MPI resources.
-    del stdout, stderr, parsl_resource_specification
     command = get_tool(name).func(**params)
     info = {**_where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes()}
     pathlib.Path(meta).write_text(json.dumps(info))
-    end = shlex.quote(f'{meta}.end')
-    return f'{command}\nstatus=$?\ndate +%s.%N > {end}\nexit $status\n'
+    with open(stdout, 'wb') as out, open(stderr, 'wb') as err:
+        process = subprocess.Popen(
+            command,
+            shell=True,
+            executable='/bin/bash',
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            returncode = process.wait()
+        except BaseException:
+            _kill_tree(process.pid)
+            raise
+    pathlib.Path(f'{meta}.end').write_text(repr(time.time()))
+    return {'ok': returncode == 0, 'returncode': returncode}
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill a process and everything it started (an ``mpiexec`` and its ranks)."""
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(family, timeout=5)
 
 
 def _mpi_nodes() -> list[str] | None:
@@ -219,16 +247,20 @@ def command_outcome(
     meta: str,
     stdout: str,
     stderr: str,
+    *,
+    finished: Mapping[str, Any] | None,
     error: BaseException | None,
 ) -> dict[str, Any]:
     """Director side: turn a finished command tool's files into an outcome.
 
     Args:
         name: Tool name.
-        meta: The meta file that ``command_line`` wrote on the worker.
+        meta: The meta file that ``run_command`` wrote on the worker.
         stdout: The command's stdout file.
         stderr: The command's stderr file.
-        error: The bash app's exception (non-zero exit, ...), if any.
+        finished: What ``run_command`` returned, if it returned.
+        error: Why it did not return (the tool's command could not be
+            built, ...), if so.
 
     Returns:
         The same mapping [`run_tool`][actors.tools.run_tool] returns, plus
@@ -254,7 +286,7 @@ def command_outcome(
         'error_type': None,
         'error_message': None,
     }
-    if error is None:
+    if error is None and finished is not None and finished['ok']:
         parse = get_tool(name).parse
         try:
             outcome['value'] = parse(out) if parse else out
@@ -265,10 +297,16 @@ def command_outcome(
         return outcome
     tail = ''
     if pathlib.Path(stderr).exists():
-        lines = pathlib.Path(stderr).read_text().splitlines()
+        lines = pathlib.Path(stderr).read_text(errors='replace').splitlines()
         tail = '\n'.join(line for line in lines[-5:] if line.strip())
-    outcome['error_type'] = type(error).__name__
-    outcome['error_message'] = f'{error}' + (f'; stderr: {tail}' if tail else '')
+    if error is not None:
+        outcome['error_type'] = type(error).__name__
+        message = f'{error}'
+    else:
+        assert finished is not None
+        outcome['error_type'] = 'CommandFailed'
+        message = f'the command of {name} exited with status {finished.get("returncode")}'
+    outcome['error_message'] = message + (f'; stderr: {tail}' if tail else '')
     return outcome
 
 

@@ -247,3 +247,88 @@ def test_unknown_mpi_launcher_is_rejected(tmp_path):
     (tmp_path / 'bad' / 'site.toml').write_text('mpi_launcher = "mpirun"\n')
     with pytest.raises(ConfigurationError, match=r"mpi_launcher 'mpirun' is not one of mpiexec"):
         load_site('bad', tmp_path)
+
+
+def _probe_ranks(duration: float) -> list[int]:
+    """Live rank processes of ``mpi_probe`` calls with this (unusual) duration."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(['cmdline', 'status']):
+        argv = proc.info['cmdline'] or []
+        if (
+            proc.info['status'] != psutil.STATUS_ZOMBIE
+            and 'actors.mpi_tools' in argv
+            and repr(duration) in argv
+        ):
+            found.append(proc.pid)
+    return found
+
+
+def test_mpi_calls_can_be_cancelled_timed_out_and_replayed(run_dir: pathlib.Path):
+    long, longer = 61.25, 62.25  # mark this test's rank processes, per call
+
+    async def main():
+        async with running_directors(run_dir, nodes=4, partitions=1) as (manager, (h,), _):
+            timed = asyncio.ensure_future(
+                call(
+                    manager,
+                    h,
+                    'call_tool',
+                    'mpi_probe',
+                    {'duration': long, 'num_nodes': 2, 'ranks_per_node': 2},
+                    call_key='timed',
+                    timeout=4.0,
+                ),
+            )
+            cancelled = asyncio.ensure_future(
+                call(
+                    manager,
+                    h,
+                    'md_sim',
+                    tool='mpi_probe',
+                    duration=longer,
+                    num_nodes=2,
+                    call_key='cancelled',
+                ),
+            )
+            deadline = asyncio.get_running_loop().time() + 60
+            while len(_probe_ranks(longer)) < 3 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+            ranks = _probe_ranks(longer)
+            told = await call(manager, h, 'cancel', call_key='cancelled')
+            stopped = await asyncio.gather(timed, cancelled)
+            await asyncio.sleep(1.0)
+            left = _probe_ranks(long) + _probe_ranks(longer)
+            # Every node is free again, and a keyed MPI call runs once.
+            whole = await call(
+                manager,
+                h,
+                'md_sim',
+                tool='mpi_probe',
+                duration=0.1,
+                num_nodes=4,
+                call_key='whole',
+            )
+            again = await call(
+                manager,
+                h,
+                'md_sim',
+                tool='mpi_probe',
+                duration=0.1,
+                num_nodes=4,
+                call_key='whole',
+            )
+            return ranks, told, stopped, left, whole, again
+
+    ranks, told, (timed, cancelled), left, whole, again = asyncio.run(main())
+    # The cancelled call was running: 2 ranks and their mpiexec.
+    assert len(ranks) >= 3, ranks
+    assert told == 1
+    assert timed.status == 'timed_out' and timed.error_type == 'TimedOut', timed
+    assert 4.0 <= timed.wall_time < 30 and timed.attempts == 1
+    assert cancelled.status == 'cancelled' and cancelled.error_type == 'Cancelled', cancelled
+    assert 'cancelled by the caller' in cancelled.error_message
+    assert left == [], f'rank processes outlived their stopped calls: {left}'
+    assert whole.ok and len(whole.nodes) == 4 and whole.call_key == 'whole'
+    assert again.call_id == whole.call_id  # answered from the journal, not run again
