@@ -97,6 +97,17 @@ def test_application_errors_are_not_retried(run_dir: pathlib.Path):
     assert result.attempts == 1
 
 
+def _timed_call_and_keyed_batch(manager, handle) -> tuple[asyncio.Future, asyncio.Future]:
+    """Two 60 s calls: one with a 1 s timeout (key 't'), one batch with key 'b'."""
+    timed = asyncio.ensure_future(
+        call(manager, handle, 'md_sim', duration=60, timeout=1.0, call_key='t'),
+    )
+    batch = asyncio.ensure_future(
+        call(manager, handle, 'md_sim_batch', iterations=1, params={'duration': 60}, batch_key='b'),
+    )
+    return timed, batch
+
+
 def test_timeout_and_cancel_stop_the_tool_process(run_dir: pathlib.Path):
     async def main():
         async with running_directors(
@@ -106,19 +117,7 @@ def test_timeout_and_cancel_stop_the_tool_process(run_dir: pathlib.Path):
             (handle,),
             _,
         ):
-            timed = asyncio.ensure_future(
-                call(manager, handle, 'md_sim', duration=60, timeout=1.0, call_key='t'),
-            )
-            batch = asyncio.ensure_future(
-                call(
-                    manager,
-                    handle,
-                    'md_sim_batch',
-                    iterations=1,
-                    params={'duration': 60},
-                    batch_key='b',
-                ),
-            )
+            timed, batch = _timed_call_and_keyed_batch(manager, handle)
             await wait_for(lambda: len(busy_workers(run_dir)) == 2, timeout=30)
             tools = [c.pid for w in busy_workers(run_dir) for c in w.children()]
             timed_result = await timed
@@ -163,19 +162,7 @@ def test_cancel_and_timeout_stop_calls_running_in_the_worker(run_dir: pathlib.Pa
             (handle,),
             _,
         ):
-            timed = asyncio.ensure_future(
-                call(manager, handle, 'md_sim', duration=60, timeout=1.0, call_key='t'),
-            )
-            batch = asyncio.ensure_future(
-                call(
-                    manager,
-                    handle,
-                    'md_sim_batch',
-                    iterations=1,
-                    params={'duration': 60},
-                    batch_key='b',
-                ),
-            )
+            timed, batch = _timed_call_and_keyed_batch(manager, handle)
             timed_result = await timed
             for _ in range(100):
                 if await running(manager, handle) == 1:

@@ -301,24 +301,18 @@ def test_mpi_calls_can_be_cancelled_timed_out_and_replayed(run_dir: pathlib.Path
             await asyncio.sleep(1.0)
             left = _probe_ranks(long) + _probe_ranks(longer)
             # Every node is free again, and a keyed MPI call runs once.
-            whole = await call(
-                manager,
-                h,
-                'md_sim',
-                tool='mpi_probe',
-                duration=0.1,
-                num_nodes=4,
-                call_key='whole',
-            )
-            again = await call(
-                manager,
-                h,
-                'md_sim',
-                tool='mpi_probe',
-                duration=0.1,
-                num_nodes=4,
-                call_key='whole',
-            )
+            whole, again = [
+                await call(
+                    manager,
+                    h,
+                    'md_sim',
+                    tool='mpi_probe',
+                    duration=0.1,
+                    num_nodes=4,
+                    call_key='whole',
+                )
+                for _ in range(2)
+            ]
             return ranks, told, stopped, left, whole, again
 
     ranks, told, (timed, cancelled), left, whole, again = asyncio.run(main())
