@@ -33,6 +33,7 @@ from actors.control import CancelFiles
 from actors.control import Control
 from actors.errors import ConfigurationError
 from actors.faults import BlockDoctor
+from actors.faults import release_parsl
 from actors.faults import watch_parsl_processes
 from actors.interrupt import control_of
 from actors.interrupt import run_command_interruptible
@@ -182,7 +183,8 @@ class Director(Agent):
             # the event loop that other Directors may share.
             self._dfk = await asyncio.to_thread(DataFlowKernel, config)
         except BaseException:
-            await asyncio.to_thread(self._watchdog.stop)
+            # Executors started before the failure keep their interchanges.
+            await asyncio.to_thread(release_parsl, self._watchdog, config.executors)
             await asyncio.to_thread(self._close_journal)
             raise
         label = executor_label(self.partition)
@@ -238,8 +240,8 @@ class Director(Agent):
                 self._cancels.cancel_all('the Director is shutting down')
                 await asyncio.to_thread(_wait_all, list(not_done), 5.0)
         dfk, self._dfk = self._dfk, None
-        await asyncio.to_thread(dfk.cleanup)
-        await asyncio.to_thread(self._watchdog.stop)
+        executors = list(dfk.executors.values())
+        await asyncio.to_thread(release_parsl, self._watchdog, executors, dfk.cleanup)
         await asyncio.to_thread(self._close_journal)
         await asyncio.to_thread(self._cancels.close)
         logger.info('%s stopped', self.name)

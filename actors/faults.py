@@ -2,7 +2,8 @@
 
 ``watch_parsl_processes`` tells the parent-death watchdog
 (``actors.watchdog``) about the interchange and every block of an executor;
-``BlockDoctor`` replaces a block that lost all its worker pools.
+``release_parsl`` stops Parsl and whatever of it is left before letting the
+watchdog go; ``BlockDoctor`` replaces a block that lost all its worker pools.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from actors.watchdog import Watchdog
@@ -18,22 +21,72 @@ from actors.watchdog import reap
 logger = logging.getLogger(__name__)
 
 
-def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
-    """Tell ``watchdog`` about an HTEX's interchange and its blocks' processes."""
-    trees: list[int] = []
-    groups: list[int] = []
+def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
+    """An HTEX's live interchange and block process trees, and the blocks' process groups."""
+    trees: set[int] = set()
+    groups: set[int] = set()
     interchange = getattr(executor, 'interchange_proc', None)
     if interchange is not None and interchange.poll() is None:
-        trees.append(interchange.pid)
+        trees.add(interchange.pid)
     provider = getattr(executor, 'provider', None)
     for job in list(getattr(provider, 'resources', {}).values()):
         pid = job.get('remote_pid')
         if not pid:
             continue
-        trees.append(int(pid))
+        trees.add(int(pid))
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            groups.append(os.getpgid(int(pid)))
-    watchdog.watch(trees=trees, groups=groups)
+            groups.add(os.getpgid(int(pid)))
+    return trees, groups
+
+
+def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
+    """Tell ``watchdog`` about an HTEX's interchange and its blocks' processes."""
+    trees, groups = parsl_processes(executor)
+    watchdog.watch(trees=sorted(trees), groups=sorted(groups))
+
+
+def release_parsl(
+    watchdog: Watchdog,
+    executors: Iterable[Any],
+    cleanup: Callable[[], Any] | None = None,
+) -> int:
+    """Stop Parsl, make sure none of its processes is left, then release ``watchdog``.
+
+    ``DataFlowKernel.cleanup`` shuts the executors down one after another and
+    stops at the first error: an executor after it (the MPI executor) would
+    keep its interchange. Whatever of ``executors`` still runs after
+    ``cleanup`` (or, when it is ``None``, after a failed start) is stopped
+    here, before the watchdog lets go.
+
+    Args:
+        watchdog: The Director's parent-death watchdog.
+        executors: Every executor of the DFK (or of the config it failed on).
+        cleanup: ``dfk.cleanup``, if there is a DFK.
+
+    Returns:
+        How many leftover processes were stopped.
+
+    """
+    stopped = 0
+    try:
+        if cleanup is not None:
+            cleanup()
+    except Exception:
+        logger.exception('Parsl cleanup failed; stopping what is left of its processes')
+    finally:
+        trees: set[int] = set()
+        groups: set[int] = set()
+        for executor in executors:
+            more_trees, more_groups = parsl_processes(executor)
+            trees |= more_trees
+            groups |= more_groups
+        groups.discard(os.getpgid(0))  # never the Director's own process group
+        if trees or groups:
+            stopped = reap(trees, groups, grace=2.0)
+        if stopped:
+            logger.warning('stopped %d Parsl process(es) that outlived cleanup', stopped)
+        watchdog.stop()
+    return stopped
 
 
 class BlockDoctor:

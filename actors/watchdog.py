@@ -12,6 +12,14 @@ Director is still its parent; when it is not, it sends SIGTERM to
 everything it watches, waits ``GRACE`` seconds and sends SIGKILL to what
 is left.
 
+A Director can die before it has told the watchdog anything: while its
+``DataFlowKernel`` is being built, executors start their interchanges one
+after another. Starting the watchdog therefore puts the Director process's
+PID in the environment (``LINEAGE_VARIABLE``), which every process it starts
+from then on inherits (interchanges, block scripts, ``mpiexec``, worker
+pools); the watchdog also stops every Parsl process that carries its dead
+parent's PID there.
+
 Bound: everything is gone within ``ORPHAN_BOUND`` seconds of the Director's
 death.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -34,6 +43,10 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
+LINEAGE_VARIABLE = 'ACTORS_DIRECTOR_PROCESS'
+"""Environment variable naming the Director process that started a process."""
+PARSL_MARKERS = ('interchange', 'process_worker_pool', 'mpiexec', 'hydra_pmi_proxy')
+"""Command-line words of Parsl's processes (the interchange retitles itself)."""
 POLL_INTERVAL = 0.25
 GRACE = 2.0
 ORPHAN_BOUND = 5.0
@@ -55,6 +68,8 @@ class Watchdog:
 
     def start(self) -> None:
         """Start the watchdog process for this (the Director's) process."""
+        # Inherited by every process started from now on (see the module).
+        os.environ[LINEAGE_VARIABLE] = str(os.getpid())
         self._proc = subprocess.Popen(
             [sys.executable, '-m', 'actors.watchdog', '--parent', str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -96,8 +111,44 @@ class Watchdog:
             proc.wait()
 
 
-def _targets(trees: set[int], groups: set[int]) -> list[psutil.Process]:
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """Parsl processes started by process ``parent`` (alive until ``until``)."""
+
+    parent: int
+    until: float
+
+    def holds(self, proc: psutil.Process) -> bool:
+        """Whether ``proc`` is a Parsl process that ``parent`` (or a child) started."""
+        try:
+            if proc.create_time() > self.until:
+                return False  # the PID's process could not have started it
+            cmdline = ' '.join(proc.cmdline())
+            if not any(marker in cmdline for marker in PARSL_MARKERS):
+                return False
+            return proc.environ().get(LINEAGE_VARIABLE) == str(self.parent)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    def roots(self) -> set[int]:
+        """PIDs of this user's Parsl processes of this lineage."""
+        uid = os.getuid()
+        found = set()
+        for proc in psutil.process_iter(['uids']):
+            uids = proc.info['uids']
+            if uids is not None and uids.real == uid and self.holds(proc):
+                found.add(proc.pid)
+        return found
+
+
+def _targets(
+    trees: set[int],
+    groups: set[int],
+    lineage: Lineage | None = None,
+) -> list[psutil.Process]:
     procs: dict[int, psutil.Process] = {}
+    if lineage is not None:
+        trees = trees | lineage.roots()
     for pid in trees:
         try:
             root = psutil.Process(pid)
@@ -116,20 +167,31 @@ def _targets(trees: set[int], groups: set[int]) -> list[psutil.Process]:
     return list(procs.values())
 
 
-def reap(trees: set[int], groups: set[int], grace: float = GRACE) -> int:
+def reap(
+    trees: set[int],
+    groups: set[int],
+    grace: float = GRACE,
+    lineage: Lineage | None = None,
+) -> int:
     """SIGTERM everything watched, then SIGKILL what is left after ``grace``.
+
+    Args:
+        trees: PIDs whose process trees go.
+        groups: Process groups that go.
+        grace: Seconds between SIGTERM and SIGKILL.
+        lineage: Also the trees of the Parsl processes of this lineage.
 
     Returns:
         How many processes were signalled.
 
     """
-    procs = _targets(trees, groups)
+    procs = _targets(trees, groups, lineage)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=grace)
     # Children started meanwhile (a pool restarting a worker) go too.
-    alive = {p.pid: p for p in alive} | {p.pid: p for p in _targets(trees, groups)}
+    alive = {p.pid: p for p in alive} | {p.pid: p for p in _targets(trees, groups, lineage)}
     for proc in alive.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
@@ -162,13 +224,13 @@ def _serve(parent: int) -> int:
                 trees.add(int(value))
             elif kind == 'group':
                 groups.add(int(value))
-    started = time.time()
-    count = reap(trees, groups)
+    noticed = time.time()
+    count = reap(trees, groups, lineage=Lineage(parent, noticed))
     logger.warning(
         'Director process %d died: stopped %d Parsl process(es) in %.1fs',
         parent,
         count,
-        time.time() - started,
+        time.time() - noticed,
     )
     return 0
 

@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import psutil
 import pytest
@@ -97,3 +98,61 @@ def test_killed_director_restarts_and_answers_pending_calls(run_dir: pathlib.Pat
             assert r.call_id == before[r.call_key]['call_id']
     ok_keys = [j['call_key'] for j in read_journal(journal_path(run_dir, 'director-0')) if j['ok']]
     assert sorted(ok_keys) == sorted(r.call_key for r in results)
+
+
+def test_director_killed_while_starting_leaves_no_interchange(run_dir: pathlib.Path):
+    """Killed before its DataFlowKernel exists: every interchange started so far goes too."""
+
+    async def main():
+        with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
+            manager = await Manager.from_exchange_factory(
+                factory,
+                executors=ProcessPerAgentExecutor(),
+                max_retries=1,  # no restart: the kill ends this Director
+            )
+            # Academy re-raises the killed Director's failure when the manager closes.
+            with pytest.raises(BrokenProcessPool):
+                async with manager:
+                    parts = make_partitions(run_dir, nodes=1, partitions=1)
+                    await launch_directors(manager, parts, load_site('local'), str(run_dir))
+                    # The first interchange exists while the DFK is still being built
+                    # (the second executor's interchange, the first block come later).
+                    (interchange, *_) = await wait_for(
+                        lambda: [p for p in parsl_processes_of(run_dir) if _interchange(p)],
+                        timeout=120,
+                        interval=0.02,
+                    )
+                    director = psutil.Process(interchange.ppid())
+                    started = director.children(recursive=True)
+                    assert interchange.pid in {p.pid for p in started}
+                    director.send_signal(signal.SIGKILL)
+                    killed = time.time()
+
+                    def left() -> list[int]:
+                        # A fresh interchange may not have opened its log in run_dir yet:
+                        # the processes seen at the kill count by PID.
+                        alive = {p.pid for p in started if p.is_running() and not _zombie(p)}
+                        return sorted(alive | {p.pid for p in parsl_processes_of(run_dir)})
+
+                    while left() and time.time() < killed + ORPHAN_BOUND + 5:
+                        await asyncio.sleep(0.1)
+                    elapsed = time.time() - killed
+            return elapsed, left()
+
+    elapsed, leftover = asyncio.run(main())
+    assert leftover == [], 'Parsl processes outlived the Director'
+    assert elapsed <= ORPHAN_BOUND + 1
+
+
+def _interchange(proc: psutil.Process) -> bool:
+    try:
+        return 'interchange' in ' '.join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _zombie(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
