@@ -24,6 +24,7 @@ from concurrent.futures import Executor
 from typing import Any
 from typing import NoReturn
 
+from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
 from globus_compute_sdk.errors import TaskExecutionFailed
 
@@ -76,6 +77,10 @@ from actors.walltime import allocation_end
 logger = logging.getLogger('launch')
 
 STARTUP_TIMEOUT = 300.0
+ATTACH_TIMEOUT = 10.0
+"""Seconds a recorded Director gets to answer a ping before --resume starts a new one."""
+RELEASE_TIMEOUT = 60.0
+"""Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
 REMOTE_STARTUP_TIMEOUT = 3600.0
 """Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
 REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
@@ -526,22 +531,47 @@ def call_keys(partition: Partition, iterations: int) -> tuple[str, list[str]]:
 
 
 async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any] | None:
-    """Handles to the manifest's Directors if they still answer, else ``None``."""
+    """Handles to the manifest's Directors if they all still answer, else ``None``."""
     if plan.manifest is None or plan.exchange in ('local', 'http'):
         return None
     handles = [manager.get_handle(entry.agent_id()) for entry in plan.manifest.directors]
     try:
-        await asyncio.gather(*(h.ping(timeout=10) for h in handles))
+        await asyncio.gather(*(h.ping(timeout=ATTACH_TIMEOUT) for h in handles))
     except Exception as e:
-        logger.info('Directors of %s do not answer (%s); starting new ones', plan.run_dir, e)
+        logger.info('Directors of %s do not answer (%r); starting new ones', plan.run_dir, e)
         return None
     return handles
+
+
+async def release(handles: Sequence[Any], timeout: float = RELEASE_TIMEOUT) -> None:
+    """Shut down Directors this client re-attached to (its Manager only stops its own).
+
+    Waits until each one's mailbox is closed (it finished its shutdown), at
+    most ``timeout`` seconds.
+    """
+
+    async def stop(handle: Any) -> None:
+        with contextlib.suppress(MailboxTerminatedError):
+            await handle.shutdown()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await handle.ping(timeout=5)
+            except MailboxTerminatedError:
+                return
+            except TimeoutError:
+                continue  # shutting down: it does not answer pings any more
+            await asyncio.sleep(0.2)
+        logger.warning('%s did not finish shutting down within %.0fs', handle.agent_id, timeout)
+
+    await asyncio.gather(*(stop(h) for h in handles))
 
 
 async def run(
     plan: RunPlan,
     executor: Executor | None = None,
     on_start: Callable[[], None] | None = None,
+    on_directors: Callable[[int, bool], None] | None = None,
 ) -> list[CallResult]:
     """Start (or re-attach to) the Directors, send the calls not yet done, collect all.
 
@@ -550,6 +580,8 @@ async def run(
         executor: Hosts the Directors instead of the one ``plan.executor``
             names (tests use a stand-in for a Globus Compute endpoint).
         on_start: Called once the exchange is open, before any Director starts.
+        on_directors: Called with the number of Directors and whether they
+            were re-attached (``True``) or started (``False``).
 
     """
     if executor is None:
@@ -571,6 +603,7 @@ async def run(
             on_start()
         async with manager:
             handles = await attach(manager, plan)
+            attached = handles is not None
             if handles is None:
                 handles = await launch_directors(
                     manager,
@@ -594,29 +627,46 @@ async def run(
                 for p, status in zip(plan.partitions, statuses, strict=True)
             ]
             write_manifest(plan, handles)
+            if on_directors is not None:
+                on_directors(len(handles), attached)
             if plan.campaign:
-                return await run_campaign(manager, handles, plan)
-            done = final_by_key(read_run(plan.run_dir))
-            work = asyncio.gather(
-                *(
-                    drive(manager, handle, partition, plan, done)
-                    for handle, partition in zip(handles, plan.partitions, strict=True)
-                ),
-            )
-            if plan.progress:
-                totals = [
-                    sum(key not in done for key in _all_keys(partition, plan.iterations))
-                    for partition in plan.partitions
-                ]
-                per_director = await with_progress(
-                    work,
-                    handles,
-                    statuses,
-                    totals,
-                    lambda h: call(manager, h, 'status'),
-                )
+                outcome = await run_campaign(manager, handles, plan)
             else:
-                per_director = await work
+                outcome = await drive_all(manager, handles, statuses, plan)
+            if attached:
+                # The run is finished: stop them as a run's own Manager would.
+                await release(handles)
+    return outcome
+
+
+async def drive_all(
+    manager: Manager[Any],
+    handles: Sequence[Any],
+    statuses: Sequence[DirectorStatus],
+    plan: RunPlan,
+) -> list[CallResult]:
+    """Send every Director the run's calls not yet journaled; all results, in key order."""
+    done = final_by_key(read_run(plan.run_dir))
+    work = asyncio.gather(
+        *(
+            drive(manager, handle, partition, plan, done)
+            for handle, partition in zip(handles, plan.partitions, strict=True)
+        ),
+    )
+    if plan.progress:
+        totals = [
+            sum(key not in done for key in _all_keys(partition, plan.iterations))
+            for partition in plan.partitions
+        ]
+        per_director = await with_progress(
+            work,
+            handles,
+            statuses,
+            totals,
+            lambda h: call(manager, h, 'status'),
+        )
+    else:
+        per_director = await work
     return [result for results in per_director for result in results]
 
 
@@ -1033,10 +1083,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if plan.executor != 'globus-compute':
             print(f'{parser.prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
 
+    def directors(count: int, attached: bool) -> None:
+        if plan.manifest is not None:
+            what = 're-attached to' if attached else 'started'
+            state = 'running' if attached else 'new'
+            print(f'{parser.prog}: {what} {count} {state} Directors', file=sys.stderr, flush=True)
+
     start = time.time()
     campaign = None
     try:
-        results = asyncio.run(run(plan, on_start=announce))
+        results = asyncio.run(run(plan, on_start=announce, on_directors=directors))
         if plan.campaign:
             campaign, results = results, results.results
     except ConfigurationError as e:

@@ -3,12 +3,17 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
+
+from actors.exchange import free_port
+from tests.helpers import Server
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The interchange renames itself with setproctitle ('parsl: HTEX interchange').
@@ -136,6 +141,36 @@ def no_leftover_processes(request: pytest.FixtureRequest, tmp_path_factory: pyte
             f'(now ended): {described}',
             pytrace=False,
         )
+
+
+@pytest.fixture
+def redis_server(tmp_path: pathlib.Path) -> Iterator[Server]:
+    """A Redis server (persistent, restartable) on a free port of 127.0.0.1."""
+    redis = shutil.which('redis-server')
+    if redis is None:
+        pytest.skip('redis-server is not installed (.ci/run installs it with apt-get)')
+    port = free_port()
+    data = tmp_path / 'redis'
+    data.mkdir()
+    argv = [redis, '--port', str(port), '--bind', '127.0.0.1', '--dir', str(data)]
+    argv += ['--appendonly', 'yes', '--appendfsync', 'always', '--save', '']
+    server = Server(argv, port, tmp_path / 'redis.log')
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_exchange(tmp_path: pathlib.Path) -> Iterator[Server]:
+    """Academy's HTTP exchange (in-memory backend) on a free port of 127.0.0.1."""
+    port = free_port()
+    config = tmp_path / 'exchange.toml'
+    config.write_text(f'host = "127.0.0.1"\nport = {port}\n')
+    argv = [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(config)]
+    server = Server(argv, port, tmp_path / 'exchange.log')
+    server.start()
+    yield server
+    server.stop(kill=True)
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 from academy.exchange import LocalExchangeFactory
+from academy.exchange.cloud.client import wait_connection
 from academy.manager import Manager
 
 from actors.client import launch_directors
@@ -97,3 +99,35 @@ def busy_workers(run_dir: pathlib.Path) -> list[Any]:
         except psutil.NoSuchProcess:
             continue
     return busy
+
+
+class Server:
+    """A server process started (and restarted) by the test on a fixed port."""
+
+    def __init__(self, argv: list[str], port: int, log: pathlib.Path) -> None:
+        self.argv, self.port, self.log = argv, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, 'ab') as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
+        wait_connection('127.0.0.1', self.port, timeout=30)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def director_processes(root: int) -> list[Any]:
+    """Descendants of ``root`` that own an interchange (Director processes)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(root).children(recursive=True):
+        try:
+            if any('interchange' in ' '.join(c.cmdline()) for c in child.children()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found

@@ -5,23 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
-from academy.exchange.cloud.client import wait_connection
 
 from actors.client import call
-from actors.exchange import free_port
 from actors.exchange import redis_factory
 from actors.journal import journal_path
 from actors.journal import read_journal
 from actors.journal import read_run
 from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
+from tests.helpers import Server
 from tests.helpers import busy_workers
 from tests.helpers import running_directors
 from tests.helpers import wait_for
@@ -29,52 +26,6 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.timeout(240)
 
 LAUNCH = str(REPO / 'launch.py')
-REDIS = shutil.which('redis-server')
-
-
-class Server:
-    """A server process started (and restarted) by the test on a fixed port."""
-
-    def __init__(self, argv: list[str], port: int, log: pathlib.Path) -> None:
-        self.argv, self.port, self.log = argv, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, 'ab') as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
-        wait_connection('127.0.0.1', self.port, timeout=30)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill() if kill else self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def redis_server(tmp_path: pathlib.Path) -> Iterator[Server]:
-    if REDIS is None:
-        pytest.skip('redis-server is not installed (.ci/run installs it with apt-get)')
-    port = free_port()
-    data = tmp_path / 'redis'
-    data.mkdir()
-    argv = [REDIS, '--port', str(port), '--bind', '127.0.0.1', '--dir', str(data)]
-    argv += ['--appendonly', 'yes', '--appendfsync', 'always', '--save', '']
-    server = Server(argv, port, tmp_path / 'redis.log')
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def http_exchange(tmp_path: pathlib.Path) -> Iterator[Server]:
-    port = free_port()
-    config = tmp_path / 'exchange.toml'
-    config.write_text(f'host = "127.0.0.1"\nport = {port}\n')
-    argv = [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(config)]
-    server = Server(argv, port, tmp_path / 'exchange.log')
-    server.start()
-    yield server
-    server.stop(kill=True)
 
 
 def test_redis_restart_mid_run_loses_nothing(run_dir: pathlib.Path, redis_server: Server):

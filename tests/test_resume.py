@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from actors.journal import read_run
 from actors.watchdog import ORPHAN_BOUND
 from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
+from tests.helpers import director_processes
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -84,3 +86,135 @@ def test_killed_client_loses_nothing_and_resume_finishes(tmp_path: pathlib.Path)
     ok_keys = [r['call_key'] for r in journaled if r['status'] == 'ok']
     assert sorted(ok_keys) == sorted(expected), 'a call ran twice or is missing'
     assert os.path.exists(run_dir / 'manifest.json')
+
+
+def _start_networked_run(run_dir: pathlib.Path, exchange: str, iterations: int):
+    """A client with 2 Directors in processes of their own, killed once work is journaled."""
+    args = [
+        '--exchange', exchange, '--executor', 'process',
+        '--simulate-nodes', '2', '--partitions', '2', '--workers-per-node', '1',
+        '--iterations', str(iterations), '--duration', '1.5', '--run-dir', str(run_dir),
+        '--quiet',
+    ]  # fmt: skip
+    client = subprocess.Popen(
+        [sys.executable, LAUNCH, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.time() + 150
+    while not ((run_dir / 'manifest.json').exists() and len(read_run(run_dir)) >= 3):
+        assert time.time() < deadline, 'no results were journaled in time'
+        assert client.poll() is None, client.stderr.read()
+        time.sleep(0.1)
+    directors = director_processes(client.pid)
+    assert len(directors) == 2
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    client.stderr.close()
+    return directors
+
+
+def _expected_keys(iterations: int) -> list[str]:
+    return [
+        key
+        for i in range(2)
+        for key in [f'director-{i}/md_sim/0']
+        + [f'director-{i}/md_sim_batch/{n}' for n in range(iterations)]
+    ]
+
+
+def _resume(run_dir: pathlib.Path) -> tuple[list[dict], str]:
+    resumed = subprocess.run(
+        [sys.executable, LAUNCH, '--resume', str(run_dir), '--json'],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    results = json.loads(resumed.stdout)['results']
+    # results.jsonl holds the same union.
+    written = [json.loads(line) for line in (run_dir / 'results.jsonl').read_text().splitlines()]
+    assert written == results
+    return results, resumed.stderr
+
+
+def _parsl_runs(run_dir: pathlib.Path) -> dict[str, list[str]]:
+    """Each Director's Parsl run directories (one per DataFlowKernel it built)."""
+    return {
+        d.name: sorted(r.name for r in d.iterdir() if r.name.isdigit())
+        for d in sorted((run_dir / 'parsl').iterdir())
+    }
+
+
+def _assert_union(run_dir, results, before, iterations):
+    expected = _expected_keys(iterations)
+    assert [r['call_key'] for r in results] == expected
+    assert all(r['status'] == 'ok' for r in results), results
+    # Results journaled before the kill are reported as they were, not run again.
+    by_key = {r['call_key']: r for r in results}
+    for key, record in before.items():
+        assert by_key[key] == record
+    ok_keys = [r['call_key'] for r in read_run(run_dir) if r['status'] == 'ok']
+    assert sorted(ok_keys) == sorted(expected), 'a call ran twice or is missing'
+
+
+def test_resume_reattaches_to_the_running_directors(tmp_path: pathlib.Path, http_exchange):
+    run_dir = tmp_path / 'run'
+    iterations = 6
+    exchange = f'http://127.0.0.1:{http_exchange.port}'
+    directors = _start_networked_run(run_dir, exchange, iterations)
+    manifest = json.loads((run_dir / 'manifest.json').read_text())
+    parsl_runs = _parsl_runs(run_dir)
+    # The Directors outlive their client and keep working on its calls.
+    assert all(d.is_running() for d in directors)
+    before = {r['call_key']: r for r in read_run(run_dir)}
+    assert all(r['status'] == 'ok' for r in before.values())
+    assert len(before) < len(_expected_keys(iterations)), 'the run finished before the kill'
+
+    results, stderr = _resume(run_dir)
+    assert 'launch.py: re-attached to 2 running Directors' in stderr
+    _assert_union(run_dir, results, before, iterations)
+    # The same Directors answered: same agent IDs, no new DataFlowKernel.
+    after = json.loads((run_dir / 'manifest.json').read_text())
+    assert [d['agent_uid'] for d in after['directors']] == [
+        d['agent_uid'] for d in manifest['directors']
+    ]
+    assert _parsl_runs(run_dir) == parsl_runs
+    # The resumed client finished the run: it shut those Directors down.
+    _, alive = psutil.wait_procs(directors, timeout=60)
+    assert alive == [], 'the re-attached Directors were not shut down'
+    assert not parsl_processes_of(run_dir)
+
+
+def test_resume_starts_new_directors_when_the_recorded_ones_are_gone(
+    tmp_path: pathlib.Path,
+    http_exchange,
+):
+    run_dir = tmp_path / 'run'
+    iterations = 6
+    exchange = f'http://127.0.0.1:{http_exchange.port}'
+    directors = _start_networked_run(run_dir, exchange, iterations)
+    for director in directors:
+        director.send_signal(signal.SIGKILL)
+    psutil.wait_procs(directors, timeout=30)
+    killed = time.time()
+    while parsl_processes_of(run_dir) and time.time() < killed + ORPHAN_BOUND + 5:
+        time.sleep(0.1)
+    assert not parsl_processes_of(run_dir)
+    manifest = json.loads((run_dir / 'manifest.json').read_text())
+    parsl_runs = _parsl_runs(run_dir)
+    before = {r['call_key']: r for r in read_run(run_dir)}
+
+    results, stderr = _resume(run_dir)
+    assert 'launch.py: started 2 new Directors' in stderr
+    _assert_union(run_dir, results, before, iterations)
+    # New Directors: new agent IDs, each with a new DataFlowKernel (Parsl run dir).
+    after = json.loads((run_dir / 'manifest.json').read_text())
+    old_ids = {d['agent_uid'] for d in manifest['directors']}
+    assert old_ids.isdisjoint(d['agent_uid'] for d in after['directors'])
+    for name, runs in _parsl_runs(run_dir).items():
+        assert len(runs) == len(parsl_runs[name]) + 1
