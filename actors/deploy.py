@@ -7,7 +7,9 @@ on a Globus Compute endpoint (the batch job's lead node).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -45,7 +47,7 @@ class ProcessPerAgentExecutor(Executor):
         pool = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
         with self._lock:
             self._pools.add(pool)
-        future = pool.submit(fn, *args, **kwargs)
+        future = pool.submit(_run_then_exit_if_orphaned, os.getpid(), fn, *args, **kwargs)
         future.add_done_callback(lambda _: self._release(pool))
         return future
 
@@ -60,6 +62,28 @@ class ProcessPerAgentExecutor(Executor):
             pools = list(self._pools)
         for pool in pools:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _run_then_exit_if_orphaned(
+    parent: int,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Run ``fn``; then end this process if the client that started it is gone.
+
+    A Director outlives a killed client (``--resume`` re-attaches to it). Once
+    it has shut down, its pool process would wait forever for work from the
+    dead client: nobody is left to take the result.
+    """
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if os.getppid() != parent:
+            logging.getLogger(__name__).info('client %d is gone; exiting', parent)
+            logging.shutdown()
+            os._exit(0)
 
 
 def validate_executor(
