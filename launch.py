@@ -530,17 +530,23 @@ def call_keys(partition: Partition, iterations: int) -> tuple[str, list[str]]:
     return f'{director}/md_sim/0', [f'{director}/md_sim_batch/{i}' for i in range(iterations)]
 
 
-async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any] | None:
-    """Handles to the manifest's Directors if they all still answer, else ``None``."""
+async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:
+    """Per partition: a handle to its recorded Director if it still answers, else ``None``."""
     if plan.manifest is None or plan.exchange in ('local', 'http'):
-        return None
-    handles = [manager.get_handle(entry.agent_id()) for entry in plan.manifest.directors]
-    try:
-        await asyncio.gather(*(h.ping(timeout=ATTACH_TIMEOUT) for h in handles))
-    except Exception as e:
-        logger.info('Directors of %s do not answer (%r); starting new ones', plan.run_dir, e)
-        return None
-    return handles
+        return [None] * len(plan.partitions)
+
+    async def answering(entry: DirectorEntry) -> Any | None:
+        handle = manager.get_handle(entry.agent_id())
+        try:
+            await handle.ping(timeout=ATTACH_TIMEOUT)
+        except Exception as e:
+            logger.info(
+                '%s of %s does not answer (%r); starting a new one', entry.name, plan.run_dir, e
+            )
+            return None
+        return handle
+
+    return list(await asyncio.gather(*(answering(e) for e in plan.manifest.directors)))
 
 
 async def release(handles: Sequence[Any], timeout: float = RELEASE_TIMEOUT) -> None:
@@ -571,7 +577,7 @@ async def run(
     plan: RunPlan,
     executor: Executor | None = None,
     on_start: Callable[[], None] | None = None,
-    on_directors: Callable[[int, bool], None] | None = None,
+    on_directors: Callable[[int, int], None] | None = None,
 ) -> list[CallResult]:
     """Start (or re-attach to) the Directors, send the calls not yet done, collect all.
 
@@ -580,8 +586,8 @@ async def run(
         executor: Hosts the Directors instead of the one ``plan.executor``
             names (tests use a stand-in for a Globus Compute endpoint).
         on_start: Called once the exchange is open, before any Director starts.
-        on_directors: Called with the number of Directors and whether they
-            were re-attached (``True``) or started (``False``).
+        on_directors: Called with the numbers of Directors re-attached to
+            and started, once all are ready.
 
     """
     if executor is None:
@@ -602,19 +608,22 @@ async def run(
         if on_start is not None:
             on_start()
         async with manager:
-            handles = await attach(manager, plan)
-            attached = handles is not None
-            if handles is None:
-                handles = await launch_directors(
+            found = await attach(manager, plan)
+            attached = [h for h in found if h is not None]
+            missing = [p for p, h in zip(plan.partitions, found, strict=True) if h is None]
+            started = iter(
+                await launch_directors(
                     manager,
-                    plan.partitions,
+                    missing,
                     plan.profile,
                     plan.director_run_dir,
                     workers_per_node=plan.workers_per_node,
                     retries=plan.retries,
                     supervise=plan.supervise,
                     walltime=plan.walltime,
-                )
+                ),
+            )
+            handles = [h if h is not None else next(started) for h in found]
             timeout = (
                 STARTUP_TIMEOUT if plan.executor != 'globus-compute' else REMOTE_STARTUP_TIMEOUT
             )
@@ -628,14 +637,14 @@ async def run(
             ]
             write_manifest(plan, handles)
             if on_directors is not None:
-                on_directors(len(handles), attached)
+                on_directors(len(attached), len(missing))
             if plan.campaign:
                 outcome = await run_campaign(manager, handles, plan)
             else:
                 outcome = await drive_all(manager, handles, statuses, plan)
-            if attached:
-                # The run is finished: stop them as a run's own Manager would.
-                await release(handles)
+            # The run is finished: stop the re-attached Directors as their own
+            # Manager would have (this one stops those it started).
+            await release(attached)
     return outcome
 
 
@@ -1083,11 +1092,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if plan.executor != 'globus-compute':
             print(f'{parser.prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
 
-    def directors(count: int, attached: bool) -> None:
+    def directors(attached: int, started: int) -> None:
         if plan.manifest is not None:
-            what = 're-attached to' if attached else 'started'
-            state = 'running' if attached else 'new'
-            print(f'{parser.prog}: {what} {count} {state} Directors', file=sys.stderr, flush=True)
+
+            def count(n: int, kind: str) -> str:
+                return f'{n} {kind} Director{"" if n == 1 else "s"}'
+
+            said = [f're-attached to {count(attached, "running")}'] if attached else []
+            said += [f'started {count(started, "new")}'] if started else []
+            print(f'{parser.prog}: {", ".join(said)}', file=sys.stderr, flush=True)
 
     start = time.time()
     campaign = None

@@ -190,31 +190,38 @@ def test_resume_reattaches_to_the_running_directors(tmp_path: pathlib.Path, http
     assert not parsl_processes_of(run_dir)
 
 
-def test_resume_starts_new_directors_when_the_recorded_ones_are_gone(
+def test_resume_starts_a_new_director_where_the_recorded_one_is_gone(
     tmp_path: pathlib.Path,
     http_exchange,
 ):
+    """Client and director-0 killed, director-1 runs on: re-attach to 1, start 1."""
     run_dir = tmp_path / 'run'
     iterations = 6
     exchange = f'http://127.0.0.1:{http_exchange.port}'
     directors = _start_networked_run(run_dir, exchange, iterations)
-    for director in directors:
-        director.send_signal(signal.SIGKILL)
-    psutil.wait_procs(directors, timeout=30)
-    killed = time.time()
-    while parsl_processes_of(run_dir) and time.time() < killed + ORPHAN_BOUND + 5:
-        time.sleep(0.1)
-    assert not parsl_processes_of(run_dir)
+    (dead,) = [d for d in directors if _journals(d, run_dir, 'director-0')]
+    (alive,) = [d for d in directors if _journals(d, run_dir, 'director-1')]
+    dead.send_signal(signal.SIGKILL)
+    psutil.wait_procs([dead], timeout=30)
     manifest = json.loads((run_dir / 'manifest.json').read_text())
     parsl_runs = _parsl_runs(run_dir)
     before = {r['call_key']: r for r in read_run(run_dir)}
 
     results, stderr = _resume(run_dir)
-    assert 'launch.py: started 2 new Directors' in stderr
+    assert 'launch.py: re-attached to 1 running Director, started 1 new Director' in stderr
     _assert_union(run_dir, results, before, iterations)
-    # New Directors: new agent IDs, each with a new DataFlowKernel (Parsl run dir).
     after = json.loads((run_dir / 'manifest.json').read_text())
-    old_ids = {d['agent_uid'] for d in manifest['directors']}
-    assert old_ids.isdisjoint(d['agent_uid'] for d in after['directors'])
-    for name, runs in _parsl_runs(run_dir).items():
-        assert len(runs) == len(parsl_runs[name]) + 1
+    uids = [[d['agent_uid'] for d in m['directors']] for m in (manifest, after)]
+    assert uids[0][0] != uids[1][0], 'director-0 was not replaced'
+    assert uids[0][1] == uids[1][1], 'director-1 was not re-attached'
+    runs = _parsl_runs(run_dir)
+    assert len(runs['director-0']) == len(parsl_runs['director-0']) + 1
+    assert runs['director-1'] == parsl_runs['director-1']
+    _, still = psutil.wait_procs([alive], timeout=60)
+    assert still == [], 'the re-attached Director was not shut down'
+
+
+def _journals(proc: psutil.Process, run_dir: pathlib.Path, name: str) -> bool:
+    """Whether ``proc`` holds the Director ``name``'s journal open."""
+    journal = str(run_dir / 'journal' / f'{name}.jsonl')
+    return any(f.path == journal for f in proc.open_files())
