@@ -91,6 +91,7 @@ class Journal:
         self._file = open(self.path, 'ab')
         self._queue: list[tuple[CallResult, Durable]] = []
         self._urgent = False
+        self._busy = False
         self._first_queued = 0.0
         self._cv = threading.Condition()
         self._closing = False
@@ -108,9 +109,15 @@ class Journal:
                 result); if false, the result may wait for a group to fill.
 
         """
+        inline = False
         with self._cv:
             if self._closing:
-                error = RuntimeError(f'journal {self.path} is closed')
+                error: BaseException | None = RuntimeError(f'journal {self.path} is closed')
+            elif urgent and not self._queue and not self._busy:
+                # Nothing else to group with: commit on this thread, which saves
+                # waking the writer (a single md_sim's result).
+                error = None
+                inline = self._busy = True
             else:
                 error = None
                 # Encoded on the writer thread: the caller is Parsl's result callback.
@@ -119,19 +126,27 @@ class Journal:
                     self._first_queued = time.monotonic()
                 if urgent and not self._urgent:
                     self._urgent = True
-                    self._cv.notify()
+                    self._cv.notify_all()
                 elif len(self._queue) == 1 or len(self._queue) >= self.max_group:
                     # Start the linger clock, or commit a full group.
-                    self._cv.notify()
+                    self._cv.notify_all()
         if error is not None:
             durable(error)
+        elif inline:
+            try:
+                self._commit([(result, durable)])
+            finally:
+                with self._cv:
+                    self._busy = False
+                    if self._queue or self._closing:
+                        self._cv.notify_all()
 
     def flush(self) -> None:
         """Commit what is queued without waiting for more (returns at once)."""
         with self._cv:
             if self._queue and not self._urgent:
                 self._urgent = True
-                self._cv.notify()
+                self._cv.notify_all()
 
     def submit(self, result: CallResult, *, urgent: bool = True) -> Future[None]:
         """Queue a result; the future resolves once it is on disk."""
@@ -155,44 +170,57 @@ class Journal:
         """Wait until a group is due; None once closed with nothing left."""
         with self._cv:
             while True:
-                if self._urgent or self._closing or len(self._queue) >= self.max_group:
-                    break
-                if self._queue:
+                # Another thread may be committing: the file takes one commit at a time.
+                if self._queue and not self._busy:
                     left = self._first_queued + self.linger - time.monotonic()
-                    if left <= 0:
-                        break
+                    due = self._urgent or self._closing or len(self._queue) >= self.max_group
+                    if due or left <= 0:
+                        group, self._queue, self._urgent = self._queue, [], False
+                        self._busy = True
+                        return group
                     self._cv.wait(left)
+                elif self._closing and not self._queue:
+                    return None
                 else:
                     self._cv.wait()
-            if not self._queue:
-                return None
-            group, self._queue, self._urgent = self._queue, [], False
-            return group
 
     def _write_loop(self) -> None:
         while (group := self._next_group()) is not None:
             try:
-                self._file.write(b''.join(encode(result) for result, _ in group))
-                self._file.flush()
-                if self.fsync:
-                    os.fsync(self._file.fileno())
-            except Exception as e:
-                logger.exception('cannot write journal %s', self.path)
-                outcome: BaseException | None = e
-            else:
-                outcome = None
-            for _, durable in group:
-                try:
-                    durable(outcome)
-                except Exception:
-                    logger.exception('journal %s: a durable-callback failed', self.path)
+                self._commit(group)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    if self._queue or self._closing:
+                        self._cv.notify_all()
+
+    def _commit(self, group: list[tuple[CallResult, Durable]]) -> None:
+        """Write, flush (and fsync) a group, then tell each result's callback."""
+        try:
+            self._file.write(b''.join(encode(result) for result, _ in group))
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        except Exception as e:
+            logger.exception('cannot write journal %s', self.path)
+            outcome: BaseException | None = e
+        else:
+            outcome = None
+        for _, durable in group:
+            try:
+                durable(outcome)
+            except Exception:
+                logger.exception('journal %s: a durable-callback failed', self.path)
 
     def close(self) -> None:
         """Write what is queued, then close the file; later writes fail."""
         with self._cv:
             self._closing = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._writer.join()
+        with self._cv:
+            while self._busy:
+                self._cv.wait()
         self._file.close()
 
 
@@ -204,8 +232,9 @@ def encode(result: CallResult) -> bytes:
     back to the standard library's encoder.
     """
     try:
+        # orjson writes a dataclass's fields itself, in order: no to_dict() copy.
         return orjson.dumps(
-            result.to_dict(),
+            result,
             default=repr,
             option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
         )
