@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -593,27 +594,18 @@ class Director(Agent):
 
         submitted = time.time()
         pending = _Pending()
-        if len(calls) <= INLINE_SUBMIT:
-            # A few submits cost less than the hop to a thread and back.
-            outs = self._submit_many(
-                calls,
-                action_name=action_name,
-                keys=keys,
-                timeout=timeout,
-                submitted=submitted,
-                pending=pending,
-            )
-        else:
-            # Submitting thousands of tasks takes a while: do it off the loop.
-            outs = await asyncio.to_thread(
-                self._submit_many,
-                calls,
-                action_name=action_name,
-                keys=keys,
-                timeout=timeout,
-                submitted=submitted,
-                pending=pending,
-            )
+        submit = functools.partial(
+            self._submit_many,
+            calls,
+            action_name=action_name,
+            keys=keys,
+            timeout=timeout,
+            submitted=submitted,
+            pending=pending,
+        )
+        # Submitting thousands of tasks takes a while: do it off the loop; a
+        # few submits cost less than the hop to a thread and back.
+        outs = submit() if len(calls) <= INLINE_SUBMIT else await asyncio.to_thread(submit)
         pending.submitted(self._journal)
         if calls:
             for out in outs:
