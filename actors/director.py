@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -70,6 +71,8 @@ from actors.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000_000
+INLINE_SUBMIT = 8
+"""Batches up to this size are submitted on the event loop, not a thread."""
 WATCH_INTERVAL = 1.0
 """Seconds between telling the watchdog about new (replacement) blocks."""
 
@@ -476,13 +479,21 @@ class Director(Agent):
             error_message=reason,
         )
 
-    def _journaled(self, result: CallResult, out: Future[CallResult]) -> None:
-        """Resolve ``out`` with ``result`` once the journal has it on disk."""
-        assert self._journal is not None
-        durable = self._journal.submit(result)
+    def _journaled(
+        self,
+        result: CallResult,
+        out: Future[CallResult],
+        *,
+        urgent: bool = True,
+    ) -> None:
+        """Resolve ``out`` with ``result`` once the journal has it on disk.
 
-        def written(done: Future[None]) -> None:
-            error = done.exception()
+        ``urgent=False``: nobody waits for this result alone yet (more calls of
+        its batch are running), so it may share a later commit.
+        """
+        assert self._journal is not None
+
+        def durable(error: BaseException | None) -> None:
             if error is not None:
                 out.set_exception(error)
                 return
@@ -490,7 +501,7 @@ class Director(Agent):
                 self._final[result.call_key] = result.to_dict()
             out.set_result(result)
 
-        durable.add_done_callback(written)
+        self._journal.write(result, durable, urgent=urgent)
 
     def _start_call(
         self,
@@ -499,18 +510,23 @@ class Director(Agent):
         call_key: str | None,
         timeout: float | None,
         submitted: float,
+        *,
+        pending: _Pending | None = None,
     ) -> Future[CallResult]:
         """Submit (or replay, share or refuse) one call; resolves once journaled."""
         early = self._answer_early(action_name, params, call_key, timeout)
         if early is not None:
             return early
         out: Future[CallResult] = Future()
+        pending = pending or _Pending()
+        pending.add()
         future = self._submit(params, timeout, call_key)
         self._claim_key(call_key, out)
 
         def finished(done: Future[Any]) -> None:
             try:
-                self._journaled(self._result(action_name, params, done, submitted, call_key), out)
+                result = self._result(action_name, params, done, submitted, call_key)
+                pending.journal(self, result, out)
             except Exception as e:  # pragma: no cover (a bug, but answer the caller)
                 logger.exception('%s: cannot record call %s', self.name, call_key)
                 if not out.done():
@@ -579,15 +595,20 @@ class Director(Agent):
                 loop.call_soon_threadsafe(_set_done, all_done)
 
         submitted = time.time()
-        # Submitting thousands of tasks takes a while: do it off the loop.
-        outs = await asyncio.to_thread(
+        pending = _Pending()
+        submit = functools.partial(
             self._submit_many,
             calls,
             action_name=action_name,
             keys=keys,
             timeout=timeout,
             submitted=submitted,
+            pending=pending,
         )
+        # Submitting thousands of tasks takes a while: do it off the loop; a
+        # few submits cost less than the hop to a thread and back.
+        outs = submit() if len(calls) <= INLINE_SUBMIT else await asyncio.to_thread(submit)
+        pending.submitted(self._journal)
         if calls:
             for out in outs:
                 out.add_done_callback(one_done)
@@ -857,11 +878,12 @@ class Director(Agent):
         keys: Sequence[str | None] | None = None,
         timeout: float | None = None,
         submitted: float | None = None,
+        pending: _Pending | None = None,
     ) -> list[Future[CallResult]]:
         submitted = time.time() if submitted is None else submitted
         keys = keys or [None] * len(calls)
         return [
-            self._start_call(action_name, call, key, timeout, submitted)
+            self._start_call(action_name, call, key, timeout, submitted, pending=pending)
             for call, key in zip(calls, keys, strict=True)
         ]
 
@@ -897,6 +919,40 @@ class Director(Agent):
             recent_throughput=self._rate.rate(),
             throughput_window=self._rate.window,
         )
+
+
+class _Pending:
+    """Calls of one action whose results have not reached the journal yet.
+
+    The caller of a batch is answered when its last result is on disk, so
+    only that one is urgent; the others may share a later group commit (see
+    ``Journal.write``). The count starts at one for the submission itself,
+    so that the calls that finish while later ones are still being
+    submitted never look like the last.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 1
+
+    def add(self) -> None:
+        """One more call will be journaled."""
+        with self._lock:
+            self._count += 1
+
+    def journal(self, director: Director, result: CallResult, out: Future[CallResult]) -> None:
+        """Journal one call's result, urgently if it is the last one awaited."""
+        with self._lock:
+            self._count -= 1
+            director._journaled(result, out, urgent=self._count == 0)
+
+    def submitted(self, journal: Journal | None) -> None:
+        """Every call is submitted: commit at once if all results are queued."""
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+        if last and journal is not None:
+            journal.flush()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,10 +14,14 @@ import logging
 import os
 import pathlib
 import threading
+import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
+
+import orjson
 
 from actors.results import CallResult
 
@@ -35,41 +39,126 @@ def journal_path(run_dir: str | os.PathLike[str], director: str) -> pathlib.Path
     return pathlib.Path(run_dir, JOURNAL_DIR, f'{director}.jsonl')
 
 
+DEFAULT_LINGER = 0.05
+"""Seconds a result that nobody waits for yet may sit in memory before it is
+committed (see ``Journal.write``'s ``urgent``)."""
+
+MAX_GROUP = 512
+"""Queued results that are committed at once, lingering or not."""
+
+Durable = Callable[[BaseException | None], None]
+"""Called on the writer thread once a result is on disk (``None``) or could
+not be written (the error)."""
+
+
 class Journal:
     """Append-only JSON-lines file of one Director's finished calls.
 
     Writes go through one writer thread that commits whatever has queued up
-    with a single flush (and fsync): under load many results share one
-    fsync, and a result is durable when its future resolves.
+    with a single write and flush (and fsync): a group commit. A result is
+    durable when its callback runs (or its future resolves).
+
+    A result written with ``urgent=False`` (one call of a batch whose caller
+    still waits for other calls) may linger in memory for up to ``linger``
+    seconds, or until ``max_group`` results or an urgent one have queued, so
+    that a batch costs one fsync per group instead of one per call. Nothing
+    is lost by that: a result counts as durable only once committed, and the
+    caller is answered only after that.
 
     Args:
         path: The journal file; created (with its directory) if missing.
         fsync: Also ``os.fsync`` each commit, so a node crash (not only a
             process crash) keeps it.
+        linger: Longest wait, in seconds, before a non-urgent result is
+            committed.
+        max_group: Queued results that trigger a commit without waiting.
 
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        linger: float = DEFAULT_LINGER,
+        max_group: int = MAX_GROUP,
+    ) -> None:
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._file = open(self.path, 'a', encoding='utf-8')
-        self._queue: list[tuple[CallResult, Future[None]]] = []
+        self.linger = linger
+        self.max_group = max_group
+        self._file = open(self.path, 'ab')
+        self._queue: list[tuple[CallResult, Durable]] = []
+        self._urgent = False
+        self._busy = False
+        self._first_queued = 0.0
         self._cv = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name='journal', daemon=True)
         self._writer.start()
 
-    def submit(self, result: CallResult) -> Future[None]:
-        """Queue a result; the future resolves once it is on disk."""
-        future: Future[None] = Future()
+    def write(self, result: CallResult, durable: Durable, *, urgent: bool = True) -> None:
+        """Queue a result; ``durable`` is called once it is on disk.
+
+        Args:
+            result: The finished call.
+            durable: Called on the writer thread with ``None`` once the
+                result is committed, or with the error if it could not be.
+            urgent: Commit as soon as possible (someone waits for this
+                result); if false, the result may wait for a group to fill.
+
+        """
+        inline = False
         with self._cv:
             if self._closing:
-                future.set_exception(RuntimeError(f'journal {self.path} is closed'))
-                return future
-            # Encoded on the writer thread: the caller is Parsl's result callback.
-            self._queue.append((result, future))
-            self._cv.notify()
+                error: BaseException | None = RuntimeError(f'journal {self.path} is closed')
+            elif urgent and not self._queue and not self._busy:
+                # Nothing else to group with: commit on this thread, which saves
+                # waking the writer (a single md_sim's result).
+                error = None
+                inline = self._busy = True
+            else:
+                error = None
+                # Encoded on the writer thread: the caller is Parsl's result callback.
+                self._queue.append((result, durable))
+                if len(self._queue) == 1:
+                    self._first_queued = time.monotonic()
+                if urgent and not self._urgent:
+                    self._urgent = True
+                    self._cv.notify_all()
+                elif len(self._queue) == 1 or len(self._queue) >= self.max_group:
+                    # Start the linger clock, or commit a full group.
+                    self._cv.notify_all()
+        if error is not None:
+            durable(error)
+        elif inline:
+            try:
+                self._commit([(result, durable)])
+            finally:
+                with self._cv:
+                    self._busy = False
+                    if self._queue or self._closing:
+                        self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Commit what is queued without waiting for more (returns at once)."""
+        with self._cv:
+            if self._queue and not self._urgent:
+                self._urgent = True
+                self._cv.notify_all()
+
+    def submit(self, result: CallResult, *, urgent: bool = True) -> Future[None]:
+        """Queue a result; the future resolves once it is on disk."""
+        future: Future[None] = Future()
+
+        def durable(error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.write(result, durable, urgent=urgent)
         return future
 
     def append(self, results: Iterable[CallResult]) -> None:
@@ -77,36 +166,80 @@ class Journal:
         for future in [self.submit(r) for r in results]:
             future.result()
 
-    def _write_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closing:
+    def _next_group(self) -> list[tuple[CallResult, Durable]] | None:
+        """Wait until a group is due; None once closed with nothing left."""
+        with self._cv:
+            while True:
+                # Another thread may be committing: the file takes one commit at a time.
+                if self._queue and not self._busy:
+                    left = self._first_queued + self.linger - time.monotonic()
+                    due = self._urgent or self._closing or len(self._queue) >= self.max_group
+                    if due or left <= 0:
+                        group, self._queue, self._urgent = self._queue, [], False
+                        self._busy = True
+                        return group
+                    self._cv.wait(left)
+                elif self._closing and not self._queue:
+                    return None
+                else:
                     self._cv.wait()
-                if not self._queue:
-                    return
-                batch, self._queue = self._queue, []
+
+    def _write_loop(self) -> None:
+        while (group := self._next_group()) is not None:
             try:
-                self._file.write(
-                    ''.join(json.dumps(r.to_dict(), default=repr) + '\n' for r, _ in batch),
-                )
-                self._file.flush()
-                if self.fsync:
-                    os.fsync(self._file.fileno())
-            except Exception as e:
-                logger.exception('cannot write journal %s', self.path)
-                for _, future in batch:
-                    future.set_exception(e)
-            else:
-                for _, future in batch:
-                    future.set_result(None)
+                self._commit(group)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    if self._queue or self._closing:
+                        self._cv.notify_all()
+
+    def _commit(self, group: list[tuple[CallResult, Durable]]) -> None:
+        """Write, flush (and fsync) a group, then tell each result's callback."""
+        try:
+            self._file.write(b''.join(encode(result) for result, _ in group))
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        except Exception as e:
+            logger.exception('cannot write journal %s', self.path)
+            outcome: BaseException | None = e
+        else:
+            outcome = None
+        for _, durable in group:
+            try:
+                durable(outcome)
+            except Exception:
+                logger.exception('journal %s: a durable-callback failed', self.path)
 
     def close(self) -> None:
-        """Write what is queued, then close the file; later submits fail."""
+        """Write what is queued, then close the file; later writes fail."""
         with self._cv:
             self._closing = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._writer.join()
+        with self._cv:
+            while self._busy:
+                self._cv.wait()
         self._file.close()
+
+
+def encode(result: CallResult) -> bytes:
+    """One journal line: the result as a JSON object, newline-terminated.
+
+    Values JSON cannot hold (sets, custom objects) are written as their
+    ``repr``; a result ``orjson`` rejects (an integer beyond 64 bits) falls
+    back to the standard library's encoder.
+    """
+    try:
+        # orjson writes a dataclass's fields itself, in order: no to_dict() copy.
+        return orjson.dumps(
+            result,
+            default=repr,
+            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+        )
+    except TypeError:
+        return (json.dumps(result.to_dict(), default=repr) + '\n').encode()
 
 
 def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -143,20 +143,48 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method='inclusive')[round(q) - 1]
 
 
+WARM_CALL_S = 0.05
+"""Seconds each warm-up call holds its worker, so that one worker cannot take them all."""
+
+
 async def wait_workers(handles: Sequence[Any], timeout: float = READY_TIMEOUT) -> None:
-    """Wait until every Director's worker pools have all registered."""
+    """Wait until every worker of every Director has run a call.
+
+    A worker pool registers with the interchange as soon as it starts, before
+    its worker processes (spawned, each importing Parsl and the tools) can take
+    a task; on this 2-core machine the last worker is up seconds after the
+    first. Timing calls from the first registration measures worker boot, not
+    the layer (``startup`` measures that); so each Director runs short
+    warm-up calls until every one of its slots has answered. Direct Parsl is
+    warmed the same way (``wait_parsl_workers``).
+    """
     deadline = time.monotonic() + timeout
     while True:
         statuses = await asyncio.gather(*(h.status() for h in handles))
         if all(s.workers_connected >= s.slots for s in statuses):
-            return
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(f'workers did not all connect within {timeout:.0f}s: {statuses}')
         await asyncio.sleep(0.1)
+    await asyncio.gather(
+        *(_warm_director(h, s.slots, deadline) for h, s in zip(handles, statuses, strict=True)),
+    )
+
+
+async def _warm_director(handle: Any, slots: int, deadline: float) -> None:
+    seen: set[tuple[str | None, int | None]] = set()
+    while len(seen) < slots:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'only {len(seen)} of {slots} workers ran a call: {sorted(seen)}')
+        results = await handle.md_sim_batch(
+            iterations=2 * slots,
+            params={'duration': WARM_CALL_S},
+        )
+        seen.update((r.node, r.worker) for r in results if r.ok)
 
 
 def wait_parsl_workers(app: Any, slots: int, timeout: float = READY_TIMEOUT) -> None:
-    """Wait until a direct DFK's executor has ``slots`` workers connected."""
+    """Wait until a direct DFK's ``slots`` workers have each run a call (see ``wait_workers``)."""
     dfk = app.data_flow_kernel
     (executor,) = [e for e in dfk.executors.values() if e.label != '_parsl_internal']
     deadline = time.monotonic() + timeout
@@ -164,3 +192,10 @@ def wait_parsl_workers(app: Any, slots: int, timeout: float = READY_TIMEOUT) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f'direct Parsl workers did not connect within {timeout:.0f}s')
         time.sleep(0.1)
+    seen: set[tuple[str, int]] = set()
+    while len(seen) < slots:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'only {len(seen)} of {slots} direct Parsl workers ran a call')
+        futures = [app('mock_md', {'duration': WARM_CALL_S}) for _ in range(2 * slots)]
+        outcomes = [future.result() for future in futures]
+        seen.update((o['node'], o['worker']) for o in outcomes if o['ok'])

@@ -5,6 +5,9 @@ partition) run 200 calls of 0.2 s, 100 per Director through ``md_sim_batch``
 at the same time. The makespan (first call start to last call end, from the
 workers' own timestamps) is compared with the ideal ``ceil(N / slots) x d``
 per Director. The same shape on two direct DFKs is measured for reference.
+Both sides start once every worker has run a warm-up call (``wait_workers``):
+worker processes boot seconds after their pool registers, and that boot
+skew, not the layer, used to dominate the makespan (``startup`` measures it).
 """
 
 from __future__ import annotations

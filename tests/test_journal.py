@@ -1,0 +1,138 @@
+"""The journal's group commits: nothing is answered before it is on disk."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+
+import pytest
+
+from actors.journal import Journal
+from actors.journal import encode
+from actors.journal import read_journal
+from actors.results import CallResult
+
+
+def _result(i: int, **fields: object) -> CallResult:
+    return CallResult(
+        call_id=f'director-0-{i}',
+        director='director-0',
+        partition=0,
+        action='md_sim_batch',
+        tool='mock_md',
+        params={'duration': 0.0},
+        ok=True,
+        status='ok',
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+class Recorder:
+    """Durable-callbacks that note which thread ran them and what was on disk then."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.done = threading.Event()
+        self.calls: list[tuple[int, BaseException | None, int, str]] = []
+        self.lock = threading.Lock()
+
+    def callback(self, i: int, expected: int | None = None):
+        def durable(error: BaseException | None) -> None:
+            on_disk = len(list(read_journal(self.path)))
+            with self.lock:
+                self.calls.append((i, error, on_disk, threading.current_thread().name))
+                if expected is not None and len(self.calls) == expected:
+                    self.done.set()
+
+        return durable
+
+
+def test_lazy_results_wait_for_the_urgent_one_and_share_its_commit(tmp_path: pathlib.Path):
+    path = tmp_path / 'journal' / 'director-0.jsonl'
+    # A linger far longer than the test: only the urgent write commits the group.
+    journal = Journal(path, linger=600, max_group=1000)
+    recorder = Recorder(path)
+    try:
+        for i in range(5):
+            journal.write(_result(i), recorder.callback(i, expected=6), urgent=False)
+        assert recorder.calls == []
+        assert list(read_journal(path)) == []
+        journal.write(_result(5), recorder.callback(5, expected=6), urgent=True)
+        assert recorder.done.wait(30)
+    finally:
+        journal.close()
+    # Each result was on disk, with the whole group, before its callback ran.
+    assert [i for i, *_ in recorder.calls] == list(range(6))
+    assert all(error is None and on_disk == 6 for _, error, on_disk, _ in recorder.calls)
+    assert [r['call_id'] for r in read_journal(path)] == [f'director-0-{i}' for i in range(6)]
+
+
+def test_a_full_group_is_committed_without_an_urgent_result(tmp_path: pathlib.Path):
+    path = tmp_path / 'director-0.jsonl'
+    journal = Journal(path, linger=600, max_group=4)
+    recorder = Recorder(path)
+    try:
+        for i in range(4):
+            journal.write(_result(i), recorder.callback(i, expected=4), urgent=False)
+        assert recorder.done.wait(30)
+    finally:
+        journal.close()
+    assert sorted(i for i, *_ in recorder.calls) == [0, 1, 2, 3]
+    assert all(on_disk >= 4 for _, _, on_disk, _ in recorder.calls)
+
+
+def test_lingering_results_are_committed_after_the_linger(tmp_path: pathlib.Path):
+    path = tmp_path / 'director-0.jsonl'
+    journal = Journal(path, linger=0.05)
+    recorder = Recorder(path)
+    try:
+        journal.write(_result(0), recorder.callback(0, expected=1), urgent=False)
+        assert recorder.done.wait(30)
+    finally:
+        journal.close()
+    assert recorder.calls[0][1:3] == (None, 1)
+    assert recorder.calls[0][3] == 'journal'
+
+
+def test_a_lone_urgent_result_is_committed_by_the_caller(tmp_path: pathlib.Path):
+    path = tmp_path / 'director-0.jsonl'
+    journal = Journal(path)
+    recorder = Recorder(path)
+    try:
+        journal.write(_result(0), recorder.callback(0))
+        # Committed before write() returned, on this thread: no hand-off.
+        assert recorder.calls == [(0, None, 1, threading.current_thread().name)]
+    finally:
+        journal.close()
+
+
+def test_flush_commits_what_lingers_and_close_commits_the_rest(tmp_path: pathlib.Path):
+    path = tmp_path / 'director-0.jsonl'
+    journal = Journal(path, linger=600)
+    recorder = Recorder(path)
+    journal.write(_result(0), recorder.callback(0, expected=1), urgent=False)
+    journal.flush()
+    assert recorder.done.wait(30)
+    journal.write(_result(1), recorder.callback(1), urgent=False)
+    journal.close()
+    assert [i for i, *_ in recorder.calls] == [0, 1]
+    assert len(list(read_journal(path))) == 2
+    # After close, a write fails through its callback instead of being lost silently.
+    journal.write(_result(2), recorder.callback(2))
+    error = recorder.calls[-1][1]
+    assert isinstance(error, RuntimeError)
+    assert 'closed' in str(error)
+    with pytest.raises(RuntimeError, match='closed'):
+        journal.submit(_result(3)).result(timeout=5)
+
+
+def test_encode_keeps_every_value(tmp_path: pathlib.Path):
+    # Non-string keys, sets (repr), and an integer beyond 64 bits (stdlib fallback).
+    line = encode(_result(0, value={1: {2, 3}, 'big': 2**70}))
+    assert line.endswith(b'\n')
+    path = tmp_path / 'j.jsonl'
+    path.write_bytes(line + encode(_result(1, value=[1.5, None])))
+    first, second = read_journal(path)
+    assert first['value'] == {'1': '{2, 3}', 'big': 2**70}
+    assert second['value'] == [1.5, None]
+    assert CallResult.from_dict(second) == _result(1, value=[1.5, None])
