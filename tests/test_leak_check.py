@@ -56,6 +56,7 @@ import pathlib, sys
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 from actors.parsl_config import build_config
+from actors.parsl_config import executor_label
 from actors.sites import load_site
 from actors.tools import run_tool
 from tests.helpers import make_partitions
@@ -63,7 +64,9 @@ from tests.helpers import make_partitions
 run_dir = pathlib.Path(sys.argv[1])
 (partition,) = make_partitions(run_dir, nodes=1, partitions=1)
 dfk = DataFlowKernel(build_config(partition, load_site('local'), run_dir / 'parsl', mpi=True))
-assert python_app(run_tool, data_flow_kernel=dfk)('mock_md', {}).result()['ok']
+# Not on the MPI executor, which needs a resource specification.
+app = python_app(run_tool, data_flow_kernel=dfk, executors=[executor_label(partition)])
+assert app('mock_md', {}).result()['ok']
 print('ready', flush=True)
 sys.stdin.read()
 """
