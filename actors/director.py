@@ -942,6 +942,8 @@ class _Pending:
 
     def journal(self, director: Director, result: CallResult, out: Future[CallResult]) -> None:
         """Journal one call's result, urgently if it is the last one awaited."""
+        # Queued under the lock: the last result must not be committed before
+        # an earlier one is queued, or that one would linger and delay the caller.
         with self._lock:
             self._count -= 1
             director._journaled(result, out, urgent=self._count == 0)

@@ -136,10 +136,7 @@ class Journal:
             try:
                 self._commit([(result, durable)])
             finally:
-                with self._cv:
-                    self._busy = False
-                    if self._queue or self._closing:
-                        self._cv.notify_all()
+                self._committed()
 
     def flush(self) -> None:
         """Commit what is queued without waiting for more (returns at once)."""
@@ -189,10 +186,14 @@ class Journal:
             try:
                 self._commit(group)
             finally:
-                with self._cv:
-                    self._busy = False
-                    if self._queue or self._closing:
-                        self._cv.notify_all()
+                self._committed()
+
+    def _committed(self) -> None:
+        """The file is free again: wake whoever waits to commit or close."""
+        with self._cv:
+            self._busy = False
+            if self._queue or self._closing:
+                self._cv.notify_all()
 
     def _commit(self, group: list[tuple[CallResult, Durable]]) -> None:
         """Write, flush (and fsync) a group, then tell each result's callback."""

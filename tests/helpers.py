@@ -131,3 +131,22 @@ def director_processes(root: int) -> list[Any]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def resume_json(run_dir: pathlib.Path) -> tuple[list[dict[str, Any]], str]:
+    """Run ``launch.py --resume RUN_DIR --json``; its results and its stderr."""
+    import json
+    import sys
+
+    from tests.conftest import REPO
+
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / 'launch.py'), '--resume', str(run_dir), '--json'],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    return json.loads(resumed.stdout)['results'], resumed.stderr

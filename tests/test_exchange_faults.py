@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import pathlib
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
 from tests.helpers import Server
 from tests.helpers import busy_workers
+from tests.helpers import resume_json
 from tests.helpers import running_directors
 from tests.helpers import wait_for
 
@@ -109,16 +109,7 @@ def test_http_exchange_death_fails_clearly_and_resume_recovers(
     assert before
 
     http_exchange.start()  # a fresh, empty exchange on the same address
-    resumed = subprocess.run(
-        [sys.executable, LAUNCH, '--resume', str(run_dir), '--json'],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    results = json.loads(resumed.stdout)['results']
+    results, _ = resume_json(run_dir)
     expected = ['director-0/md_sim/0'] + [f'director-0/md_sim_batch/{i}' for i in range(iterations)]
     assert [r['call_key'] for r in results] == expected
     assert all(r['ok'] for r in results)

@@ -18,6 +18,7 @@ from actors.watchdog import ORPHAN_BOUND
 from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
 from tests.helpers import director_processes
+from tests.helpers import resume_json
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -64,16 +65,7 @@ def test_killed_client_loses_nothing_and_resume_finishes(tmp_path: pathlib.Path)
     before = {r['call_key']: r for r in read_run(run_dir)}
     assert len(before) >= 3 and all(r['status'] == 'ok' for r in before.values())
 
-    resumed = subprocess.run(
-        [sys.executable, LAUNCH, '--resume', str(run_dir), '--json'],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    results = json.loads(resumed.stdout)['results']
+    results, _ = resume_json(run_dir)
     keys = [r['call_key'] for r in results]
     expected = ['director-0/md_sim/0'] + [f'director-0/md_sim_batch/{i}' for i in range(iterations)]
     assert keys == expected
@@ -126,20 +118,11 @@ def _expected_keys(iterations: int) -> list[str]:
 
 
 def _resume(run_dir: pathlib.Path) -> tuple[list[dict], str]:
-    resumed = subprocess.run(
-        [sys.executable, LAUNCH, '--resume', str(run_dir), '--json'],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    results = json.loads(resumed.stdout)['results']
+    results, stderr = resume_json(run_dir)
     # results.jsonl holds the same union.
     written = [json.loads(line) for line in (run_dir / 'results.jsonl').read_text().splitlines()]
     assert written == results
-    return results, resumed.stderr
+    return results, stderr
 
 
 def _parsl_runs(run_dir: pathlib.Path) -> dict[str, list[str]]:
