@@ -479,61 +479,63 @@ class Director(Agent):
             error_message=reason,
         )
 
-    def _journaled(
-        self,
-        result: CallResult,
-        out: Future[CallResult],
-        *,
-        urgent: bool = True,
-    ) -> None:
-        """Resolve ``out`` with ``result`` once the journal has it on disk.
-
-        ``urgent=False``: nobody waits for this result alone yet (more calls of
-        its batch are running), so it may share a later commit.
-        """
+    def _journaled(self, result: CallResult, out: Future[CallResult]) -> None:
+        """Resolve ``out`` with ``result`` once the journal has it on disk."""
         assert self._journal is not None
 
         def durable(error: BaseException | None) -> None:
             if error is not None:
                 out.set_exception(error)
                 return
-            if result.call_key and result.status in FINAL_STATUSES:
-                self._final[result.call_key] = result.to_dict()
+            self._remember(result)
             out.set_result(result)
 
-        self._journal.write(result, durable, urgent=urgent)
+        self._journal.write(result, durable)
 
-    def _start_call(
-        self,
-        action_name: str,
-        params: Mapping[str, Any],
-        call_key: str | None,
-        timeout: float | None,
-        submitted: float,
-        *,
-        pending: _Pending | None = None,
-    ) -> Future[CallResult]:
-        """Submit (or replay, share or refuse) one call; resolves once journaled."""
-        early = self._answer_early(action_name, params, call_key, timeout)
+    def _remember(self, result: CallResult) -> None:
+        """A journaled final result answers later calls with its key."""
+        if result.call_key and result.status in FINAL_STATUSES:
+            self._final[result.call_key] = result.to_dict()
+
+    def _start_call(self, batch: _Batch, index: int, timeout: float | None) -> None:
+        """Submit (or replay, share or refuse) call ``index`` of ``batch``."""
+        params, call_key = batch.calls[index], batch.keys[index]
+        early = self._answer_early(batch.action_name, params, call_key, timeout)
         if early is not None:
-            return early
-        out: Future[CallResult] = Future()
-        pending = pending or _Pending()
-        pending.add()
+            early.add_done_callback(functools.partial(batch.answer_from, index))
+            return
+        # Only a keyed call needs a future of its own: a twin sent while it
+        # runs shares it (see _claim_key).
+        shared: Future[CallResult] | None = None
+        if call_key is not None:
+            shared = Future()
+            self._claim_key(call_key, shared)
+        batch.add()
         future = self._submit(params, timeout, call_key)
-        self._claim_key(call_key, out)
+        future.add_done_callback(functools.partial(self._record, batch, index, shared))
 
-        def finished(done: Future[Any]) -> None:
-            try:
-                result = self._result(action_name, params, done, submitted, call_key)
-                pending.journal(self, result, out)
-            except Exception as e:  # pragma: no cover (a bug, but answer the caller)
-                logger.exception('%s: cannot record call %s', self.name, call_key)
-                if not out.done():
-                    out.set_exception(e)
-
-        future.add_done_callback(finished)
-        return out
+    def _record(
+        self,
+        batch: _Batch,
+        index: int,
+        shared: Future[CallResult] | None,
+        done: Future[Any],
+    ) -> None:
+        """Parsl finished call ``index`` of ``batch``: journal its result."""
+        call_key = batch.keys[index]
+        try:
+            result = self._result(
+                batch.action_name,
+                batch.calls[index],
+                done,
+                batch.submitted_at,
+                call_key,
+            )
+        except Exception as e:  # pragma: no cover (a bug, but answer the caller)
+            logger.exception('%s: cannot record call %s', self.name, call_key)
+            batch.fail(e)
+            return
+        batch.journal(self, index, result, shared)
 
     def _answer_early(
         self,
@@ -581,39 +583,16 @@ class Director(Agent):
         keys: Sequence[str | None],
         timeout: float | None,
     ) -> list[CallResult]:
-        loop = asyncio.get_running_loop()
-        all_done: asyncio.Future[None] = loop.create_future()
-        remaining = len(calls)
-        counter_lock = threading.Lock()
-
-        def one_done(_: Future[Any]) -> None:
-            nonlocal remaining
-            with counter_lock:
-                remaining -= 1
-                last = remaining == 0
-            if last:
-                loop.call_soon_threadsafe(_set_done, all_done)
-
-        submitted = time.time()
-        pending = _Pending()
-        submit = functools.partial(
-            self._submit_many,
-            calls,
-            action_name=action_name,
-            keys=keys,
-            timeout=timeout,
-            submitted=submitted,
-            pending=pending,
-        )
+        batch = _Batch(action_name, calls, keys, asyncio.get_running_loop())
+        submit = functools.partial(self._submit_many, batch, timeout)
         # Submitting thousands of tasks takes a while: do it off the loop; a
         # few submits cost less than the hop to a thread and back.
-        outs = submit() if len(calls) <= INLINE_SUBMIT else await asyncio.to_thread(submit)
-        pending.submitted(self._journal)
-        if calls:
-            for out in outs:
-                out.add_done_callback(one_done)
-            await all_done
-        return [out.result() for out in outs]
+        if len(calls) <= INLINE_SUBMIT:
+            submit()
+        else:
+            await asyncio.to_thread(submit)
+        batch.submitted(self._journal)
+        return await batch.done
 
     def _prepare(self, name: str, arguments: Mapping[str, Any]) -> _Prepared:
         """Check a call completely before anything is submitted.
@@ -870,22 +849,10 @@ class Director(Agent):
             return self._cancels.cancel(call_key, 'cancelled by the caller')
         return self._cancels.cancel_prefix(f'{batch_key}/', 'cancelled by the caller')
 
-    def _submit_many(
-        self,
-        calls: Sequence[Mapping[str, Any]],
-        *,
-        action_name: str = 'md_sim_batch',
-        keys: Sequence[str | None] | None = None,
-        timeout: float | None = None,
-        submitted: float | None = None,
-        pending: _Pending | None = None,
-    ) -> list[Future[CallResult]]:
-        submitted = time.time() if submitted is None else submitted
-        keys = keys or [None] * len(calls)
-        return [
-            self._start_call(action_name, call, key, timeout, submitted, pending=pending)
-            for call, key in zip(calls, keys, strict=True)
-        ]
+    def _submit_many(self, batch: _Batch, timeout: float | None) -> None:
+        batch.submitted_at = time.time()
+        for index in range(len(batch.calls)):
+            self._start_call(batch, index, timeout)
 
     @action
     async def status(self) -> DirectorStatus:
@@ -921,40 +888,117 @@ class Director(Agent):
         )
 
 
-class _Pending:
-    """Calls of one action whose results have not reached the journal yet.
+class _Batch:
+    """The calls of one action: their results in order, answered all at once.
+
+    One record per action instead of a future per call: a no-op call costs
+    about as much as the objects made for it (allocation and garbage
+    collection), so a 3000-call batch must not make 3000 futures.
 
     The caller of a batch is answered when its last result is on disk, so
     only that one is urgent; the others may share a later group commit (see
-    ``Journal.write``). The count starts at one for the submission itself,
-    so that the calls that finish while later ones are still being
+    ``Journal.write``). The journal count starts at one for the submission
+    itself, so that the calls that finish while later ones are still being
     submitted never look like the last.
+
+    Args:
+        action_name: The action that issued the calls.
+        calls: Each call's tool parameters.
+        keys: Each call's key (or ``None``).
+        loop: The event loop of the action that awaits ``done``.
+
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        action_name: str,
+        calls: Sequence[Mapping[str, Any]],
+        keys: Sequence[str | None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        size = len(calls)
+        self.action_name = action_name
+        self.calls = calls
+        self.keys = keys
+        self.submitted_at = time.time()
+        self.results: list[CallResult | None] = [None] * size
+        self.done: asyncio.Future[list[CallResult]] = loop.create_future()
+        self._loop = loop
+        # Two locks: a commit on the caller's thread answers from inside journal().
         self._lock = threading.Lock()
-        self._count = 1
+        self._answer_lock = threading.Lock()
+        self._unanswered = size
+        self._unjournaled = 1
+        if size == 0:
+            self.done.set_result([])
 
     def add(self) -> None:
         """One more call will be journaled."""
         with self._lock:
-            self._count += 1
+            self._unjournaled += 1
 
-    def journal(self, director: Director, result: CallResult, out: Future[CallResult]) -> None:
-        """Journal one call's result, urgently if it is the last one awaited."""
+    def journal(
+        self,
+        director: Director,
+        index: int,
+        result: CallResult,
+        shared: Future[CallResult] | None,
+    ) -> None:
+        """Journal call ``index``'s result, urgently if it is the last one awaited."""
+        assert director._journal is not None
+        durable = functools.partial(self._journaled, director, index, result, shared)
         # Queued under the lock: the last result must not be committed before
         # an earlier one is queued, or that one would linger and delay the caller.
         with self._lock:
-            self._count -= 1
-            director._journaled(result, out, urgent=self._count == 0)
+            self._unjournaled -= 1
+            director._journal.write(result, durable, urgent=self._unjournaled == 0)
 
     def submitted(self, journal: Journal | None) -> None:
         """Every call is submitted: commit at once if all results are queued."""
         with self._lock:
-            self._count -= 1
-            last = self._count == 0
+            self._unjournaled -= 1
+            last = self._unjournaled == 0
         if last and journal is not None:
             journal.flush()
+
+    def _journaled(
+        self,
+        director: Director,
+        index: int,
+        result: CallResult,
+        shared: Future[CallResult] | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is not None:
+            if shared is not None:
+                shared.set_exception(error)
+            self.fail(error)
+            return
+        director._remember(result)
+        if shared is not None:
+            shared.set_result(result)
+        self.answer(index, result)
+
+    def answer_from(self, index: int, future: Future[CallResult]) -> None:
+        """Call ``index`` is answered by another call's future (replay, twin)."""
+        error = future.exception()
+        if error is not None:
+            self.fail(error)
+        else:
+            self.answer(index, future.result())
+
+    def answer(self, index: int, result: CallResult) -> None:
+        """Call ``index`` has its (journaled) result."""
+        self.results[index] = result
+        with self._answer_lock:
+            self._unanswered -= 1
+            last = self._unanswered == 0
+        if last:
+            _call_soon(self._loop, _resolve, self.done, self.results)
+
+    def fail(self, error: BaseException) -> None:
+        """A result could not be journaled: the action fails with ``error``."""
+        _call_soon(self._loop, _reject, self.done, error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -983,9 +1027,14 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> No
         logger.debug('event loop closed; %s not called', callback)
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _wait_all(
