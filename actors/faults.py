@@ -15,10 +15,17 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+import psutil
+
 from actors.watchdog import Watchdog
 from actors.watchdog import reap
+from actors.watchdog import targets
+from actors.watchdog import wait_exited
 
 logger = logging.getLogger(__name__)
+
+SETTLE = 2.0
+"""Seconds a block's processes get to exit on their own after ``DataFlowKernel.cleanup``."""
 
 
 def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
@@ -39,6 +46,18 @@ def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
     return trees, groups
 
 
+def _processes_of(executors: Iterable[Any]) -> tuple[set[int], set[int]]:
+    """Trees and process groups of every executor, never the Director's own group."""
+    trees: set[int] = set()
+    groups: set[int] = set()
+    for executor in executors:
+        more_trees, more_groups = parsl_processes(executor)
+        trees |= more_trees
+        groups |= more_groups
+    groups.discard(os.getpgid(0))
+    return trees, groups
+
+
 def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
     """Tell ``watchdog`` about an HTEX's interchange and its blocks' processes."""
     trees, groups = parsl_processes(executor)
@@ -49,6 +68,7 @@ def release_parsl(
     watchdog: Watchdog,
     executors: Iterable[Any],
     cleanup: Callable[[], Any] | None = None,
+    settle: float = SETTLE,
 ) -> int:
     """Stop Parsl, make sure none of its processes is left, then release ``watchdog``.
 
@@ -58,31 +78,40 @@ def release_parsl(
     ``cleanup`` (or, when it is ``None``, after a failed start) is stopped
     here, before the watchdog lets go.
 
+    A successful ``cleanup`` does not wait for the blocks: ``LocalProvider.cancel``
+    sends SIGTERM to each block's process group and returns. ``mpiexec`` then
+    passes the signal on to its proxies, which stop the worker pools, and exits
+    after them, tens of milliseconds later. The processes of the executors
+    (taken before ``cleanup``, while the block's process tree is whole) are
+    given ``settle`` seconds to exit on their own; only what still runs after
+    that is stopped here (SIGTERM, then SIGKILL) and logged as a warning.
+
     Args:
         watchdog: The Director's parent-death watchdog.
         executors: Every executor of the DFK (or of the config it failed on).
         cleanup: ``dfk.cleanup``, if there is a DFK.
+        settle: Seconds the processes get to exit after a successful ``cleanup``.
 
     Returns:
-        How many leftover processes were stopped.
+        How many leftover processes had to be stopped here.
 
     """
+    executors = list(executors)
     stopped = 0
+    before: list[psutil.Process] = []
+    cleaned = False
     try:
         if cleanup is not None:
+            before = targets(*_processes_of(executors))
             cleanup()
+            cleaned = True
     except Exception:
         logger.exception('Parsl cleanup failed; stopping what is left of its processes')
     finally:
-        trees: set[int] = set()
-        groups: set[int] = set()
-        for executor in executors:
-            more_trees, more_groups = parsl_processes(executor)
-            trees |= more_trees
-            groups |= more_groups
-        groups.discard(os.getpgid(0))  # never the Director's own process group
-        if trees or groups:
-            stopped = reap(trees, groups, grace=2.0)
+        trees, groups = _processes_of(executors)
+        if cleaned:
+            before = wait_exited([*before, *targets(trees, groups)], timeout=settle)
+        stopped = reap(trees, groups, grace=2.0, also=before)
         if stopped:
             logger.warning('stopped %d Parsl process(es) that outlived cleanup', stopped)
         watchdog.stop()

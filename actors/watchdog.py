@@ -141,37 +141,74 @@ class Lineage:
         return found
 
 
-def _targets(
-    trees: set[int],
-    groups: set[int],
+def exited(proc: psutil.Process) -> bool:
+    """Whether ``proc`` has exited: gone, or a zombie waiting for its parent to reap it.
+
+    A block's shells are re-parented to init when Parsl kills them; until init
+    reaps them they are zombies, which no signal can stop and which only look
+    alive. A PID taken over by another process counts as exited too.
+    """
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_exited(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``procs`` to exit; returns those still running.
+
+    Unlike ``psutil.wait_procs``, a zombie counts as exited (see ``exited``).
+    """
+    alive = [proc for proc in procs if not exited(proc)]
+    deadline = time.monotonic() + timeout
+    interval = 0.005
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(interval * 2, 0.05)
+        alive = [proc for proc in alive if not exited(proc)]
+    return alive
+
+
+def targets(
+    trees: Iterable[int],
+    groups: Iterable[int],
     lineage: Lineage | None = None,
 ) -> list[psutil.Process]:
-    procs: dict[int, psutil.Process] = {}
+    """The running (not zombie) processes of ``trees`` and ``groups``, with descendants.
+
+    A group member's descendants count too: ``mpiexec`` starts its proxies,
+    and they the worker pools, in process groups of their own.
+    """
+    roots = set(trees)
     if lineage is not None:
-        trees = trees | lineage.roots()
-    for pid in trees:
+        roots |= lineage.roots()
+    wanted = set(groups)
+    me = os.getpid()
+    if wanted:
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != me and os.getpgid(proc.pid) in wanted:
+                    roots.add(proc.pid)
+            except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+                continue
+    procs: dict[int, psutil.Process] = {}
+    for pid in roots:
         try:
             root = psutil.Process(pid)
             for proc in [root, *root.children(recursive=True)]:
                 procs[proc.pid] = proc
         except psutil.NoSuchProcess:
             continue
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != me and os.getpgid(proc.pid) in groups:
-                procs[proc.pid] = proc
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            continue
     procs.pop(me, None)
-    return list(procs.values())
+    return [proc for proc in procs.values() if not exited(proc)]
 
 
 def reap(
-    trees: set[int],
-    groups: set[int],
+    trees: Iterable[int],
+    groups: Iterable[int],
     grace: float = GRACE,
     lineage: Lineage | None = None,
+    also: Iterable[psutil.Process] = (),
 ) -> int:
     """SIGTERM everything watched, then SIGKILL what is left after ``grace``.
 
@@ -180,22 +217,27 @@ def reap(
         groups: Process groups that go.
         grace: Seconds between SIGTERM and SIGKILL.
         lineage: Also the trees of the Parsl processes of this lineage.
+        also: Further processes that go (``psutil`` objects: a PID reused
+            meanwhile is not signalled).
 
     Returns:
-        How many processes were signalled.
+        How many running processes were signalled (zombies are not counted).
 
     """
-    procs = _targets(trees, groups, lineage)
+    trees, groups = set(trees), set(groups)
+    found = {p.pid: p for p in also if not exited(p)}
+    found |= {p.pid: p for p in targets(trees, groups, lineage)}
+    procs = list(found.values())
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = wait_exited(procs, timeout=grace)
     # Children started meanwhile (a pool restarting a worker) go too.
-    alive = {p.pid: p for p in alive} | {p.pid: p for p in _targets(trees, groups, lineage)}
-    for proc in alive.values():
+    left = {p.pid: p for p in alive} | {p.pid: p for p in targets(trees, groups, lineage)}
+    for proc in left.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(list(alive.values()), timeout=grace)
+    wait_exited(left.values(), timeout=grace)
     return len(procs)
 
 

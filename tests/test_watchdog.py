@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+import time
+
+import psutil
 import pytest
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
@@ -13,13 +19,15 @@ from actors.parsl_config import mpi_executor_label
 from actors.sites import load_site
 from actors.tools import run_tool
 from actors.watchdog import Watchdog
+from actors.watchdog import reap
+from actors.watchdog import wait_exited
 from tests.conftest import parsl_processes_of
 from tests.helpers import make_partitions
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch):
+def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch, caplog):
     """DFK cleanup that stops at the first executor's error: the MPI interchange still goes."""
     (partition,) = make_partitions(run_dir, nodes=1, partitions=1)
     watchdog = Watchdog()
@@ -39,8 +47,10 @@ def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch):
 
         # DataFlowKernel.cleanup shuts the executors down in order, the MPI executor last.
         monkeypatch.setattr(main, 'shutdown', failing_shutdown)
-        stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
+        with caplog.at_level(logging.WARNING, logger='actors.faults'):
+            stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
         assert stopped >= 1
+        assert f'stopped {stopped} Parsl process(es) that outlived cleanup' in caplog.text
         assert all(proc.poll() is not None for proc in interchanges)
         assert parsl_processes_of(run_dir) == []
         assert watchdog.pid is None  # released
@@ -48,3 +58,41 @@ def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch):
         # The rest of the MPI executor's shutdown (its threads); its interchange is gone.
         mpi.shutdown(timeout=1)
         watchdog.stop()
+
+
+def test_normal_cleanup_ends_every_process_quietly(run_dir, caplog):
+    """After a normal cleanup the block's processes end on Parsl's own SIGTERM: no warning."""
+    (partition,) = make_partitions(run_dir, nodes=2, partitions=1)
+    watchdog = Watchdog()
+    watchdog.start()
+    dfk = DataFlowKernel(build_config(partition, load_site('local'), run_dir / 'parsl'))
+    executor = dfk.executors[executor_label(partition)]
+    try:
+        app = python_app(run_tool, data_flow_kernel=dfk, executors=[executor.label])
+        assert app('mock_md', {}).result()['ok']
+        assert parsl_processes_of(run_dir)  # interchange, mpiexec, its proxies, the pools
+    except BaseException:
+        release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
+        raise
+    with caplog.at_level(logging.WARNING, logger='actors.faults'):
+        stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
+    assert stopped == 0
+    assert 'outlived cleanup' not in caplog.text
+    assert parsl_processes_of(run_dir) == []
+    assert watchdog.pid is None
+
+
+def test_a_zombie_counts_as_exited():
+    """A killed process that its parent has not reaped yet is neither waited for nor signalled."""
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        proc = psutil.Process(child.pid)
+        proc.kill()
+        while proc.status() != psutil.STATUS_ZOMBIE:  # reading /proc does not reap it
+            time.sleep(0.01)
+        assert wait_exited([proc], timeout=30) == []
+        assert reap({child.pid}, set(), grace=30) == 0
+        assert proc.status() == psutil.STATUS_ZOMBIE
+    finally:
+        child.kill()
+        child.wait()
