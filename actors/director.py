@@ -307,7 +307,8 @@ class Director(Agent):
             future = self._submit_command(name, params, control, resources)
         else:
             app = self._supervised_app if self.supervise else self._app
-            future = app(name, dict(params), control)
+            # Parsl pickles the arguments at submission: no copy needed.
+            future = app(name, params, control)
         if call_key is not None:
             future.add_done_callback(lambda _: self._cancels.forget(call_key, control))
         with self._lock:
@@ -404,7 +405,8 @@ class Director(Agent):
             partition=self.partition.index,
             action=action_name,
             tool=tool or self.tool,
-            params=dict(params),
+            # Shared by the calls of a batch made with one mapping (not copied per call).
+            params=params if isinstance(params, dict) else dict(params),
             ok=False,
             start=submitted,
             call_key=call_key,
