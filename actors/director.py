@@ -18,6 +18,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -296,9 +297,16 @@ class Director(Agent):
         params: Mapping[str, Any],
         timeout: float | None = None,
         call_key: str | None = None,
+        *,
         tool: str | None = None,
         resources: MPIResources | None = None,
+        recorder: Callable[[Future[Any]], None] | None = None,
     ) -> Future[Any]:
+        """Submit one call to Parsl.
+
+        ``recorder`` (called once the call is done) must call ``_settled``;
+        without one the call is counted by ``_finished``.
+        """
         assert self._app is not None, 'Director has not started'
         name = tool or self.tool
         future: Future[Any]
@@ -313,7 +321,8 @@ class Director(Agent):
             future.add_done_callback(lambda _: self._cancels.forget(call_key, control))
         with self._lock:
             self._in_flight.add(future)
-        future.add_done_callback(self._finished)
+        # One callback per call: on the fast path the recorder also counts it.
+        future.add_done_callback(recorder or self._finished)
         return future
 
     def _submit_command(
@@ -379,7 +388,10 @@ class Director(Agent):
 
     def _finished(self, future: Future[Any]) -> None:
         ok = not future.cancelled() and future.exception() is None and future.result()['ok']
-        # Journaled results (and their counts) come from _record.
+        self._settled(future, ok)
+
+    def _settled(self, future: Future[Any], ok: bool) -> None:
+        """Count a finished call (for ``status``) and forget it."""
         with self._lock:
             self._in_flight.discard(future)
             if ok:
@@ -513,8 +525,12 @@ class Director(Agent):
             shared = Future()
             self._claim_key(call_key, shared)
         batch.add()
-        future = self._submit(params, timeout, call_key)
-        future.add_done_callback(functools.partial(self._record, batch, index, shared))
+        self._submit(
+            params,
+            timeout,
+            call_key,
+            recorder=functools.partial(self._record, batch, index, shared),
+        )
 
     def _record(
         self,
@@ -535,8 +551,10 @@ class Director(Agent):
             )
         except Exception as e:  # pragma: no cover (a bug, but answer the caller)
             logger.exception('%s: cannot record call %s', self.name, call_key)
+            self._settled(done, False)
             batch.fail(e)
             return
+        self._settled(done, result.ok)
         batch.journal(self, index, result, shared)
 
     def _answer_early(
