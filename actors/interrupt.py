@@ -99,6 +99,7 @@ class _Guard:
         self._thread: threading.Thread | None = None
         self._main = threading.main_thread().ident
         self._can_signal = False
+        self._handler_installed = False
         self._in_tool = False
 
     def run(self, body: Callable[[], dict[str, Any]], control: Control) -> dict[str, Any]:
@@ -141,8 +142,10 @@ class _Guard:
         # Signal handlers belong to the main thread (where Parsl's workers run
         # tasks); a call on another thread can only be stopped by _escalate.
         self._can_signal = threading.current_thread() is threading.main_thread()
-        if self._can_signal and signal.getsignal(STOP_SIGNAL) != self._on_signal:
+        # Installed once per process: signal.getsignal costs as much as a no-op call.
+        if self._can_signal and not self._handler_installed:
             signal.signal(STOP_SIGNAL, self._on_signal)
+            self._handler_installed = True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         del signum, frame
