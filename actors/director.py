@@ -870,7 +870,6 @@ class Director(Agent):
         return self._cancels.cancel_prefix(f'{batch_key}/', 'cancelled by the caller')
 
     def _submit_many(self, batch: _Batch, timeout: float | None) -> None:
-        batch.submitted_at = time.time()
         for index in range(len(batch.calls)):
             self._start_call(batch, index, timeout)
 
