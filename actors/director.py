@@ -52,7 +52,7 @@ from actors.mpi import resolve_resources
 from actors.mpi import split_resources
 from actors.parsl_config import build_config
 from actors.parsl_config import executor_label
-from actors.parsl_config import mpi_executor_label
+from actors.parsl_config import make_mpi_executor
 from actors.partition import Partition
 from actors.partition import PartitionRequest
 from actors.partition import resolve_partition
@@ -104,8 +104,9 @@ class Director(Agent):
             and ``timeout=`` stop running calls (``actors.interrupt``).
         walltime: The allocation's end and drain margin (default: none).
         journal_fsync: fsync each journal commit (not only flush).
-        mpi: Add an ``MPIExecutor`` for multi-node (MPI) tools; its worker
-            pool starts with the first MPI call.
+        mpi: Allow multi-node (MPI) tools. Their ``MPIExecutor`` (an
+            interchange of its own, then a worker pool) starts with the
+            first MPI call, so a Director that runs none pays nothing.
 
     """
 
@@ -154,6 +155,7 @@ class Director(Agent):
         self.mpi = mpi
         self._command_app: Any = None
         self._mpi_app: Any = None
+        self._mpi_starting = asyncio.Lock()
         # Sized once the partition is resolved, in agent_on_startup.
         self._admission = NodeAdmission(0)
         self._call_files = itertools.count()
@@ -177,7 +179,6 @@ class Director(Agent):
             pathlib.Path(self.run_dir, 'parsl', self.name),
             workers_per_node=self.workers_per_node,
             retries=self.retries,
-            mpi=self.mpi,
             control_dir=self._cancels.directory,
             stopped_on_purpose=self._stopped_on_purpose,
         )
@@ -203,12 +204,6 @@ class Director(Agent):
             data_flow_kernel=self._dfk,
             executors=[label],
         )
-        if self.mpi:
-            self._mpi_app = python_app(
-                run_command_interruptible,
-                data_flow_kernel=self._dfk,
-                executors=[mpi_executor_label(self.partition)],
-            )
         self._start_background(self._watch_loop())
         if self.walltime.drain_at is not None:
             self._start_background(self._drain_at_walltime())
@@ -249,6 +244,30 @@ class Director(Agent):
         await asyncio.to_thread(self._close_journal)
         await asyncio.to_thread(self._cancels.close)
         logger.info('%s stopped', self.name)
+
+    async def _start_mpi(self) -> None:
+        """Add the MPI executor to the DFK on the first MPI call.
+
+        Not at start-up: an idle interchange polls its sockets, and every
+        Director would pay for one whether or not it runs MPI tools.
+        """
+        async with self._mpi_starting:
+            if self._mpi_app is not None:
+                return
+            assert self._dfk is not None, 'Director has not started'
+            executor = make_mpi_executor(
+                self.partition,
+                self.profile,
+                pathlib.Path(self.run_dir, 'parsl', self.name).resolve(),
+                self._cancels.directory,
+            )
+            logger.info('%s: starting the MPI executor for its first MPI call', self.name)
+            await asyncio.to_thread(self._dfk.add_executors, [executor])
+            self._mpi_app = python_app(
+                run_command_interruptible,
+                data_flow_kernel=self._dfk,
+                executors=[executor.label],
+            )
 
     def _stopped_on_purpose(self, task_record: Any) -> bool:
         return self._cancels.stopped(control_of(task_record)) is not None
@@ -637,7 +656,7 @@ class Director(Agent):
                     f'{", ".join(sorted(requested))} apply only to MPI tools',
                 )
             return _Prepared(tool, params, None)
-        if self._mpi_app is None and self._dfk is not None:
+        if not self.mpi:
             raise ConfigurationError(
                 f'{self.name} was started with mpi=False; it cannot run MPI tool {tool.name!r}',
             )
@@ -674,6 +693,7 @@ class Director(Agent):
         resources = call.resources
         try:
             if resources is not None:
+                await self._start_mpi()
                 # Parsl's MPI mode is only ever handed calls whose nodes are free.
                 await self._admission.acquire(resources.num_nodes)
                 loop = asyncio.get_running_loop()
