@@ -8,12 +8,14 @@
   at the same time, the counts and the sides taking turns; per-call time is
   median wall time / all calls.
 
-The targets are on the Director's per-call time *relative to direct Parsl's*
-under the same load: Parsl's own per-call time is not flat on a small machine
-(larger batches hold more in memory; more DFKs add interchanges and worker
-pools, and throughput rises with them), and the layer is what is measured.
-Flat within 10% means the layer's cost per call does not grow with the batch
-size or the number of Directors. The raw per-call times are printed too.
+Targets: the batch sizes' per-call time flat within 10%, as such (direct
+Parsl's is printed next to it). For the Director counts the per-call time as
+such is not the layer's: one Director's 2 workers cannot keep a machine busy,
+more Directors bring more worker pools, so it falls with the count on both
+sides; what must stay flat within 10% is the Director's per-call time
+relative to the same number of direct DFKs under the same load, i.e. the
+layer's cost per call must not grow with the number of Directors. Every
+variant is printed and saved.
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -286,8 +288,8 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     counts = asyncio.run(director_sweep(root / 'directors', DIRECTOR_COUNTS, per_director, sweeps))
     director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
     parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
-    batch_flat = flatness([row['per_call_ms'] / row['parsl_per_call_ms'] for row in batches])
-    batch_raw = flatness([row['per_call_ms'] for row in batches])
+    batch_flat = flatness([row['per_call_ms'] for row in batches])
+    batch_relative = flatness([row['per_call_ms'] / row['parsl_per_call_ms'] for row in batches])
     parsl_flat = flatness([row['parsl_per_call_ms'] for row in batches])
     count_flat = flatness([row['per_call_ms'] / row['parsl_per_call_ms'] for row in counts])
     count_raw = flatness([row['per_call_ms'] for row in counts])
@@ -301,8 +303,8 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
             f'ratio {row["per_call_ms"] / row["parsl_per_call_ms"]:.3f})',
         )
     print(
-        f'  flatness (slowest/fastest - 1) of the director/parsl ratio: {batch_flat:.1%}   '
-        f'(per-call time alone: director {batch_raw:.1%}, direct parsl {parsl_flat:.1%})',
+        f'  flatness (slowest/fastest - 1): {batch_flat:.1%}   (direct parsl {parsl_flat:.1%}; '
+        f'of the director/parsl ratio {batch_relative:.1%})',
     )
     print(
         f'scale: {DIRECTOR_COUNTS[-1]} Directors in one process, the first '
@@ -327,7 +329,7 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
         'scale': {
             'batches': batches,
             'batch_flatness': batch_flat,
-            'batch_flatness_director_alone': batch_raw,
+            'batch_flatness_relative_to_parsl': batch_relative,
             'batch_flatness_parsl': parsl_flat,
             'directors': counts,
             'director_flatness': count_flat,
