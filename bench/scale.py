@@ -7,6 +7,9 @@
   next to 8 direct DFKs; the first 1, 2, 4 and 8 of each run the same batch
   at the same time, the counts and the sides taking turns; per-call time is
   median wall time / all calls.
+* memory: the worker pools are paused (SIGSTOP) so that N calls stay in
+  flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
+  Director's ``md_sim_batch`` and for the same calls on a direct DFK.
 
 Targets: the batch sizes' per-call time flat within 10%, as such (direct
 Parsl's is printed next to it). For the Director counts the per-call time as
@@ -16,9 +19,6 @@ sides; what must stay flat within 10% is the Director's per-call time
 relative to the same number of direct DFKs under the same load, i.e. the
 layer's cost per call must not grow with the number of Directors. Every
 variant is printed and saved.
-* memory: the worker pools are paused (SIGSTOP) so that N calls stay in
-  flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
-  Director's ``md_sim_batch`` and for the same calls on a direct DFK.
 """
 
 from __future__ import annotations
