@@ -539,10 +539,7 @@ class Director(Agent):
             return
         # Only a keyed call needs a future of its own: a twin sent while it
         # runs shares it (see _claim_key).
-        shared: Future[CallResult] | None = None
-        if call_key is not None:
-            shared = Future()
-            self._claim_key(call_key, shared)
+        shared: Future[CallResult] | None = None if call_key is None else Future()
         batch.add()
         self._submit(
             params,
@@ -550,6 +547,10 @@ class Director(Agent):
             call_key,
             recorder=functools.partial(self._record, batch, index, shared),
         )
+        # Claimed once submitted: a call that could not be submitted must not
+        # leave its key's twins waiting.
+        if shared is not None:
+            self._claim_key(call_key, shared)
 
     def _record(
         self,
