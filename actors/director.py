@@ -575,7 +575,7 @@ class Director(Agent):
             batch.fail(e)
             return
         self._settled(done, result.ok)
-        batch.journal(self, index, result, shared)
+        batch.journal(index, result, shared)
 
     def _answer_early(
         self,
@@ -623,7 +623,7 @@ class Director(Agent):
         keys: Sequence[str | None],
         timeout: float | None,
     ) -> list[CallResult]:
-        batch = _Batch(action_name, calls, keys, asyncio.get_running_loop())
+        batch = _Batch(self, action_name, calls, keys, asyncio.get_running_loop())
         submit = functools.partial(self._submit_many, batch, timeout)
         # Submitting thousands of tasks takes a while: do it off the loop; a
         # few submits cost less than the hop to a thread and back.
@@ -631,7 +631,7 @@ class Director(Agent):
             submit()
         else:
             await asyncio.to_thread(submit)
-        batch.submitted(self._journal)
+        batch.submitted()
         return await batch.done
 
     def _prepare(self, name: str, arguments: Mapping[str, Any]) -> _Prepared:
@@ -942,6 +942,7 @@ class _Batch:
     submitted never look like the last.
 
     Args:
+        director: The Director that runs the calls (and journals them).
         action_name: The action that issued the calls.
         calls: Each call's tool parameters.
         keys: Each call's key (or ``None``).
@@ -951,12 +952,14 @@ class _Batch:
 
     def __init__(
         self,
+        director: Director,
         action_name: str,
         calls: Sequence[Mapping[str, Any]],
         keys: Sequence[str | None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         size = len(calls)
+        self._director = director
         self.action_name = action_name
         self.calls = calls
         self.keys = keys
@@ -977,33 +980,28 @@ class _Batch:
         with self._lock:
             self._unjournaled += 1
 
-    def journal(
-        self,
-        director: Director,
-        index: int,
-        result: CallResult,
-        shared: Future[CallResult] | None,
-    ) -> None:
+    def journal(self, index: int, result: CallResult, shared: Future[CallResult] | None) -> None:
         """Journal call ``index``'s result, urgently if it is the last one awaited."""
-        assert director._journal is not None
-        durable = functools.partial(self._journaled, director, index, result, shared)
+        journal = self._director._journal
+        assert journal is not None
+        durable = functools.partial(self._journaled, index, result, shared)
         # Queued under the lock: the last result must not be committed before
         # an earlier one is queued, or that one would linger and delay the caller.
         with self._lock:
             self._unjournaled -= 1
-            director._journal.write(result, durable, urgent=self._unjournaled == 0)
+            journal.write(result, durable, urgent=self._unjournaled == 0)
 
-    def submitted(self, journal: Journal | None) -> None:
+    def submitted(self) -> None:
         """Every call is submitted: commit at once if all results are queued."""
         with self._lock:
             self._unjournaled -= 1
             last = self._unjournaled == 0
+        journal = self._director._journal
         if last and journal is not None:
             journal.flush()
 
     def _journaled(
         self,
-        director: Director,
         index: int,
         result: CallResult,
         shared: Future[CallResult] | None,
@@ -1014,7 +1012,7 @@ class _Batch:
                 shared.set_exception(error)
             self.fail(error)
             return
-        director._remember(result)
+        self._director._remember(result)
         if shared is not None:
             shared.set_result(result)
         self.answer(index, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -133,10 +134,22 @@ def director_processes(root: int) -> list[Any]:
     return found
 
 
+def start_launch(*args: str) -> subprocess.Popen[str]:
+    """Start ``launch.py ARGS`` as a client process to kill; its stderr is a pipe."""
+    from tests.conftest import REPO
+
+    return subprocess.Popen(
+        [sys.executable, str(REPO / 'launch.py'), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def resume_json(run_dir: pathlib.Path) -> tuple[list[dict[str, Any]], str]:
     """Run ``launch.py --resume RUN_DIR --json``; its results and its stderr."""
     import json
-    import sys
 
     from tests.conftest import REPO
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,17 +13,15 @@ from actors.exchange import redis_factory
 from actors.journal import journal_path
 from actors.journal import read_journal
 from actors.journal import read_run
-from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
 from tests.helpers import Server
 from tests.helpers import busy_workers
 from tests.helpers import resume_json
 from tests.helpers import running_directors
+from tests.helpers import start_launch
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-LAUNCH = str(REPO / 'launch.py')
 
 
 def test_redis_restart_mid_run_loses_nothing(run_dir: pathlib.Path, redis_server: Server):
@@ -81,13 +77,7 @@ def test_http_exchange_death_fails_clearly_and_resume_recovers(
         '--simulate-nodes', '1', '--partitions', '1', '--workers-per-node', '1',
         '--iterations', str(iterations), '--duration', '1', '--run-dir', str(run_dir),
     ]  # fmt: skip
-    client = subprocess.Popen(
-        [sys.executable, LAUNCH, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    client = start_launch(*args)
     journal = journal_path(run_dir, 'director-0')
     deadline = time.time() + 150
     while len(list(read_journal(journal))) < 2:

@@ -6,8 +6,6 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -15,14 +13,12 @@ import pytest
 
 from actors.journal import read_run
 from actors.watchdog import ORPHAN_BOUND
-from tests.conftest import REPO
 from tests.conftest import parsl_processes_of
 from tests.helpers import director_processes
 from tests.helpers import resume_json
+from tests.helpers import start_launch
 
 pytestmark = pytest.mark.timeout(240)
-
-LAUNCH = str(REPO / 'launch.py')
 
 
 def test_killed_client_loses_nothing_and_resume_finishes(tmp_path: pathlib.Path):
@@ -32,13 +28,7 @@ def test_killed_client_loses_nothing_and_resume_finishes(tmp_path: pathlib.Path)
         '--simulate-nodes', '2', '--partitions', '1', '--workers-per-node', '1',
         '--iterations', str(iterations), '--duration', '1', '--run-dir', str(run_dir),
     ]  # fmt: skip
-    client = subprocess.Popen(
-        [sys.executable, LAUNCH, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    client = start_launch(*args)
     journal = run_dir / 'journal' / 'director-0.jsonl'
     deadline = time.time() + 150
     while time.time() < deadline:
@@ -88,13 +78,7 @@ def _start_networked_run(run_dir: pathlib.Path, exchange: str, iterations: int):
         '--iterations', str(iterations), '--duration', '1.5', '--run-dir', str(run_dir),
         '--quiet',
     ]  # fmt: skip
-    client = subprocess.Popen(
-        [sys.executable, LAUNCH, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    client = start_launch(*args)
     deadline = time.time() + 150
     while not ((run_dir / 'manifest.json').exists() and len(read_run(run_dir)) >= 3):
         assert time.time() < deadline, 'no results were journaled in time'
