@@ -48,6 +48,8 @@ from actors.errors import ConfigurationError
 from actors.exchange import EXCHANGE_HELP
 from actors.exchange import open_exchange
 from actors.exchange import validate_exchange
+from actors.journal import SYNC_MODES
+from actors.journal import SyncMode
 from actors.journal import final_by_key
 from actors.journal import read_run
 from actors.manifest import DirectorEntry
@@ -250,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         'fails only its call (cancel and --timeout work either way); costs throughput',
     )
     faults.add_argument(
+        '--journal-sync',
+        choices=SYNC_MODES,
+        help='when journal commits reach the disk: after-answer (default; every result is '
+        "written before it is answered and fsync'ed right after), before-answer (answers "
+        'wait for the fsync: survives a node crash at any instant), off (never fsync)',
+    )
+    faults.add_argument(
         '--walltime',
         metavar='HH:MM:SS',
         help='time left in the allocation (default: $SLURM_JOB_END_TIME or $PBS_WALLTIME, '
@@ -302,6 +311,7 @@ class RunPlan:
     restarts: int = 1
     timeout: float | None = None
     supervise: bool = False
+    journal_sync: SyncMode = 'after-answer'
     walltime: Walltime = dataclasses.field(default_factory=Walltime)
     manifest: RunManifest | None = None
     director_run_dir: str = ''
@@ -356,7 +366,9 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     validate_executor(executor, exchange, args.endpoint)
     profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
     if remote:
-        return plan_remote_run(args, profile, exchange)
+        # This machine's batch variables say nothing of the endpoint's job.
+        remote_walltime = walltime if args.walltime else Walltime(None, args.drain_margin)
+        return plan_remote_run(args, profile, exchange, remote_walltime)
     if args.endpoint_options:
         raise ConfigurationError(
             '--set gives values to a Globus Compute endpoint template; use it with '
@@ -376,29 +388,38 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         source=source,
         profile=profile,
         run_dir=run_dir,
-        iterations=args.iterations,
-        duration=args.duration,
         exchange=exchange,
         executor=executor,
         endpoint=args.endpoint,
         workers_per_node=args.workers_per_node,
-        campaign=args.campaign,
-        rounds=args.rounds,
-        steps=args.steps,
-        tool=args.tool,
-        progress=not (args.quiet or args.json),
-        retries=args.retries,
-        restarts=args.restarts,
-        timeout=args.timeout,
-        supervise=args.supervise,
-        walltime=walltime,
+        **_work_options(args, walltime),
     )
+
+
+def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any]:
+    """The plan's fields that local and remote runs take alike from the flags."""
+    return {
+        'iterations': args.iterations,
+        'duration': args.duration,
+        'campaign': args.campaign,
+        'rounds': args.rounds,
+        'steps': args.steps,
+        'tool': args.tool,
+        'progress': not (args.quiet or args.json),
+        'retries': args.retries,
+        'restarts': args.restarts,
+        'timeout': args.timeout,
+        'supervise': args.supervise,
+        'journal_sync': args.journal_sync or 'after-answer',
+        'walltime': walltime,
+    }
 
 
 def plan_remote_run(
     args: argparse.Namespace,
     profile: SiteProfile,
     exchange: str,
+    walltime: Walltime,
 ) -> RunPlan:
     """Plan a run whose Directors start on a Globus Compute endpoint.
 
@@ -438,18 +459,13 @@ def plan_remote_run(
         source=NodeSource('endpoint', f'batch job of Globus Compute endpoint {args.endpoint}'),
         profile=profile,
         run_dir=local_dir,
-        iterations=args.iterations,
-        duration=args.duration,
         exchange=exchange,
         executor=args.executor,
         endpoint=args.endpoint,
         workers_per_node=args.workers_per_node,
         director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{stamp}',
         endpoint_config=options,
-        campaign=args.campaign,
-        rounds=args.rounds,
-        steps=args.steps,
-        tool=args.tool,
+        **_work_options(args, walltime),
     )
 
 
@@ -518,6 +534,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         restarts=args.restarts,
         timeout=args.timeout if args.timeout is not None else work.get('timeout'),
         supervise=args.supervise or bool(work.get('supervise')),
+        journal_sync=args.journal_sync or work.get('journal_sync') or 'after-answer',
         walltime=walltime,
         manifest=manifest,
         progress=not (args.quiet or args.json),
@@ -620,6 +637,7 @@ async def run(
                     workers_per_node=plan.workers_per_node,
                     retries=plan.retries,
                     supervise=plan.supervise,
+                    journal_sync=plan.journal_sync,
                     walltime=plan.walltime,
                 ),
             )
@@ -792,6 +810,7 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
             'timeout': plan.timeout,
             'workers_per_node': plan.workers_per_node,
             'supervise': plan.supervise,
+            'journal_sync': plan.journal_sync,
         },
     ).write()
 

@@ -41,7 +41,9 @@ from actors.interrupt import control_of
 from actors.interrupt import run_command_interruptible
 from actors.interrupt import run_interruptible
 from actors.journal import FINAL_STATUSES
+from actors.journal import SYNC_MODES
 from actors.journal import Journal
+from actors.journal import SyncMode
 from actors.journal import final_by_key
 from actors.journal import journal_path
 from actors.journal import read_journal
@@ -103,7 +105,10 @@ class Director(Agent):
             costs ~10x in throughput of short calls. Either way ``cancel``
             and ``timeout=`` stop running calls (``actors.interrupt``).
         walltime: The allocation's end and drain margin (default: none).
-        journal_fsync: fsync each journal commit (not only flush).
+        journal_sync: When journal commits are fsync'ed: ``after-answer``
+            (default), ``before-answer`` or ``off`` (see
+            [`SyncMode`][actors.journal.SyncMode]); every result is written
+            to the file before its caller is answered either way.
         mpi: Allow multi-node (MPI) tools. Their ``MPIExecutor`` (an
             interchange of its own, then a worker pool) starts with the
             first MPI call, so a Director that runs none pays nothing.
@@ -122,7 +127,7 @@ class Director(Agent):
         retries: int = 2,
         supervise: bool = False,
         walltime: Walltime | None = None,
-        journal_fsync: bool = True,
+        journal_sync: SyncMode = 'after-answer',
         mpi: bool = True,
     ) -> None:
         super().__init__()
@@ -143,7 +148,12 @@ class Director(Agent):
         self.retries = retries
         self.supervise = supervise
         self.walltime = walltime or Walltime()
-        self.journal_fsync = journal_fsync
+        if journal_sync not in SYNC_MODES:
+            raise ConfigurationError(
+                f'journal_sync={journal_sync!r} is not a sync mode; '
+                f'choose one of {", ".join(SYNC_MODES)}',
+            )
+        self.journal_sync = journal_sync
         self.incarnation = uuid.uuid4().hex
         self._journal: Journal | None = None
         self._final: dict[str, dict[str, Any]] = {}
@@ -172,7 +182,7 @@ class Director(Agent):
         )
         path = journal_path(self.run_dir, self.name)
         self._final = final_by_key(await asyncio.to_thread(lambda: list(read_journal(path))))
-        self._journal = Journal(path, fsync=self.journal_fsync)
+        self._journal = Journal(path, sync=self.journal_sync)
         config = build_config(
             self.partition,
             self.profile,

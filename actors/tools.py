@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -75,10 +76,16 @@ class Tool:
     @property
     def signature(self) -> inspect.Signature:
         """The tool's parameters (a command tool's ``stdout``/``stderr`` hidden)."""
-        signature = inspect.signature(self.func)
-        return signature.replace(
-            parameters=[p for n, p in signature.parameters.items() if n not in _STD_STREAMS],
-        )
+        return _parameters(self.func)
+
+
+@functools.cache
+def _parameters(func: Callable[..., Any]) -> inspect.Signature:
+    # Checked on every call: inspect.signature costs more than the bind.
+    signature = inspect.signature(func)
+    return signature.replace(
+        parameters=[p for n, p in signature.parameters.items() if n not in _STD_STREAMS],
+    )
 
 
 _STD_STREAMS = ('stdout', 'stderr', 'parsl_resource_specification')

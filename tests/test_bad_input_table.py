@@ -55,6 +55,7 @@ CLI_CASES = [
     (['--walltime', '1:2:3:4'], "walltime '1:2:3:4'"),
     (['--drain-margin', '-1'], 'drain margin -1.0'),
     (['--drain-margin', 'nan'], 'drain margin nan'),
+    (['--journal-sync', 'always'], "invalid choice: 'always'"),
     (['--resume', '{missing}'], 'has no manifest.json'),
     (['--resume', '{no_manifest}'], 'has no manifest.json'),
     (['--resume', '{broken}'], 'cannot be read'),

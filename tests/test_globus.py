@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -115,6 +116,31 @@ def test_director_outside_a_batch_job_fails_clearly(tmp_path, monkeypatch):
         match='neither PBS_NODEFILE nor SLURM_JOB_NODELIST',
     ):
         asyncio.run(run(plan, executor=executor))
+
+
+def _remote_plan(*flags: str):
+    base = ['--executor', 'globus-compute', '--endpoint', str(uuid.uuid4()), '--exchange', 'http']
+    return plan_run(build_parser().parse_args([*base, *flags]))
+
+
+@pytest.mark.timeout(30)
+def test_a_remote_run_takes_the_same_work_flags_as_a_local_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # The client's own batch job (if any) says nothing of the endpoint's.
+    monkeypatch.setenv('SLURM_JOB_END_TIME', str(time.time() + 60))
+    plan = _remote_plan(
+        *('--retries', '5', '--restarts', '3', '--timeout', '30', '--supervise'),
+        *('--journal-sync', 'before-answer', '--quiet', '--iterations', '7'),
+    )
+    assert (plan.retries, plan.restarts, plan.timeout, plan.supervise) == (5, 3, 30.0, True)
+    assert (plan.journal_sync, plan.progress, plan.iterations) == ('before-answer', False, 7)
+    assert plan.walltime.end is None
+    start = time.time()
+    plan = _remote_plan('--walltime', '01:00:00', '--drain-margin', '45')
+    assert plan.walltime.end is not None
+    assert start + 3600 <= plan.walltime.end <= time.time() + 3600
+    assert plan.walltime.margin == 45
+    assert plan.journal_sync == 'after-answer'
 
 
 def test_partition_requests_are_disjoint_and_job_unique(tmp_path):

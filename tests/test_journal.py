@@ -1,7 +1,8 @@
-"""The journal's group commits: nothing is answered before it is on disk."""
+"""The journal's group commits and sync modes: nothing is answered before it is written."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import threading
 
@@ -136,3 +137,78 @@ def test_encode_keeps_every_value(tmp_path: pathlib.Path):
     assert first['value'] == {'1': '{2, 3}', 'big': 2**70}
     assert second['value'] == [1.5, None]
     assert CallResult.from_dict(second) == _result(1, value=[1.5, None])
+
+
+class FsyncLog:
+    """Wraps ``os.fsync`` to note, in order with the answers, when the disk was synced."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: pathlib.Path) -> None:
+        self.path = path
+        self.events: list[str] = []
+        self.synced = threading.Event()
+        self._fsync = os.fsync
+        monkeypatch.setattr(os, 'fsync', self._logged)
+
+    def _logged(self, fd: int) -> None:
+        self._fsync(fd)
+        self.events.append('fsync')
+        self.synced.set()
+
+    def answer(self, error: BaseException | None) -> None:
+        assert error is None
+        # Written before the answer whatever the sync mode: a dying process loses nothing.
+        assert len(list(read_journal(self.path))) == 1
+        self.events.append('answer')
+
+
+def test_after_answer_answers_first_and_fsyncs_right_after(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / 'director-0.jsonl'
+    log = FsyncLog(monkeypatch, path)
+    journal = Journal(path)
+    assert journal.sync == 'after-answer'
+    try:
+        journal.write(_result(0), log.answer)
+        assert log.events[0] == 'answer'
+        # The sync thread fsyncs without waiting for more commits or close().
+        assert log.synced.wait(30)
+        assert log.events == ['answer', 'fsync']
+    finally:
+        journal.close()
+
+
+def test_before_answer_fsyncs_before_answering(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / 'director-0.jsonl'
+    log = FsyncLog(monkeypatch, path)
+    journal = Journal(path, sync='before-answer')
+    journal.write(_result(0), log.answer)
+    journal.close()
+    assert log.events == ['fsync', 'answer']
+
+
+def test_off_never_fsyncs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / 'director-0.jsonl'
+    log = FsyncLog(monkeypatch, path)
+    journal = Journal(path, sync='off')
+    journal.write(_result(0), log.answer)
+    journal.close()
+    assert log.events == ['answer']
+
+
+def test_close_fsyncs_what_was_answered(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / 'director-0.jsonl'
+    log = FsyncLog(monkeypatch, path)
+    journal = Journal(path, linger=600)
+    journal.write(_result(0), log.answer, urgent=False)
+    journal.close()
+    assert log.events[0] == 'answer'
+    assert 'fsync' in log.events
+    assert len(list(read_journal(path))) == 1
+
+
+def test_an_unknown_sync_mode_is_named(tmp_path: pathlib.Path):
+    with pytest.raises(ValueError, match="'always' is not one of after-answer, before-answer, off"):
+        Journal(tmp_path / 'j.jsonl', sync='always')  # type: ignore[arg-type]
