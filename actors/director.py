@@ -523,7 +523,7 @@ class Director(Agent):
         )
 
     def _journaled(self, result: CallResult, out: Future[CallResult]) -> None:
-        """Resolve ``out`` with ``result`` once the journal has it on disk."""
+        """Resolve ``out`` with ``result`` once the journal has committed it."""
         assert self._journal is not None
 
         def durable(error: BaseException | None) -> None:
@@ -945,7 +945,7 @@ class _Batch:
     about as much as the objects made for it (allocation and garbage
     collection), so a 3000-call batch must not make 3000 futures.
 
-    The caller of a batch is answered when its last result is on disk, so
+    The caller of a batch is answered when its last result is committed, so
     only that one is urgent; the others may share a later group commit (see
     ``Journal.write``). The journal count starts at one for the submission
     itself, so that the calls that finish while later ones are still being

@@ -4,6 +4,7 @@
 (``actors.watchdog``) about the interchange and every block of an executor;
 ``release_parsl`` stops Parsl and whatever of it is left before letting the
 watchdog go; ``BlockDoctor`` replaces a block that lost all its worker pools.
+Both also stop a lost pool's orphans (``block_leftovers``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pathlib
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import psutil
 
 from actors.watchdog import Watchdog
+from actors.watchdog import exited
 from actors.watchdog import reap
 from actors.watchdog import targets
 from actors.watchdog import wait_exited
@@ -44,6 +47,44 @@ def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             groups.add(os.getpgid(int(pid)))
     return trees, groups
+
+
+def block_names(executor: Any, job_ids: Iterable[str] | None = None) -> set[str]:
+    """The ``JOBNAME`` of an executor's blocks (all it ever started, or ``job_ids``'s).
+
+    ``LocalProvider`` exports it in each block's script, named after the script.
+    """
+    resources = getattr(getattr(executor, 'provider', None), 'resources', {})
+    wanted = list(resources) if job_ids is None else list(job_ids)
+    names = set()
+    for job_id in wanted:
+        script = resources.get(job_id, {}).get('script_path')
+        if script:
+            names.add(pathlib.Path(script).stem)
+    return names
+
+
+def block_leftovers(names: Iterable[str]) -> list[psutil.Process]:
+    """Running processes of this user that the blocks named ``names`` started.
+
+    A worker pool that dies (killed, out of memory) orphans its
+    ``multiprocessing`` helpers, the manager server and the resource tracker:
+    they leave every process tree and group Parsl knows of and would live
+    until the batch job ends. Only their environment still names their block.
+    """
+    names = set(names)
+    if not names:
+        return []
+    uid, me = os.getuid(), os.getpid()
+    found = []
+    for proc in psutil.process_iter(['uids']):
+        uids = proc.info['uids']
+        if proc.pid == me or uids is None or uids.real != uid:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get('JOBNAME') in names and not exited(proc):
+                found.append(proc)
+    return found
 
 
 def _processes_of(executors: Iterable[Any]) -> tuple[set[int], set[int]]:
@@ -78,6 +119,9 @@ def release_parsl(
     ``cleanup`` (or, when it is ``None``, after a failed start) is stopped
     here, before the watchdog lets go.
 
+    Processes of the executors' blocks that no tree or group holds any more
+    (``block_leftovers``) go the same way.
+
     A successful ``cleanup`` does not wait for the blocks: ``LocalProvider.cancel``
     sends SIGTERM to each block's process group and returns. ``mpiexec`` then
     passes the signal on to its proxies, which stop the worker pools, and exits
@@ -109,8 +153,13 @@ def release_parsl(
         logger.exception('Parsl cleanup failed; stopping what is left of its processes')
     finally:
         trees, groups = _processes_of(executors)
+        names = set().union(*(block_names(e) for e in executors))
         if cleaned:
-            before = wait_exited([*before, *targets(trees, groups)], timeout=settle)
+            before = wait_exited(
+                [*before, *targets(trees, groups), *block_leftovers(names)], timeout=settle
+            )
+        else:
+            before = block_leftovers(names)
         stopped = reap(trees, groups, grace=2.0, also=before)
         if stopped:
             logger.warning('stopped %d Parsl process(es) that outlived cleanup', stopped)
@@ -160,5 +209,5 @@ class BlockDoctor:
                 groups.add(os.getpgid(int(pid)))
             groups.discard(os.getpgid(0))
             executor.provider.cancel([job_id])
-            reap(trees, groups, grace=1.0)
+            reap(trees, groups, grace=1.0, also=block_leftovers(block_names(executor, [job_id])))
         return [block_id for block_id, _ in broken]

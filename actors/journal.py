@@ -71,8 +71,8 @@ MAX_GROUP = 512
 """Queued results that are committed at once, lingering or not."""
 
 Durable = Callable[[BaseException | None], None]
-"""Called on the writer thread once a result is on disk (``None``) or could
-not be written (the error)."""
+"""Called on the committing thread once a result is committed (``None``) or
+could not be written (the error)."""
 
 
 class Journal:

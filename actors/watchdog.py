@@ -41,6 +41,8 @@ from collections.abc import Iterable
 
 import psutil
 
+from actors.control import CONTROL_DIR_VARIABLE
+
 logger = logging.getLogger(__name__)
 
 LINEAGE_VARIABLE = 'ACTORS_DIRECTOR_PROCESS'
@@ -119,14 +121,21 @@ class Lineage:
     until: float
 
     def holds(self, proc: psutil.Process) -> bool:
-        """Whether ``proc`` is a Parsl process that ``parent`` (or a child) started."""
+        """Whether ``proc`` is a Parsl process that ``parent`` (or a child) started.
+
+        Parsl's processes are known by their command line; anything a block
+        started (a lost pool's orphaned helpers too) by its control directory.
+        """
         try:
             if proc.create_time() > self.until:
                 return False  # the PID's process could not have started it
-            cmdline = ' '.join(proc.cmdline())
-            if not any(marker in cmdline for marker in PARSL_MARKERS):
+            environ = proc.environ()
+            if environ.get(LINEAGE_VARIABLE) != str(self.parent):
                 return False
-            return proc.environ().get(LINEAGE_VARIABLE) == str(self.parent)
+            if CONTROL_DIR_VARIABLE in environ:
+                return True
+            cmdline = ' '.join(proc.cmdline())
+            return any(marker in cmdline for marker in PARSL_MARKERS)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return False
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from actors.control import CONTROL_DIR_VARIABLE
 from actors.exchange import free_port
 from tests.helpers import Server
 
@@ -31,11 +32,15 @@ _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 
 def _is_parsl_process(proc: psutil.Process) -> bool:
+    """A Parsl process by its command line, or anything a block started (by its environment)."""
     try:
         cmdline = ' '.join(proc.cmdline())
+        if any(marker in cmdline for marker in PARSL_PROCESS_MARKERS):
+            return True
+        # A lost pool's orphaned multiprocessing helpers look like any Python.
+        return CONTROL_DIR_VARIABLE in proc.environ()
     except _GONE:
         return False
-    return any(marker in cmdline for marker in PARSL_PROCESS_MARKERS)
 
 
 def _under(path: str, base: str) -> bool:
