@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -12,12 +13,16 @@ import pytest
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
+from actors.control import CONTROL_DIR_VARIABLE
+from actors.faults import block_leftovers
 from actors.faults import release_parsl
 from actors.parsl_config import build_config
 from actors.parsl_config import executor_label
 from actors.parsl_config import mpi_executor_label
 from actors.sites import load_site
 from actors.tools import run_tool
+from actors.watchdog import LINEAGE_VARIABLE
+from actors.watchdog import Lineage
 from actors.watchdog import Watchdog
 from actors.watchdog import reap
 from actors.watchdog import wait_exited
@@ -96,3 +101,39 @@ def test_a_zombie_counts_as_exited():
     finally:
         child.kill()
         child.wait()
+
+
+def _sleeper(**env: str) -> subprocess.Popen[bytes]:
+    environ = {k: v for k, v in os.environ.items() if k not in (LINEAGE_VARIABLE, 'JOBNAME')}
+    environ.pop(CONTROL_DIR_VARIABLE, None)
+    return subprocess.Popen(
+        [sys.executable, '-c', 'import time; time.sleep(60)'], env={**environ, **env}
+    )
+
+
+def test_a_lost_pools_orphans_are_found_by_their_block():
+    """Orphans look like any Python: a block's JOBNAME and control directory give them away."""
+    parent = str(os.getpid())
+    lineage = Lineage(os.getpid(), until=time.time() + 60)
+    block = _sleeper(JOBNAME='parsl.partition-0.block-0.1', **{CONTROL_DIR_VARIABLE: '/c'})
+    other_block = _sleeper(JOBNAME='parsl.partition-0.block-1.2', **{CONTROL_DIR_VARIABLE: '/c'})
+    ours_not_a_block = _sleeper(**{LINEAGE_VARIABLE: parent})
+    orphan = _sleeper(**{LINEAGE_VARIABLE: parent, CONTROL_DIR_VARIABLE: '/c'})
+    children = [block, other_block, ours_not_a_block, orphan]
+    try:
+        deadline = time.monotonic() + 30
+        # The environment is readable once the interpreter has exec'ed.
+        while not all(psutil.Process(c.pid).environ() for c in children):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        found = block_leftovers({'parsl.partition-0.block-0.1'})
+        assert [p.pid for p in found] == [block.pid]
+        assert block_leftovers(set()) == []
+        # The parent-death watchdog: a block's process of the dead Director, not its other ones.
+        assert lineage.holds(psutil.Process(orphan.pid))
+        assert not lineage.holds(psutil.Process(ours_not_a_block.pid))
+        assert not lineage.holds(psutil.Process(block.pid))
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
