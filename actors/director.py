@@ -387,6 +387,18 @@ class Director(Agent):
             if done.cancelled():
                 outcome.cancel()
                 return
+            try:
+                value = outcome_of(done)
+            except Exception as e:
+                # The call must still be answered: a result saying why, not a hang.
+                logger.exception('%s: cannot read the outcome of command tool %s', self.name, name)
+                if not outcome.done():
+                    outcome.set_exception(e)
+                return
+            if not outcome.done():
+                outcome.set_result(value)
+
+        def outcome_of(done: Future[Any]) -> dict[str, Any]:
             error = done.exception()
             finished = None if error is not None else done.result()
             if error is not None:
@@ -404,14 +416,11 @@ class Director(Agent):
                     error_type=STOP_ERROR_TYPES[stop[0]],
                     error_message=stop[1],
                 )
-            if not outcome.done():
-                outcome.set_result(value)
+            return value
 
-        def propagate_cancel(done: Future[Any]) -> None:
-            if done.cancelled():
-                app_future.cancel()
-
-        outcome.add_done_callback(propagate_cancel)
+        # A cancelled outcome (its action was cancelled) leaves the Parsl task
+        # alone: AppFuture.cancel is not implemented; calls stop through
+        # their cancel files (actors.control).
         app_future.add_done_callback(settle)
         return outcome
 

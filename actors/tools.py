@@ -215,7 +215,7 @@ def run_command(
     """
     command = get_tool(name).func(**params)
     info = {**_where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes()}
-    pathlib.Path(meta).write_text(json.dumps(info))
+    _write_whole(meta, json.dumps(info))
     with open(stdout, 'wb') as out, open(stderr, 'wb') as err:
         process = subprocess.Popen(
             command,
@@ -229,8 +229,15 @@ def run_command(
         except BaseException:
             _kill_tree(process.pid)
             raise
-    pathlib.Path(f'{meta}.end').write_text(repr(time.time()))
+    _write_whole(f'{meta}.end', repr(time.time()))
     return {'ok': returncode == 0, 'returncode': returncode}
+
+
+def _write_whole(path: str, text: str) -> None:
+    """Write ``text`` so that readers see all of it or no file: a stop can land mid-write."""
+    part = f'{path}.part'
+    pathlib.Path(part).write_text(text)
+    os.replace(part, path)
 
 
 def _kill_tree(pid: int) -> None:
@@ -274,12 +281,13 @@ def command_outcome(
         ``nodes``: the nodes an MPI call was given.
 
     """
-    meta_path = pathlib.Path(meta)
     info: dict[str, Any] = {}
-    if meta_path.exists():
-        info = json.loads(meta_path.read_text())
-    end_path = pathlib.Path(f'{meta}.end')
-    end = float(end_path.read_text()) if end_path.exists() else time.time()
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads(pathlib.Path(meta).read_text())
+    end = time.time()
+    with contextlib.suppress(OSError, ValueError):
+        # Missing if the call was stopped before the command ended.
+        end = float(pathlib.Path(f'{meta}.end').read_text())
     out = pathlib.Path(stdout).read_text() if pathlib.Path(stdout).exists() else ''
     outcome: dict[str, Any] = {
         'node': info.get('node'),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pathlib
+import time
 
 import pytest
 from parsl.executors import MPIExecutor
@@ -19,6 +20,7 @@ from actors.parsl_config import build_config
 from actors.parsl_config import mpi_executor_label
 from actors.partition import Partition
 from actors.sites import load_site
+from actors.tools import command_outcome
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(120)
@@ -326,3 +328,23 @@ def test_mpi_calls_can_be_cancelled_timed_out_and_replayed(run_dir: pathlib.Path
     assert left == [], f'rank processes outlived their stopped calls: {left}'
     assert whole.ok and len(whole.nodes) == 4 and whole.call_key == 'whole'
     assert again.call_id == whole.call_id  # answered from the journal, not run again
+
+
+def test_a_command_stopped_mid_write_still_has_an_outcome(tmp_path: pathlib.Path):
+    """A stop can land while the worker writes the meta or end file: the call is still answered."""
+    meta = tmp_path / 'mpi_probe-0.json'
+    meta.write_text('{"node": "x1", "sta')  # cut short
+    pathlib.Path(f'{meta}.end').write_text('')  # created, not yet written
+    before = time.time()
+    outcome = command_outcome(
+        'mpi_probe',
+        str(meta),
+        str(tmp_path / 'missing.out'),
+        str(tmp_path / 'missing.err'),
+        finished=None,
+        error=RuntimeError('stopped'),
+    )
+    assert before <= outcome['end'] <= time.time()
+    assert outcome['start'] == outcome['end']
+    assert outcome['ok'] is False
+    assert outcome['node'] is None
