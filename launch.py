@@ -48,6 +48,7 @@ from actors.errors import ConfigurationError
 from actors.exchange import EXCHANGE_HELP
 from actors.exchange import open_exchange
 from actors.exchange import validate_exchange
+from actors.journal import DEFAULT_SYNC
 from actors.journal import SYNC_MODES
 from actors.journal import SyncMode
 from actors.journal import final_by_key
@@ -311,7 +312,7 @@ class RunPlan:
     restarts: int = 1
     timeout: float | None = None
     supervise: bool = False
-    journal_sync: SyncMode = 'after-answer'
+    journal_sync: SyncMode = DEFAULT_SYNC
     walltime: Walltime = dataclasses.field(default_factory=Walltime)
     manifest: RunManifest | None = None
     director_run_dir: str = ''
@@ -410,7 +411,7 @@ def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any
         'restarts': args.restarts,
         'timeout': args.timeout,
         'supervise': args.supervise,
-        'journal_sync': args.journal_sync or 'after-answer',
+        'journal_sync': args.journal_sync or DEFAULT_SYNC,
         'walltime': walltime,
     }
 
@@ -534,7 +535,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         restarts=args.restarts,
         timeout=args.timeout if args.timeout is not None else work.get('timeout'),
         supervise=args.supervise or bool(work.get('supervise')),
-        journal_sync=args.journal_sync or work.get('journal_sync') or 'after-answer',
+        journal_sync=args.journal_sync or work.get('journal_sync') or DEFAULT_SYNC,
         walltime=walltime,
         manifest=manifest,
         progress=not (args.quiet or args.json),

@@ -40,10 +40,11 @@ from actors.faults import watch_parsl_processes
 from actors.interrupt import control_of
 from actors.interrupt import run_command_interruptible
 from actors.interrupt import run_interruptible
+from actors.journal import DEFAULT_SYNC
 from actors.journal import FINAL_STATUSES
-from actors.journal import SYNC_MODES
 from actors.journal import Journal
 from actors.journal import SyncMode
+from actors.journal import check_sync_mode
 from actors.journal import final_by_key
 from actors.journal import journal_path
 from actors.journal import read_journal
@@ -127,7 +128,7 @@ class Director(Agent):
         retries: int = 2,
         supervise: bool = False,
         walltime: Walltime | None = None,
-        journal_sync: SyncMode = 'after-answer',
+        journal_sync: SyncMode = DEFAULT_SYNC,
         mpi: bool = True,
     ) -> None:
         super().__init__()
@@ -148,12 +149,8 @@ class Director(Agent):
         self.retries = retries
         self.supervise = supervise
         self.walltime = walltime or Walltime()
-        if journal_sync not in SYNC_MODES:
-            raise ConfigurationError(
-                f'journal_sync={journal_sync!r} is not a sync mode; '
-                f'choose one of {", ".join(SYNC_MODES)}',
-            )
-        self.journal_sync = journal_sync
+        # Checked here too: a bad mode fails the launch, not the agent's start-up.
+        self.journal_sync = check_sync_mode(journal_sync)
         self.incarnation = uuid.uuid4().hex
         self._journal: Journal | None = None
         self._final: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,7 @@ from typing import get_args
 
 import orjson
 
+from actors.errors import ConfigurationError
 from actors.results import CallResult
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,22 @@ on disk:
 """
 
 SYNC_MODES: tuple[SyncMode, ...] = get_args(SyncMode)
+DEFAULT_SYNC: SyncMode = 'after-answer'
+
+
+def check_sync_mode(sync: str) -> SyncMode:
+    """``sync`` if it is a ``SyncMode``.
+
+    Raises:
+        ConfigurationError: If it is not, naming the valid modes.
+
+    """
+    if sync not in SYNC_MODES:
+        raise ConfigurationError(
+            f'journal sync mode {sync!r} is not one of {", ".join(SYNC_MODES)}',
+        )
+    return sync  # type: ignore[return-value]
+
 
 DEFAULT_LINGER = 0.05
 """Seconds a result that nobody waits for yet may sit in memory before it is
@@ -106,15 +123,13 @@ class Journal:
         self,
         path: str | os.PathLike[str],
         *,
-        sync: SyncMode = 'after-answer',
+        sync: SyncMode = DEFAULT_SYNC,
         linger: float = DEFAULT_LINGER,
         max_group: int = MAX_GROUP,
     ) -> None:
-        if sync not in SYNC_MODES:
-            raise ValueError(f'journal sync mode {sync!r} is not one of {", ".join(SYNC_MODES)}')
+        self.sync = check_sync_mode(sync)
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.sync = sync
         self.linger = linger
         self.max_group = max_group
         self._file = open(self.path, 'ab')
