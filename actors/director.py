@@ -8,6 +8,7 @@ calls on its partition's workers as Academy actions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -34,7 +35,12 @@ from actors.control import STOP_ERROR_TYPES
 from actors.control import CancelFiles
 from actors.control import Control
 from actors.errors import ConfigurationError
+from actors.faults import CLEANUP_TIMEOUT
+from actors.faults import LOST_CLEANUP_TIMEOUT
 from actors.faults import BlockDoctor
+from actors.faults import InterchangeLost
+from actors.faults import InterchangeWatch
+from actors.faults import interchange_loss
 from actors.faults import release_parsl
 from actors.faults import watch_parsl_processes
 from actors.interrupt import control_of
@@ -79,6 +85,9 @@ INLINE_SUBMIT = 8
 """Batches up to this size are submitted on the event loop, not a thread."""
 WATCH_INTERVAL = 1.0
 """Seconds between telling the watchdog about new (replacement) blocks."""
+
+PARSL_RESTARTS = 3
+"""How many times a Director replaces a DFK whose interchange died."""
 
 _ROUTING_KEYS = frozenset(('tool', *RESOURCE_KEYS))
 """Call arguments that take a call off the fast path (another tool, MPI resources)."""
@@ -167,6 +176,14 @@ class Director(Agent):
         self._admission = NodeAdmission(0)
         self._call_files = itertools.count()
         self._rate = RateMeter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Replacing a DFK whose interchange died (see _interchange_lost).
+        self._interchanges: InterchangeWatch | None = None
+        self._parked: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._replacing = False
+        self._replacement: asyncio.Task[None] | None = None
+        self._parsl_restarts = 0
+        self._parsl_broken: InterchangeLost | None = None
 
     async def agent_on_startup(self) -> None:
         """Open the journal, start the watchdog and the private DataFlowKernel."""
@@ -180,37 +197,13 @@ class Director(Agent):
         path = journal_path(self.run_dir, self.name)
         self._final = final_by_key(await asyncio.to_thread(lambda: list(read_journal(path))))
         self._journal = Journal(path, sync=self.journal_sync)
-        config = build_config(
-            self.partition,
-            self.profile,
-            pathlib.Path(self.run_dir, 'parsl', self.name),
-            workers_per_node=self.workers_per_node,
-            retries=self.retries,
-            control_dir=self._cancels.directory,
-            stopped_on_purpose=self._stopped_on_purpose,
-        )
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._watchdog.start)
         try:
-            # Creating a DFK starts the interchange and waits on it: keep it off
-            # the event loop that other Directors may share.
-            self._dfk = await asyncio.to_thread(DataFlowKernel, config)
+            await self._start_parsl(self._watchdog)
         except BaseException:
-            # Executors started before the failure keep their interchanges.
-            await asyncio.to_thread(release_parsl, self._watchdog, config.executors)
             await asyncio.to_thread(self._close_journal)
             raise
-        label = executor_label(self.partition)
-        self._app = python_app(run_interruptible, data_flow_kernel=self._dfk, executors=[label])
-        self._supervised_app = python_app(
-            run_supervised,
-            data_flow_kernel=self._dfk,
-            executors=[label],
-        )
-        self._command_app = python_app(
-            run_command_interruptible,
-            data_flow_kernel=self._dfk,
-            executors=[label],
-        )
         self._start_background(self._watch_loop())
         if self.walltime.drain_at is not None:
             self._start_background(self._drain_at_walltime())
@@ -225,6 +218,13 @@ class Director(Agent):
         """Drain in-flight calls, then stop the DFK and its workers."""
         for task in self._background:
             task.cancel()
+        if self._replacement is not None:
+            with contextlib.suppress(Exception):
+                await self._replacement
+        # No replacement DFK will come after this: answer what waits for one.
+        with self._lock:
+            self._parsl_broken = self._parsl_broken or InterchangeLost('the Director stopped')
+        self._give_up_parked()
         if self._dfk is None:
             self._close_journal()
             return
@@ -247,10 +247,154 @@ class Director(Agent):
                 await asyncio.to_thread(_wait_all, list(not_done), 5.0)
         dfk, self._dfk = self._dfk, None
         executors = list(dfk.executors.values())
-        await asyncio.to_thread(release_parsl, self._watchdog, executors, dfk.cleanup)
+        lost = any(getattr(e, 'bad_state_is_set', False) for e in executors)
+        if self._interchanges is not None:
+            self._interchanges.release()
+        await asyncio.to_thread(
+            release_parsl,
+            self._watchdog,
+            executors,
+            dfk.cleanup,
+            cleanup_timeout=LOST_CLEANUP_TIMEOUT if lost else CLEANUP_TIMEOUT,
+        )
         await asyncio.to_thread(self._close_journal)
         await asyncio.to_thread(self._cancels.close)
         logger.info('%s stopped', self.name)
+
+    async def _start_parsl(self, watchdog: Watchdog | None) -> None:
+        """Start a private DataFlowKernel for the partition and make its apps.
+
+        Args:
+            watchdog: Released if the start fails (``None`` on a replacement:
+                the Director goes on).
+
+        """
+        config = build_config(
+            self.partition,
+            self.profile,
+            pathlib.Path(self.run_dir, 'parsl', self.name),
+            workers_per_node=self.workers_per_node,
+            retries=self.retries,
+            control_dir=self._cancels.directory,
+            stopped_on_purpose=self._stopped_on_purpose,
+        )
+        try:
+            # Creating a DFK starts the interchange and waits on it: keep it off
+            # the event loop that other Directors may share.
+            dfk = await asyncio.to_thread(DataFlowKernel, config)
+        except BaseException:
+            # Executors started before the failure keep their interchanges.
+            await asyncio.to_thread(release_parsl, watchdog, config.executors)
+            raise
+        label = executor_label(self.partition)
+        self._interchanges = InterchangeWatch(self._interchange_lost)
+        self._interchanges.watch(dfk.executors[label])
+        self._app = python_app(run_interruptible, data_flow_kernel=dfk, executors=[label])
+        self._supervised_app = python_app(run_supervised, data_flow_kernel=dfk, executors=[label])
+        self._command_app = python_app(
+            run_command_interruptible,
+            data_flow_kernel=dfk,
+            executors=[label],
+        )
+        # The MPI executor starts again with the first MPI call on this DFK.
+        self._mpi_app = None
+        self._dfk = dfk
+
+    def _interchange_lost(self, executor: Any, error: InterchangeLost) -> None:
+        """An interchange died (on its watch thread): rerun its calls on a new DFK.
+
+        The calls it held fail at once (Parsl would wait for them forever);
+        ``_record`` parks each one that may run again until the replacement
+        DFK is up. The Director's whole DFK is replaced, also when only the
+        MPI executor's interchange died: the simplest state to reason about.
+        """
+        with self._lock:
+            dfk = self._dfk
+            if dfk is None or executor not in dfk.executors.values():
+                return
+            replace = self._parsl_restarts < PARSL_RESTARTS
+            if replace:
+                self._parsl_restarts += 1
+                self._replacing = True
+            else:
+                self._parsl_broken = error
+        for each in dfk.executors.values():
+            if getattr(each, 'interchange_proc', None) is not None and not each.bad_state_is_set:
+                each.set_bad_state_and_fail_all(error)
+        if replace:
+            assert self._loop is not None
+            _call_soon(self._loop, self._begin_replacement, dfk, error)
+        else:
+            logger.error(
+                '%s: its interchange died again after %d replacement(s); '
+                'no more calls can run until the Director is restarted',
+                self.name,
+                PARSL_RESTARTS,
+            )
+            self._give_up_parked()
+
+    def _begin_replacement(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        # Not a background task: shutdown waits for it rather than cancel it,
+        # since a DFK that starts after a cancel would never be stopped.
+        self._replacement = asyncio.create_task(self._replace_parsl(lost, error))
+
+    async def _replace_parsl(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        """Stop the DFK whose interchange died, start a new one, rerun the parked calls."""
+        logger.warning(
+            '%s: %s; starting a new DataFlowKernel (replacement %d of at most %d)',
+            self.name,
+            error,
+            self._parsl_restarts,
+            PARSL_RESTARTS,
+        )
+        assert self._interchanges is not None
+        self._interchanges.release()
+        release = asyncio.to_thread(
+            release_parsl,
+            None,
+            list(lost.executors.values()),
+            lost.cleanup,
+            cleanup_timeout=LOST_CLEANUP_TIMEOUT,
+        )
+        started, released = await asyncio.gather(
+            self._start_parsl(None),
+            release,
+            return_exceptions=True,
+        )
+        if isinstance(released, BaseException):
+            logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
+        if isinstance(started, BaseException):
+            logger.error('%s: cannot start a new DataFlowKernel: %s', self.name, started)
+            with self._lock:
+                self._parsl_broken = error
+                self._replacing = False
+            self._give_up_parked()
+            return
+        with self._lock:
+            parked, self._parked = self._parked, []
+            self._replacing = False
+        logger.warning('%s: new DataFlowKernel up; rerunning %d call(s)', self.name, len(parked))
+        for rerun, _ in parked:
+            rerun()
+
+    def _park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
+        """Rerun a call of a lost interchange on the next DFK; False if there is none."""
+        with self._lock:
+            if self._parsl_broken is not None:
+                return False
+            if self._replacing:
+                self._parked.append((rerun, give_up))
+                return True
+        # The replacement is already up (this call failed after it started).
+        rerun()
+        return True
+
+    def _give_up_parked(self) -> None:
+        """Answer every parked call with its loss (no DFK will run it)."""
+        with self._lock:
+            parked, self._parked = self._parked, []
+        for _, give_up in parked:
+            give_up()
 
     async def _start_mpi(self) -> None:
         """Add the MPI executor to the DFK on the first MPI call.
@@ -270,6 +414,8 @@ class Director(Agent):
             )
             logger.info('%s: starting the MPI executor for its first MPI call', self.name)
             await asyncio.to_thread(self._dfk.add_executors, [executor])
+            assert self._interchanges is not None
+            self._interchanges.watch(executor)
             self._mpi_app = python_app(
                 run_command_interruptible,
                 data_flow_kernel=self._dfk,
@@ -290,15 +436,20 @@ class Director(Agent):
 
     async def _watch_loop(self) -> None:
         """Keep the watchdog told about the interchange and every block."""
-        doctor = BlockDoctor()
+        doctor, doctored = BlockDoctor(), None
         while self._dfk is not None:
             executor = self._dfk.executors[executor_label(self.partition)]
+            if executor is not doctored:
+                # A replacement DFK's blocks are numbered from 0 again.
+                doctor, doctored = BlockDoctor(), executor
             try:
                 # Every executor's processes: the MPI executor has an interchange
                 # and a block of its own.
                 for each in list(self._dfk.executors.values()):
                     await asyncio.to_thread(watch_parsl_processes, self._watchdog, each)
-                await asyncio.to_thread(doctor.check, executor)
+                # A lost interchange never answers: do not ask it.
+                if not executor.bad_state_is_set:
+                    await asyncio.to_thread(doctor.check, executor)
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
             await asyncio.sleep(WATCH_INTERVAL)
@@ -384,6 +535,10 @@ class Director(Agent):
             if done.cancelled():
                 outcome.cancel()
                 return
+            if interchange_loss(done.exception()) is not None:
+                # No outcome to read: the call runs again on a new DFK (see _run).
+                outcome.set_exception(done.exception())  # type: ignore[arg-type]
+                return
             try:
                 value = outcome_of(done)
             except Exception as e:
@@ -422,7 +577,13 @@ class Director(Agent):
         return outcome
 
     def _finished(self, future: Future[Any]) -> None:
-        ok = not future.cancelled() and future.exception() is None and future.result()['ok']
+        error = None if future.cancelled() else future.exception()
+        if interchange_loss(error) is not None:
+            # Run again on a new DFK, or counted by _run once it gives up.
+            with self._lock:
+                self._in_flight.discard(future)
+            return
+        ok = not future.cancelled() and error is None and future.result()['ok']
         self._settled(future, ok)
 
     def _settled(self, future: Future[Any], ok: bool) -> None:
@@ -557,26 +718,55 @@ class Director(Agent):
         # runs shares it (see _claim_key).
         shared: Future[CallResult] | None = None if call_key is None else Future()
         batch.add()
-        self._submit(
-            params,
-            timeout,
-            call_key,
-            recorder=functools.partial(self._record, batch, index, shared),
-        )
+        self._submit_recorded(batch, index, shared, 0)
         # Claimed once submitted: a call that could not be submitted must not
         # leave its key's twins waiting.
         if shared is not None:
             self._claim_key(call_key, shared)
+
+    def _submit_recorded(
+        self,
+        batch: _Batch,
+        index: int,
+        shared: Future[CallResult] | None,
+        reruns: int,
+    ) -> None:
+        """Submit call ``index`` of ``batch``; ``_record`` journals (or reruns) it."""
+        self._submit(
+            batch.calls[index],
+            batch.timeout,
+            batch.keys[index],
+            recorder=functools.partial(self._record, batch, index, shared, reruns),
+        )
 
     def _record(
         self,
         batch: _Batch,
         index: int,
         shared: Future[CallResult] | None,
+        reruns: int,
         done: Future[Any],
+        *,
+        may_rerun: bool = True,
     ) -> None:
-        """Parsl finished call ``index`` of ``batch``: journal its result."""
+        """Parsl finished call ``index`` of ``batch``: journal its result.
+
+        A call whose interchange died runs again on the replacement DFK (up
+        to ``retries`` times); ``reruns`` counts those runs.
+        """
         call_key = batch.keys[index]
+        error = None if done.cancelled() else done.exception()
+        if may_rerun and _may_rerun(error, reruns, self.retries):
+            with self._lock:
+                self._in_flight.discard(done)
+            # A call refused by the dead executor never ran: not a rerun.
+            again = reruns if isinstance(error, InterchangeLost) else reruns + 1
+            rerun = functools.partial(self._rerun, batch, index, shared, again, done)
+            give_up = functools.partial(
+                self._record, batch, index, shared, reruns, done, may_rerun=False
+            )
+            if self._park(rerun, give_up):
+                return
         try:
             result = self._result(
                 batch.action_name,
@@ -585,6 +775,7 @@ class Director(Agent):
                 batch.submitted_at,
                 call_key,
             )
+            result.attempts += reruns
         except Exception as e:  # pragma: no cover (a bug, but answer the caller)
             logger.exception('%s: cannot record call %s', self.name, call_key)
             self._settled(done, False)
@@ -592,6 +783,21 @@ class Director(Agent):
             return
         self._settled(done, result.ok)
         batch.journal(index, result, shared)
+
+    def _rerun(
+        self,
+        batch: _Batch,
+        index: int,
+        shared: Future[CallResult] | None,
+        reruns: int,
+        lost: Future[Any],
+    ) -> None:
+        """Run call ``index`` of ``batch`` again; if it cannot be submitted, record its loss."""
+        try:
+            self._submit_recorded(batch, index, shared, reruns)
+        except Exception:
+            logger.exception('%s: cannot rerun call %d of a lost interchange', self.name, index)
+            self._record(batch, index, shared, reruns - 1, lost, may_rerun=False)
 
     def _answer_early(
         self,
@@ -639,7 +845,7 @@ class Director(Agent):
         keys: Sequence[str | None],
         timeout: float | None,
     ) -> list[CallResult]:
-        batch = _Batch(self, action_name, calls, keys, asyncio.get_running_loop())
+        batch = _Batch(self, action_name, calls, keys, asyncio.get_running_loop(), timeout=timeout)
         submit = functools.partial(self._submit_many, batch, timeout)
         # Submitting thousands of tasks takes a while: do it off the loop; a
         # few submits cost less than the hop to a thread and back.
@@ -707,39 +913,27 @@ class Director(Agent):
             return await asyncio.wrap_future(early)
         journaled: Future[CallResult] = Future()
         self._claim_key(call_key, journaled)
-        resources = call.resources
-        try:
-            if resources is not None:
-                await self._start_mpi()
-                # Parsl's MPI mode is only ever handed calls whose nodes are free.
-                await self._admission.acquire(resources.num_nodes)
-                loop = asyncio.get_running_loop()
+        reruns = 0
+        while True:
             try:
-                submitted = time.time()
-                future = self._submit(
-                    call.params,
-                    timeout,
-                    call_key,
-                    tool=call.tool.name,
-                    resources=resources,
-                )
-            except BaseException:
-                if resources is not None:
-                    self._admission.release(resources.num_nodes)
+                future, submitted = await self._submit_prepared(call, call_key, timeout)
+            except BaseException as e:
+                journaled.set_exception(e)
                 raise
-        except BaseException as e:
-            journaled.set_exception(e)
-            raise
-        if resources is not None:
-            nodes = resources.num_nodes
-            future.add_done_callback(
-                lambda _: _call_soon(loop, self._admission.release, nodes),
-            )
-        try:
-            await asyncio.wrap_future(future)
-        except Exception:
-            # Reported in the result; keep the call's failure out of the action.
-            pass
+            try:
+                await asyncio.wrap_future(future)
+            except Exception:
+                # Reported in the result; keep the call's failure out of the action.
+                pass
+            error = None if future.cancelled() else future.exception()
+            if interchange_loss(error) is None:
+                break
+            if _may_rerun(error, reruns, self.retries) and await self._replacement_up():
+                # A call refused by the dead executor never ran: not a rerun.
+                reruns += not isinstance(error, InterchangeLost)
+                continue
+            self._settled(future, False)
+            break
         result = self._result(
             action_name,
             call.params,
@@ -747,10 +941,52 @@ class Director(Agent):
             submitted,
             call_key,
             tool=call.tool.name,
-            resources=resources,
+            resources=call.resources,
         )
+        result.attempts += reruns
         self._journaled(result, journaled)
         return await asyncio.wrap_future(journaled)
+
+    async def _submit_prepared(
+        self,
+        call: _Prepared,
+        call_key: str | None,
+        timeout: float | None,
+    ) -> tuple[Future[Any], float]:
+        """Submit a prepared call, an MPI call once its nodes are free; returns it and when."""
+        resources = call.resources
+        if resources is None:
+            submitted = time.time()
+            return self._submit(call.params, timeout, call_key, tool=call.tool.name), submitted
+        await self._start_mpi()
+        # Parsl's MPI mode is only ever handed calls whose nodes are free.
+        nodes = resources.num_nodes
+        await self._admission.acquire(nodes)
+        loop = asyncio.get_running_loop()
+        try:
+            submitted = time.time()
+            future = self._submit(
+                call.params,
+                timeout,
+                call_key,
+                tool=call.tool.name,
+                resources=resources,
+            )
+        except BaseException:
+            self._admission.release(nodes)
+            raise
+        future.add_done_callback(lambda _: _call_soon(loop, self._admission.release, nodes))
+        return future, submitted
+
+    async def _replacement_up(self) -> bool:
+        """Wait for the DFK that replaces a lost one; False if none will come."""
+        loop = asyncio.get_running_loop()
+        up: asyncio.Future[bool] = loop.create_future()
+        parked = self._park(
+            functools.partial(_call_soon, loop, _resolve, up, True),
+            functools.partial(_call_soon, loop, _resolve, up, False),
+        )
+        return parked and await up
 
     @action
     async def call_tool(
@@ -917,7 +1153,9 @@ class Director(Agent):
         workers = 0
         if self._dfk is not None:
             executor = self._dfk.executors[executor_label(self.partition)]
-            managers = await asyncio.to_thread(executor.connected_managers)
+            # A lost interchange never answers (a replacement is on its way).
+            lost = executor.bad_state_is_set
+            managers = [] if lost else await asyncio.to_thread(executor.connected_managers)
             for manager in managers:
                 running += manager['tasks']
                 workers += manager['worker_count']
@@ -963,6 +1201,7 @@ class _Batch:
         calls: Each call's tool parameters.
         keys: Each call's key (or ``None``).
         loop: The event loop of the action that awaits ``done``.
+        timeout: Seconds each call may run (``None``: no limit).
 
     """
 
@@ -973,12 +1212,15 @@ class _Batch:
         calls: Sequence[Mapping[str, Any]],
         keys: Sequence[str | None],
         loop: asyncio.AbstractEventLoop,
+        *,
+        timeout: float | None = None,
     ) -> None:
         size = len(calls)
         self._director = director
         self.action_name = action_name
         self.calls = calls
         self.keys = keys
+        self.timeout = timeout
         self.submitted_at = time.time()
         self.results: list[CallResult | None] = [None] * size
         self.done: asyncio.Future[list[CallResult]] = loop.create_future()
@@ -1071,6 +1313,18 @@ def _tool_and_arguments(call: Mapping[str, Any], default: str) -> tuple[str, dic
         )
     arguments = dict(call)
     return arguments.pop('tool', default), arguments
+
+
+def _may_rerun(error: BaseException | None, reruns: int, retries: int) -> bool:
+    """Whether a call that failed with ``error`` goes to a replacement DFK.
+
+    Calls held by an interchange that died run again up to ``retries``
+    times; calls refused by its executor afterwards (``InterchangeLost``
+    itself) never ran and always wait for the replacement.
+    """
+    if isinstance(error, InterchangeLost):
+        return True
+    return reruns < retries and interchange_loss(error) is not None
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

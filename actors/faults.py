@@ -4,7 +4,8 @@
 (``actors.watchdog``) about the interchange and every block of an executor;
 ``release_parsl`` stops Parsl and whatever of it is left before letting the
 watchdog go; ``BlockDoctor`` replaces a block that lost all its worker pools.
-Both also stop a lost pool's orphans (``block_leftovers``).
+Both also stop a lost pool's orphans (``block_leftovers``). ``InterchangeWatch``
+notices an interchange that exits under a running executor.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import contextlib
 import logging
 import os
 import pathlib
+import threading
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
 import psutil
+from parsl.executors.errors import BadStateException
 
 from actors.watchdog import Watchdog
 from actors.watchdog import exited
@@ -29,6 +32,85 @@ logger = logging.getLogger(__name__)
 
 SETTLE = 2.0
 """Seconds a block's processes get to exit on their own after ``DataFlowKernel.cleanup``."""
+
+CLEANUP_TIMEOUT = 60.0
+"""Seconds ``DataFlowKernel.cleanup`` may take before what is left of Parsl is stopped by hand."""
+
+LOST_CLEANUP_TIMEOUT = 5.0
+"""The same for a DFK whose interchange died: its cleanup can block forever (see
+``InterchangeWatch``), so it gets only long enough to stop its other executors."""
+
+
+class InterchangeLost(RuntimeError):
+    """An executor's interchange exited while the executor was still in use."""
+
+
+class InterchangeWatch:
+    """Report an interchange that exits while its executor is in use.
+
+    Parsl does not notice a dead interchange: the tasks it held never
+    resolve, and every later command to it (status polls, scaling, the
+    ``DataFlowKernel.cleanup``) blocks forever on a socket with no peer.
+    One daemon thread per watched executor waits on its interchange (a child
+    of this process) and, if it exits before ``release``, calls
+    ``on_lost(executor, error)`` at once, so that the owner can fail the
+    executor (``set_bad_state_and_fail_all``) before anything else blocks.
+
+    Args:
+        on_lost: Called on the watching thread with the executor and an
+            ``InterchangeLost`` naming the interchange and its exit code.
+
+    """
+
+    def __init__(self, on_lost: Callable[[Any, InterchangeLost], None]) -> None:
+        self._on_lost = on_lost
+        self._released = threading.Event()
+
+    def watch(self, executor: Any) -> None:
+        """Start watching ``executor``'s interchange (no-op without one)."""
+        process = getattr(executor, 'interchange_proc', None)
+        if process is None:
+            return
+        threading.Thread(
+            target=self._wait,
+            args=(executor, process),
+            name=f'interchange-watch-{executor.label}',
+            daemon=True,
+        ).start()
+
+    def release(self) -> None:
+        """The interchanges are being stopped on purpose: report nothing more."""
+        self._released.set()
+
+    def _wait(self, executor: Any, process: Any) -> None:
+        code = process.wait()
+        if self._released.is_set():
+            return
+        error = InterchangeLost(
+            f'the interchange of executor {executor.label!r} (pid {process.pid}) '
+            f'exited with code {code}',
+        )
+        logger.error('%s', error)
+        try:
+            self._on_lost(executor, error)
+        except Exception:
+            logger.exception('handling the loss of %s failed', executor.label)
+
+
+def interchange_loss(error: BaseException | None) -> InterchangeLost | None:
+    """The ``InterchangeLost`` behind a task's error, if its interchange died.
+
+    A task held by the interchange fails with Parsl's ``BadStateException``
+    (``set_bad_state_and_fail_all``); one submitted afterwards with the
+    executor's exception itself.
+    """
+    if isinstance(error, InterchangeLost):
+        return error
+    if isinstance(error, BadStateException):
+        cause = getattr(getattr(error, 'executor', None), 'executor_exception', None)
+        if isinstance(cause, InterchangeLost):
+            return cause
+    return None
 
 
 def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
@@ -106,10 +188,11 @@ def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
 
 
 def release_parsl(
-    watchdog: Watchdog,
+    watchdog: Watchdog | None,
     executors: Iterable[Any],
     cleanup: Callable[[], Any] | None = None,
     settle: float = SETTLE,
+    cleanup_timeout: float = CLEANUP_TIMEOUT,
 ) -> int:
     """Stop Parsl, make sure none of its processes is left, then release ``watchdog``.
 
@@ -130,11 +213,17 @@ def release_parsl(
     given ``settle`` seconds to exit on their own; only what still runs after
     that is stopped here (SIGTERM, then SIGKILL) and logged as a warning.
 
+    ``cleanup`` runs on a daemon thread and gets ``cleanup_timeout`` seconds:
+    with a dead interchange it blocks forever (see ``InterchangeWatch``), and
+    the Director must still stop what is left and exit.
+
     Args:
-        watchdog: The Director's parent-death watchdog.
+        watchdog: The Director's parent-death watchdog; ``None`` when the
+            Director goes on with another DFK (nothing to release then).
         executors: Every executor of the DFK (or of the config it failed on).
         cleanup: ``dfk.cleanup``, if there is a DFK.
         settle: Seconds the processes get to exit after a successful ``cleanup``.
+        cleanup_timeout: Seconds ``cleanup`` may take.
 
     Returns:
         How many leftover processes had to be stopped here.
@@ -147,7 +236,7 @@ def release_parsl(
     try:
         if cleanup is not None:
             before = targets(*_processes_of(executors))
-            cleanup()
+            _bounded(cleanup, cleanup_timeout)
             cleaned = True
     except Exception:
         logger.exception('Parsl cleanup failed; stopping what is left of its processes')
@@ -163,8 +252,33 @@ def release_parsl(
         stopped = reap(trees, groups, grace=2.0, also=before)
         if stopped:
             logger.warning('stopped %d Parsl process(es) that outlived cleanup', stopped)
-        watchdog.stop()
+        if watchdog is not None:
+            watchdog.stop()
     return stopped
+
+
+def _bounded(function: Callable[[], Any], timeout: float) -> None:
+    """Run ``function`` on a daemon thread; raise if it fails or takes over ``timeout`` s.
+
+    A daemon thread, not the loop's executor: a call that never returns
+    must not keep the process from exiting.
+    """
+    finished = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function()
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name='parsl-cleanup', daemon=True).start()
+    if not finished.wait(timeout):
+        raise TimeoutError(f'Parsl cleanup did not finish within {timeout:.0f}s')
+    if errors:
+        raise errors[0]
 
 
 class BlockDoctor:

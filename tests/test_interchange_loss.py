@@ -1,0 +1,191 @@
+"""A Director's interchange dies: its calls rerun on a new DataFlowKernel, nothing hangs.
+
+Parsl alone never notices a dead interchange: the tasks it held never resolve
+and ``DataFlowKernel.cleanup`` blocks forever. These tests kill the real
+interchange of a running Director.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import psutil
+import pytest
+from parsl.executors.errors import BadStateException
+
+from actors.client import call
+from actors.faults import InterchangeLost
+from actors.faults import InterchangeWatch
+from actors.faults import interchange_loss
+from actors.faults import release_parsl
+from actors.journal import journal_path
+from actors.journal import read_journal
+from tests.helpers import running_directors
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def interchanges() -> list[psutil.Process]:
+    """Live interchanges started by this test process (its Directors run in it)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and 'interchange' in ' '.join(
+                child.cmdline(),
+            ):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+async def running(manager, handle, at_least: int) -> bool:
+    status = await call(manager, handle, 'status')
+    return status.running >= at_least
+
+
+def test_killed_interchange_is_replaced_and_calls_rerun(run_dir: pathlib.Path):
+    calls = 6
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, retries=2) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            batch = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': 1.5}),
+            )
+            single = asyncio.ensure_future(
+                call(manager, handle, 'call_tool', 'mock_md', {'duration': 0.5}),
+            )
+            (interchange,) = interchanges()
+            deadline = time.monotonic() + 30
+            while not await running(manager, handle, 2):
+                assert time.monotonic() < deadline, 'calls never started'
+                await asyncio.sleep(0.05)
+            interchange.kill()
+            results = await asyncio.wait_for(batch, 60)
+            tool_result = await asyncio.wait_for(single, 60)
+            status = await call(manager, handle, 'status')
+            after = await call(manager, handle, 'md_sim_batch', iterations=2, params={})
+            return interchange.pid, results, tool_result, status, after, interchanges()
+
+    old, results, tool_result, status, after, now = asyncio.run(main())
+    assert all(r.ok and r.status == 'ok' for r in results), results
+    # The calls the dead interchange held ran again, on the new DFK.
+    assert any(r.attempts == 2 for r in results), [r.attempts for r in results]
+    assert tool_result.ok, tool_result
+    assert status.failed == 0 and status.workers_connected == 2
+    assert all(r.ok for r in after)
+    assert [p.pid for p in now] != [old]
+    journaled = list(read_journal(journal_path(run_dir, 'director-0')))
+    assert {j['call_id'] for j in journaled} >= {r.call_id for r in [*results, tool_result]}
+
+
+def test_lost_calls_without_retries_say_why_and_the_director_goes_on(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, retries=0) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            batch = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=2, params={'duration': 3}),
+            )
+            (interchange,) = interchanges()
+            deadline = time.monotonic() + 30
+            while not await running(manager, handle, 2):
+                assert time.monotonic() < deadline, 'calls never started'
+                await asyncio.sleep(0.05)
+            interchange.kill()
+            results = await asyncio.wait_for(batch, 30)
+            # The replacement DFK takes the next calls.
+            after = await asyncio.wait_for(call(manager, handle, 'md_sim'), 60)
+            return results, after
+
+    results, after = asyncio.run(main())
+    assert [r.status for r in results] == ['lost', 'lost']
+    assert all('interchange' in r.error_message and 'exited' in r.error_message for r in results)
+    assert after.ok
+
+
+def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
+            await call(manager, handle, 'md_sim')
+            (interchange,) = interchanges()
+            interchange.kill()
+            await wait_for(lambda: not interchange.is_running(), timeout=10)
+            started = time.monotonic()
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    # Bounded by LOST_CLEANUP_TIMEOUT plus reaping, not forever.
+    assert took < 30
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+
+
+def test_interchange_watch_reports_an_exit_unless_released():
+    lost: list[tuple[object, InterchangeLost]] = []
+    reported = threading.Event()
+
+    def on_lost(executor, error):
+        lost.append((executor, error))
+        reported.set()
+
+    dying = SimpleNamespace(label='partition-7', interchange_proc=_sleeper())
+    stopped = SimpleNamespace(label='partition-8', interchange_proc=_sleeper())
+    watch = InterchangeWatch(on_lost)
+    watch.watch(dying)
+    watch.watch(SimpleNamespace(label='threads', interchange_proc=None))
+    dying.interchange_proc.kill()
+    assert reported.wait(10)
+    ((executor, error),) = lost
+    assert executor is dying
+    assert "'partition-7'" in str(error) and str(dying.interchange_proc.pid) in str(error)
+
+    quiet = InterchangeWatch(on_lost)
+    quiet.watch(stopped)
+    quiet.release()
+    stopped.interchange_proc.terminate()
+    stopped.interchange_proc.wait(10)
+    time.sleep(0.2)
+    assert len(lost) == 1
+
+
+def test_interchange_loss_is_told_apart_from_other_failures():
+    error = InterchangeLost('the interchange exited')
+    executor = SimpleNamespace(executor_exception=error)
+    wrapped = BadStateException(executor, error)
+    assert interchange_loss(error) is error
+    assert interchange_loss(wrapped) is error
+    other = BadStateException(SimpleNamespace(executor_exception=RuntimeError('blocks')), 'x')
+    assert interchange_loss(other) is None
+    assert interchange_loss(RuntimeError('tool')) is None
+    assert interchange_loss(None) is None
+
+
+def test_release_parsl_gives_a_hanging_cleanup_a_bounded_time():
+    never = threading.Event()
+    child = _sleeper()
+    executor = SimpleNamespace(interchange_proc=child, provider=None)
+    started = time.monotonic()
+    try:
+        stopped = release_parsl(None, [executor], never.wait, settle=0.1, cleanup_timeout=0.5)
+    finally:
+        never.set()
+    assert time.monotonic() - started < 10
+    # The cleanup timed out: what it should have stopped is stopped here.
+    assert stopped == 1
+    assert child.wait(5) is not None
