@@ -41,6 +41,7 @@ from actors.faults import BlockDoctor
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
 from actors.faults import interchange_loss
+from actors.faults import quiet_interchange_losses
 from actors.faults import release_parsl
 from actors.faults import watch_parsl_processes
 from actors.interrupt import control_of
@@ -287,6 +288,7 @@ class Director(Agent):
             await asyncio.to_thread(release_parsl, watchdog, config.executors)
             raise
         label = executor_label(self.partition)
+        quiet_interchange_losses()
         self._interchanges = InterchangeWatch(self._interchange_lost)
         self._interchanges.watch(dfk.executors[label])
         self._app = python_app(run_interruptible, data_flow_kernel=dfk, executors=[label])

@@ -97,6 +97,31 @@ class InterchangeWatch:
             logger.exception('handling the loss of %s failed', executor.label)
 
 
+class QuietInterchangeLoss(logging.Filter):
+    """Drop Parsl's log records about tasks failed by a lost interchange.
+
+    The Director logs the loss once and reruns the calls; Parsl would log an
+    error with a traceback for every task the interchange held.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but those whose exception is an interchange loss."""
+        error = record.exc_info[1] if record.exc_info else None
+        return interchange_loss(error) is None
+
+
+PARSL_TASK_LOGGERS = ('parsl.dataflow.dflow', 'parsl.executors.status_handling')
+"""Parsl's loggers that report each failed task (and the executor's bad state)."""
+
+
+def quiet_interchange_losses() -> None:
+    """Put ``QuietInterchangeLoss`` on Parsl's task loggers (once per process)."""
+    for name in PARSL_TASK_LOGGERS:
+        parsl_logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietInterchangeLoss) for f in parsl_logger.filters):
+            parsl_logger.addFilter(QuietInterchangeLoss())
+
+
 def interchange_loss(error: BaseException | None) -> InterchangeLost | None:
     """The ``InterchangeLost`` behind a task's error, if its interchange died.
 

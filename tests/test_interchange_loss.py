@@ -8,6 +8,7 @@ interchange of a running Director.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from parsl.executors.errors import BadStateException
 from actors.client import call
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
+from actors.faults import QuietInterchangeLoss
 from actors.faults import interchange_loss
 from actors.faults import release_parsl
 from actors.journal import journal_path
@@ -189,3 +191,18 @@ def test_release_parsl_gives_a_hanging_cleanup_a_bounded_time():
     # The cleanup timed out: what it should have stopped is stopped here.
     assert stopped == 1
     assert child.wait(5) is not None
+
+
+def test_parsl_task_errors_of_a_lost_interchange_are_not_logged_one_by_one():
+    quiet = QuietInterchangeLoss()
+    error = InterchangeLost('the interchange exited')
+    lost = BadStateException(SimpleNamespace(executor_exception=error), error)
+
+    def record(exception: BaseException | None) -> logging.LogRecord:
+        exc_info = None if exception is None else (type(exception), exception, None)
+        return logging.LogRecord('parsl.dataflow.dflow', logging.ERROR, '', 0, 'x', (), exc_info)
+
+    assert not quiet.filter(record(lost))
+    assert not quiet.filter(record(error))
+    assert quiet.filter(record(RuntimeError('a tool failed')))
+    assert quiet.filter(record(None))
