@@ -314,19 +314,25 @@ class Director(Agent):
             dfk = self._dfk
             if dfk is None or executor not in dfk.executors.values():
                 return
-            replace = self._parsl_restarts < PARSL_RESTARTS
+            # Not once the Director is stopping (it marks itself broken first).
+            replace = self._parsl_broken is None and self._parsl_restarts < PARSL_RESTARTS
             if replace:
                 self._parsl_restarts += 1
                 self._replacing = True
-            else:
+            elif self._parsl_broken is None:
                 self._parsl_broken = error
-        for each in dfk.executors.values():
-            if getattr(each, 'interchange_proc', None) is not None and not each.bad_state_is_set:
-                each.set_bad_state_and_fail_all(error)
         if replace:
             assert self._loop is not None
             _call_soon(self._loop, self._begin_replacement, dfk, error)
-        else:
+        for each in dfk.executors.values():
+            if getattr(each, 'interchange_proc', None) is None or each.bad_state_is_set:
+                continue
+            try:
+                each.set_bad_state_and_fail_all(error)
+            except Exception:
+                # A result arriving meanwhile can change Parsl's task table.
+                logger.exception('%s: failing the tasks of %s failed', self.name, each.label)
+        if not replace:
             logger.error(
                 '%s: its interchange died again after %d replacement(s); '
                 'no more calls can run until the Director is restarted',

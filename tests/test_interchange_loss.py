@@ -92,6 +92,36 @@ def test_killed_interchange_is_replaced_and_calls_rerun(run_dir: pathlib.Path):
     assert {j['call_id'] for j in journaled} >= {r.call_id for r in [*results, tool_result]}
 
 
+def test_killed_mpi_interchange_reruns_the_mpi_call(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=2, partitions=1, retries=1) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            (first,) = interchanges()
+            mpi = asyncio.ensure_future(
+                call(manager, handle, 'call_tool', 'mpi_probe', {'duration': 3, 'num_nodes': 2}),
+            )
+            (mpi_interchange,) = await wait_for(
+                lambda: [p for p in interchanges() if p.pid != first.pid],
+                timeout=60,
+            )
+            await asyncio.sleep(2)
+            mpi_interchange.kill()
+            result = await asyncio.wait_for(mpi, 90)
+            after = await call(manager, handle, 'md_sim')
+            return result, after
+
+    result, after = asyncio.run(main())
+    assert result.ok and result.status == 'ok', result
+    assert result.attempts == 2
+    # The rerun got both nodes again (the admission released them when the first run was lost).
+    assert sorted(result.nodes) == ['sim-node-001', 'sim-node-002']
+    assert result.value['hosts'] == sorted(result.nodes)
+    assert after.ok
+
+
 def test_lost_calls_without_retries_say_why_and_the_director_goes_on(run_dir: pathlib.Path):
     async def main():
         async with running_directors(run_dir, nodes=1, partitions=1, retries=0) as (
