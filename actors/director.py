@@ -586,7 +586,7 @@ class Director(Agent):
 
     def _finished(self, future: Future[Any]) -> None:
         error = None if future.cancelled() else future.exception()
-        if interchange_loss(error) is not None:
+        if error is not None and interchange_loss(error) is not None:
             # Run again on a new DFK, or counted by _run once it gives up.
             with self._lock:
                 self._in_flight.discard(future)
@@ -764,7 +764,7 @@ class Director(Agent):
         """
         call_key = batch.keys[index]
         error = None if done.cancelled() else done.exception()
-        if may_rerun and _may_rerun(error, reruns, self.retries):
+        if error is not None and may_rerun and _may_rerun(error, reruns, self.retries):
             with self._lock:
                 self._in_flight.discard(done)
             # A call refused by the dead executor never ran: not a rerun.
