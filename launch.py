@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--retries',
         type=int,
         default=2,
-        help='times a call whose worker or worker pool was lost is run again; '
+        help='times a call whose worker, worker pool or interchange was lost is run again; '
         'tool errors are never retried (default: 2)',
     )
     faults.add_argument(

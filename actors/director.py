@@ -108,8 +108,10 @@ class Director(Agent):
             names another with ``tool=...``.
         drain_timeout: Seconds to let in-flight calls finish at shutdown
             before they are cancelled.
-        retries: How many times a call whose worker or worker pool was
-            lost is run again; tool errors are never retried.
+        retries: How many times a call whose worker, worker pool or
+            interchange was lost is run again; tool errors are never
+            retried. A lost interchange also makes the Director replace its
+            whole DFK (at most ``PARSL_RESTARTS`` times).
         supervise: Run every call in a child process of its worker, so
             that a tool that crashes (segfault, ``os._exit``) fails its call
             instead of losing the worker. Off by default: forking per call
