@@ -34,6 +34,7 @@ from parsl.executors import HighThroughputExecutor
 from parsl.executors import MPIExecutor
 from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.executors.high_throughput.errors import WorkerLost
+from parsl.executors.high_throughput.executor import DEFAULT_INTERCHANGE_LAUNCH_CMD
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SimpleLauncher
 from parsl.launchers import SrunLauncher
@@ -42,6 +43,8 @@ from parsl.providers import LocalProvider
 
 from actors.control import CONTROL_DIR_VARIABLE
 from actors.errors import ConfigurationError
+from actors.lean_imports import python_path
+from actors.lean_imports import shadow_dir
 from actors.partition import Partition
 from actors.sites import SiteProfile
 
@@ -100,6 +103,7 @@ def make_worker_init(
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
         lines.append(profile.worker_init)
+    lines.extend(_lean_lines(profile, work_dir))
     return '\n'.join(lines)
 
 
@@ -120,7 +124,31 @@ def make_mpi_worker_init(
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
         lines.append(profile.worker_init)
+    lines.extend(_lean_lines(profile, work_dir))
     return '\n'.join(lines)
+
+
+def _lean_lines(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[str]:
+    """Shell lines that keep ``actors.lean_imports.SHADOWED`` out of the block's processes.
+
+    Last, so that a ``module load`` in the profile's ``worker_init`` cannot undo them.
+    """
+    if not profile.lean_imports:
+        return []
+    directory = shlex.quote(str(shadow_dir(work_dir)))
+    return [f'export PYTHONPATH={directory}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
+def interchange_command(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[str]:
+    """How an executor starts its interchange (a child of the Director's process).
+
+    Parsl's own command, run with ``actors.lean_imports``'s shadows first on
+    ``PYTHONPATH`` unless the profile turns them off.
+    """
+    if not profile.lean_imports:
+        return list(DEFAULT_INTERCHANGE_LAUNCH_CMD)
+    path = python_path(shadow_dir(work_dir), os.environ.get('PYTHONPATH'))
+    return ['env', f'PYTHONPATH={path}', *DEFAULT_INTERCHANGE_LAUNCH_CMD]
 
 
 def make_mpi_executor(
@@ -144,7 +172,7 @@ def make_mpi_executor(
         launcher=SimpleLauncher(),
         worker_init=make_mpi_worker_init(profile, partition, work_dir, control_dir),
     )
-    return MPIExecutor(
+    executor = MPIExecutor(
         label=mpi_executor_label(partition),
         provider=provider,
         address=worker_address(profile),
@@ -155,6 +183,10 @@ def make_mpi_executor(
         block_error_handler=False,
         encrypted=False,
     )
+    # Set after construction: MPIExecutor annotates this argument as a string
+    # (typeguard-checked) though it is handed to Popen as HTEX's list.
+    executor.interchange_launch_cmd = interchange_command(profile, work_dir)
+    return executor
 
 
 def worker_address(profile: SiteProfile) -> str | None:
@@ -259,6 +291,7 @@ def build_config(
         heartbeat_period=profile.heartbeat_period,
         heartbeat_threshold=profile.heartbeat_threshold,
         prefetch_capacity=profile.prefetch_capacity,
+        interchange_launch_cmd=interchange_command(profile, run_path.resolve()),
         # A lost worker pool must not mark the executor bad for good: the
         # strategy replaces the block instead.
         block_error_handler=False,

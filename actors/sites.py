@@ -64,6 +64,9 @@ class SiteProfile:
             uneven length, where a prefetched task could wait behind one).
         heartbeat_period: Seconds between worker-pool heartbeats.
         heartbeat_threshold: Seconds of silence before a pool is declared lost.
+        lean_imports: Keep modules that Parsl's processes never use (the
+            Globus Compute SDK) out of the interchange, worker pools and
+            workers (``actors.lean_imports``); off if a tool needs them.
         notes: What is uncertain about the values for the real machine.
 
     """
@@ -88,6 +91,7 @@ class SiteProfile:
     prefetch_capacity: int = 0
     heartbeat_period: int = 5
     heartbeat_threshold: int = 30
+    lean_imports: bool = True
     notes: str = ''
 
     def __post_init__(self) -> None:
@@ -113,6 +117,11 @@ class SiteProfile:
         if self.prefetch_capacity < 0:
             raise ConfigurationError(
                 f'site {self.name!r}: prefetch_capacity must be >= 0, got {self.prefetch_capacity}',
+            )
+        if not isinstance(self.lean_imports, bool):
+            raise ConfigurationError(
+                f'site {self.name!r}: lean_imports must be true or false, '
+                f'got {self.lean_imports!r}',
             )
         if self.cores_per_worker <= 0:
             raise ConfigurationError(

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SrunLauncher
 
 from actors.errors import ConfigurationError
+from actors.lean_imports import python_path
+from actors.lean_imports import shadow_dir
 from actors.parsl_config import build_config
 from actors.partition import Partition
 from actors.sites import available_sites
@@ -81,3 +86,71 @@ def test_missing_interface_is_a_clear_error(tmp_path: pathlib.Path):
     profile = load_site('pbs').with_overrides(interface='nosuch0')
     with pytest.raises(ConfigurationError, match="interface 'nosuch0' does not exist"):
         build_config(_partition(tmp_path), profile, tmp_path / 'parsl')
+
+
+_PROBE = (
+    'import sys, parsl.executors.globus_compute as g; '
+    "print('globus_compute_sdk' in sys.modules, g._globus_compute_enabled)"
+)
+
+
+def _probe(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, '-c', _PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.timeout(60)
+def test_shadowed_globus_compute_sdk_is_not_loaded_by_parsl(tmp_path: pathlib.Path):
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    assert _probe(env) == 'True True'
+    shadow = shadow_dir(tmp_path)
+    assert _probe({**env, 'PYTHONPATH': python_path(shadow, None)}) == 'False False'
+    # Written once, reused by the next executor of the same Director.
+    assert shadow_dir(tmp_path) == shadow
+
+
+def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path):
+    partition = _partition(tmp_path)
+    config = build_config(partition, load_site('local'), tmp_path / 'run', mpi=True)
+    shadow = str(tmp_path.resolve() / 'run' / 'lean-imports')
+    for executor in config.executors:
+        command = executor.interchange_launch_cmd
+        assert command[0] == 'env' and command[-1] == 'interchange.py'
+        assert command[1].startswith(f'PYTHONPATH={shadow}')
+        # Last, after the profile's own worker_init.
+        last = executor.provider.worker_init.splitlines()[-1]
+        assert last == f'export PYTHONPATH={shadow}"${{PYTHONPATH:+:$PYTHONPATH}}"'
+
+    plain = load_site('local').with_overrides(lean_imports=False)
+    config = build_config(partition, plain, tmp_path / 'plain', mpi=True)
+    for executor in config.executors:
+        assert executor.interchange_launch_cmd == ['interchange.py']
+        assert 'PYTHONPATH' not in executor.provider.worker_init
+
+
+def test_lean_imports_must_be_a_boolean():
+    with pytest.raises(ConfigurationError, match="lean_imports must be true or false, got 'no'"):
+        load_site('local').with_overrides(lean_imports='no')
+
+
+@pytest.mark.timeout(120)
+def test_a_directors_worker_processes_run_lean(run_dir: pathlib.Path):
+    from actors.client import call
+    from tests.helpers import pools_of
+    from tests.helpers import running_directors
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (h,), _):
+            result = await call(manager, h, 'md_sim')
+            pools = pools_of(run_dir)
+            environments = [p.environ() for pool in pools for p in [pool, *pool.children()]]
+            return result, environments
+
+    result, environments = asyncio.run(main())
+    assert result.ok
+    shadow = str(run_dir.resolve() / 'parsl' / 'director-0' / 'lean-imports')
+    # The pool, its multiprocessing helpers and its workers.
+    assert len(environments) >= 3
+    assert all(env['PYTHONPATH'].split(os.pathsep)[0] == shadow for env in environments)
