@@ -8,7 +8,6 @@ calls on its partition's workers as Academy actions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import itertools
@@ -40,6 +39,7 @@ from actors.faults import LOST_CLEANUP_TIMEOUT
 from actors.faults import BlockDoctor
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
+from actors.faults import fail_executor
 from actors.faults import interchange_loss
 from actors.faults import quiet_interchange_losses
 from actors.faults import release_parsl
@@ -183,10 +183,13 @@ class Director(Agent):
         # Replacing a DFK whose interchange died (see _interchange_lost).
         self._interchanges: InterchangeWatch | None = None
         self._parked: list[tuple[Callable[[], None], Callable[[], None]]] = []
-        self._replacing = False
-        self._replacement: asyncio.Task[None] | None = None
+        self._lost_dfks: set[DataFlowKernel] = set()
+        self._replacing = 0
+        self._replacements: set[asyncio.Task[None]] = set()
+        self._replace_lock = asyncio.Lock()
         self._parsl_restarts = 0
         self._parsl_broken: InterchangeLost | None = None
+        self._stopping = False
 
     async def agent_on_startup(self) -> None:
         """Open the journal, start the watchdog and the private DataFlowKernel."""
@@ -219,11 +222,13 @@ class Director(Agent):
 
     async def agent_on_shutdown(self) -> None:
         """Drain in-flight calls, then stop the DFK and its workers."""
+        # Before any await: an interchange lost from now on is not replaced.
+        self._stopping = True
         for task in self._background:
             task.cancel()
-        if self._replacement is not None:
-            with contextlib.suppress(Exception):
-                await self._replacement
+        # A replacement under way finishes (a DFK started after a cancel would leak).
+        while self._replacements:
+            await asyncio.gather(*list(self._replacements), return_exceptions=True)
         # No replacement DFK will come after this: answer what waits for one.
         with self._lock:
             self._parsl_broken = self._parsl_broken or InterchangeLost('the Director stopped')
@@ -314,78 +319,93 @@ class Director(Agent):
         """
         with self._lock:
             dfk = self._dfk
-            if dfk is None or executor not in dfk.executors.values():
+            if dfk is None or dfk in self._lost_dfks or executor not in dfk.executors.values():
                 return
-            # Not once the Director is stopping (it marks itself broken first).
-            replace = self._parsl_broken is None and self._parsl_restarts < PARSL_RESTARTS
+            self._lost_dfks.add(dfk)
+            stopping, broken = self._stopping, self._parsl_broken is not None
+            replace = not stopping and not broken and self._parsl_restarts < PARSL_RESTARTS
             if replace:
                 self._parsl_restarts += 1
-                self._replacing = True
-            elif self._parsl_broken is None:
+                self._replacing += 1
+            elif not broken:
                 self._parsl_broken = error
         if replace:
             assert self._loop is not None
             _call_soon(self._loop, self._begin_replacement, dfk, error)
         for each in dfk.executors.values():
-            if getattr(each, 'interchange_proc', None) is None or each.bad_state_is_set:
-                continue
-            try:
-                each.set_bad_state_and_fail_all(error)
-            except Exception:
-                # A result arriving meanwhile can change Parsl's task table.
-                logger.exception('%s: failing the tasks of %s failed', self.name, each.label)
+            if getattr(each, 'interchange_proc', None) is not None:
+                fail_executor(each, error)
         if not replace:
-            logger.error(
-                '%s: its interchange died again after %d replacement(s); '
-                'no more calls can run until the Director is restarted',
-                self.name,
-                PARSL_RESTARTS,
+            reason = (
+                'the Director is stopping'
+                if stopping
+                else 'an earlier replacement failed'
+                if broken
+                else f'it was replaced {PARSL_RESTARTS} times already'
             )
+            logger.error('%s: %s; not replaced: %s', self.name, error, reason)
             self._give_up_parked()
 
     def _begin_replacement(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        if self._stopping:
+            # Shutdown began after the loss was reported: no new DFK.
+            with self._lock:
+                self._replacing -= 1
+                self._parsl_broken = self._parsl_broken or error
+            self._give_up_parked()
+            return
         # Not a background task: shutdown waits for it rather than cancel it,
         # since a DFK that starts after a cancel would never be stopped.
-        self._replacement = asyncio.create_task(self._replace_parsl(lost, error))
+        task = asyncio.create_task(self._replace_parsl(lost, error))
+        self._replacements.add(task)
+        task.add_done_callback(self._replacements.discard)
 
     async def _replace_parsl(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
         """Stop the DFK whose interchange died, start a new one, rerun the parked calls."""
-        logger.warning(
-            '%s: %s; starting a new DataFlowKernel (replacement %d of at most %d)',
-            self.name,
-            error,
-            self._parsl_restarts,
-            PARSL_RESTARTS,
-        )
-        assert self._interchanges is not None
-        self._interchanges.release()
-        release = asyncio.to_thread(
-            release_parsl,
-            None,
-            list(lost.executors.values()),
-            lost.cleanup,
-            cleanup_timeout=LOST_CLEANUP_TIMEOUT,
-        )
-        started, released = await asyncio.gather(
-            self._start_parsl(None),
-            release,
-            return_exceptions=True,
-        )
+        # One at a time: a replacement DFK can die while the one before is released.
+        async with self._replace_lock:
+            logger.warning(
+                '%s: %s; starting a new DataFlowKernel (replacement %d of at most %d)',
+                self.name,
+                error,
+                self._parsl_restarts,
+                PARSL_RESTARTS,
+            )
+            assert self._interchanges is not None
+            self._interchanges.release()
+            release = asyncio.to_thread(
+                release_parsl,
+                None,
+                list(lost.executors.values()),
+                lost.cleanup,
+                cleanup_timeout=LOST_CLEANUP_TIMEOUT,
+            )
+            started, released = await asyncio.gather(
+                self._start_parsl(None),
+                release,
+                return_exceptions=True,
+            )
         if isinstance(released, BaseException):
             logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
+        with self._lock:
+            self._replacing -= 1
+            if isinstance(started, BaseException):
+                self._parsl_broken = self._parsl_broken or error
+            # Another replacement still to come takes the parked calls.
+            parked, self._parked = (self._parked, []) if not self._replacing else ([], self._parked)
         if isinstance(started, BaseException):
             logger.error('%s: cannot start a new DataFlowKernel: %s', self.name, started)
-            with self._lock:
-                self._parsl_broken = error
-                self._replacing = False
             self._give_up_parked()
+            for _, give_up in parked:
+                give_up()
             return
-        with self._lock:
-            parked, self._parked = self._parked, []
-            self._replacing = False
         logger.warning('%s: new DataFlowKernel up; rerunning %d call(s)', self.name, len(parked))
-        for rerun, _ in parked:
-            rerun()
+        reruns = [rerun for rerun, _ in parked]
+        if len(reruns) <= INLINE_SUBMIT:
+            _run_each(reruns)
+        else:
+            # Thousands of submits would hold the event loop (see _run_calls).
+            await asyncio.to_thread(_run_each, reruns)
 
     def _park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
         """Rerun a call of a lost interchange on the next DFK; False if there is none."""
@@ -413,9 +433,11 @@ class Director(Agent):
         Director would pay for one whether or not it runs MPI tools.
         """
         async with self._mpi_starting:
-            if self._mpi_app is not None:
+            # While the DFK is replaced the call is refused (see _submit) and waits.
+            if self._mpi_app is not None or self._replacing:
                 return
-            assert self._dfk is not None, 'Director has not started'
+            dfk = self._dfk
+            assert dfk is not None, 'Director has not started'
             executor = make_mpi_executor(
                 self.partition,
                 self.profile,
@@ -423,12 +445,16 @@ class Director(Agent):
                 self._cancels.directory,
             )
             logger.info('%s: starting the MPI executor for its first MPI call', self.name)
-            await asyncio.to_thread(self._dfk.add_executors, [executor])
+            await asyncio.to_thread(dfk.add_executors, [executor])
+            if self._dfk is not dfk or self._replacing:
+                # Lost while it started: it goes (the call waits for the new DFK).
+                await asyncio.to_thread(release_parsl, None, [executor])
+                return
             assert self._interchanges is not None
             self._interchanges.watch(executor)
             self._mpi_app = python_app(
                 run_command_interruptible,
-                data_flow_kernel=self._dfk,
+                data_flow_kernel=dfk,
                 executors=[executor.label],
             )
 
@@ -498,7 +524,12 @@ class Director(Agent):
         name = tool or self.tool
         future: Future[Any]
         control = self._cancels.control(call_key, timeout)
-        if tool is not None and get_tool(name).kind != 'python':
+        refusal = self._parsl_refusal(resources)
+        if refusal is not None:
+            # Parked by the recorder (or _run) until the new DFK is up, or lost.
+            future = Future()
+            future.set_exception(refusal)
+        elif tool is not None and get_tool(name).kind != 'python':
             future = self._submit_command(name, params, control, resources)
         else:
             app = self._supervised_app if self.supervise else self._app
@@ -511,6 +542,14 @@ class Director(Agent):
         # One callback per call: on the fast path the recorder also counts it.
         future.add_done_callback(recorder or self._finished)
         return future
+
+    def _parsl_refusal(self, resources: MPIResources | None) -> InterchangeLost | None:
+        """Why no call can go to Parsl now (its DFK is lost or being replaced), if so."""
+        if self._parsl_broken is not None:
+            return self._parsl_broken
+        if self._replacing or (resources is not None and self._mpi_app is None):
+            return InterchangeLost(f'{self.name}: its DataFlowKernel is being replaced')
+        return None
 
     def _submit_command(
         self,
@@ -766,12 +805,19 @@ class Director(Agent):
         """
         call_key = batch.keys[index]
         error = None if done.cancelled() else done.exception()
-        if error is not None and may_rerun and _may_rerun(error, reruns, self.retries):
+        if (
+            error is not None
+            and may_rerun
+            and _may_rerun(error, reruns, self.retries)
+            and not self._stopped(done)
+        ):
             with self._lock:
                 self._in_flight.discard(done)
             # A call refused by the dead executor never ran: not a rerun.
             again = reruns if isinstance(error, InterchangeLost) else reruns + 1
-            rerun = functools.partial(self._rerun, batch, index, shared, again, done)
+            rerun = functools.partial(
+                self._rerun, batch, index, shared, again, done, previous=reruns
+            )
             give_up = functools.partial(
                 self._record, batch, index, shared, reruns, done, may_rerun=False
             )
@@ -801,13 +847,20 @@ class Director(Agent):
         shared: Future[CallResult] | None,
         reruns: int,
         lost: Future[Any],
+        *,
+        previous: int,
     ) -> None:
         """Run call ``index`` of ``batch`` again; if it cannot be submitted, record its loss."""
         try:
             self._submit_recorded(batch, index, shared, reruns)
         except Exception:
             logger.exception('%s: cannot rerun call %d of a lost interchange', self.name, index)
-            self._record(batch, index, shared, reruns - 1, lost, may_rerun=False)
+            self._record(batch, index, shared, previous, lost, may_rerun=False)
+
+    def _stopped(self, future: Future[Any]) -> bool:
+        """Whether a call was stopped on purpose (cancel, timeout): never rerun."""
+        task_record = getattr(future, 'task_record', None)
+        return task_record is not None and self._stopped_on_purpose(task_record)
 
     def _answer_early(
         self,
@@ -938,7 +991,11 @@ class Director(Agent):
             error = None if future.cancelled() else future.exception()
             if interchange_loss(error) is None:
                 break
-            if _may_rerun(error, reruns, self.retries) and await self._replacement_up():
+            if (
+                _may_rerun(error, reruns, self.retries)
+                and not self._stopped(future)
+                and await self._replacement_up()
+            ):
                 # A call refused by the dead executor never ran: not a rerun.
                 reruns += not isinstance(error, InterchangeLost)
                 continue
@@ -1323,6 +1380,11 @@ def _tool_and_arguments(call: Mapping[str, Any], default: str) -> tuple[str, dic
         )
     arguments = dict(call)
     return arguments.pop('tool', default), arguments
+
+
+def _run_each(callables: Sequence[Callable[[], None]]) -> None:
+    for each in callables:
+        each()
 
 
 def _may_rerun(error: BaseException | None, reruns: int, retries: int) -> bool:

@@ -17,6 +17,7 @@ import pathlib
 import threading
 from collections.abc import Callable
 from collections.abc import Iterable
+from concurrent.futures import InvalidStateError
 from typing import Any
 
 import psutil
@@ -120,6 +121,23 @@ def quiet_interchange_losses() -> None:
         parsl_logger = logging.getLogger(name)
         if not any(isinstance(f, QuietInterchangeLoss) for f in parsl_logger.filters):
             parsl_logger.addFilter(QuietInterchangeLoss())
+
+
+def fail_executor(executor: Any, error: InterchangeLost) -> None:
+    """Mark ``executor`` bad and fail every task it still holds with ``error``.
+
+    Parsl's ``set_bad_state_and_fail_all`` walks the executor's task table
+    while its result thread may still remove a task from it, and stops at
+    that change; whatever it did not reach is failed here.
+    """
+    try:
+        executor.set_bad_state_and_fail_all(error)
+    except Exception as e:
+        logger.warning('%s: failing its tasks was interrupted (%s); going on', executor.label, e)
+    for future in list(executor.tasks.values()):
+        if not future.done():
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(BadStateException(executor, error))
 
 
 def interchange_loss(error: BaseException | None) -> InterchangeLost | None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import psutil
@@ -24,6 +25,7 @@ from actors.client import call
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
 from actors.faults import QuietInterchangeLoss
+from actors.faults import fail_executor
 from actors.faults import interchange_loss
 from actors.faults import release_parsl
 from actors.journal import journal_path
@@ -120,6 +122,47 @@ def test_killed_mpi_interchange_reruns_the_mpi_call(run_dir: pathlib.Path):
     assert sorted(result.nodes) == ['sim-node-001', 'sim-node-002']
     assert result.value['hosts'] == sorted(result.nodes)
     assert after.ok
+
+
+def test_both_interchanges_dying_together_make_one_replacement(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=2, partitions=1, retries=1) as (
+            manager,
+            (handle,),
+            _,
+        ):
+            (first,) = interchanges()
+            mpi = asyncio.ensure_future(
+                call(manager, handle, 'call_tool', 'mpi_probe', {'duration': 3, 'num_nodes': 1}),
+            )
+            both = await wait_for(lambda: len(interchanges()) == 2 and interchanges(), timeout=60)
+            # The MPI call holds its node (so it is submitted), then runs for a while.
+            deadline = time.monotonic() + 60
+            while (await call(manager, handle, 'status')).mpi_nodes_free != 1:
+                assert time.monotonic() < deadline, 'the MPI call never started'
+                await asyncio.sleep(0.05)
+            batch = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=4, params={'duration': 1}),
+            )
+            await asyncio.sleep(1.5)
+            for interchange in both:
+                interchange.kill()
+            # Reaped by the Director's watch threads: the loss is known.
+            await wait_for(lambda: not any(p.is_running() for p in both), timeout=10)
+            await asyncio.sleep(0.2)
+            # Sent while the DFK is being replaced: refused by the lost one, run on the new one.
+            during = asyncio.ensure_future(
+                call(manager, handle, 'md_sim_batch', iterations=3, params={}),
+            )
+            results = await asyncio.wait_for(asyncio.gather(mpi, batch, during), 90)
+            return first.pid, results, interchanges()
+
+    first, (mpi, batch, during), now = asyncio.run(main())
+    assert mpi.ok and mpi.attempts == 2, mpi
+    assert all(r.ok for r in batch), batch
+    assert all(r.ok and r.attempts == 1 for r in during), during
+    # One new DFK (its main interchange, and the MPI one the rerun started), not two.
+    assert first not in {p.pid for p in now} and len(now) == 2
 
 
 def test_lost_calls_without_retries_say_why_and_the_director_goes_on(run_dir: pathlib.Path):
@@ -236,3 +279,26 @@ def test_parsl_task_errors_of_a_lost_interchange_are_not_logged_one_by_one():
     assert not quiet.filter(record(error))
     assert quiet.filter(record(RuntimeError('a tool failed')))
     assert quiet.filter(record(None))
+
+
+def test_fail_executor_fails_what_parsl_did_not_reach():
+    error = InterchangeLost('the interchange exited')
+    held = [Future() for _ in range(3)]
+    held[0].set_result('finished before')
+
+    class Interrupted:
+        label = 'partition-0'
+        executor_exception = error
+
+        def __init__(self) -> None:
+            self.tasks = dict(enumerate(held))
+
+        def set_bad_state_and_fail_all(self, exception):
+            raise RuntimeError('dictionary changed size during iteration')
+
+    executor = Interrupted()
+    fail_executor(executor, error)
+    assert held[0].result() == 'finished before'
+    for future in held[1:]:
+        assert isinstance(future.exception(), BadStateException)
+        assert interchange_loss(future.exception()) is error
