@@ -123,12 +123,16 @@ class CancelFiles:
         if control is None:
             return None
         call = control[0]
+        # The caller's own words first; the worker's marker (written as it
+        # starts to stop the call) also covers timeouts.
+        path = cancelled_by(self.directory, call)
+        if path is not None:
+            return 'cancelled', cancel_reason(path)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             with open(stop_marker(self.directory, call), encoding='utf-8') as f:
                 marker = json.load(f)
             return str(marker['status']), str(marker['reason'])
-        path = cancelled_by(self.directory, call)
-        return None if path is None else ('cancelled', cancel_reason(path))
+        return None
 
     def _cancel(self, calls: list[int], reason: str) -> int:
         self._make()

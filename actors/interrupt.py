@@ -173,6 +173,10 @@ class _Guard:
                         continue
                     self._request, self._requested_at = request, time.time()
                 logger.info('stopping the running call: %s', request[1])
+                # Before any signal: should this worker die of the stop (an
+                # mpiexec passing SIGTERM to its process group), Parsl's retry
+                # handler must see a call stopped on purpose, not a lost one.
+                write_stop_marker(self._directory, control[0], *request)
                 # A worker has no children of its own: these are the tool's.
                 _signal_children(signal.SIGTERM)
                 if self._can_signal and self._main is not None:
