@@ -387,17 +387,18 @@ class Director(Agent):
             )
         if isinstance(released, BaseException):
             logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
+        failed = isinstance(started, BaseException)
         with self._lock:
             self._replacing -= 1
-            if isinstance(started, BaseException):
+            if failed:
                 self._parsl_broken = self._parsl_broken or error
             # Another replacement still to come takes the parked calls.
-            parked, self._parked = (self._parked, []) if not self._replacing else ([], self._parked)
-        if isinstance(started, BaseException):
+            parked = [] if failed or self._replacing else self._parked
+            if parked:
+                self._parked = []
+        if failed:
             logger.error('%s: cannot start a new DataFlowKernel: %s', self.name, started)
             self._give_up_parked()
-            for _, give_up in parked:
-                give_up()
             return
         logger.warning('%s: new DataFlowKernel up; rerunning %d call(s)', self.name, len(parked))
         reruns = [rerun for rerun, _ in parked]
@@ -805,16 +806,10 @@ class Director(Agent):
         """
         call_key = batch.keys[index]
         error = None if done.cancelled() else done.exception()
-        if (
-            error is not None
-            and may_rerun
-            and _may_rerun(error, reruns, self.retries)
-            and not self._stopped(done)
-        ):
+        again = None if error is None or not may_rerun else self._rerun_count(done, error, reruns)
+        if again is not None:
             with self._lock:
                 self._in_flight.discard(done)
-            # A call refused by the dead executor never ran: not a rerun.
-            again = reruns if isinstance(error, InterchangeLost) else reruns + 1
             rerun = functools.partial(
                 self._rerun, batch, index, shared, again, done, previous=reruns
             )
@@ -857,10 +852,22 @@ class Director(Agent):
             logger.exception('%s: cannot rerun call %d of a lost interchange', self.name, index)
             self._record(batch, index, shared, previous, lost, may_rerun=False)
 
-    def _stopped(self, future: Future[Any]) -> bool:
-        """Whether a call was stopped on purpose (cancel, timeout): never rerun."""
+    def _rerun_count(self, future: Future[Any], error: BaseException, reruns: int) -> int | None:
+        """The call's rerun count if it goes to a replacement DFK, else ``None``.
+
+        Calls held by an interchange that died run again up to ``retries``
+        times; calls refused by its executor afterwards (``InterchangeLost``
+        itself) never ran, always wait for the replacement and count no
+        rerun. A call stopped on purpose (cancel, timeout) never runs again.
+        """
         task_record = getattr(future, 'task_record', None)
-        return task_record is not None and self._stopped_on_purpose(task_record)
+        if task_record is not None and self._stopped_on_purpose(task_record):
+            return None
+        if isinstance(error, InterchangeLost):
+            return reruns
+        if reruns < self.retries and interchange_loss(error) is not None:
+            return reruns + 1
+        return None
 
     def _answer_early(
         self,
@@ -991,13 +998,10 @@ class Director(Agent):
             error = None if future.cancelled() else future.exception()
             if interchange_loss(error) is None:
                 break
-            if (
-                _may_rerun(error, reruns, self.retries)
-                and not self._stopped(future)
-                and await self._replacement_up()
-            ):
-                # A call refused by the dead executor never ran: not a rerun.
-                reruns += not isinstance(error, InterchangeLost)
+            assert error is not None
+            again = self._rerun_count(future, error, reruns)
+            if again is not None and await self._replacement_up():
+                reruns = again
                 continue
             self._settled(future, False)
             break
@@ -1385,18 +1389,6 @@ def _tool_and_arguments(call: Mapping[str, Any], default: str) -> tuple[str, dic
 def _run_each(callables: Sequence[Callable[[], None]]) -> None:
     for each in callables:
         each()
-
-
-def _may_rerun(error: BaseException | None, reruns: int, retries: int) -> bool:
-    """Whether a call that failed with ``error`` goes to a replacement DFK.
-
-    Calls held by an interchange that died run again up to ``retries``
-    times; calls refused by its executor afterwards (``InterchangeLost``
-    itself) never ran and always wait for the replacement.
-    """
-    if isinstance(error, InterchangeLost):
-        return True
-    return reruns < retries and interchange_loss(error) is not None
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

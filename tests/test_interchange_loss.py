@@ -50,9 +50,19 @@ def interchanges() -> list[psutil.Process]:
     return found
 
 
-async def running(manager, handle, at_least: int) -> bool:
-    status = await call(manager, handle, 'status')
-    return status.running >= at_least
+async def wait_status(manager, handle, ready, what: str) -> None:
+    """Poll the Director's status until ``ready(status)``."""
+    deadline = time.monotonic() + 60
+    while not ready(await call(manager, handle, 'status')):
+        assert time.monotonic() < deadline, f'{what} never happened'
+        await asyncio.sleep(0.05)
+
+
+def mpi_probe(manager, handle, num_nodes: int) -> asyncio.Future:
+    """An MPI call holding ``num_nodes`` nodes for 3 s, under way."""
+    return asyncio.ensure_future(
+        call(manager, handle, 'call_tool', 'mpi_probe', {'duration': 3, 'num_nodes': num_nodes}),
+    )
 
 
 def test_killed_interchange_is_replaced_and_calls_rerun(run_dir: pathlib.Path):
@@ -71,10 +81,7 @@ def test_killed_interchange_is_replaced_and_calls_rerun(run_dir: pathlib.Path):
                 call(manager, handle, 'call_tool', 'mock_md', {'duration': 0.5}),
             )
             (interchange,) = interchanges()
-            deadline = time.monotonic() + 30
-            while not await running(manager, handle, 2):
-                assert time.monotonic() < deadline, 'calls never started'
-                await asyncio.sleep(0.05)
+            await wait_status(manager, handle, lambda s: s.running >= 2, 'two running calls')
             interchange.kill()
             results = await asyncio.wait_for(batch, 60)
             tool_result = await asyncio.wait_for(single, 60)
@@ -102,9 +109,7 @@ def test_killed_mpi_interchange_reruns_the_mpi_call(run_dir: pathlib.Path):
             _,
         ):
             (first,) = interchanges()
-            mpi = asyncio.ensure_future(
-                call(manager, handle, 'call_tool', 'mpi_probe', {'duration': 3, 'num_nodes': 2}),
-            )
+            mpi = mpi_probe(manager, handle, 2)
             (mpi_interchange,) = await wait_for(
                 lambda: [p for p in interchanges() if p.pid != first.pid],
                 timeout=60,
@@ -132,15 +137,10 @@ def test_both_interchanges_dying_together_make_one_replacement(run_dir: pathlib.
             _,
         ):
             (first,) = interchanges()
-            mpi = asyncio.ensure_future(
-                call(manager, handle, 'call_tool', 'mpi_probe', {'duration': 3, 'num_nodes': 1}),
-            )
+            mpi = mpi_probe(manager, handle, 1)
             both = await wait_for(lambda: len(interchanges()) == 2 and interchanges(), timeout=60)
             # The MPI call holds its node (so it is submitted), then runs for a while.
-            deadline = time.monotonic() + 60
-            while (await call(manager, handle, 'status')).mpi_nodes_free != 1:
-                assert time.monotonic() < deadline, 'the MPI call never started'
-                await asyncio.sleep(0.05)
+            await wait_status(manager, handle, lambda s: s.mpi_nodes_free == 1, 'the MPI call')
             batch = asyncio.ensure_future(
                 call(manager, handle, 'md_sim_batch', iterations=4, params={'duration': 1}),
             )
@@ -176,10 +176,7 @@ def test_lost_calls_without_retries_say_why_and_the_director_goes_on(run_dir: pa
                 call(manager, handle, 'md_sim_batch', iterations=2, params={'duration': 3}),
             )
             (interchange,) = interchanges()
-            deadline = time.monotonic() + 30
-            while not await running(manager, handle, 2):
-                assert time.monotonic() < deadline, 'calls never started'
-                await asyncio.sleep(0.05)
+            await wait_status(manager, handle, lambda s: s.running >= 2, 'two running calls')
             interchange.kill()
             results = await asyncio.wait_for(batch, 30)
             # The replacement DFK takes the next calls.
