@@ -39,6 +39,7 @@ from actors.faults import LOST_CLEANUP_TIMEOUT
 from actors.faults import BlockDoctor
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
+from actors.faults import ask_interchange
 from actors.faults import fail_executor
 from actors.faults import interchange_loss
 from actors.faults import quiet_interchange_losses
@@ -484,9 +485,10 @@ class Director(Agent):
                 # and a block of its own.
                 for each in list(self._dfk.executors.values()):
                     await asyncio.to_thread(watch_parsl_processes, self._watchdog, each)
-                # A lost interchange never answers: do not ask it.
-                if not executor.bad_state_is_set:
-                    await asyncio.to_thread(doctor.check, executor)
+                # A lost interchange never answers: not asked, or not waited for.
+                managers = await ask_interchange(executor, executor.connected_managers)
+                if managers is not None:
+                    await asyncio.to_thread(doctor.check, executor, managers)
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
             await asyncio.sleep(WATCH_INTERVAL)
@@ -1225,8 +1227,7 @@ class Director(Agent):
         if self._dfk is not None:
             executor = self._dfk.executors[executor_label(self.partition)]
             # A lost interchange never answers (a replacement is on its way).
-            lost = executor.bad_state_is_set
-            managers = [] if lost else await asyncio.to_thread(executor.connected_managers)
+            managers = await ask_interchange(executor, executor.connected_managers) or []
             for manager in managers:
                 running += manager['tasks']
                 workers += manager['worker_count']

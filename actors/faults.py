@@ -5,11 +5,13 @@
 ``release_parsl`` stops Parsl and whatever of it is left before letting the
 watchdog go; ``BlockDoctor`` replaces a block that lost all its worker pools.
 Both also stop a lost pool's orphans (``block_leftovers``). ``InterchangeWatch``
-notices an interchange that exits under a running executor.
+notices an interchange that exits under a running executor, and
+``ask_interchange`` sends it commands that cannot hang on its death.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,8 +19,11 @@ import pathlib
 import threading
 from collections.abc import Callable
 from collections.abc import Iterable
+from concurrent.futures import Future
 from concurrent.futures import InvalidStateError
+from concurrent.futures import wait
 from typing import Any
+from typing import TypeVar
 
 import psutil
 from parsl.executors.errors import BadStateException
@@ -31,6 +36,8 @@ from actors.watchdog import wait_exited
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar('T')
+
 SETTLE = 2.0
 """Seconds a block's processes get to exit on their own after ``DataFlowKernel.cleanup``."""
 
@@ -40,6 +47,13 @@ CLEANUP_TIMEOUT = 60.0
 LOST_CLEANUP_TIMEOUT = 5.0
 """The same for a DFK whose interchange died: its cleanup can block forever (see
 ``InterchangeWatch``), so it gets only long enough to stop its other executors."""
+
+
+UNBLOCK_TIMEOUT = 5.0
+"""Seconds a command to a lost interchange gets to fail once its context is terminated."""
+
+LOST_POLL = 0.1
+"""Seconds between looks, while waiting for an interchange's answer, at whether it was lost."""
 
 
 class InterchangeLost(RuntimeError):
@@ -138,6 +152,36 @@ def fail_executor(executor: Any, error: InterchangeLost) -> None:
         if not future.done():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(BadStateException(executor, error))
+    unblock_commands(executor)
+
+
+def unblock_commands(executor: Any, timeout: float = UNBLOCK_TIMEOUT) -> None:
+    """Fail the commands waiting on a dead interchange's reply; close its command socket.
+
+    A command in flight when the interchange died waits for a reply forever,
+    holding the command client's lock (``CommandClient.run``), and closing
+    the socket under it, as Parsl's shutdown does, aborts the whole process
+    inside libzmq. Terminating the context first makes the waiting ``recv``
+    raise ``ContextTerminated``; once the lock is free the socket is closed,
+    which lets the termination finish. Later commands fail at once (the
+    client is marked bad), and Parsl's own ``close`` finds both closed.
+    """
+    client = getattr(executor, 'command_client', None)
+    if client is None:
+        return
+    client.ok = False
+    terminate = threading.Thread(
+        target=client.zmq_context.term, name='command-unblock', daemon=True
+    )
+    terminate.start()
+    if not client._lock.acquire(timeout=timeout):
+        logger.warning('%s: a command to its lost interchange does not return', executor.label)
+        return
+    try:
+        client.zmq_socket.close()
+    finally:
+        client._lock.release()
+    terminate.join(timeout)
 
 
 def interchange_loss(error: BaseException | None) -> InterchangeLost | None:
@@ -300,28 +344,59 @@ def release_parsl(
     return stopped
 
 
-def _bounded(function: Callable[[], Any], timeout: float) -> None:
-    """Run ``function`` on a daemon thread; raise if it fails or takes over ``timeout`` s.
+def _on_daemon_thread(function: Callable[[], T], name: str) -> Future[T]:
+    """Run ``function`` on a new daemon thread; its outcome as a future.
 
-    A daemon thread, not the loop's executor: a call that never returns
-    must not keep the process from exiting.
+    A daemon thread, not an executor's: a call that never returns (a Parsl
+    command to a dead interchange) must not keep the process from exiting.
     """
-    finished = threading.Event()
-    errors: list[BaseException] = []
+    outcome: Future[T] = Future()
 
     def run() -> None:
+        if not outcome.set_running_or_notify_cancel():
+            return
         try:
-            function()
+            result = function()
         except BaseException as e:
-            errors.append(e)
-        finally:
-            finished.set()
+            outcome.set_exception(e)
+        else:
+            outcome.set_result(result)
 
-    threading.Thread(target=run, name='parsl-cleanup', daemon=True).start()
-    if not finished.wait(timeout):
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return outcome
+
+
+def _bounded(function: Callable[[], Any], timeout: float) -> None:
+    """Run ``function`` on a daemon thread; raise if it fails or takes over ``timeout`` s."""
+    outcome = _on_daemon_thread(function, 'parsl-cleanup')
+    if not wait([outcome], timeout).done:
         raise TimeoutError(f'Parsl cleanup did not finish within {timeout:.0f}s')
-    if errors:
-        raise errors[0]
+    outcome.result()
+
+
+async def ask_interchange(executor: Any, question: Callable[[], T]) -> T | None:
+    """Ask ``executor``'s interchange ``question`` (a Parsl command); ``None`` if it is lost.
+
+    A Parsl command waits for the interchange's reply with no time limit,
+    holding the executor's command lock: one in flight when the interchange
+    dies never returns, and neither does any command after it. So the
+    question runs on a daemon thread, and the caller stops waiting as soon
+    as the executor is marked bad (``InterchangeWatch`` reports the death
+    at once); a live interchange answers in milliseconds, however busy.
+    """
+    if executor.bad_state_is_set:
+        return None
+    answer = asyncio.wrap_future(_on_daemon_thread(question, 'interchange-command'))
+    while not executor.bad_state_is_set:
+        done, _ = await asyncio.wait({answer}, timeout=LOST_POLL)
+        if done and not executor.bad_state_is_set:
+            return answer.result()
+    if answer.done():
+        # Failed by unblock_commands: the loss itself is what the caller learns.
+        answer.exception()
+    else:
+        answer.cancel()
+    return None
 
 
 class BlockDoctor:
@@ -340,9 +415,14 @@ class BlockDoctor:
     def __init__(self) -> None:
         self._had_managers: set[str] = set()
 
-    def check(self, executor: Any) -> list[str]:
-        """Cancel blocks that lost every pool; returns their block IDs."""
-        managers = executor.connected_managers()
+    def check(self, executor: Any, managers: list[dict[str, Any]]) -> list[str]:
+        """Cancel blocks that lost every pool; returns their block IDs.
+
+        Args:
+            executor: The HTEX executor.
+            managers: Its ``connected_managers()`` (see ``ask_interchange``).
+
+        """
         live = {str(m['block_id']) for m in managers if m.get('active', True)}
         self._had_managers |= live
         broken = []

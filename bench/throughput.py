@@ -1,9 +1,11 @@
 """No-op tool calls: one Director's ``md_sim_batch`` vs the same calls on Parsl.
 
 Both sides use the same Parsl configuration (``build_config`` for a partition
-of the same shape and site) and the same worker function, live side by side
-in one process, and take turns batch by batch so that machine noise hits both
-alike. Each side is warmed up first, so start-up time is not counted.
+of the same shape and site) and the same tool (``actors.tools.run_tool``; the
+Director runs it under its stop guard, ``actors.interrupt``, which is part of
+the layer measured), live side by side in one process, and take turns batch
+by batch so that machine noise hits both alike. Each side is warmed up first,
+so start-up time is not counted.
 """
 
 from __future__ import annotations

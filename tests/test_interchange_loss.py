@@ -19,15 +19,20 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+import zmq
 from parsl.executors.errors import BadStateException
+from parsl.executors.high_throughput.errors import CommandClientBadError
+from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
 from actors.client import call
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
 from actors.faults import QuietInterchangeLoss
+from actors.faults import ask_interchange
 from actors.faults import fail_executor
 from actors.faults import interchange_loss
 from actors.faults import release_parsl
+from actors.faults import unblock_commands
 from actors.journal import journal_path
 from actors.journal import read_journal
 from tests.helpers import running_directors
@@ -202,6 +207,95 @@ def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathli
     took = asyncio.run(main())
     # Bounded by LOST_CLEANUP_TIMEOUT plus reaping, not forever.
     assert took < 30
+
+
+def test_status_asked_as_the_interchange_dies_still_answers(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
+            await call(manager, handle, 'md_sim')
+            (interchange,) = interchanges()
+            # Stopped, it takes commands but never answers: status (and the
+            # watch loop, which asks every second) wait for a reply...
+            interchange.suspend()
+            try:
+                asked = asyncio.ensure_future(call(manager, handle, 'status'))
+                await asyncio.sleep(1.5)
+                waited = not asked.done()
+            finally:
+                # ... that never comes once it is dead.
+                interchange.kill()
+            status = await asyncio.wait_for(asked, 10)
+            after = await asyncio.wait_for(call(manager, handle, 'md_sim'), 60)
+            later = await asyncio.wait_for(call(manager, handle, 'status'), 10)
+            return waited, status, after, later
+
+    waited, status, after, later = asyncio.run(main())
+    assert waited
+    assert status.workers_connected == 0
+    assert after.ok
+    # The new interchange answers.
+    assert later.workers_connected == later.slots
+
+
+def test_ask_interchange_stops_waiting_once_the_executor_is_lost():
+    never = threading.Event()
+    executor = SimpleNamespace(bad_state_is_set=False)
+
+    async def lose_soon() -> None:
+        await asyncio.sleep(0.3)
+        executor.bad_state_is_set = True
+
+    async def main():
+        answered = await ask_interchange(executor, lambda: ['manager'])
+        started = time.monotonic()
+        loser = asyncio.ensure_future(lose_soon())
+        unanswered = await asyncio.wait_for(ask_interchange(executor, never.wait), 5)
+        await loser
+        took = time.monotonic() - started
+        not_asked = await ask_interchange(executor, lambda: pytest.fail('asked a lost executor'))
+        return answered, unanswered, took, not_asked
+
+    try:
+        answered, unanswered, took, not_asked = asyncio.run(main())
+    finally:
+        never.set()
+    assert answered == ['manager']
+    assert unanswered is None and took < 2
+    assert not_asked is None
+
+
+def test_ask_interchange_passes_on_a_failed_command():
+    def broken() -> None:
+        raise RuntimeError('command channel is bad')
+
+    executor = SimpleNamespace(bad_state_is_set=False)
+    with pytest.raises(RuntimeError, match='command channel is bad'):
+        asyncio.run(ask_interchange(executor, broken))
+
+
+def test_unblock_commands_fails_a_command_left_without_a_reply():
+    # A real Parsl command client whose interchange never answers (none is there).
+    client = CommandClient('127.0.0.1', (50000, 60000))
+    failures: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            client.run('MANAGERS')
+        except BaseException as e:
+            failures.append(e)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    time.sleep(0.3)
+    assert asking.is_alive()
+    unblock_commands(SimpleNamespace(label='partition-0', command_client=client))
+    asking.join(5)
+    assert not asking.is_alive()
+    assert [type(e) for e in failures] == [zmq.error.ContextTerminated]
+    # Parsl's own shutdown closes it again without blocking; later commands fail at once.
+    client.close()
+    with pytest.raises(CommandClientBadError):
+        client.run('MANAGERS')
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
