@@ -330,13 +330,15 @@ class Director(Agent):
                 self._replacing += 1
             elif not broken:
                 self._parsl_broken = error
+        # Failed (and their commands unblocked) before the replacement releases them.
+        # A list: an MPI executor may be joining the DFK on another thread.
+        for each in list(dfk.executors.values()):
+            if getattr(each, 'interchange_proc', None) is not None:
+                fail_executor(each, error)
         if replace:
             assert self._loop is not None
             _call_soon(self._loop, self._begin_replacement, dfk, error)
-        for each in dfk.executors.values():
-            if getattr(each, 'interchange_proc', None) is not None:
-                fail_executor(each, error)
-        if not replace:
+        else:
             reason = (
                 'the Director is stopping'
                 if stopping
@@ -447,7 +449,14 @@ class Director(Agent):
                 self._cancels.directory,
             )
             logger.info('%s: starting the MPI executor for its first MPI call', self.name)
-            await asyncio.to_thread(dfk.add_executors, [executor])
+            try:
+                await asyncio.to_thread(dfk.add_executors, [executor])
+            except Exception:
+                # Failed along with the DFK it was joining (its start-up command
+                # was unblocked): the call waits for the new DFK.
+                if self._dfk is dfk and not self._replacing:
+                    raise
+                logger.info('%s: the MPI executor started on a lost DFK', self.name)
             if self._dfk is not dfk or self._replacing:
                 # Lost while it started: it goes (the call waits for the new DFK).
                 await asyncio.to_thread(release_parsl, None, [executor])

@@ -17,6 +17,7 @@ import logging
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -52,6 +53,9 @@ LOST_CLEANUP_TIMEOUT = 5.0
 UNBLOCK_TIMEOUT = 5.0
 """Seconds a command to a lost interchange gets to fail once its context is terminated."""
 
+COMMAND_TIMEOUT = 30.0
+"""Seconds ``ask_interchange`` waits for a live interchange's answer."""
+
 LOST_POLL = 0.1
 """Seconds between looks, while waiting for an interchange's answer, at whether it was lost."""
 
@@ -82,10 +86,15 @@ class InterchangeWatch:
         self._released = threading.Event()
 
     def watch(self, executor: Any) -> None:
-        """Start watching ``executor``'s interchange (no-op without one)."""
+        """Start watching ``executor``'s interchange (no-op without one).
+
+        Its command client's close is made safe for a death first
+        (``guard_command_client``).
+        """
         process = getattr(executor, 'interchange_proc', None)
         if process is None:
             return
+        guard_command_client(executor)
         threading.Thread(
             target=self._wait,
             args=(executor, process),
@@ -155,33 +164,76 @@ def fail_executor(executor: Any, error: InterchangeLost) -> None:
     unblock_commands(executor)
 
 
-def unblock_commands(executor: Any, timeout: float = UNBLOCK_TIMEOUT) -> None:
-    """Fail the commands waiting on a dead interchange's reply; close its command socket.
+def unblock_commands(executor: Any) -> None:
+    """Fail the commands waiting on a dead interchange's reply; close its command client.
 
-    A command in flight when the interchange died waits for a reply forever,
-    holding the command client's lock (``CommandClient.run``), and closing
-    the socket under it, as Parsl's shutdown does, aborts the whole process
-    inside libzmq. Terminating the context first makes the waiting ``recv``
-    raise ``ContextTerminated``; once the lock is free the socket is closed,
-    which lets the termination finish. Later commands fail at once (the
-    client is marked bad), and Parsl's own ``close`` finds both closed.
+    The same term-first close that ``guard_command_client`` gives Parsl's
+    own shutdown, so that whichever of the two comes first does it once.
+    """
+    guard_command_client(executor)
+    client = getattr(executor, 'command_client', None)
+    if client is not None:
+        client.close()
+
+
+def guard_command_client(executor: Any) -> None:
+    """Make every close of ``executor``'s command client safe for a command left waiting.
+
+    A command in flight when the interchange dies waits for a reply forever,
+    holding the client's lock (``CommandClient.run``); Parsl's own ``close``
+    closes the socket under it and terminates the context, which can abort
+    the whole process inside libzmq, and two threads terminating one
+    context at once (a lost DFK's cleanup racing the Director) can too. The
+    client's ``close`` is replaced by ``_TermFirstClose``: once, under a
+    lock, the context is terminated first (the waiting ``recv`` raises
+    ``ContextTerminated``), then the socket is closed when the lock is free,
+    which lets the termination finish. Later commands fail at once.
     """
     client = getattr(executor, 'command_client', None)
-    if client is None:
+    if client is None or isinstance(client.close, _TermFirstClose):
         return
-    client.ok = False
-    terminate = threading.Thread(
-        target=client.zmq_context.term, name='command-unblock', daemon=True
-    )
-    terminate.start()
-    if not client._lock.acquire(timeout=timeout):
-        logger.warning('%s: a command to its lost interchange does not return', executor.label)
-        return
-    try:
-        client.zmq_socket.close()
-    finally:
-        client._lock.release()
-    terminate.join(timeout)
+    client.close = _TermFirstClose(client, executor.label)
+
+
+class _TermFirstClose:
+    """``CommandClient.close`` done safely, once (see ``guard_command_client``).
+
+    Args:
+        client: Parsl's ``CommandClient``.
+        label: Its executor's label (for the log).
+        timeout: Seconds a waiting command gets to fail once the context
+            is being terminated; past it the socket is left open rather
+            than closed under the command.
+
+    """
+
+    def __init__(self, client: Any, label: str, timeout: float = UNBLOCK_TIMEOUT) -> None:
+        self._client = client
+        self._label = label
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __call__(self) -> None:
+        """Close the client (a second call waits for the first and returns)."""
+        client = self._client
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            client.ok = False
+            terminate = threading.Thread(
+                target=client.zmq_context.term, name='command-close', daemon=True
+            )
+            terminate.start()
+            if not client._lock.acquire(timeout=self._timeout):
+                logger.warning('%s: a command to its interchange does not return', self._label)
+                return
+            try:
+                client.zmq_socket.close()
+            finally:
+                client._lock.release()
+            terminate.join(self._timeout)
 
 
 def interchange_loss(error: BaseException | None) -> InterchangeLost | None:
@@ -382,21 +434,33 @@ async def ask_interchange(executor: Any, question: Callable[[], T]) -> T | None:
     dies never returns, and neither does any command after it. So the
     question runs on a daemon thread, and the caller stops waiting as soon
     as the executor is marked bad (``InterchangeWatch`` reports the death
-    at once); a live interchange answers in milliseconds, however busy.
+    at once); a live interchange answers in milliseconds, however busy. One
+    that is alive but does not answer within ``COMMAND_TIMEOUT`` gets
+    ``None`` too (with a warning).
     """
     if executor.bad_state_is_set:
         return None
     answer = asyncio.wrap_future(_on_daemon_thread(question, 'interchange-command'))
-    while not executor.bad_state_is_set:
-        done, _ = await asyncio.wait({answer}, timeout=LOST_POLL)
-        if done and not executor.bad_state_is_set:
-            return answer.result()
-    if answer.done():
-        # Failed by unblock_commands: the loss itself is what the caller learns.
-        answer.exception()
-    else:
-        answer.cancel()
-    return None
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    try:
+        while not executor.bad_state_is_set:
+            done, _ = await asyncio.wait({answer}, timeout=LOST_POLL)
+            if done and not executor.bad_state_is_set:
+                return answer.result()
+            if time.monotonic() > deadline:
+                logger.warning(
+                    '%s: its interchange did not answer within %.0fs',
+                    executor.label,
+                    COMMAND_TIMEOUT,
+                )
+                return None
+        return None
+    finally:
+        if not answer.done():
+            answer.cancel()
+        elif not answer.cancelled():
+            # Failed by unblock_commands, or not waited for: the loss is what the caller learns.
+            answer.exception()
 
 
 class BlockDoctor:

@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -30,6 +31,7 @@ from actors.faults import InterchangeWatch
 from actors.faults import QuietInterchangeLoss
 from actors.faults import ask_interchange
 from actors.faults import fail_executor
+from actors.faults import guard_command_client
 from actors.faults import interchange_loss
 from actors.faults import release_parsl
 from actors.faults import unblock_commands
@@ -273,9 +275,13 @@ def test_ask_interchange_passes_on_a_failed_command():
         asyncio.run(ask_interchange(executor, broken))
 
 
-def test_unblock_commands_fails_a_command_left_without_a_reply():
-    # A real Parsl command client whose interchange never answers (none is there).
+def _waiting_command() -> tuple[CommandClient, threading.Thread, list[BaseException], Any]:
+    """A real Parsl command client whose command the 'interchange' took and never answers."""
     client = CommandClient('127.0.0.1', (50000, 60000))
+    context = zmq.Context()
+    interchange = context.socket(zmq.REP)
+    interchange.setsockopt(zmq.LINGER, 0)
+    interchange.connect(f'tcp://127.0.0.1:{client.port}')
     failures: list[BaseException] = []
 
     def ask() -> None:
@@ -286,16 +292,52 @@ def test_unblock_commands_fails_a_command_left_without_a_reply():
 
     asking = threading.Thread(target=ask, daemon=True)
     asking.start()
-    time.sleep(0.3)
-    assert asking.is_alive()
-    unblock_commands(SimpleNamespace(label='partition-0', command_client=client))
-    asking.join(5)
-    assert not asking.is_alive()
-    assert [type(e) for e in failures] == [zmq.error.ContextTerminated]
-    # Parsl's own shutdown closes it again without blocking; later commands fail at once.
-    client.close()
-    with pytest.raises(CommandClientBadError):
-        client.run('MANAGERS')
+    interchange.recv()
+    time.sleep(0.02)
+    return client, asking, failures, (context, interchange)
+
+
+def test_unblock_commands_fails_a_command_left_without_a_reply():
+    client, asking, failures, (context, interchange) = _waiting_command()
+    try:
+        assert asking.is_alive()
+        unblock_commands(SimpleNamespace(label='partition-0', command_client=client))
+        asking.join(5)
+        assert not asking.is_alive()
+        assert [type(e) for e in failures] == [zmq.error.ContextTerminated]
+        # Parsl's own shutdown closes it again without blocking; later commands fail at once.
+        client.close()
+        with pytest.raises(CommandClientBadError):
+            client.run('MANAGERS')
+    finally:
+        interchange.close()
+        context.term()
+
+
+@pytest.mark.parametrize('parsl_first', [True, False])
+def test_parsl_shutdown_racing_the_unblock_closes_once(parsl_first: bool):
+    # Parsl's close (a lost DFK's cleanup) and the Director's unblock at the same
+    # moment, with a command waiting: unguarded, this aborted the process in libzmq.
+    for _ in range(10):
+        client, asking, failures, (context, interchange) = _waiting_command()
+        executor = SimpleNamespace(label='partition-0', command_client=client)
+        guard_command_client(executor)
+        try:
+            closers = [
+                threading.Thread(target=client.close, daemon=True),
+                threading.Thread(target=unblock_commands, args=(executor,), daemon=True),
+            ]
+            for closer in closers if parsl_first else reversed(closers):
+                closer.start()
+            for closer in closers:
+                closer.join(10)
+            asking.join(5)
+            assert not any(t.is_alive() for t in [*closers, asking])
+            assert [type(e) for e in failures] == [zmq.error.ContextTerminated]
+            assert client.zmq_socket.closed and client.zmq_context.closed
+        finally:
+            interchange.close()
+            context.term()
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
