@@ -334,7 +334,10 @@ class Director(Agent):
         # A list: an MPI executor may be joining the DFK on another thread.
         for each in list(dfk.executors.values()):
             if getattr(each, 'interchange_proc', None) is not None:
-                fail_executor(each, error)
+                try:
+                    fail_executor(each, error)
+                except Exception:
+                    logger.exception('%s: failing executor %s failed', self.name, each.label)
         if replace:
             assert self._loop is not None
             _call_soon(self._loop, self._begin_replacement, dfk, error)
@@ -376,16 +379,9 @@ class Director(Agent):
             )
             assert self._interchanges is not None
             self._interchanges.release()
-            release = asyncio.to_thread(
-                release_parsl,
-                None,
-                list(lost.executors.values()),
-                lost.cleanup,
-                cleanup_timeout=LOST_CLEANUP_TIMEOUT,
-            )
             started, released = await asyncio.gather(
                 self._start_parsl(None),
-                release,
+                self._release_lost(lost),
                 return_exceptions=True,
             )
         if isinstance(released, BaseException):
@@ -410,6 +406,20 @@ class Director(Agent):
         else:
             # Thousands of submits would hold the event loop (see _run_calls).
             await asyncio.to_thread(_run_each, reruns)
+
+    async def _release_lost(self, lost: DataFlowKernel) -> None:
+        """Stop a lost DFK's executors and processes (its cleanup gets a short time)."""
+        # An MPI executor still joining it finishes first: shutting it down
+        # mid-start would close its command socket under its start-up command.
+        async with self._mpi_starting:
+            pass
+        await asyncio.to_thread(
+            release_parsl,
+            None,
+            list(lost.executors.values()),
+            lost.cleanup,
+            cleanup_timeout=LOST_CLEANUP_TIMEOUT,
+        )
 
     def _park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
         """Rerun a call of a lost interchange on the next DFK; False if there is none."""

@@ -53,6 +53,8 @@ LOST_CLEANUP_TIMEOUT = 5.0
 UNBLOCK_TIMEOUT = 5.0
 """Seconds a command to a lost interchange gets to fail once its context is terminated."""
 
+_GUARD_LOCK = threading.Lock()
+
 COMMAND_TIMEOUT = 30.0
 """Seconds ``ask_interchange`` waits for a live interchange's answer."""
 
@@ -170,13 +172,12 @@ def unblock_commands(executor: Any) -> None:
     The same term-first close that ``guard_command_client`` gives Parsl's
     own shutdown, so that whichever of the two comes first does it once.
     """
-    guard_command_client(executor)
-    client = getattr(executor, 'command_client', None)
-    if client is not None:
-        client.close()
+    close = guard_command_client(executor)
+    if close is not None:
+        close()
 
 
-def guard_command_client(executor: Any) -> None:
+def guard_command_client(executor: Any) -> _TermFirstClose | None:
     """Make every close of ``executor``'s command client safe for a command left waiting.
 
     A command in flight when the interchange dies waits for a reply forever,
@@ -188,11 +189,20 @@ def guard_command_client(executor: Any) -> None:
     lock, the context is terminated first (the waiting ``recv`` raises
     ``ContextTerminated``), then the socket is closed when the lock is free,
     which lets the termination finish. Later commands fail at once.
+
+    Returns:
+        The client's close (the one installed before, if any), or ``None``
+        without a client.
+
     """
     client = getattr(executor, 'command_client', None)
-    if client is None or isinstance(client.close, _TermFirstClose):
-        return
-    client.close = _TermFirstClose(client, executor.label)
+    if client is None:
+        return None
+    # One close per client even when the loss and a new watch race to guard it.
+    with _GUARD_LOCK:
+        if not isinstance(client.close, _TermFirstClose):
+            client.close = _TermFirstClose(client, executor.label)
+        return client.close
 
 
 class _TermFirstClose:
