@@ -25,6 +25,7 @@ from parsl.executors.errors import BadStateException
 from parsl.executors.high_throughput.errors import CommandClientBadError
 from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
+from actors import director as director_module
 from actors.client import call
 from actors.faults import InterchangeLost
 from actors.faults import InterchangeWatch
@@ -194,6 +195,25 @@ def test_lost_calls_without_retries_say_why_and_the_director_goes_on(run_dir: pa
     assert [r.status for r in results] == ['lost', 'lost']
     assert all('interchange' in r.error_message and 'exited' in r.error_message for r in results)
     assert after.ok
+
+
+def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
+    run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(executor, error):
+        raise RuntimeError('cannot fail the executor')
+
+    monkeypatch.setattr(director_module, 'fail_executor', broken)
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
+            await call(manager, handle, 'md_sim')
+            (interchange,) = interchanges()
+            interchange.kill()
+            await wait_for(lambda: not interchange.is_running(), timeout=10)
+            return await asyncio.wait_for(call(manager, handle, 'md_sim'), 60)
+
+    assert asyncio.run(main()).ok
 
 
 def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathlib.Path):
