@@ -453,17 +453,14 @@ async def ask_interchange(executor: Any, question: Callable[[], T]) -> T | None:
     answer = asyncio.wrap_future(_on_daemon_thread(question, 'interchange-command'))
     deadline = time.monotonic() + COMMAND_TIMEOUT
     try:
-        while not executor.bad_state_is_set:
+        while not executor.bad_state_is_set and time.monotonic() < deadline:
             done, _ = await asyncio.wait({answer}, timeout=LOST_POLL)
             if done and not executor.bad_state_is_set:
                 return answer.result()
-            if time.monotonic() > deadline:
-                logger.warning(
-                    '%s: its interchange did not answer within %.0fs',
-                    executor.label,
-                    COMMAND_TIMEOUT,
-                )
-                return None
+        if not executor.bad_state_is_set:
+            logger.warning(
+                '%s: its interchange did not answer within %.0fs', executor.label, COMMAND_TIMEOUT
+            )
         return None
     finally:
         if not answer.done():

@@ -8,15 +8,16 @@ interchange of a running Director.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pathlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from types import SimpleNamespace
-from typing import Any
 
 import psutil
 import pytest
@@ -295,7 +296,8 @@ def test_ask_interchange_passes_on_a_failed_command():
         asyncio.run(ask_interchange(executor, broken))
 
 
-def _waiting_command() -> tuple[CommandClient, threading.Thread, list[BaseException], Any]:
+@contextlib.contextmanager
+def waiting_command() -> Iterator[tuple[CommandClient, threading.Thread, list[BaseException]]]:
     """A real Parsl command client whose command the 'interchange' took and never answers."""
     client = CommandClient('127.0.0.1', (50000, 60000))
     context = zmq.Context()
@@ -312,14 +314,17 @@ def _waiting_command() -> tuple[CommandClient, threading.Thread, list[BaseExcept
 
     asking = threading.Thread(target=ask, daemon=True)
     asking.start()
-    interchange.recv()
-    time.sleep(0.02)
-    return client, asking, failures, (context, interchange)
+    try:
+        interchange.recv()
+        time.sleep(0.02)
+        yield client, asking, failures
+    finally:
+        interchange.close()
+        context.term()
 
 
 def test_unblock_commands_fails_a_command_left_without_a_reply():
-    client, asking, failures, (context, interchange) = _waiting_command()
-    try:
+    with waiting_command() as (client, asking, failures):
         assert asking.is_alive()
         unblock_commands(SimpleNamespace(label='partition-0', command_client=client))
         asking.join(5)
@@ -329,9 +334,6 @@ def test_unblock_commands_fails_a_command_left_without_a_reply():
         client.close()
         with pytest.raises(CommandClientBadError):
             client.run('MANAGERS')
-    finally:
-        interchange.close()
-        context.term()
 
 
 @pytest.mark.parametrize('parsl_first', [True, False])
@@ -339,10 +341,9 @@ def test_parsl_shutdown_racing_the_unblock_closes_once(parsl_first: bool):
     # Parsl's close (a lost DFK's cleanup) and the Director's unblock at the same
     # moment, with a command waiting: unguarded, this aborted the process in libzmq.
     for _ in range(10):
-        client, asking, failures, (context, interchange) = _waiting_command()
-        executor = SimpleNamespace(label='partition-0', command_client=client)
-        guard_command_client(executor)
-        try:
+        with waiting_command() as (client, asking, failures):
+            executor = SimpleNamespace(label='partition-0', command_client=client)
+            guard_command_client(executor)
             closers = [
                 threading.Thread(target=client.close, daemon=True),
                 threading.Thread(target=unblock_commands, args=(executor,), daemon=True),
@@ -355,9 +356,6 @@ def test_parsl_shutdown_racing_the_unblock_closes_once(parsl_first: bool):
             assert not any(t.is_alive() for t in [*closers, asking])
             assert [type(e) for e in failures] == [zmq.error.ContextTerminated]
             assert client.zmq_socket.closed and client.zmq_context.closed
-        finally:
-            interchange.close()
-            context.term()
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
