@@ -79,6 +79,7 @@ from actors.tools import command_outcome
 from actors.tools import get_tool
 from actors.walltime import Walltime
 from actors.watchdog import Watchdog
+from actors.wire import read_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -623,7 +624,7 @@ class Director(Agent):
 
         def outcome_of(done: Future[Any]) -> dict[str, Any]:
             error = done.exception()
-            finished = None if error is not None else done.result()
+            finished = None if error is not None else read_outcome(done.result())
             if error is not None:
                 stop = self._cancels.stopped(control)
             elif finished['status'] in STOP_ERROR_TYPES:
@@ -654,7 +655,7 @@ class Director(Agent):
             with self._lock:
                 self._in_flight.discard(future)
             return
-        ok = not future.cancelled() and error is None and future.result()['ok']
+        ok = not future.cancelled() and error is None and read_outcome(future.result())['ok']
         self._settled(future, ok)
 
     def _settled(self, future: Future[Any], ok: bool) -> None:
@@ -721,7 +722,7 @@ class Director(Agent):
                 f'a lost worker or pool is retried {self.retries} time(s))'
             )
             return result
-        outcome = future.result()
+        outcome = read_outcome(future.result())
         result.ok = outcome['ok']
         result.node = outcome['node']
         result.worker = outcome['worker']

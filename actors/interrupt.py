@@ -44,6 +44,7 @@ from actors.supervise import run_supervised
 from actors.supervise import stopped_outcome
 from actors.tools import run_command
 from actors.tools import run_tool
+from actors.wire import pack_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def run_interruptible(
     name: str,
     params: Mapping[str, Any],
     control: Control,
-) -> dict[str, Any]:
+) -> bytes | dict[str, Any]:
     """Run ``run_tool(name, params)`` in this worker so that it can be stopped.
 
     Args:
@@ -237,10 +238,11 @@ def run_interruptible(
 
     Returns:
         ``run_tool``'s description of the call, with ``status`` set to
-        ``ok``, ``failed``, ``cancelled`` or ``timed_out``.
+        ``ok``, ``failed``, ``cancelled`` or ``timed_out``; packed by
+        [`pack_outcome`][actors.wire.pack_outcome].
 
     """
-    return _guard.run(lambda: run_tool(name, params), control)
+    return pack_outcome(_guard.run(lambda: run_tool(name, params), control))
 
 
 def run_command_interruptible(
@@ -252,7 +254,7 @@ def run_command_interruptible(
     out_file: str,
     err_file: str,
     parsl_resource_specification: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> bytes | dict[str, Any]:
     """Run a command tool's command line (``run_command``) so that it can be stopped.
 
     Args:
@@ -268,8 +270,10 @@ def run_command_interruptible(
 
     Returns:
         ``run_command``'s exit status (``ok``, ``returncode``), or a
-        stopped call's outcome; ``status`` says which.
+        stopped call's outcome; ``status`` says which. Packed by
+        [`pack_outcome`][actors.wire.pack_outcome].
 
     """
     del parsl_resource_specification
-    return _guard.run(lambda: run_command(name, params, meta, out_file, err_file), control)
+    outcome = _guard.run(lambda: run_command(name, params, meta, out_file, err_file), control)
+    return pack_outcome(outcome)

@@ -29,6 +29,7 @@ from actors.control import cancelled_by
 from actors.control import worker_control_dir
 from actors.tools import current_node
 from actors.tools import run_tool
+from actors.wire import pack_outcome
 
 KILL_GRACE = 1.0
 POLL_INTERVAL = 0.2
@@ -39,7 +40,7 @@ def run_supervised(
     name: str,
     params: Mapping[str, Any],
     control: Control,
-) -> dict[str, Any]:
+) -> bytes | dict[str, Any]:
     """Run ``run_tool(name, params)`` in a child process that can be stopped.
 
     Args:
@@ -49,9 +50,14 @@ def run_supervised(
 
     Returns:
         ``run_tool``'s description of the call, with ``status`` set to
-        ``ok``, ``failed``, ``cancelled`` or ``timed_out``.
+        ``ok``, ``failed``, ``cancelled`` or ``timed_out``; packed by
+        [`pack_outcome`][actors.wire.pack_outcome].
 
     """
+    return pack_outcome(_supervise(name, params, control))
+
+
+def _supervise(name: str, params: Mapping[str, Any], control: Control) -> dict[str, Any]:
     call, timeout = control
     directory = worker_control_dir()
     poll = POLL_INTERVAL

@@ -27,6 +27,7 @@ from actors.interrupt import run_interruptible
 from actors.parsl_config import retry_cost
 from actors.tools import TOOLS
 from actors.tools import register_tool
+from actors.wire import read_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,7 +67,7 @@ def stubborn(seconds: float = 60.0) -> str:
 def _worker(queue: Any, name: str, params: dict[str, Any], control: Any, directory: str) -> None:
     os.environ['PARSL_WORKER_RANK'] = '0'
     os.environ[CONTROL_DIR_VARIABLE] = directory
-    queue.put(run_interruptible(name, params, control))
+    queue.put(read_outcome(run_interruptible(name, params, control)))
     # A worker lives on after the call: report that it was not killed.
     queue.put('alive')
 
