@@ -624,7 +624,7 @@ class Director(Agent):
 
         def outcome_of(done: Future[Any]) -> dict[str, Any]:
             error = done.exception()
-            finished = None if error is not None else read_outcome(done.result())
+            finished = None if error is not None else _outcome(done)
             if error is not None:
                 stop = self._cancels.stopped(control)
             elif finished['status'] in STOP_ERROR_TYPES:
@@ -655,7 +655,7 @@ class Director(Agent):
             with self._lock:
                 self._in_flight.discard(future)
             return
-        ok = not future.cancelled() and error is None and read_outcome(future.result())['ok']
+        ok = not future.cancelled() and error is None and _outcome(future)['ok']
         self._settled(future, ok)
 
     def _settled(self, future: Future[Any], ok: bool) -> None:
@@ -722,12 +722,14 @@ class Director(Agent):
                 f'a lost worker or pool is retried {self.retries} time(s))'
             )
             return result
-        outcome = read_outcome(future.result())
+        outcome = _outcome(future)
         result.ok = outcome['ok']
         result.node = outcome['node']
         result.worker = outcome['worker']
         result.pid = outcome['pid']
-        result.start = outcome['start']
+        if outcome['start'] is not None:
+            # Else the outcome is unreadable: when the call started is unknown.
+            result.start = outcome['start']
         result.end = outcome['end']
         result.value = outcome['value']
         result.error_type = outcome['error_type']
@@ -1418,6 +1420,19 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> No
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:
         logger.debug('event loop closed; %s not called', callback)
+
+
+def _outcome(future: Future[Any]) -> dict[str, Any]:
+    """What a finished call's worker function returned, loaded once per future.
+
+    A routed call is counted (``_finished``) and recorded (``_result``) from
+    the same future: a big result is not loaded twice.
+    """
+    try:
+        return future._loaded_outcome  # type: ignore[attr-defined]
+    except AttributeError:
+        outcome = future._loaded_outcome = read_outcome(future.result())  # type: ignore[attr-defined]
+        return outcome
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

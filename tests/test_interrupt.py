@@ -67,9 +67,16 @@ def stubborn(seconds: float = 60.0) -> str:
 def _worker(queue: Any, name: str, params: dict[str, Any], control: Any, directory: str) -> None:
     os.environ['PARSL_WORKER_RANK'] = '0'
     os.environ[CONTROL_DIR_VARIABLE] = directory
-    queue.put(read_outcome(run_interruptible(name, params, control)))
+    queue.put(run_interruptible(name, params, control))
     # A worker lives on after the call: report that it was not killed.
     queue.put('alive')
+
+
+def _outcome(queue: Any, timeout: float) -> dict[str, Any]:
+    """The outcome the worker function returned, as bytes (what Parsl carries: actors.wire)."""
+    packed = queue.get(timeout=timeout)
+    assert isinstance(packed, bytes), packed
+    return read_outcome(packed)
 
 
 def _start(name: str, params: dict[str, Any], control: Any, files: CancelFiles) -> tuple[Any, Any]:
@@ -94,7 +101,7 @@ def test_a_cancel_stops_a_running_call_and_the_worker_lives(tmp_path: pathlib.Pa
     process, queue = _start('mock_md', {'duration': 60}, control, files)
     time.sleep(0.5)
     assert files.cancel('k', 'cancelled by the caller') == 1
-    outcome = queue.get(timeout=10)
+    outcome = _outcome(queue, 10)
     assert queue.get(timeout=5) == 'alive'
     process.join(timeout=5)
     assert process.exitcode == 0
@@ -109,7 +116,7 @@ def test_cancel_all_stops_queued_and_running_calls(tmp_path: pathlib.Path):
     files.cancel_all('the Director is shutting down')
     control = files.control(None, None)
     process, queue = _start('mock_md', {'duration': 60}, control, files)
-    outcome = queue.get(timeout=10)
+    outcome = _outcome(queue, 10)
     process.join(timeout=5)
     assert outcome['status'] == 'cancelled'
     assert outcome['error_message'] == 'the Director is shutting down (before it started)'
@@ -120,7 +127,7 @@ def test_a_timeout_stops_the_call_and_its_child_processes(tmp_path: pathlib.Path
     pid_file = tmp_path / 'child.pid'
     control = files.control(None, 1.0)
     process, queue = _start('test_sleep_child', {'pid_file': str(pid_file)}, control, files)
-    outcome = queue.get(timeout=15)
+    outcome = _outcome(queue, 15)
     assert queue.get(timeout=5) == 'alive'
     process.join(timeout=5)
     assert outcome['status'] == 'timed_out' and outcome['error_type'] == 'TimedOut'
@@ -149,7 +156,7 @@ def test_an_unstopped_call_is_not_reported_as_stopped(tmp_path: pathlib.Path):
     files = CancelFiles(tmp_path / 'control')
     control = files.control('k', None)
     process, queue = _start('mock_md', {'duration': 0.1, 'seed': 3}, control, files)
-    outcome = queue.get(timeout=10)
+    outcome = _outcome(queue, 10)
     process.join(timeout=5)
     assert outcome['status'] == 'ok' and outcome['ok']
     assert files.stopped(control) is None

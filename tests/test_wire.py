@@ -1,11 +1,16 @@
-"""Outcomes travel pickled from worker to Director, with a way back for the odd ones."""
+"""Outcomes travel as bytes from worker to Director, whatever the tool returned."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import pathlib
 import sys
 import time
+from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 from parsl.serialize import deserialize
@@ -15,8 +20,10 @@ from actors.director import Director
 from actors.partition import simulated_nodes
 from actors.partition import split_nodes
 from actors.sites import load_site
+from actors.supervise import run_supervised
 from actors.tools import run_tool
 from actors.wire import UNREADABLE
+from actors.wire import UNSERIALIZABLE
 from actors.wire import pack_outcome
 from actors.wire import read_outcome
 
@@ -35,56 +42,95 @@ def test_an_outcome_goes_through_parsl_as_pickle_bytes():
     assert read_outcome(_through_parsl(packed)) == outcome
 
 
-def test_an_outcome_pickle_cannot_carry_goes_as_the_mapping_for_dill():
+def test_a_supervised_call_returns_its_outcome_packed():
+    packed = run_supervised('mock_md', {'seed': 2}, (0, None))
+    assert isinstance(packed, bytes)
+    outcome = read_outcome(packed)
+    assert outcome['ok'] and outcome['status'] == 'ok'
+    assert outcome['value'] == run_tool('mock_md', {'seed': 2})['value']
+
+
+def test_an_outcome_pickle_cannot_carry_goes_as_dill_bytes():
     outcome = run_tool('mock_md', {})
-    outcome['value'] = lambda x: x + 1  # pickle refuses lambdas; Parsl's dill does not
+    outcome['value'] = lambda x: x + 1  # pickle refuses lambdas; dill does not
     packed = pack_outcome(outcome)
-    assert packed is outcome
+    assert isinstance(packed, bytes)
     received = read_outcome(_through_parsl(packed))
     assert received['value'](1) == 2
-    assert received['node'] == outcome['node']
+    assert received['node'] == outcome['node'] and received['ok']
+
+
+def test_an_outcome_nothing_can_carry_is_a_failed_outcome_saying_so():
+    outcome = run_tool('mock_md', {})
+    outcome['value'] = (step for step in range(3))  # neither pickle nor dill dumps generators
+    received = read_outcome(_through_parsl(pack_outcome(outcome)))
+    assert received['ok'] is False and received['status'] == 'failed'
+    assert received['error_type'] == UNSERIALIZABLE
+    assert 'generator' in received['error_message']
+    assert received['node'] == outcome['node'] and received['start'] == outcome['start']
 
 
 @pytest.fixture
-def worker_only_class(tmp_path: pathlib.Path):
-    """Pickled instance of a class whose module the Director cannot import."""
-    module = tmp_path / 'only_on_workers.py'
-    module.write_text('class Trajectory:\n    frames = 3\n')
+def worker_only_module(tmp_path: pathlib.Path) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """A module the workers could import, and a way to make the Director unable to."""
+    (tmp_path / 'only_on_workers.py').write_text(
+        'class Trajectory:\n    frames = 3\n\n\nscale = lambda x: 2 * x\n',
+    )
     sys.path.insert(0, str(tmp_path))
-    try:
-        import only_on_workers  # type: ignore[import-not-found]
+    importlib.invalidate_caches()
 
-        outcome = run_tool('mock_md', {})
-        outcome['value'] = only_on_workers.Trajectory()
-        packed = pack_outcome(outcome)
-    finally:
-        sys.path.remove(str(tmp_path))
+    def forget() -> None:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(tmp_path))
         sys.modules.pop('only_on_workers', None)
-    return packed
+
+    try:
+        yield importlib.import_module('only_on_workers'), forget
+    finally:
+        forget()
 
 
-def test_an_outcome_the_director_cannot_unpickle_is_a_failed_outcome(worker_only_class: bytes):
+def _packed_with_value(module: Any, name: str) -> bytes:
+    outcome = run_tool('mock_md', {})
+    value = getattr(module, name)
+    outcome['value'] = value() if isinstance(value, type) else value
+    return pack_outcome(outcome)
+
+
+@pytest.mark.parametrize('name', ['Trajectory', 'scale'])
+def test_an_outcome_the_director_cannot_load_is_a_lost_outcome(
+    worker_only_module: tuple[Any, Callable[[], None]],
+    name: str,
+):
+    module, forget = worker_only_module
+    # An instance goes with pickle, the module's lambda with dill: both by reference.
+    packed = _packed_with_value(module, name)
+    forget()
     before = time.time()
-    outcome = read_outcome(worker_only_class)
-    assert outcome['ok'] is False and outcome['status'] == 'failed'
+    outcome = read_outcome(_through_parsl(packed))
+    assert outcome['ok'] is False and outcome['status'] == 'lost'
     assert outcome['error_type'] == UNREADABLE
     assert "No module named 'only_on_workers'" in outcome['error_message']
     assert 'importable' in outcome['error_message']
-    assert outcome['node'] is None and outcome['start'] >= before
+    assert outcome['node'] is None and outcome['start'] is None and outcome['end'] >= before
 
 
-def test_the_director_answers_an_unreadable_outcome_with_a_failed_result(
+def test_the_director_answers_an_unreadable_outcome_with_a_lost_result(
     tmp_path: pathlib.Path,
-    worker_only_class: bytes,
+    worker_only_module: tuple[Any, Callable[[], None]],
 ):
+    module, forget = worker_only_module
+    packed = _packed_with_value(module, 'Trajectory')
+    forget()
     (partition,) = split_nodes(simulated_nodes(1), count=1)
     director = Director(partition, load_site('local'), str(tmp_path))
     finished: Future[bytes] = Future()
-    finished.set_result(worker_only_class)
-    result = director._result('md_sim', {}, finished, time.time())
-    assert not result.ok and result.status == 'failed'
-    assert result.error_type == UNREADABLE
-    assert 'only_on_workers' in (result.error_message or '')
+    finished.set_result(packed)
+    submitted = time.time()
+    result = director._result('md_sim', {}, finished, submitted)
+    assert not result.ok and result.status == 'lost'
+    assert result.error_type == UNREADABLE and 'only_on_workers' in (result.error_message or '')
+    assert result.start == submitted and result.end >= submitted
     readable: Future[bytes] = Future()
     readable.set_result(pack_outcome(run_tool('mock_md', {'seed': 1})))
-    assert director._result('md_sim', {'seed': 1}, readable, time.time()).ok
+    assert director._result('md_sim', {'seed': 1}, readable, submitted).ok
