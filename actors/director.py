@@ -1428,11 +1428,12 @@ def _outcome(future: Future[Any]) -> dict[str, Any]:
     A routed call is counted (``_finished``) and recorded (``_result``) from
     the same future: a big result is not loaded twice.
     """
-    try:
-        return future._loaded_outcome  # type: ignore[attr-defined]
-    except AttributeError:
-        outcome = future._loaded_outcome = read_outcome(future.result())  # type: ignore[attr-defined]
-        return outcome
+    # Not getattr: a missing attribute of an AppFuture goes through its __getattr__.
+    loaded = vars(future)
+    outcome = loaded.get('_loaded_outcome')
+    if outcome is None:
+        outcome = loaded['_loaded_outcome'] = read_outcome(future.result())
+    return outcome
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
