@@ -228,7 +228,7 @@ def run_interruptible(
     name: str,
     params: Mapping[str, Any],
     control: Control,
-) -> bytes | dict[str, Any]:
+) -> bytes:
     """Run ``run_tool(name, params)`` in this worker so that it can be stopped.
 
     Args:
@@ -254,7 +254,7 @@ def run_command_interruptible(
     out_file: str,
     err_file: str,
     parsl_resource_specification: Mapping[str, Any] | None = None,
-) -> bytes | dict[str, Any]:
+) -> bytes:
     """Run a command tool's command line (``run_command``) so that it can be stopped.
 
     Args:

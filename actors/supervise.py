@@ -40,7 +40,7 @@ def run_supervised(
     name: str,
     params: Mapping[str, Any],
     control: Control,
-) -> bytes | dict[str, Any]:
+) -> bytes:
     """Run ``run_tool(name, params)`` in a child process that can be stopped.
 
     Args:

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from concurrent.futures import Future
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -65,6 +67,15 @@ async def wait_status(manager, handle, ready, what: str) -> None:
     while not ready(await call(manager, handle, 'status')):
         assert time.monotonic() < deadline, f'{what} never happened'
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def warm_director(run_dir: pathlib.Path) -> AsyncIterator[tuple[Any, Any, psutil.Process]]:
+    """One Director on one node that has run a call, and its interchange."""
+    async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
+        await call(manager, handle, 'md_sim')
+        (interchange,) = interchanges()
+        yield manager, handle, interchange
 
 
 def mpi_probe(manager, handle, num_nodes: int) -> asyncio.Future:
@@ -209,9 +220,7 @@ def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
     monkeypatch.setattr(director_module, 'fail_executor', broken)
 
     async def main():
-        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
-            await call(manager, handle, 'md_sim')
-            (interchange,) = interchanges()
+        async with warm_director(run_dir) as (manager, handle, interchange):
             interchange.kill()
             await wait_for(lambda: not interchange.is_running(), timeout=10)
             return await asyncio.wait_for(call(manager, handle, 'md_sim'), 60)
@@ -221,9 +230,7 @@ def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
 
 def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathlib.Path):
     async def main():
-        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
-            await call(manager, handle, 'md_sim')
-            (interchange,) = interchanges()
+        async with warm_director(run_dir) as (_, _, interchange):
             interchange.kill()
             await wait_for(lambda: not interchange.is_running(), timeout=10)
             started = time.monotonic()
@@ -236,9 +243,7 @@ def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathli
 
 def test_status_asked_as_the_interchange_dies_still_answers(run_dir: pathlib.Path):
     async def main():
-        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, (handle,), _):
-            await call(manager, handle, 'md_sim')
-            (interchange,) = interchanges()
+        async with warm_director(run_dir) as (manager, handle, interchange):
             # Stopped, it takes commands but never answers: status (and the
             # watch loop, which asks every second) wait for a reply...
             interchange.suspend()
