@@ -27,7 +27,6 @@ from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
-from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.control import STOP_ERROR_TYPES
@@ -45,7 +44,6 @@ from actors.faults import interchange_loss
 from actors.faults import quiet_interchange_losses
 from actors.faults import release_parsl
 from actors.faults import watch_parsl_processes
-from actors.interrupt import control_of
 from actors.interrupt import run_command_interruptible
 from actors.interrupt import run_interruptible
 from actors.journal import DEFAULT_SYNC
@@ -71,6 +69,9 @@ from actors.rate import RateMeter
 from actors.results import CallResult
 from actors.results import DirectorStatus
 from actors.sites import SiteProfile
+from actors.submit import Call
+from actors.submit import ExecutorApp
+from actors.submit import check_retries
 from actors.supervise import run_supervised
 from actors.tools import DEFAULT_TOOL
 from actors.tools import Tool
@@ -160,7 +161,8 @@ class Director(Agent):
         self._lock = threading.Lock()
         self._done = 0
         self._failed = 0
-        self.retries = retries
+        # Checked here: a bad count fails the launch, not the agent's start-up.
+        self.retries = check_retries(retries)
         self.supervise = supervise
         self.walltime = walltime or Walltime()
         # Checked here too: a bad mode fails the launch, not the agent's start-up.
@@ -284,9 +286,7 @@ class Director(Agent):
             self.profile,
             pathlib.Path(self.run_dir, 'parsl', self.name),
             workers_per_node=self.workers_per_node,
-            retries=self.retries,
             control_dir=self._cancels.directory,
-            stopped_on_purpose=self._stopped_on_purpose,
         )
         try:
             # Creating a DFK starts the interchange and waits on it: keep it off
@@ -300,13 +300,9 @@ class Director(Agent):
         quiet_interchange_losses()
         self._interchanges = InterchangeWatch(self._interchange_lost)
         self._interchanges.watch(dfk.executors[label])
-        self._app = python_app(run_interruptible, data_flow_kernel=dfk, executors=[label])
-        self._supervised_app = python_app(run_supervised, data_flow_kernel=dfk, executors=[label])
-        self._command_app = python_app(
-            run_command_interruptible,
-            data_flow_kernel=dfk,
-            executors=[label],
-        )
+        self._app = self._executor_app(dfk, label, run_interruptible)
+        self._supervised_app = self._executor_app(dfk, label, run_supervised)
+        self._command_app = self._executor_app(dfk, label, run_command_interruptible)
         # The MPI executor starts again with the first MPI call on this DFK.
         self._mpi_app = None
         self._dfk = dfk
@@ -474,14 +470,25 @@ class Director(Agent):
                 return
             assert self._interchanges is not None
             self._interchanges.watch(executor)
-            self._mpi_app = python_app(
-                run_command_interruptible,
-                data_flow_kernel=dfk,
-                executors=[executor.label],
-            )
+            self._mpi_app = self._executor_app(dfk, executor.label, run_command_interruptible)
 
-    def _stopped_on_purpose(self, task_record: Any) -> bool:
-        return self._cancels.stopped(control_of(task_record)) is not None
+    def _executor_app(
+        self,
+        dfk: DataFlowKernel,
+        label: str,
+        func: Callable[..., bytes],
+    ) -> ExecutorApp:
+        """Calls of ``func`` straight to ``dfk``'s executor ``label`` (see ``actors.submit``)."""
+        return ExecutorApp(
+            dfk.executors[label],
+            dfk.submitter_lock,
+            func,
+            retries=self.retries,
+            stopped_on_purpose=self._stopped_on_purpose,
+        )
+
+    def _stopped_on_purpose(self, call: Call) -> bool:
+        return self._cancels.stopped(_control_of(call)) is not None
 
     def _close_journal(self) -> None:
         if self._journal is not None:
@@ -599,7 +606,7 @@ class Director(Agent):
             )
         outcome: Future[Any] = Future()
         # _result reads the attempts (and why a lost call was lost) from it.
-        outcome.task_record = app_future.task_record  # type: ignore[attr-defined]
+        outcome.call = app_future  # type: ignore[attr-defined]
 
         def settle(done: Future[Any]) -> None:
             if outcome.done():
@@ -642,8 +649,8 @@ class Director(Agent):
                 )
             return value
 
-        # A cancelled outcome (its action was cancelled) leaves the Parsl task
-        # alone: AppFuture.cancel is not implemented; calls stop through
+        # A cancelled outcome (its action was cancelled) leaves the Parsl call
+        # alone: a submitted call cannot be cancelled; calls stop through
         # their cancel files (actors.control).
         app_future.add_done_callback(settle)
         return outcome
@@ -692,9 +699,9 @@ class Director(Agent):
             call_key=call_key,
             resources=None if resources is None else resources.to_dict(),
         )
-        task_record = getattr(future, 'task_record', None)
-        if task_record is not None:
-            result.attempts = task_record['try_id'] + 1
+        call = _call_of(future)
+        if call is not None:
+            result.attempts = call.attempts
         if future.cancelled():
             result.end = time.time()
             result.status = 'cancelled'
@@ -703,8 +710,8 @@ class Director(Agent):
             return result
         error = future.exception()
         stopped = None
-        if error is not None and task_record is not None:
-            stopped = self._cancels.stopped(control_of(task_record))
+        if error is not None and call is not None:
+            stopped = self._cancels.stopped(_control_of(call))
         if stopped is not None:
             # Its worker was killed to stop it (actors.interrupt).
             result.end = time.time()
@@ -884,8 +891,8 @@ class Director(Agent):
         itself) never ran, always wait for the replacement and count no
         rerun. A call stopped on purpose (cancel, timeout) never runs again.
         """
-        task_record = getattr(future, 'task_record', None)
-        if task_record is not None and self._stopped_on_purpose(task_record):
+        call = _call_of(future)
+        if call is not None and self._stopped_on_purpose(call):
             return None
         if isinstance(error, InterchangeLost):
             return reruns
@@ -1422,13 +1429,24 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> No
         logger.debug('event loop closed; %s not called', callback)
 
 
+def _call_of(future: Future[Any]) -> Call | None:
+    """The Parsl call behind a call's future (a command tool's outcome has one), if any."""
+    if isinstance(future, Call):
+        return future
+    return vars(future).get('call')
+
+
+def _control_of(call: Call) -> Control:
+    # Every worker function the Director runs takes (tool, params, control, ...).
+    return call.args[2]
+
+
 def _outcome(future: Future[Any]) -> dict[str, Any]:
     """What a finished call's worker function returned, loaded once per future.
 
     A routed call is counted (``_finished``) and recorded (``_result``) from
     the same future: a big result is not loaded twice.
     """
-    # Not getattr: a missing attribute of an AppFuture goes through its __getattr__.
     loaded = vars(future)
     outcome = loaded.get('_loaded_outcome')
     if outcome is None:

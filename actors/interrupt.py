@@ -16,8 +16,8 @@ A tool that does not return to the interpreter within ``KILL_GRACE``
 (stuck in C code, or swallowing the exception) is stopped the hard way: the
 guard writes a stop marker next to the cancel file, kills the worker's child
 processes and then the worker itself. Parsl's worker pool starts a new
-worker in its slot and reports ``WorkerLost``; the Director's retry handler
-sees the marker and does not retry the call, and the Director reports it
+worker in its slot and reports ``WorkerLost``; the Director's retry
+(``actors.submit``) sees the marker and does not retry the call, and the Director reports it
 as stopped.
 """
 
@@ -40,7 +40,6 @@ from actors.control import cancel_reason
 from actors.control import cancelled_by
 from actors.control import worker_control_dir
 from actors.control import write_stop_marker
-from actors.supervise import run_supervised
 from actors.supervise import stopped_outcome
 from actors.tools import run_command
 from actors.tools import run_tool
@@ -77,13 +76,6 @@ class CallStopped(BaseException):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def control_of(task_record: Mapping[str, Any]) -> Control | None:
-    """The ``Control`` argument of a Parsl task that runs a stoppable call."""
-    if task_record.get('func') in (run_interruptible, run_supervised, run_command_interruptible):
-        return task_record['args'][2]
-    return None
 
 
 class _Guard:

@@ -19,21 +19,16 @@ the block's shell sets to the partition only.
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import shlex
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import hostlist
 from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors import MPIExecutor
-from parsl.executors.high_throughput.errors import ManagerLost
-from parsl.executors.high_throughput.errors import WorkerLost
 from parsl.executors.high_throughput.executor import DEFAULT_INTERCHANGE_LAUNCH_CMD
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SimpleLauncher
@@ -208,39 +203,14 @@ def worker_address(profile: SiteProfile) -> str | None:
         ) from None
 
 
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (WorkerLost, ManagerLost)
-"""Failures of the resources, not of the tool: these are retried."""
-
-
-def retry_cost(
-    error: BaseException,
-    task_record: Any,
-    stopped_on_purpose: Callable[[Any], bool] | None = None,
-) -> float:
-    """Parsl ``retry_handler``: retry lost workers and pools, nothing else.
-
-    A task is retried while its summed cost stays within ``Config.retries``;
-    any other error costs more than any retry budget. A task whose worker
-    was killed on purpose (to stop a cancelled or timed-out call, see
-    ``actors.interrupt``) is not retried either.
-    """
-    if isinstance(error, INFRASTRUCTURE_ERRORS) and not (
-        stopped_on_purpose is not None and stopped_on_purpose(task_record)
-    ):
-        return 1.0
-    return float('inf')
-
-
 def build_config(
     partition: Partition,
     profile: SiteProfile,
     run_dir: str | os.PathLike[str],
     *,
     workers_per_node: int | None = None,
-    retries: int = 0,
     mpi: bool = False,
     control_dir: str | None = None,
-    stopped_on_purpose: Callable[[Any], bool] | None = None,
 ) -> Config:
     """Create a new Parsl config whose workers live only on ``partition``.
 
@@ -251,21 +221,14 @@ def build_config(
         workers_per_node: Overrides ``profile.workers_per_node``.
         mpi: Also add the partition's ``MPIExecutor`` (labelled
             ``mpi_executor_label(partition)``) for multi-node calls.
-        retries: How many times a task whose worker or worker pool was lost
-            is run again on the partition's surviving (or replacement)
-            resources; other errors are never retried.
         control_dir: The Director's control directory (``actors.control``),
             exported to the workers so that they see cancel files.
-        stopped_on_purpose: Tells, from a Parsl task record, whether its
-            worker was killed to stop the call; such a task is not retried.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
         ``parsl.load``.
 
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigurationError(f'retries must be an integer >= 0, got {retries!r}')
     slots = workers_per_node or profile.workers_per_node
     accelerators: tuple[str, ...] | int = profile.accelerators or (
         profile.accelerators_per_node if profile.accelerators_per_node > 0 else ()
@@ -308,8 +271,6 @@ def build_config(
         strategy='simple',
         strategy_period=profile.strategy_period,
         max_idletime=float('inf'),
-        retries=retries,
-        retry_handler=functools.partial(retry_cost, stopped_on_purpose=stopped_on_purpose),
         initialize_logging=False,
         usage_tracking=0,
     )

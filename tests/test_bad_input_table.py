@@ -11,9 +11,9 @@ import pytest
 
 import launch
 from actors.client import call
+from actors.director import Director
 from actors.errors import ConfigurationError
 from actors.manifest import RunManifest
-from actors.parsl_config import build_config
 from actors.partition import simulated_nodes
 from actors.partition import split_nodes
 from actors.sites import load_site
@@ -104,7 +104,7 @@ def test_bad_config_values_are_rejected(tmp_path: pathlib.Path):
     errors = []
     for bad in (-1, '2', True, 1.5):
         with pytest.raises(ConfigurationError) as info:
-            build_config(part, profile, tmp_path, retries=bad)
+            Director(part, profile, str(tmp_path), retries=bad)
         errors.append(str(info.value))
     for margin in (-5.0, math.nan, math.inf):
         with pytest.raises(ConfigurationError, match='drain margin'):

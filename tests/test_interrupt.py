@@ -16,15 +16,12 @@ from typing import Any
 
 import psutil
 import pytest
-from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.control import CONTROL_DIR_VARIABLE
 from actors.control import CancelFiles
 from actors.control import stop_marker
 from actors.interrupt import KILL_GRACE
-from actors.interrupt import control_of
 from actors.interrupt import run_interruptible
-from actors.parsl_config import retry_cost
 from actors.tools import TOOLS
 from actors.tools import register_tool
 from actors.wire import read_outcome
@@ -165,20 +162,3 @@ def test_an_unstopped_call_is_not_reported_as_stopped(tmp_path: pathlib.Path):
     assert files.cancel('k', 'too late') == 0
     files.close()
     assert not (tmp_path / 'control').exists()
-
-
-def test_the_retry_handler_does_not_rerun_a_stopped_call(tmp_path: pathlib.Path):
-    files = CancelFiles(tmp_path / 'control')
-    control = files.control('k', None)
-    record = {'func': run_interruptible, 'args': ('mock_md', {'duration': 60}, control)}
-    assert control_of(record) == control
-    assert control_of({'func': print, 'args': ('x',)}) is None
-
-    def on_purpose(task_record: Any) -> bool:
-        return files.stopped(control_of(task_record)) is not None
-
-    lost = WorkerLost(0, 'node-0')
-    assert retry_cost(lost, record, on_purpose) == 1.0
-    files.cancel('k', 'cancelled by the caller')
-    assert retry_cost(lost, record, on_purpose) == float('inf')
-    assert retry_cost(ValueError('tool error'), record, on_purpose) == float('inf')

@@ -1,0 +1,116 @@
+"""Calls straight to a real HTEX executor of a private DFK (``actors.submit``)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from parsl.dataflow.dflow import DataFlowKernel
+from parsl.executors.high_throughput.errors import WorkerLost
+
+from actors.errors import ConfigurationError
+from actors.parsl_config import build_config
+from actors.sites import load_site
+from actors.submit import Call
+from actors.submit import ExecutorApp
+from actors.submit import check_retries
+from tests.helpers import make_partitions
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def exit_until(marker: str, exits: int) -> int:
+    """Kill this worker (as a crashing tool would) on the first ``exits`` runs."""
+    path = pathlib.Path(marker)
+    runs = len(path.read_text()) if path.exists() else 0
+    path.write_text('x' * (runs + 1))
+    if runs < exits:
+        os._exit(1)
+    return os.getpid()
+
+
+@pytest.fixture
+def dfk(run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DataFlowKernel]:
+    """A private DFK per test (the leak check ends every test with none running).
+
+    Its workers import this module for the functions above (Parsl sends
+    functions by reference), so the repository goes on their ``PYTHONPATH``.
+    """
+    current = os.environ.get('PYTHONPATH')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(REPO), current])))
+    (partition,) = make_partitions(run_dir, nodes=1, partitions=1)
+    kernel = DataFlowKernel(
+        build_config(partition, load_site('local'), run_dir / 'parsl', workers_per_node=2)
+    )
+    try:
+        yield kernel
+    finally:
+        kernel.cleanup()
+
+
+def _app(dfk: DataFlowKernel, func: Any, **options: Any) -> ExecutorApp:
+    (label,) = [label for label in dfk.executors if label != '_parsl_internal']
+    return ExecutorApp(dfk.executors[label], dfk.submitter_lock, func, **options)
+
+
+def test_calls_return_what_the_function_returned(dfk: DataFlowKernel):
+    app = _app(dfk, add)
+    calls = [app(i, b=1) for i in range(50)]
+    assert [call.result(timeout=60) for call in calls] == [i + 1 for i in range(50)]
+    assert all(call.attempts == 1 for call in calls)
+    # Submitted calls are running: like a Parsl task, they cannot be cancelled.
+    assert not calls[0].cancel()
+    # A tool's own error is the call's error, and never retried.
+    failed = _app(dfk, fail, retries=3)('bad input')
+    with pytest.raises(ValueError, match='bad input'):
+        failed.result(timeout=60)
+    assert failed.attempts == 1
+    # So is a submit the executor refuses: the caller is not interrupted.
+    refused = _app(dfk, add)(1, 2, parsl_resource_specification={'no_such_key': 1})
+    error = refused.exception(timeout=5)
+    assert error is not None and 'no_such_key' in str(error)
+    assert refused.attempts == 1
+
+
+def test_a_lost_worker_is_retried_until_the_retries_run_out(
+    dfk: DataFlowKernel,
+    tmp_path: pathlib.Path,
+):
+    recovered = _app(dfk, exit_until, retries=2)(str(tmp_path / 'a'), 2)
+    assert isinstance(recovered.result(timeout=90), int)
+    assert recovered.attempts == 3
+    given_up = _app(dfk, exit_until, retries=1)(str(tmp_path / 'b'), 5)
+    with pytest.raises(WorkerLost):
+        given_up.result(timeout=90)
+    assert given_up.attempts == 2
+    # A call whose worker was killed to stop it (actors.interrupt) is not retried.
+    seen: list[Call] = []
+
+    def stopped(call: Call) -> bool:
+        seen.append(call)
+        return True
+
+    stopped_call = _app(dfk, exit_until, retries=3, stopped_on_purpose=stopped)(
+        str(tmp_path / 'm'), 1
+    )
+    assert isinstance(stopped_call.exception(timeout=90), WorkerLost)
+    assert stopped_call.attempts == 1 and seen == [stopped_call]
+
+
+@pytest.mark.parametrize('bad', [-1, '2', True, 1.5])
+def test_bad_retry_counts_are_named(bad: Any):
+    with pytest.raises(ConfigurationError, match=rf'retries must be an integer >= 0, got {bad!r}'):
+        check_retries(bad)
