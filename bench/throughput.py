@@ -6,6 +6,10 @@ Director runs it under its stop guard, ``actors.interrupt``, which is part of
 the layer measured), live side by side in one process, and take turns batch
 by batch so that machine noise hits both alike. Each side is warmed up first,
 so start-up time is not counted.
+
+For reference (no target) a third side submits the same calls straight to
+the direct DFK's executor, below the DFK's task graph, as the Director does
+(``actors.submit``): the Director against it is what the layer itself costs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import statistics
 import time
 from typing import Any
 
+from actors.parsl_config import executor_label
+from actors.tools import run_tool
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors
@@ -39,6 +45,15 @@ def _parsl_batch(app: Any, calls: int) -> float:
     return calls / (time.perf_counter() - start)
 
 
+def _executor_batch(executor: Any, calls: int) -> float:
+    start = time.perf_counter()
+    futures = [executor.submit(run_tool, {}, 'mock_md', {}) for _ in range(calls)]
+    for future in futures:
+        if not future.result()['ok']:
+            raise RuntimeError(f'executor no-op call failed: {future.result()}')
+    return calls / (time.perf_counter() - start)
+
+
 async def _director_batch(handle: Any, calls: int) -> float:
     start = time.perf_counter()
     results = await handle.md_sim_batch(iterations=calls)
@@ -48,22 +63,30 @@ async def _director_batch(handle: Any, calls: int) -> float:
     return rate
 
 
-async def measure(root: pathlib.Path, calls: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Calls/s of each round on each side: (direct Parsl, Director).
+async def measure(
+    root: pathlib.Path,
+    calls: int,
+    rounds: int,
+) -> tuple[list[float], list[float], list[float]]:
+    """Calls/s of each round on each side: (direct Parsl, Director, executor alone).
 
     Rounds go ABBA (Parsl first in even rounds, the Director first in odd
-    ones) so that load drifting during a pair of rounds favours neither side.
+    ones) so that load drifting during a pair of rounds favours neither side;
+    the executor-alone reference runs after each pair.
     """
     parsl_part = partitions(root / 'parsl', NODES, 1)[0]
     director_part = partitions(root / 'director', NODES, 1)[0]
     parsl_rates: list[float] = []
     director_rates: list[float] = []
+    executor_rates: list[float] = []
     async with directors(root / 'director', [director_part], WORKERS_PER_NODE) as (_, handles):
         (handle,) = handles
         with parsl_dfk(root, parsl_part, WORKERS_PER_NODE) as app:
             await wait_workers(handles)
             wait_parsl_workers(app, WORKERS_PER_NODE)
+            executor = app.data_flow_kernel.executors[executor_label(parsl_part)]
             _parsl_batch(app, WARMUP)
+            _executor_batch(executor, WARMUP)
             await _director_batch(handle, WARMUP)
             for i in range(rounds):
                 # The Director is idle while Parsl runs: blocking the loop is fine.
@@ -73,7 +96,8 @@ async def measure(root: pathlib.Path, calls: int, rounds: int) -> tuple[list[flo
                 else:
                     director_rates.append(await _director_batch(handle, calls))
                     parsl_rates.append(_parsl_batch(app, calls))
-    return parsl_rates, director_rates
+                executor_rates.append(_executor_batch(executor, calls))
+    return parsl_rates, director_rates, executor_rates
 
 
 def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
@@ -84,31 +108,44 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     """
     calls = min(options.calls, 1500) if options.quick else options.calls
     rounds = min(options.rounds, 4) if options.quick else options.rounds
-    parsl_rates, director_rates = asyncio.run(measure(root, calls, rounds))
+    parsl_rates, director_rates, executor_rates = asyncio.run(measure(root, calls, rounds))
     parsl = statistics.median(parsl_rates)
     director = statistics.median(director_rates)
+    executor = statistics.median(executor_rates)
     paired = [d / p for d, p in zip(director_rates, parsl_rates, strict=True)]
     ratio = statistics.median(paired)
+    layer = statistics.median(d / e for d, e in zip(director_rates, executor_rates, strict=True))
     print(
         f'throughput: {calls} no-op calls per batch, {NODES} node x {WORKERS_PER_NODE} '
         f'workers, {rounds} alternating rounds (ABBA)',
     )
-    print(f'  direct parsl : {parsl:8.0f} calls/s  ({", ".join(f"{r:.0f}" for r in parsl_rates)})')
     print(
-        f'  director     : {director:8.0f} calls/s  '
+        f'  direct parsl   : {parsl:6.0f} calls/s  ({", ".join(f"{r:.0f}" for r in parsl_rates)})',
+    )
+    print(
+        f'  director       : {director:6.0f} calls/s  '
         f'({", ".join(f"{r:.0f}" for r in director_rates)})',
+    )
+    print(
+        f'  executor alone : {executor:6.0f} calls/s  '
+        f"({', '.join(f'{r:.0f}' for r in executor_rates)}; the direct DFK's executor, "
+        'submitted to as the Director does)',
     )
     print(
         f'  ratio (director/parsl), median of rounds: {ratio:.3f}  '
         f'({", ".join(f"{r:.3f}" for r in paired)})',
     )
+    print(f'  director / executor alone (what the layer costs; no target): {layer:.3f}')
     results = {
         'throughput_ratio': ratio,
         'throughput_ratio_rounds': paired,
         'throughput_calls_per_s_director': director,
         'throughput_calls_per_s_parsl': parsl,
+        'throughput_calls_per_s_executor': executor,
+        'throughput_ratio_vs_executor': layer,
         'throughput_rounds_director': director_rates,
         'throughput_rounds_parsl': parsl_rates,
+        'throughput_rounds_executor': executor_rates,
         'throughput_calls': calls,
     }
     return results, [Ratio('throughput_ratio', ratio, TARGET, at_most=False)]
