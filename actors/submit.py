@@ -15,17 +15,31 @@ and shuts them down.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from concurrent.futures import Future
 from typing import Any
 
+import zmq
 from parsl.executors.base import ParslExecutor
 from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 2.0
+"""Seconds a submit may wait to hand its task to the interchange's socket.
+
+HTEX's task socket has no high-water mark, so a send waits only while no
+interchange is connected: one that died. Unbounded, that send would hold the
+submitting thread (a Director's event loop, or Parsl's result thread for a
+retry) and the DFK's submit lock for good; bounded, the call fails as lost
+with its interchange and runs again on the replacement DFK.
+"""
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (WorkerLost, ManagerLost)
 """Failures of the resources, not of the tool: these are retried."""
@@ -36,6 +50,10 @@ def check_retries(retries: Any) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f'retries must be an integer >= 0, got {retries!r}')
     return retries
+
+
+class TaskNotSent(RuntimeError):
+    """The interchange took no task within ``SEND_TIMEOUT`` (and is not known to be lost)."""
 
 
 class Call(Future[Any]):
@@ -94,6 +112,10 @@ class ExecutorApp:
         self.retries = check_retries(retries)
         self._lock = lock
         self._stopped_on_purpose = stopped_on_purpose
+        outgoing = getattr(executor, 'outgoing_q', None)
+        if outgoing is not None:
+            # Set before the first submit: the socket is only used under the lock.
+            outgoing.zmq_socket.setsockopt(zmq.SNDTIMEO, round(SEND_TIMEOUT * 1000))
 
     def __call__(
         self,
@@ -125,20 +147,45 @@ class ExecutorApp:
                     **call.kwargs,
                 )
         except Exception as e:
-            # A lost executor refuses new tasks; a bad resource
-            # specification is refused too: the call fails, the caller goes on.
-            call.set_exception(e)
+            # The call fails, the caller goes on: a lost executor refuses new
+            # tasks (with the error that says it was lost, so that the call
+            # can run again elsewhere), and so does a bad resource specification.
+            call.set_exception(self._refusal(e))
             return
         attempt.add_done_callback(functools.partial(self._settle, call))
 
+    def _refusal(self, error: Exception) -> BaseException:
+        if getattr(self.executor, 'bad_state_is_set', False):
+            return self.executor.executor_exception
+        if isinstance(error, zmq.Again):
+            return TaskNotSent(
+                f'executor {self.executor.label}: its interchange took no task '
+                f'within {SEND_TIMEOUT:g}s',
+            )
+        return error
+
     def _settle(self, call: Call, attempt: Future[Any]) -> None:
-        if attempt.cancelled():
-            call.set_exception(CancelledError(f'Parsl cancelled attempt {call.attempts}'))
-            return
-        error = attempt.exception()
-        if error is None:
-            call.set_result(attempt.result())
-        elif self.may_retry(call, error):
-            self._launch(call)
-        else:
-            call.set_exception(error)
+        # A done callback: whatever goes wrong must still answer the call.
+        try:
+            if attempt.cancelled():
+                call.set_exception(CancelledError(f'Parsl cancelled attempt {call.attempts}'))
+                return
+            error = attempt.exception()
+            if error is None:
+                call.set_result(attempt.result())
+            elif self.may_retry(call, error):
+                logger.info(
+                    '%s: a call lost its worker or pool (%s: %s); attempt %d of %d',
+                    self.executor.label,
+                    type(error).__name__,
+                    error,
+                    call.attempts + 1,
+                    self.retries + 1,
+                )
+                self._launch(call)
+            else:
+                call.set_exception(error)
+        except BaseException as e:
+            if not call.done():
+                call.set_exception(e)
+            raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,11 +12,17 @@ import pytest
 from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors.high_throughput.errors import WorkerLost
 
+from actors.director import Director
 from actors.errors import ConfigurationError
+from actors.faults import InterchangeLost
+from actors.faults import fail_executor
+from actors.faults import interchange_loss
+from actors.faults import release_parsl
 from actors.parsl_config import build_config
 from actors.sites import load_site
-from actors.submit import Call
+from actors.submit import SEND_TIMEOUT
 from actors.submit import ExecutorApp
+from actors.submit import TaskNotSent
 from actors.submit import check_retries
 from tests.helpers import make_partitions
 
@@ -32,8 +39,11 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
-def exit_until(marker: str, exits: int) -> int:
-    """Kill this worker (as a crashing tool would) on the first ``exits`` runs."""
+def exit_until(marker: str, exits: int, control: object = None) -> int:
+    """Kill this worker (as a crashing tool would) on the first ``exits`` runs.
+
+    ``control`` stands where the Director's worker functions take theirs.
+    """
     path = pathlib.Path(marker)
     runs = len(path.read_text()) if path.exists() else 0
     path.write_text('x' * (runs + 1))
@@ -58,7 +68,8 @@ def dfk(run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Data
     try:
         yield kernel
     finally:
-        kernel.cleanup()
+        # A DFK whose interchange died cannot clean up by itself (actors.faults).
+        release_parsl(None, list(kernel.executors.values()), kernel.cleanup)
 
 
 def _app(dfk: DataFlowKernel, func: Any, **options: Any) -> ExecutorApp:
@@ -96,18 +107,51 @@ def test_a_lost_worker_is_retried_until_the_retries_run_out(
     with pytest.raises(WorkerLost):
         given_up.result(timeout=90)
     assert given_up.attempts == 2
-    # A call whose worker was killed to stop it (actors.interrupt) is not retried.
-    seen: list[Call] = []
 
-    def stopped(call: Call) -> bool:
-        seen.append(call)
-        return True
 
-    stopped_call = _app(dfk, exit_until, retries=3, stopped_on_purpose=stopped)(
-        str(tmp_path / 'm'), 1
-    )
-    assert isinstance(stopped_call.exception(timeout=90), WorkerLost)
-    assert stopped_call.attempts == 1 and seen == [stopped_call]
+def test_the_director_does_not_retry_a_call_it_stopped(
+    dfk: DataFlowKernel,
+    tmp_path: pathlib.Path,
+):
+    """A worker killed to stop its call (actors.interrupt) is not a lost worker."""
+    (partition,) = make_partitions(tmp_path, nodes=1, partitions=1)
+    director = Director(partition, load_site('local'), str(tmp_path / 'director'), retries=3)
+    try:
+        app = _app(
+            dfk,
+            exit_until,
+            retries=director.retries,
+            stopped_on_purpose=director._stopped_on_purpose,
+        )
+        cancels = director._cancels
+        stopped, lost = cancels.control('stopped', None), cancels.control('lost', None)
+        assert cancels.cancel('stopped', 'cancelled by the caller') == 1
+        stopped_call = app(str(tmp_path / 'stopped'), 1, stopped)
+        lost_call = app(str(tmp_path / 'lost'), 1, lost)
+        assert isinstance(stopped_call.exception(timeout=90), WorkerLost)
+        assert stopped_call.attempts == 1
+        assert isinstance(lost_call.result(timeout=90), int)
+        assert lost_call.attempts == 2
+    finally:
+        director._cancels.close()
+
+
+def test_a_dead_interchange_fails_calls_instead_of_blocking(dfk: DataFlowKernel):
+    app = _app(dfk, add)
+    assert app(1, 1).result(timeout=60) == 2
+    interchange = app.executor.interchange_proc
+    interchange.kill()
+    interchange.wait(timeout=10)
+    # Nothing has told Parsl yet: the send finds no interchange and gives up.
+    started = time.monotonic()
+    unsent = app(1, 2)
+    assert time.monotonic() - started < SEND_TIMEOUT + 5
+    assert isinstance(unsent.exception(timeout=5), TaskNotSent)
+    # Once the loss is known, a call fails at once with it (the Director reruns those).
+    fail_executor(app.executor, InterchangeLost('killed by the test'))
+    refused = app(1, 3)
+    assert interchange_loss(refused.exception(timeout=5)) is not None
+    assert refused.attempts == 1
 
 
 @pytest.mark.parametrize('bad', [-1, '2', True, 1.5])
