@@ -81,6 +81,7 @@ def _row(calls: int, walls: list[float], **extra: Any) -> dict[str, Any]:
         'per_call_ms': wall / calls * 1000,
         'calls_per_s': calls / wall,
         'repeats': len(walls),
+        'walls_s': walls,
     }
 
 
@@ -118,7 +119,9 @@ async def batch_sweep(
                     # The Director is idle meanwhile: blocking the loop is fine.
                     parsl_walls.append(_parsl_batch(app, size))
                 parsl_ms = statistics.median(parsl_walls) / size * 1000
-                rows.append(_row(size, walls, parsl_per_call_ms=parsl_ms))
+                rows.append(
+                    _row(size, walls, parsl_per_call_ms=parsl_ms, parsl_walls_s=parsl_walls)
+                )
     return rows
 
 
@@ -171,6 +174,7 @@ async def director_sweep(
             walls[count],
             directors=count,
             parsl_per_call_ms=statistics.median(parsl_walls[count]) / (count * batch) * 1000,
+            parsl_walls_s=parsl_walls[count],
         )
         for count in counts
     ]
