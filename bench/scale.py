@@ -6,19 +6,25 @@
 * directors: 8 Directors in one process, each on its own 1-node partition,
   next to 8 direct DFKs; the first 1, 2, 4 and 8 of each run the same batch
   at the same time, the counts and the sides taking turns; per-call time is
-  median wall time / all calls.
+  median wall time / all calls. Direct Parsl runs its side twice: through
+  the DFKs (``python_app``) and straight to their executors, which is how
+  the Directors submit (``actors.submit``).
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
 
 Targets: the batch sizes' per-call time flat within 10%, as such (direct
 Parsl's is printed next to it). For the Director counts the per-call time as
-such is not the layer's: one Director's 2 workers cannot keep a machine busy,
-more Directors bring more worker pools, so it falls with the count on both
+such is not the layer's: more Directors bring more interchanges, worker
+pools and workers onto the same cores, so it moves with the count on both
 sides; what must stay flat within 10% is the Director's per-call time
-relative to the same number of direct DFKs under the same load, i.e. the
-layer's cost per call must not grow with the number of Directors. Every
-variant is printed and saved.
+relative to Parsl's executors doing the same under the same load, i.e. the
+layer's cost per call must not grow with the number of Directors. Its
+baseline is the executors, not the DFKs, because the Directors submit to
+the executors: through a DFK, Parsl's own per-task cost in the one process
+grows with the count, and a ratio to it would fall with the count for a
+reason that is not the layer's. Each count's ratio is the median of the
+ratios of repeats run back to back. Every variant is printed and saved.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from actors.parsl_config import executor_label
+from actors.tools import run_tool
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors
@@ -134,40 +142,66 @@ def _parsl_batches(apps: list[Any], calls: int) -> float:
     return time.perf_counter() - start
 
 
+def _executor_batches(executors: list[Any], calls: int) -> float:
+    """Wall time of ``calls`` no-op calls straight to every direct DFK's executor at once."""
+    start = time.perf_counter()
+    futures = [e.submit(run_tool, {}, 'mock_md', {}) for _ in range(calls) for e in executors]
+    if not all(f.result()['ok'] for f in futures):
+        raise RuntimeError(f'a direct executor call of a {calls}-call batch failed')
+    return time.perf_counter() - start
+
+
+def _paired(director: list[float], baseline: list[float]) -> float:
+    """The median of the ratios of repeats that ran back to back."""
+    return statistics.median(d / b for d, b in zip(director, baseline, strict=True))
+
+
 async def director_sweep(
     root: pathlib.Path, counts: tuple[int, ...], batch: int, repeats: int
 ) -> list[dict[str, Any]]:
     """The first ``n`` of ``max(counts)`` Directors at once, ``batch`` calls each.
 
     All Directors start once and stay up, next to as many direct DFKs (the
-    same partitions' shape) that run the same calls right after them, so that
-    each count's per-call time has a baseline measured under the same load.
+    same partitions' shape) that run the same calls right before or after
+    them, straight to their executors and through the DFKs, so that each
+    count's per-call time has baselines measured under the same load.
     The counts take turns, forwards then backwards (1, 2, 4, 8, 8, 4, 2, 1,
     ...), and so do the sides, so that load drifting during the sweep favours
     neither. Returns the median of ``repeats`` per count.
     """
     walls: dict[int, list[float]] = {count: [] for count in counts}
     parsl_walls: dict[int, list[float]] = {count: [] for count in counts}
+    executor_walls: dict[int, list[float]] = {count: [] for count in counts}
     most = max(counts)
     director_parts = partitions(root / 'director', most, most)
     parsl_parts = partitions(root / 'parsl', most, most)
     async with directors(root / 'director', director_parts, WORKERS_PER_NODE) as (_, handles):
         with contextlib.ExitStack() as stack:
             apps = [stack.enter_context(parsl_dfk(root, p, WORKERS_PER_NODE)) for p in parsl_parts]
+            executors = [
+                app.data_flow_kernel.executors[executor_label(part)]
+                for app, part in zip(apps, parsl_parts, strict=True)
+            ]
             await wait_workers(handles)
             for app in apps:
                 wait_parsl_workers(app, WORKERS_PER_NODE)
             await _timed_batch(handles, WARMUP)
             _parsl_batches(apps, WARMUP)
+            _executor_batches(executors, WARMUP)
             for i in range(repeats):
                 for count in counts if i % 2 == 0 else reversed(counts):
-                    # The Directors are idle while Parsl runs: blocking the loop is fine.
-                    if i % 2 == 0:
-                        walls[count].append(await _timed_batch(handles[:count], batch))
+                    # D E P, then P E D: the executors, the target's baseline, run
+                    # next to the Directors. The Directors are idle while Parsl
+                    # runs: blocking the loop is fine.
+                    if i % 2 == 1:
                         parsl_walls[count].append(_parsl_batches(apps[:count], batch))
                     else:
-                        parsl_walls[count].append(_parsl_batches(apps[:count], batch))
                         walls[count].append(await _timed_batch(handles[:count], batch))
+                    executor_walls[count].append(_executor_batches(executors[:count], batch))
+                    if i % 2 == 1:
+                        walls[count].append(await _timed_batch(handles[:count], batch))
+                    else:
+                        parsl_walls[count].append(_parsl_batches(apps[:count], batch))
     return [
         _row(
             count * batch,
@@ -175,6 +209,10 @@ async def director_sweep(
             directors=count,
             parsl_per_call_ms=statistics.median(parsl_walls[count]) / (count * batch) * 1000,
             parsl_walls_s=parsl_walls[count],
+            executor_per_call_ms=statistics.median(executor_walls[count]) / (count * batch) * 1000,
+            executor_walls_s=executor_walls[count],
+            ratio_to_executors=_paired(walls[count], executor_walls[count]),
+            ratio_to_dfks=_paired(walls[count], parsl_walls[count]),
         )
         for count in counts
     ]
@@ -295,9 +333,11 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     batch_flat = flatness([row['per_call_ms'] for row in batches])
     batch_relative = flatness([row['per_call_ms'] / row['parsl_per_call_ms'] for row in batches])
     parsl_flat = flatness([row['parsl_per_call_ms'] for row in batches])
-    count_flat = flatness([row['per_call_ms'] / row['parsl_per_call_ms'] for row in counts])
+    count_flat = flatness([row['ratio_to_executors'] for row in counts])
+    count_dfk = flatness([row['ratio_to_dfks'] for row in counts])
     count_raw = flatness([row['per_call_ms'] for row in counts])
     count_parsl = flatness([row['parsl_per_call_ms'] for row in counts])
+    count_executor = flatness([row['executor_per_call_ms'] for row in counts])
     extra = director_bytes - parsl_bytes
     print('scale: one Director, growing batches (per-call time = median wall / calls)')
     for row in batches:
@@ -313,17 +353,20 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     print(
         f'scale: {DIRECTOR_COUNTS[-1]} Directors in one process, the first '
         f'{", ".join(map(str, DIRECTOR_COUNTS))} busy with {per_director} calls each '
-        f'(next to {DIRECTOR_COUNTS[-1]} direct DFKs doing the same)',
+        f'(next to {DIRECTOR_COUNTS[-1]} direct DFKs doing the same, through the DFKs and '
+        'straight to their executors; ratios: median of back-to-back repeats)',
     )
     for row in counts:
         print(
             f'  {row["directors"]} Director(s): {row["calls"]:>6} calls, {row["wall_s"]:6.2f}s, '
-            f'{row["per_call_ms"]:.3f} ms/call   (direct parsl {row["parsl_per_call_ms"]:.3f} '
-            f'ms/call, ratio {row["per_call_ms"] / row["parsl_per_call_ms"]:.3f})',
+            f'{row["per_call_ms"]:.3f} ms/call   (executors {row["executor_per_call_ms"]:.3f}, '
+            f'ratio {row["ratio_to_executors"]:.3f}; DFKs {row["parsl_per_call_ms"]:.3f}, '
+            f'ratio {row["ratio_to_dfks"]:.3f})',
         )
     print(
-        f'  flatness (slowest/fastest - 1) of the director/parsl ratio: {count_flat:.1%}   '
-        f'(per-call time alone: director {count_raw:.1%}, direct parsl {count_parsl:.1%})',
+        f'  flatness (slowest/fastest - 1) of the director/executors ratio: {count_flat:.1%}   '
+        f'(of the director/DFKs ratio {count_dfk:.1%}; per-call time alone: director '
+        f'{count_raw:.1%}, executors {count_executor:.1%}, DFKs {count_parsl:.1%})',
     )
     print(
         f'scale: memory per in-flight call ({in_flight} in flight): '
@@ -337,8 +380,10 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
             'batch_flatness_parsl': parsl_flat,
             'directors': counts,
             'director_flatness': count_flat,
+            'director_flatness_relative_to_dfks': count_dfk,
             'director_flatness_director_alone': count_raw,
             'director_flatness_parsl': count_parsl,
+            'director_flatness_executors': count_executor,
             'memory_in_flight_calls': in_flight,
             'memory_bytes_per_call_director': director_bytes,
             'memory_bytes_per_call_parsl': parsl_bytes,
