@@ -326,7 +326,7 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     per_director = 1000 if options.quick else 2000
     in_flight = 2000 if options.quick else 10_000
     batches = asyncio.run(batch_sweep(root / 'batches', sizes, repeats))
-    sweeps = 2 if options.quick else 4
+    sweeps = 2 if options.quick else 6
     counts = asyncio.run(director_sweep(root / 'directors', DIRECTOR_COUNTS, per_director, sweeps))
     director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
     parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
