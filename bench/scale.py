@@ -4,11 +4,12 @@
   direct DFK the same batches, alternating; per-call time is median batch
   wall time / calls.
 * directors: 8 Directors in one process, each on its own 1-node partition,
-  next to 8 direct DFKs; the first 1, 2, 4 and 8 of each run the same batch
-  at the same time, the counts and the sides taking turns; per-call time is
-  median wall time / all calls. Direct Parsl runs its side twice: through
-  the DFKs (``python_app``) and straight to their executors, which is how
-  the Directors submit (``actors.submit``).
+  next to 8 direct DFKs; the first 1, 2, 4 and 8 of each share the same
+  number of calls at the same time, in slices, the sides taking turns slice
+  by slice and the counts taking turns too; per-call time is median wall
+  time / all calls. Direct Parsl runs its side twice: through the DFKs
+  (``python_app``) and straight to their executors, which is how the
+  Directors submit (``actors.submit``).
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -23,8 +24,8 @@ layer's cost per call must not grow with the number of Directors. Its
 baseline is the executors, not the DFKs, because the Directors submit to
 the executors: through a DFK, Parsl's own per-task cost in the one process
 grows with the count, and a ratio to it would fall with the count for a
-reason that is not the layer's. Each count's ratio is the median of the
-ratios of repeats run back to back. Every variant is printed and saved.
+reason that is not the layer's. Each count's ratio is the median of its
+repeats' ratios. Every variant is printed and saved.
 """
 
 from __future__ import annotations
@@ -157,21 +158,33 @@ def _paired(director: list[float], baseline: list[float]) -> float:
 
 
 async def director_sweep(
-    root: pathlib.Path, counts: tuple[int, ...], batch: int, repeats: int
+    root: pathlib.Path, counts: tuple[int, ...], calls: int, repeats: int, slices: int
 ) -> list[dict[str, Any]]:
-    """The first ``n`` of ``max(counts)`` Directors at once, ``batch`` calls each.
+    """The first ``n`` of ``max(counts)`` Directors at once, ``calls / n`` calls each.
+
+    Every count runs the same ``calls`` in all, so that each per-call time
+    averages over as many calls and as long a wall time (a count of 1 with
+    the per-Director batch of a count of 8 would be measured over an eighth
+    of the time, and scatter more).
 
     All Directors start once and stay up, next to as many direct DFKs (the
-    same partitions' shape) that run the same calls right before or after
-    them, straight to their executors and through the DFKs, so that each
-    count's per-call time has baselines measured under the same load.
-    The counts take turns, forwards then backwards (1, 2, 4, 8, 8, 4, 2, 1,
-    ...), and so do the sides, so that load drifting during the sweep favours
-    neither. Returns the median of ``repeats`` per count.
+    same partitions' shape) that run the same calls straight to their
+    executors and through the DFKs, so that each count's per-call time has
+    baselines measured under the same load. The ``calls`` of one repeat are
+    cut into ``slices`` and the three sides take turns slice by slice
+    (D E P, P E D, ...): this machine's speed drifts by tens of percent
+    within seconds, and sides run seconds apart would see different machines.
+    The counts take turns too, forwards then backwards (1, 2, 4, 8, 8, 4, 2,
+    1, ...). Returns, per count, the median of ``repeats``.
     """
-    walls: dict[int, list[float]] = {count: [] for count in counts}
-    parsl_walls: dict[int, list[float]] = {count: [] for count in counts}
-    executor_walls: dict[int, list[float]] = {count: [] for count in counts}
+    if any(calls % (count * slices) for count in counts):
+        raise ValueError(
+            f'calls={calls} must split evenly into {slices} slices for each of the '
+            f'Director counts {counts}'
+        )
+    walls: dict[str, dict[int, list[float]]] = {
+        side: {count: [] for count in counts} for side in ('director', 'executors', 'dfks')
+    }
     most = max(counts)
     director_parts = partitions(root / 'director', most, most)
     parsl_parts = partitions(root / 'parsl', most, most)
@@ -185,34 +198,44 @@ async def director_sweep(
             await wait_workers(handles)
             for app in apps:
                 wait_parsl_workers(app, WORKERS_PER_NODE)
-            await _timed_batch(handles, WARMUP)
-            _parsl_batches(apps, WARMUP)
-            _executor_batches(executors, WARMUP)
+
+            # The Directors are idle while Parsl runs: blocking the loop is fine.
+            async def director_side(count: int, batch: int) -> float:
+                return await _timed_batch(handles[:count], batch)
+
+            async def executor_side(count: int, batch: int) -> float:
+                return _executor_batches(executors[:count], batch)
+
+            async def dfk_side(count: int, batch: int) -> float:
+                return _parsl_batches(apps[:count], batch)
+
+            # The executors, the target's baseline, run next to the Directors.
+            sides = {'director': director_side, 'executors': executor_side, 'dfks': dfk_side}
+            for side in sides.values():
+                await side(most, WARMUP)
+            turn = 0
             for i in range(repeats):
                 for count in counts if i % 2 == 0 else reversed(counts):
-                    # D E P, then P E D: the executors, the target's baseline, run
-                    # next to the Directors. The Directors are idle while Parsl
-                    # runs: blocking the loop is fine.
-                    if i % 2 == 1:
-                        parsl_walls[count].append(_parsl_batches(apps[:count], batch))
-                    else:
-                        walls[count].append(await _timed_batch(handles[:count], batch))
-                    executor_walls[count].append(_executor_batches(executors[:count], batch))
-                    if i % 2 == 1:
-                        walls[count].append(await _timed_batch(handles[:count], batch))
-                    else:
-                        parsl_walls[count].append(_parsl_batches(apps[:count], batch))
+                    batch = calls // count // slices
+                    spent = dict.fromkeys(sides, 0.0)
+                    for _ in range(slices):
+                        order = list(sides) if turn % 2 == 0 else list(reversed(sides))
+                        turn += 1
+                        for name in order:
+                            spent[name] += await sides[name](count, batch)
+                    for name, wall in spent.items():
+                        walls[name][count].append(wall)
     return [
         _row(
-            count * batch,
-            walls[count],
+            calls,
+            walls['director'][count],
             directors=count,
-            parsl_per_call_ms=statistics.median(parsl_walls[count]) / (count * batch) * 1000,
-            parsl_walls_s=parsl_walls[count],
-            executor_per_call_ms=statistics.median(executor_walls[count]) / (count * batch) * 1000,
-            executor_walls_s=executor_walls[count],
-            ratio_to_executors=_paired(walls[count], executor_walls[count]),
-            ratio_to_dfks=_paired(walls[count], parsl_walls[count]),
+            parsl_per_call_ms=statistics.median(walls['dfks'][count]) / calls * 1000,
+            parsl_walls_s=walls['dfks'][count],
+            executor_per_call_ms=statistics.median(walls['executors'][count]) / calls * 1000,
+            executor_walls_s=walls['executors'][count],
+            ratio_to_executors=_paired(walls['director'][count], walls['executors'][count]),
+            ratio_to_dfks=_paired(walls['director'][count], walls['dfks'][count]),
         )
         for count in counts
     ]
@@ -323,11 +346,15 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     sizes = QUICK_BATCHES if options.quick else BATCHES
     # Short batches are noisy: repeat them and take the median.
     repeats = {1_000: 3, 10_000: 1} if options.quick else {1_000: 5, 10_000: 3, 100_000: 1}
-    per_director = 1000 if options.quick else 2000
     in_flight = 2000 if options.quick else 10_000
     batches = asyncio.run(batch_sweep(root / 'batches', sizes, repeats))
-    sweeps = 2 if options.quick else 6
-    counts = asyncio.run(director_sweep(root / 'directors', DIRECTOR_COUNTS, per_director, sweeps))
+    # Every count runs these calls in all, in slices that take turns with the baselines'.
+    director_calls = 2000 if options.quick else 8000
+    slices = 2 if options.quick else 8
+    sweeps = 2 if options.quick else 4
+    counts = asyncio.run(
+        director_sweep(root / 'directors', DIRECTOR_COUNTS, director_calls, sweeps, slices)
+    )
     director_bytes = asyncio.run(director_memory(root / 'memory-director', in_flight))
     parsl_bytes = asyncio.run(parsl_memory(root / 'memory-parsl', in_flight))
     batch_flat = flatness([row['per_call_ms'] for row in batches])
@@ -352,9 +379,10 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     )
     print(
         f'scale: {DIRECTOR_COUNTS[-1]} Directors in one process, the first '
-        f'{", ".join(map(str, DIRECTOR_COUNTS))} busy with {per_director} calls each '
+        f'{", ".join(map(str, DIRECTOR_COUNTS))} busy with {director_calls} calls in all '
         f'(next to {DIRECTOR_COUNTS[-1]} direct DFKs doing the same, through the DFKs and '
-        'straight to their executors; ratios: median of back-to-back repeats)',
+        f'straight to their executors, the sides taking turns in {slices} slices; '
+        f'ratios: median of {sweeps} repeats)',
     )
     for row in counts:
         print(
