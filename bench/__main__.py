@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import psutil
+
 from bench import mpi
 from bench import overhead
 from bench import scale
@@ -90,16 +92,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         'quick': args.quick,
         'load_average_before': os.getloadavg(),
         'seconds': {},
+        'steal_fraction': {},
     }
     rows: list[Ratio] = []
     with tempfile.TemporaryDirectory(prefix='bench-') as tmp:
         for name in args.names or list(BENCHMARKS):
-            start = time.perf_counter()
+            start, cpu_before = time.perf_counter(), psutil.cpu_times()
             found, ratios = BENCHMARKS[name].run(_fresh_dir(tmp, name), options)
             results['seconds'][name] = time.perf_counter() - start
+            stolen = steal_fraction(cpu_before, psutil.cpu_times())
+            results['steal_fraction'][name] = stolen
             results.update(found)
             rows += ratios
-            print(f'  ({name} took {results["seconds"][name]:.0f}s)', flush=True)
+            print(
+                f'  ({name} took {results["seconds"][name]:.0f}s; '
+                f'CPU stolen by other VMs: {stolen:.1%})',
+                flush=True,
+            )
     results['load_average_after'] = os.getloadavg()
     results['targets'] = {
         row.name: {'value': row.value, 'target': row.target, 'at_most': row.at_most, 'met': row.met}
@@ -113,6 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A stable last line for scripts that compare runs.
         print(f'throughput ratio (director/parsl): {results["throughput_ratio"]:.3f}')
     return 0 if all(row.met for row in rows) else 1
+
+
+def steal_fraction(before: Any, after: Any) -> float:
+    """Share of CPU time the hypervisor gave to other guests between two ``cpu_times()``.
+
+    A shared VM's speed drifts with it; it is saved next to the results so
+    that a noisy run can be told from a slow layer (0 where not reported).
+    """
+    total = sum(after) - sum(before)
+    stolen = getattr(after, 'steal', 0.0) - getattr(before, 'steal', 0.0)
+    return stolen / total if total > 0 else 0.0
 
 
 def _fresh_dir(tmp: str, name: str) -> pathlib.Path:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections import namedtuple
 
 import pytest
 
+from bench.__main__ import steal_fraction
 from bench.common import Ratio
 from bench.common import percentile
 from bench.scale import flatness
@@ -53,3 +55,12 @@ def test_unknown_benchmark_is_rejected(tmp_path):
     assert result.returncode == 2
     assert "unknown benchmark 'nosuch'" in result.stderr
     assert not (tmp_path / 'x.json').exists()
+
+
+def test_steal_fraction():
+    times = namedtuple('times', 'user system idle steal')
+    assert steal_fraction(times(1, 1, 1, 1), times(4, 2, 3, 4)) == pytest.approx(3 / 9)
+    assert steal_fraction(times(1, 1, 1, 1), times(1, 1, 1, 1)) == 0.0
+    # Platforms that report no steal time give 0.
+    plain = namedtuple('plain', 'user idle')
+    assert steal_fraction(plain(0, 0), plain(1, 1)) == 0.0
