@@ -182,9 +182,6 @@ async def director_sweep(
             f'calls={calls} must split evenly into {slices} slices for each of the '
             f'Director counts {counts}'
         )
-    walls: dict[str, dict[int, list[float]]] = {
-        side: {count: [] for count in counts} for side in ('director', 'executors', 'dfks')
-    }
     most = max(counts)
     director_parts = partitions(root / 'director', most, most)
     parsl_parts = partitions(root / 'parsl', most, most)
@@ -211,6 +208,9 @@ async def director_sweep(
 
             # The executors, the target's baseline, run next to the Directors.
             sides = {'director': director_side, 'executors': executor_side, 'dfks': dfk_side}
+            walls: dict[str, dict[int, list[float]]] = {
+                name: {count: [] for count in counts} for name in sides
+            }
             for side in sides.values():
                 await side(most, WARMUP)
             turn = 0
