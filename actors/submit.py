@@ -28,6 +28,7 @@ from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.errors import ConfigurationError
+from actors.wire import pack_call
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +140,7 @@ class ExecutorApp:
     def _launch(self, call: Call) -> None:
         call.attempts += 1
         try:
-            with self._lock:
-                attempt = self.executor.submit(
-                    self.func,
-                    call.resource_specification,
-                    *call.args,
-                    **call.kwargs,
-                )
+            attempt = self._send(call)
         except Exception as e:
             # The call fails, the caller goes on: a lost executor refuses new
             # tasks (with the error that says it was lost, so that the call
@@ -153,6 +148,21 @@ class ExecutorApp:
             call.set_exception(self._refusal(e))
             return
         attempt.add_done_callback(functools.partial(self._settle, call))
+
+    def _send(self, call: Call) -> Future[Any]:
+        """Hand one attempt of ``call`` to the executor; its future."""
+        spec = call.resource_specification
+        submit_payload = getattr(self.executor, 'submit_payload', None)
+        if submit_payload is None:
+            # Not an HTEX: the executor serializes the call itself.
+            with self._lock:
+                return self.executor.submit(self.func, spec, *call.args, **call.kwargs)
+        # An HTEX: the arguments go pickled, not dilled (actors.wire), and are
+        # packed before taking the lock that other submitters wait for.
+        self.executor.validate_resource_spec(spec)
+        payload = pack_call(self.func, call.args, call.kwargs)
+        with self._lock:
+            return submit_payload({'resource_spec': spec} if spec else {}, payload)
 
     def _refusal(self, error: Exception) -> BaseException:
         if getattr(self.executor, 'bad_state_is_set', False):

@@ -1,12 +1,23 @@
-"""How a call's outcome travels from its worker back to the Director.
+"""How a call travels to its worker, and its outcome back to the Director.
 
-Parsl serializes what a task returns with dill, its only data serializer:
-about 40 us in the worker for a ten-key outcome mapping, more than running a
-no-op tool under its stop guard, and it grows with the result's size. So the
-worker functions the Director submits return the outcome as bytes that they
-pickled themselves (``pack_outcome``, ~1 us), and Parsl only wraps those bytes
-(~7 us). An outcome that pickle cannot carry (a lambda in the tool's value)
-is dumped with dill instead, still as bytes, marked as such.
+Parsl serializes a task's arguments and what it returns with dill, its only
+data serializer, at ~40 us per object: more than running a no-op tool under
+its stop guard. Both ways, this module uses pickle (~1 us) instead.
+
+To the worker: the arguments of a Director's call are plain data (the
+Director checks its parameters with pickle before submitting), so
+``pack_call`` pickles them, under the header of a Parsl serializer plugin
+(``PickleSerializer``) that tells the worker's Parsl how to read them. The
+layout is Parsl's own (function, positional and keyword arguments; the
+function serialized by Parsl, cached per function), so the worker runs the
+call with Parsl's default task runner. Arguments pickle cannot carry go
+with dill as before.
+
+Back from the worker: the worker functions the Director submits return the
+outcome as bytes that they pickled themselves (``pack_outcome``), and Parsl
+only wraps those bytes (~7 us). An outcome that pickle cannot carry (a
+lambda in the tool's value) is dumped with dill instead, still as bytes,
+marked as such.
 
 Parsl's result thread therefore only ever unwraps bytes: it calls
 ``deserialize`` outside any ``try``, and a result it cannot read would end the
@@ -26,11 +37,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import dill
+from parsl.serialize.base import SerializerBase
+from parsl.serialize.facade import pack_buffers
+from parsl.serialize.facade import serialize
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL = 5
-"""Pickle protocol of packed outcomes (readable by every supported Python)."""
+"""Pickle protocol of packed arguments and outcomes (readable by every supported Python)."""
 
 UNREADABLE = 'UnreadableResult'
 """``error_type`` of a call whose outcome the Director could not load."""
@@ -42,6 +56,51 @@ _DILL = b'D'
 """First byte of an outcome dumped with dill (pickle's protocol 2+ starts with 0x80)."""
 
 _warned: set[type[BaseException]] = set()
+
+
+class PickleSerializer(SerializerBase):
+    """A Parsl serializer plugin for a call's arguments: plain pickle, not dill.
+
+    Parsl marks what it serializes with the serializer's identifier, here
+    ``b'actors.wire PickleSerializer'`` (module and class, Parsl's plugin
+    convention); a worker's ``deserialize`` imports this class by that name
+    to read the arguments.
+    """
+
+    def serialize(self, data: Any) -> bytes:
+        """Pickle ``data``."""
+        return pickle.dumps(data, protocol=PROTOCOL)
+
+    def deserialize(self, payload: bytes) -> Any:
+        """Unpickle ``payload``."""
+        return pickle.loads(payload)
+
+
+_ARGUMENTS = PickleSerializer()
+
+
+def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+    """Submit side: one call of ``func`` as HTEX's ``submit_payload`` takes it.
+
+    Args:
+        func: The worker function (serialized by Parsl, which caches it).
+        args: Its positional arguments.
+        kwargs: Its keyword arguments.
+
+    Returns:
+        What Parsl's ``pack_apply_message`` would return, with the arguments
+        pickled (or dumped by Parsl's dill if pickle cannot carry them).
+
+    """
+    return pack_buffers([serialize(func), _pack_data(args), _pack_data(dict(kwargs))])
+
+
+def _pack_data(data: Any) -> bytes:
+    try:
+        return _ARGUMENTS.identifier + b'\n' + _ARGUMENTS.serialize(data)
+    except Exception:
+        # Parsl's own serializer (dill) carries more: closures, lambdas.
+        return serialize(data)
 
 
 def pack_outcome(outcome: Mapping[str, Any]) -> bytes:

@@ -35,6 +35,10 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def apply(func: Any, value: Any) -> Any:
+    return func(value)
+
+
 def fail(message: str) -> None:
     raise ValueError(message)
 
@@ -82,6 +86,8 @@ def test_calls_return_what_the_function_returned(dfk: DataFlowKernel):
     calls = [app(i, b=1) for i in range(50)]
     assert [call.result(timeout=60) for call in calls] == [i + 1 for i in range(50)]
     assert all(call.attempts == 1 for call in calls)
+    # Arguments go pickled (actors.wire); those pickle cannot carry, with dill.
+    assert _app(dfk, apply)(lambda x: x * 2, 21).result(timeout=60) == 42
     # Submitted calls are running: like a Parsl task, they cannot be cancelled.
     assert not calls[0].cancel()
     # A tool's own error is the call's error, and never retried.

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from parsl.serialize import deserialize
 from parsl.serialize import serialize
+from parsl.serialize.facade import unpack_apply_message
+from parsl.serialize.facade import unpack_buffers
 
 from actors.director import Director
 from actors.partition import simulated_nodes
@@ -24,6 +26,7 @@ from actors.supervise import run_supervised
 from actors.tools import run_tool
 from actors.wire import UNREADABLE
 from actors.wire import UNSERIALIZABLE
+from actors.wire import pack_call
 from actors.wire import pack_outcome
 from actors.wire import read_outcome
 
@@ -33,6 +36,24 @@ pytestmark = pytest.mark.timeout(30)
 def _through_parsl(value: object) -> object:
     """What the Director gets back when a worker function returns ``value``."""
     return deserialize(serialize(value))
+
+
+def test_a_call_goes_to_its_worker_with_pickled_arguments():
+    args = ('mock_md', {'seed': 3, 'steps': [1, 2]}, (7, None))
+    packed = pack_call(run_tool, args, {'flag': True})
+    func, args_header, kwargs_header = (b.split(b'\n', 1)[0] for b in unpack_buffers(packed))
+    # The function as Parsl sends it; the arguments under the plugin's header.
+    assert func == serialize(run_tool).split(b'\n', 1)[0]
+    assert args_header == kwargs_header == b'actors.wire PickleSerializer'
+    # What a worker's Parsl reads back (its default task runner unpacks this way).
+    assert unpack_apply_message(packed) == [run_tool, args, {'flag': True}]
+
+
+def test_arguments_pickle_cannot_carry_go_with_parsls_dill():
+    packed = pack_call(run_tool, (lambda x: x * 2,), {})
+    func, args, kwargs = unpack_apply_message(packed)
+    assert func is run_tool and args[0](21) == 42 and kwargs == {}
+    assert unpack_buffers(packed)[1].split(b'\n', 1)[0] == serialize(1).split(b'\n', 1)[0]
 
 
 def test_an_outcome_goes_through_parsl_as_pickle_bytes():
