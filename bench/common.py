@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from academy.exchange import ExchangeFactory
@@ -35,6 +36,7 @@ from actors.partition import write_partitions
 from actors.sites import SiteProfile
 from actors.sites import load_site
 from actors.tools import run_tool
+from actors.wire import pack_call
 
 SITE = 'local'
 READY_TIMEOUT = 180.0
@@ -134,6 +136,11 @@ async def directors(
         )
         await wait_ready(manager, handles, timeout=READY_TIMEOUT)
         yield manager, handles
+
+
+def executor_no_op(executor: Any) -> Future[Any]:
+    """One no-op call straight to an HTEX, packed as a Director packs it (``actors.wire``)."""
+    return executor.submit_payload({}, pack_call(run_tool, ('mock_md', {}), {}))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

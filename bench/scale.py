@@ -8,8 +8,8 @@
   number of calls at the same time, in slices, the sides taking turns slice
   by slice and the counts taking turns too; per-call time is median wall
   time / all calls. Direct Parsl runs its side twice: through the DFKs
-  (``python_app``) and straight to their executors, which is how the
-  Directors submit (``actors.submit``).
+  (``python_app``) and straight to their executors, packed the way the
+  Directors submit (``actors.submit``, ``actors.wire``).
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -47,10 +47,10 @@ from typing import Any
 import psutil
 
 from actors.parsl_config import executor_label
-from actors.tools import run_tool
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors
+from bench.common import executor_no_op
 from bench.common import parsl_dfk
 from bench.common import partitions
 from bench.common import profile
@@ -146,7 +146,7 @@ def _parsl_batches(apps: list[Any], calls: int) -> float:
 def _executor_batches(executors: list[Any], calls: int) -> float:
     """Wall time of ``calls`` no-op calls straight to every direct DFK's executor at once."""
     start = time.perf_counter()
-    futures = [e.submit(run_tool, {}, 'mock_md', {}) for _ in range(calls) for e in executors]
+    futures = [executor_no_op(e) for _ in range(calls) for e in executors]
     if not all(f.result()['ok'] for f in futures):
         raise RuntimeError(f'a direct executor call of a {calls}-call batch failed')
     return time.perf_counter() - start

@@ -8,8 +8,9 @@ by batch so that machine noise hits both alike. Each side is warmed up first,
 so start-up time is not counted.
 
 For reference (no target) a third side submits the same calls straight to
-the direct DFK's executor, below the DFK's task graph, as the Director does
-(``actors.submit``): the Director against it is what the layer itself costs.
+the direct DFK's executor, below the DFK's task graph and packed as the
+Director packs them (``actors.submit``, ``actors.wire``): the Director against
+it is what the layer itself costs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 from typing import Any
 
 from actors.parsl_config import executor_label
-from actors.tools import run_tool
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors
+from bench.common import executor_no_op
 from bench.common import parsl_dfk
 from bench.common import partitions
 from bench.common import wait_parsl_workers
@@ -47,7 +48,7 @@ def _parsl_batch(app: Any, calls: int) -> float:
 
 def _executor_batch(executor: Any, calls: int) -> float:
     start = time.perf_counter()
-    futures = [executor.submit(run_tool, {}, 'mock_md', {}) for _ in range(calls)]
+    futures = [executor_no_op(executor) for _ in range(calls)]
     for future in futures:
         if not future.result()['ok']:
             raise RuntimeError(f'executor no-op call failed: {future.result()}')
