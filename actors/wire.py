@@ -10,8 +10,9 @@ Director checks its parameters with pickle before submitting), so
 (``PickleSerializer``) that tells the worker's Parsl how to read them. The
 layout is Parsl's own (function, positional and keyword arguments; the
 function serialized by Parsl, cached per function), so the worker runs the
-call with Parsl's default task runner. Arguments pickle cannot carry go
-with dill as before.
+call with Parsl's default task runner. Arguments pickle cannot carry, or
+that refer to a class of the running script (``__main__``, which a worker
+cannot import), go with dill as before.
 
 Back from the worker: the worker functions the Director submits return the
 outcome as bytes that they pickled themselves (``pack_outcome``), and Parsl
@@ -78,6 +79,9 @@ class PickleSerializer(SerializerBase):
 
 _ARGUMENTS = PickleSerializer()
 
+_MAIN = b'__main__'
+"""In a pickle, the module of a class defined in the running script."""
+
 
 def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
     """Submit side: one call of ``func`` as HTEX's ``submit_payload`` takes it.
@@ -89,7 +93,8 @@ def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> by
 
     Returns:
         What Parsl's ``pack_apply_message`` would return, with the arguments
-        pickled (or dumped by Parsl's dill if pickle cannot carry them).
+        pickled (or dumped by Parsl's dill if pickle cannot carry them or they
+        refer to ``__main__``).
 
     """
     return pack_buffers([serialize(func), _pack_data(args), _pack_data(dict(kwargs))])
@@ -97,10 +102,15 @@ def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> by
 
 def _pack_data(data: Any) -> bytes:
     try:
-        return _ARGUMENTS.identifier + b'\n' + _ARGUMENTS.serialize(data)
+        body = _ARGUMENTS.serialize(data)
     except Exception:
         # Parsl's own serializer (dill) carries more: closures, lambdas.
         return serialize(data)
+    if _MAIN in body:
+        # Pickle names a class of the submitting script by reference, which no
+        # worker can import; dill sends it by value.
+        return serialize(data)
+    return _ARGUMENTS.identifier + b'\n' + body
 
 
 def pack_outcome(outcome: Mapping[str, Any]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pathlib
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +54,15 @@ def test_arguments_pickle_cannot_carry_go_with_parsls_dill():
     packed = pack_call(run_tool, (lambda x: x * 2,), {})
     func, args, kwargs = unpack_apply_message(packed)
     assert func is run_tool and args[0](21) == 42 and kwargs == {}
+    assert unpack_buffers(packed)[1].split(b'\n', 1)[0] == serialize(1).split(b'\n', 1)[0]
+
+
+def test_arguments_of_the_running_scripts_classes_go_with_dill(monkeypatch: pytest.MonkeyPatch):
+    # A class defined in the script that submits: a worker cannot import it by name.
+    point = type('Point', (), {'__module__': '__main__'})
+    monkeypatch.setattr(sys.modules['__main__'], 'Point', point, raising=False)
+    assert b'__main__' in pickle.dumps(point())  # pickle takes it, by reference
+    packed = pack_call(run_tool, (point(),), {})
     assert unpack_buffers(packed)[1].split(b'\n', 1)[0] == serialize(1).split(b'\n', 1)[0]
 
 
