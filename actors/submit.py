@@ -113,6 +113,10 @@ class ExecutorApp:
         self.retries = check_retries(retries)
         self._lock = lock
         self._stopped_on_purpose = stopped_on_purpose
+        # An HTEX takes calls packed here (actors.wire); other executors pack their own.
+        self._submit_payload: Callable[[dict[str, Any], bytes], Future[Any]] | None = getattr(
+            executor, 'submit_payload', None
+        )
         outgoing = getattr(executor, 'outgoing_q', None)
         if outgoing is not None:
             # Set before the first submit: the socket is only used under the lock.
@@ -152,9 +156,8 @@ class ExecutorApp:
     def _send(self, call: Call) -> Future[Any]:
         """Hand one attempt of ``call`` to the executor; its future."""
         spec = call.resource_specification
-        submit_payload = getattr(self.executor, 'submit_payload', None)
+        submit_payload = self._submit_payload
         if submit_payload is None:
-            # Not an HTEX: the executor serializes the call itself.
             with self._lock:
                 return self.executor.submit(self.func, spec, *call.args, **call.kwargs)
         # An HTEX: the arguments go pickled, not dilled (actors.wire), and are

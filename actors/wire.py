@@ -78,12 +78,13 @@ class PickleSerializer(SerializerBase):
 
 
 _ARGUMENTS = PickleSerializer()
+_ARGUMENTS_HEADER = _ARGUMENTS.identifier + b'\n'
 
 _MAIN = b'__main__'
 """In a pickle, the module of a class defined in the running script."""
 
 
-def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+def pack_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Submit side: one call of ``func`` as HTEX's ``submit_payload`` takes it.
 
     Args:
@@ -97,7 +98,7 @@ def pack_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> by
         refer to ``__main__``).
 
     """
-    return pack_buffers([serialize(func), _pack_data(args), _pack_data(dict(kwargs))])
+    return pack_buffers([serialize(func), _pack_data(args), _pack_data(kwargs)])
 
 
 def _pack_data(data: Any) -> bytes:
@@ -110,7 +111,7 @@ def _pack_data(data: Any) -> bytes:
         # Pickle names a class of the submitting script by reference, which no
         # worker can import; dill sends it by value.
         return serialize(data)
-    return _ARGUMENTS.identifier + b'\n' + body
+    return _ARGUMENTS_HEADER + body
 
 
 def pack_outcome(outcome: Mapping[str, Any]) -> bytes:
