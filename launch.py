@@ -28,54 +28,54 @@ from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
 from globus_compute_sdk.errors import TaskExecutionFailed
 
-from actors.client import DirectorFailedError
-from actors.client import call
-from actors.client import call_resilient
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.deploy import EXECUTORS
-from actors.deploy import make_executor
-from actors.deploy import validate_executor
-from actors.endpoint import endpoint_sites
-from actors.endpoint import install
-from actors.endpoint import load_rendered
-from actors.endpoint import load_template
-from actors.endpoint import missing_interface
-from actors.endpoint import parse_assignments
-from actors.endpoint import render
-from actors.endpoint import validate_options
-from actors.errors import ConfigurationError
-from actors.exchange import EXCHANGE_HELP
-from actors.exchange import open_exchange
-from actors.exchange import validate_exchange
-from actors.journal import DEFAULT_SYNC
-from actors.journal import SYNC_MODES
-from actors.journal import SyncMode
-from actors.journal import final_by_key
-from actors.journal import read_run
-from actors.manifest import DirectorEntry
-from actors.manifest import RunManifest
-from actors.partition import NodeSource
-from actors.partition import Partition
-from actors.partition import PartitionRequest
-from actors.partition import discover_nodes
-from actors.partition import parse_sizes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
-from actors.progress import DirectorBars
-from actors.progress import make_progress
-from actors.report import RESULTS_NAME
-from actors.report import render as render_report
-from actors.results import CallResult
-from actors.results import DirectorStatus
-from actors.sites import SiteProfile
-from actors.sites import available_sites
-from actors.sites import load_site
-from actors.status import DirectorReport as StatusReport
-from actors.status import ExchangeUnreachableError
-from actors.status import query as query_status
-from actors.walltime import Walltime
-from actors.walltime import allocation_end
+from actors.cli.progress import DirectorBars
+from actors.cli.progress import make_progress
+from actors.cli.report import RESULTS_NAME
+from actors.cli.report import render as render_report
+from actors.client.calls import DirectorFailedError
+from actors.client.calls import call
+from actors.client.calls import call_resilient
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.client.deploy import EXECUTORS
+from actors.client.deploy import make_executor
+from actors.client.deploy import validate_executor
+from actors.client.exchange import EXCHANGE_HELP
+from actors.client.exchange import open_exchange
+from actors.client.exchange import validate_exchange
+from actors.client.status_query import DirectorReport as StatusReport
+from actors.client.status_query import ExchangeUnreachableError
+from actors.client.status_query import query as query_status
+from actors.common.errors import ConfigurationError
+from actors.common.results import CallResult
+from actors.common.results import DirectorStatus
+from actors.job.partition import NodeSource
+from actors.job.partition import Partition
+from actors.job.partition import PartitionRequest
+from actors.job.partition import discover_nodes
+from actors.job.partition import parse_sizes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.job.walltime import Walltime
+from actors.job.walltime import allocation_end
+from actors.site.endpoint import endpoint_sites
+from actors.site.endpoint import install
+from actors.site.endpoint import load_rendered
+from actors.site.endpoint import load_template
+from actors.site.endpoint import missing_interface
+from actors.site.endpoint import parse_assignments
+from actors.site.endpoint import render
+from actors.site.endpoint import validate_options
+from actors.site.profile import SiteProfile
+from actors.site.profile import available_sites
+from actors.site.profile import load_site
+from actors.store.journal import DEFAULT_SYNC
+from actors.store.journal import SYNC_MODES
+from actors.store.journal import SyncMode
+from actors.store.journal import final_by_key
+from actors.store.journal import read_run
+from actors.store.manifest import DirectorEntry
+from actors.store.manifest import RunManifest
 
 logger = logging.getLogger('launch')
 
@@ -425,7 +425,7 @@ def plan_remote_run(
     """Plan a run whose Directors start on a Globus Compute endpoint.
 
     The job's nodes are only known there: each Director gets a
-    [`PartitionRequest`][actors.partition.PartitionRequest] and resolves its
+    [`PartitionRequest`][actors.job.partition.PartitionRequest] and resolves its
     slice from ``$PBS_NODEFILE``/``$SLURM_JOB_NODELIST`` on the lead node.
 
     Raises:
@@ -477,8 +477,8 @@ def check_campaign(tool: str, rounds: int, steps: int) -> None:
         ConfigurationError: On a bad value.
 
     """
-    from actors.schemas import validate_arguments
-    from actors.tools import get_tool
+    from actors.tools.registry import get_tool
+    from actors.tools.schemas import validate_arguments
 
     if rounds < 0:
         raise ConfigurationError(f'--rounds {rounds} is negative; give 0 or more')
@@ -705,7 +705,7 @@ def _all_keys(partition: Partition, iterations: int) -> list[str]:
 
 async def run_campaign(manager: Manager[Any], handles: Sequence[Any], plan: RunPlan) -> Any:
     """Launch the mock planner agent and run its campaign on the Directors."""
-    from actors.planner import Planner
+    from actors.client.planner import Planner
 
     planner = await manager.launch(
         Planner,
@@ -1186,8 +1186,8 @@ def render_campaign(report: Any) -> None:
 @subcommand('tools')
 def tools_command(argv: list[str]) -> int:
     """``launch.py tools --format openai|mcp``: print the tool schemas as a JSON list."""
-    from actors.schemas import FORMATS
-    from actors.schemas import export
+    from actors.tools.schemas import FORMATS
+    from actors.tools.schemas import export
 
     parser = _Parser(
         prog='launch.py tools',

@@ -1,7 +1,7 @@
 """What every benchmark shares: partitions, Directors, a direct Parsl DFK, results.
 
 Both sides of every comparison are built from the same site profile and
-``actors.parsl_config.build_config`` for a partition of the same shape, so a
+``actors.site.parsl_config.build_config`` for a partition of the same shape, so a
 ratio measures what the Director layer adds and nothing else.
 """
 
@@ -26,17 +26,17 @@ from academy.manager import Manager
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.parsl_config import build_config
-from actors.partition import Partition
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
-from actors.sites import SiteProfile
-from actors.sites import load_site
-from actors.tools import run_tool
-from actors.wire import pack_call
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.job.partition import Partition
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.site.parsl_config import build_config
+from actors.site.profile import SiteProfile
+from actors.site.profile import load_site
+from actors.worker.run import run_tool
+from actors.worker.wire import pack_call
 
 SITE = 'local'
 READY_TIMEOUT = 180.0
@@ -139,7 +139,7 @@ async def directors(
 
 
 def executor_no_op(executor: Any) -> Future[Any]:
-    """One no-op call straight to an HTEX, packed as a Director packs it (``actors.wire``)."""
+    """One no-op call straight to an HTEX, packed as a Director packs it."""
     return executor.submit_payload({}, pack_call(run_tool, ('mock_md', {}), {}))
 
 

@@ -25,13 +25,13 @@ from typing import Any
 from academy.exchange import LocalExchangeFactory
 from academy.manager import Manager
 
-from actors.client import call
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
-from actors.sites import load_site
+from actors.client.calls import call
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.site.profile import load_site
 
 NODES = 4
 SIZES = (1, 2, 3, 2, 1, 4)

@@ -19,7 +19,7 @@ from typing import Any
 from academy.agent import Agent
 from academy.agent import action
 
-from actors.exchange import open_exchange
+from actors.client.exchange import open_exchange
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors

@@ -9,7 +9,7 @@
   by slice and the counts taking turns too; per-call time is median wall
   time / all calls. Direct Parsl runs its side twice: through the DFKs
   (``python_app``) and straight to their executors, packed the way the
-  Directors submit (``actors.submit``, ``actors.wire``).
+  Directors submit (``actors.execution.executor_app``, ``actors.worker.wire``).
 * memory: the worker pools are paused (SIGSTOP) so that N calls stay in
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
@@ -46,7 +46,7 @@ from typing import Any
 
 import psutil
 
-from actors.parsl_config import executor_label
+from actors.site.parsl_config import executor_label
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors

@@ -22,9 +22,9 @@ from parsl.app.app import python_app
 from parsl.config import Config
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.client import launch_directors
-from actors.parsl_config import build_config
-from actors.tools import run_tool
+from actors.client.calls import launch_directors
+from actors.site.parsl_config import build_config
+from actors.worker.run import run_tool
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import partitions

@@ -1,16 +1,16 @@
 """No-op tool calls: one Director's ``md_sim_batch`` vs the same calls on Parsl.
 
 Both sides use the same Parsl configuration (``build_config`` for a partition
-of the same shape and site) and the same tool (``actors.tools.run_tool``; the
-Director runs it under its stop guard, ``actors.interrupt``, which is part of
+of the same shape and site) and the same tool (``actors.tools.registry.run_tool``; the
+Director runs it under its stop guard, ``actors.worker.interrupt``, which is part of
 the layer measured), live side by side in one process, and take turns batch
 by batch so that machine noise hits both alike. Each side is warmed up first,
 so start-up time is not counted.
 
 For reference (no target) a third side submits the same calls straight to
 the direct DFK's executor, below the DFK's task graph and packed as the
-Director packs them (``actors.submit``, ``actors.wire``): the Director against
-it is what the layer itself costs.
+Director packs them (``actors.execution.executor_app``,
+``actors.worker.wire``): the Director against it is what the layer itself costs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import statistics
 import time
 from typing import Any
 
-from actors.parsl_config import executor_label
+from actors.site.parsl_config import executor_label
 from bench.common import Options
 from bench.common import Ratio
 from bench.common import directors

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from actors.control import CONTROL_DIR_VARIABLE
-from actors.exchange import free_port
+from actors.client.exchange import free_port
+from actors.worker.control import CONTROL_DIR_VARIABLE
 from tests.helpers import Server
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

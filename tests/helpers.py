@@ -13,13 +13,13 @@ from academy.exchange import LocalExchangeFactory
 from academy.exchange.cloud.client import wait_connection
 from academy.manager import Manager
 
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.partition import Partition
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
-from actors.sites import load_site
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.job.partition import Partition
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.site.profile import load_site
 
 
 def make_partitions(run_dir: pathlib.Path, nodes: int = 4, partitions: int = 2) -> list[Partition]:

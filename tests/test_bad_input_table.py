@@ -10,16 +10,16 @@ import threading
 import pytest
 
 import launch
-from actors.client import call
-from actors.director import Director
-from actors.errors import ConfigurationError
-from actors.manifest import RunManifest
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.sites import load_site
-from actors.tools import check_params
-from actors.walltime import Walltime
-from actors.walltime import allocation_end
+from actors.client.calls import call
+from actors.common.errors import ConfigurationError
+from actors.director.agent import Director
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.walltime import Walltime
+from actors.job.walltime import allocation_end
+from actors.site.profile import load_site
+from actors.store.manifest import RunManifest
+from actors.tools.registry import check_params
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(150)

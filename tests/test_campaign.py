@@ -8,11 +8,11 @@ import pathlib
 
 import pytest
 
-from actors.client import call
-from actors.dispatcher import Dispatcher
-from actors.errors import ConfigurationError
-from actors.planner import Planner
-from actors.planner import next_temperatures
+from actors.client.calls import call
+from actors.client.dispatcher import Dispatcher
+from actors.client.planner import Planner
+from actors.client.planner import next_temperatures
+from actors.common.errors import ConfigurationError
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(240)

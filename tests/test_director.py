@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from actors.client import call
-from actors.errors import ConfigurationError
+from actors.client.calls import call
+from actors.common.errors import ConfigurationError
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,16 +14,16 @@ import pytest
 from academy.exchange.cloud.client import spawn_http_exchange
 from academy.manager import Manager
 
-from actors.client import call
-from actors.client import call_resilient
-from actors.client import launch_directors
-from actors.client import wait_ready
-from actors.deploy import ProcessPerAgentExecutor
-from actors.exchange import free_port
-from actors.journal import journal_path
-from actors.journal import read_journal
-from actors.sites import load_site
-from actors.watchdog import ORPHAN_BOUND
+from actors.client.calls import call
+from actors.client.calls import call_resilient
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.client.deploy import ProcessPerAgentExecutor
+from actors.client.exchange import free_port
+from actors.common.timing import ORPHAN_BOUND
+from actors.site.profile import load_site
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
 from tests.conftest import parsl_processes_of
 from tests.helpers import make_partitions
 from tests.helpers import wait_for

@@ -14,16 +14,16 @@ from parsl.launchers import SimpleLauncher
 from parsl.providers import PBSProProvider
 from parsl.providers import SlurmProvider
 
-from actors.endpoint import endpoint_sites
-from actors.endpoint import install
-from actors.endpoint import load_rendered
-from actors.endpoint import load_template
-from actors.endpoint import missing_interface
-from actors.endpoint import parse_assignments
-from actors.endpoint import render
-from actors.endpoint import validate_options
-from actors.errors import ConfigurationError
-from actors.sites import load_site
+from actors.common.errors import ConfigurationError
+from actors.site.endpoint import endpoint_sites
+from actors.site.endpoint import install
+from actors.site.endpoint import load_rendered
+from actors.site.endpoint import load_template
+from actors.site.endpoint import missing_interface
+from actors.site.endpoint import parse_assignments
+from actors.site.endpoint import render
+from actors.site.endpoint import validate_options
+from actors.site.profile import load_site
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from actors.client import call
-from actors.exchange import redis_factory
-from actors.journal import journal_path
-from actors.journal import read_journal
-from actors.journal import read_run
+from actors.client.calls import call
+from actors.client.exchange import redis_factory
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
+from actors.store.journal import read_run
 from tests.conftest import parsl_processes_of
 from tests.helpers import Server
 from tests.helpers import busy_workers

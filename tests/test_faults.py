@@ -10,9 +10,9 @@ import signal
 import psutil
 import pytest
 
-from actors.client import call
-from actors.journal import journal_path
-from actors.journal import read_journal
+from actors.client.calls import call
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
 from tests.helpers import busy_workers
 from tests.helpers import pools_of
 from tests.helpers import running_directors

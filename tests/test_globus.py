@@ -13,13 +13,13 @@ import uuid
 import pytest
 from globus_compute_sdk.errors import TaskExecutionFailed
 
-from actors.client import DirectorFailedError
-from actors.errors import ConfigurationError
-from actors.globus import ensure_logged_in
-from actors.globus import make_globus_executor
-from actors.globus import require_academy_login
-from actors.partition import PartitionRequest
-from actors.partition import job_run_dir
+from actors.client.calls import DirectorFailedError
+from actors.client.globus import ensure_logged_in
+from actors.client.globus import make_globus_executor
+from actors.client.globus import require_academy_login
+from actors.common.errors import ConfigurationError
+from actors.job.partition import PartitionRequest
+from actors.job.partition import job_run_dir
 from launch import build_parser
 from launch import plan_run
 from launch import run

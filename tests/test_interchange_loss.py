@@ -29,18 +29,18 @@ from parsl.executors.high_throughput.errors import CommandClientBadError
 from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
 from actors import director as director_module
-from actors.client import call
-from actors.faults import InterchangeLost
-from actors.faults import InterchangeWatch
-from actors.faults import QuietInterchangeLoss
-from actors.faults import ask_interchange
-from actors.faults import fail_executor
-from actors.faults import guard_command_client
-from actors.faults import interchange_loss
-from actors.faults import release_parsl
-from actors.faults import unblock_commands
-from actors.journal import journal_path
-from actors.journal import read_journal
+from actors.client.calls import call
+from actors.execution.faults import InterchangeLost
+from actors.execution.faults import InterchangeWatch
+from actors.execution.faults import QuietInterchangeLoss
+from actors.execution.faults import ask_interchange
+from actors.execution.faults import fail_executor
+from actors.execution.faults import guard_command_client
+from actors.execution.faults import interchange_loss
+from actors.execution.faults import release_parsl
+from actors.execution.faults import unblock_commands
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
 from tests.helpers import running_directors
 from tests.helpers import wait_for
 

@@ -1,4 +1,4 @@
-"""Stopping calls that run inside the worker process (``actors.interrupt``).
+"""Stopping calls that run inside the worker process (``actors.worker.interrupt``).
 
 Each case runs the guard in a real forked process that plays the Parsl
 worker (``PARSL_WORKER_RANK`` set), with real cancel files, signals,
@@ -17,14 +17,14 @@ from typing import Any
 import psutil
 import pytest
 
-from actors.control import CONTROL_DIR_VARIABLE
-from actors.control import CancelFiles
-from actors.control import stop_marker
-from actors.interrupt import KILL_GRACE
-from actors.interrupt import run_interruptible
-from actors.tools import TOOLS
-from actors.tools import register_tool
-from actors.wire import read_outcome
+from actors.common.timing import STOP_GRACE
+from actors.tools.registry import TOOLS
+from actors.tools.registry import register_tool
+from actors.worker.control import CONTROL_DIR_VARIABLE
+from actors.worker.control import CancelFiles
+from actors.worker.control import stop_marker
+from actors.worker.interrupt import run_interruptible
+from actors.worker.wire import read_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,7 +70,7 @@ def _worker(queue: Any, name: str, params: dict[str, Any], control: Any, directo
 
 
 def _outcome(queue: Any, timeout: float) -> dict[str, Any]:
-    """The outcome the worker function returned, as bytes (what Parsl carries: actors.wire)."""
+    """The outcome the worker function returned, as bytes (what Parsl carries)."""
     packed = queue.get(timeout=timeout)
     assert isinstance(packed, bytes), packed
     return read_outcome(packed)
@@ -139,7 +139,7 @@ def test_a_call_that_ignores_the_stop_is_killed_with_its_worker(tmp_path: pathli
     files = CancelFiles(tmp_path / 'control')
     control = files.control(None, 0.5)
     process, queue = _start('test_stubborn', {'seconds': 60}, control, files)
-    process.join(timeout=0.5 + KILL_GRACE + 10)
+    process.join(timeout=0.5 + STOP_GRACE + 10)
     assert process.exitcode == -9, 'the stubborn worker was not killed'
     assert queue.empty()
     # The Director side learns why the worker died: no retry, a timed-out result.

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from actors.journal import Journal
-from actors.journal import encode
-from actors.journal import read_journal
-from actors.results import CallResult
+from actors.common.results import CallResult
+from actors.store.journal import Journal
+from actors.store.journal import encode
+from actors.store.journal import read_journal
 
 
 def _result(i: int, **fields: object) -> CallResult:

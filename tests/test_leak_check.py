@@ -12,9 +12,9 @@ import pytest
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.parsl_config import build_config
-from actors.sites import load_site
-from actors.tools import run_tool
+from actors.site.parsl_config import build_config
+from actors.site.profile import load_site
+from actors.worker.run import run_tool
 from tests.conftest import REPO
 from tests.conftest import _names_path_under
 from tests.conftest import end_processes
@@ -55,10 +55,10 @@ ORPHAN_MAKER = """
 import pathlib, sys
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
-from actors.parsl_config import build_config
-from actors.parsl_config import executor_label
-from actors.sites import load_site
-from actors.tools import run_tool
+from actors.site.parsl_config import build_config
+from actors.site.parsl_config import executor_label
+from actors.site.profile import load_site
+from actors.worker.run import run_tool
 from tests.helpers import make_partitions
 
 run_dir = pathlib.Path(sys.argv[1])

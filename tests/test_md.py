@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from actors.md import ase_md
-from actors.mpi_tools import parse_md_ensemble
-from actors.mpi_tools import parse_ranks
+from actors.tools.ase_md import ase_md
+from actors.tools.mpi_tools import parse_md_ensemble
+from actors.tools.mpi_tools import parse_ranks
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,7 +86,7 @@ def test_ranks_under_mpiexec_report_their_made_up_hosts(tmp_path):
             'fork',
             sys.executable,
             '-m',
-            'actors.mpi_tools',
+            'actors.tools.mpi_tools',
             'md',
             '--options',
             options,

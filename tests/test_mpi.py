@@ -11,16 +11,16 @@ import pytest
 from parsl.executors import MPIExecutor
 from parsl.launchers import SimpleLauncher
 
-from actors.client import call
-from actors.errors import ConfigurationError
-from actors.mpi import MPIResources
-from actors.mpi import NodeAdmission
-from actors.mpi import resolve_resources
-from actors.parsl_config import build_config
-from actors.parsl_config import mpi_executor_label
-from actors.partition import Partition
-from actors.sites import load_site
-from actors.tools import command_outcome
+from actors.client.calls import call
+from actors.common.errors import ConfigurationError
+from actors.director.command_files import command_outcome
+from actors.job.partition import Partition
+from actors.site.parsl_config import build_config
+from actors.site.parsl_config import mpi_executor_label
+from actors.site.profile import load_site
+from actors.tools.resources import MPIResources
+from actors.tools.resources import NodeAdmission
+from actors.tools.resources import resolve_resources
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(120)
@@ -260,7 +260,7 @@ def _probe_ranks(duration: float) -> list[int]:
         argv = proc.info['cmdline'] or []
         if (
             proc.info['status'] != psutil.STATUS_ZOMBIE
-            and 'actors.mpi_tools' in argv
+            and 'actors.tools.mpi_tools' in argv
             and repr(duration) in argv
         ):
             found.append(proc.pid)

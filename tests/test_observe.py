@@ -15,13 +15,13 @@ import time
 
 import pytest
 
-from actors.client import call
-from actors.errors import ConfigurationError
-from actors.manifest import DirectorEntry
-from actors.manifest import RunManifest
-from actors.partition import Partition
-from actors.rate import RateMeter
-from actors.report import render
+from actors.cli.report import render
+from actors.client.calls import call
+from actors.common.errors import ConfigurationError
+from actors.director.rate import RateMeter
+from actors.job.partition import Partition
+from actors.store.manifest import DirectorEntry
+from actors.store.manifest import RunManifest
 from tests.helpers import running_directors
 from tests.test_cli import LAUNCH
 from tests.test_cli import launch

@@ -10,13 +10,13 @@ import pytest
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SrunLauncher
 
-from actors.errors import ConfigurationError
-from actors.lean_imports import python_path
-from actors.lean_imports import shadow_dir
-from actors.parsl_config import build_config
-from actors.partition import Partition
-from actors.sites import available_sites
-from actors.sites import load_site
+from actors.common.errors import ConfigurationError
+from actors.job.partition import Partition
+from actors.site.lean_imports import python_path
+from actors.site.lean_imports import shadow_dir
+from actors.site.parsl_config import build_config
+from actors.site.profile import available_sites
+from actors.site.profile import load_site
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -137,7 +137,7 @@ def test_lean_imports_must_be_a_boolean():
 
 @pytest.mark.timeout(120)
 def test_a_directors_worker_processes_run_lean(run_dir: pathlib.Path):
-    from actors.client import call
+    from actors.client.calls import call
     from tests.helpers import pools_of
     from tests.helpers import running_directors
 

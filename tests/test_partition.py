@@ -4,15 +4,15 @@ import pathlib
 
 import pytest
 
-from actors.errors import ConfigurationError
-from actors.partition import dedupe
-from actors.partition import discover_nodes
-from actors.partition import expand_slurm_hostlist
-from actors.partition import parse_sizes
-from actors.partition import read_nodefile
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.partition import write_partitions
+from actors.common.errors import ConfigurationError
+from actors.job.partition import dedupe
+from actors.job.partition import discover_nodes
+from actors.job.partition import expand_slurm_hostlist
+from actors.job.partition import parse_sizes
+from actors.job.partition import read_nodefile
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from actors.journal import read_run
-from actors.watchdog import ORPHAN_BOUND
+from actors.common.timing import ORPHAN_BOUND
+from actors.store.journal import read_run
 from tests.conftest import parsl_processes_of
 from tests.helpers import director_processes
 from tests.helpers import resume_json

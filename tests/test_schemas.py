@@ -7,13 +7,13 @@ import json
 import jsonschema
 import pytest
 
-from actors.dispatcher import parse_tool_call
-from actors.errors import ConfigurationError
-from actors.schemas import export
-from actors.schemas import function_specs
-from actors.schemas import validate_arguments
-from actors.schemas import validate_call
-from actors.tools import TOOLS
+from actors.client.dispatcher import parse_tool_call
+from actors.common.errors import ConfigurationError
+from actors.tools.registry import TOOLS
+from actors.tools.schemas import export
+from actors.tools.schemas import function_specs
+from actors.tools.schemas import validate_arguments
+from actors.tools.schemas import validate_call
 
 pytestmark = pytest.mark.timeout(60)
 

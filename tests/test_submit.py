@@ -1,4 +1,4 @@
-"""Calls straight to a real HTEX executor of a private DFK (``actors.submit``)."""
+"""Calls straight to a real HTEX executor of a private DFK (``actors.execution.executor_app``)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import pytest
 from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors.high_throughput.errors import WorkerLost
 
-from actors.director import Director
-from actors.errors import ConfigurationError
-from actors.faults import InterchangeLost
-from actors.faults import fail_executor
-from actors.faults import interchange_loss
-from actors.faults import release_parsl
-from actors.parsl_config import build_config
-from actors.sites import load_site
-from actors.submit import SEND_TIMEOUT
-from actors.submit import ExecutorApp
-from actors.submit import TaskNotSent
-from actors.submit import check_retries
+from actors.common.errors import ConfigurationError
+from actors.director.agent import Director
+from actors.execution.executor_app import SEND_TIMEOUT
+from actors.execution.executor_app import ExecutorApp
+from actors.execution.executor_app import TaskNotSent
+from actors.execution.executor_app import check_retries
+from actors.execution.faults import InterchangeLost
+from actors.execution.faults import fail_executor
+from actors.execution.faults import interchange_loss
+from actors.execution.faults import release_parsl
+from actors.site.parsl_config import build_config
+from actors.site.profile import load_site
 from tests.helpers import make_partitions
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,7 +72,7 @@ def dfk(run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Data
     try:
         yield kernel
     finally:
-        # A DFK whose interchange died cannot clean up by itself (actors.faults).
+        # A DFK whose interchange died cannot clean up by itself (actors.execution.faults).
         release_parsl(None, list(kernel.executors.values()), kernel.cleanup)
 
 
@@ -86,7 +86,7 @@ def test_calls_return_what_the_function_returned(dfk: DataFlowKernel):
     calls = [app(i, b=1) for i in range(50)]
     assert [call.result(timeout=60) for call in calls] == [i + 1 for i in range(50)]
     assert all(call.attempts == 1 for call in calls)
-    # Arguments go pickled (actors.wire); those pickle cannot carry, with dill.
+    # Arguments go pickled (actors.worker.wire); those pickle cannot carry, with dill.
     assert _app(dfk, apply)(lambda x: x * 2, 21).result(timeout=60) == 42
     # Submitted calls are running: like a Parsl task, they cannot be cancelled.
     assert not calls[0].cancel()
@@ -119,7 +119,7 @@ def test_the_director_does_not_retry_a_call_it_stopped(
     dfk: DataFlowKernel,
     tmp_path: pathlib.Path,
 ):
-    """A worker killed to stop its call (actors.interrupt) is not a lost worker."""
+    """A worker killed to stop its call (actors.worker.interrupt) is not a lost worker."""
     (partition,) = make_partitions(tmp_path, nodes=1, partitions=1)
     director = Director(partition, load_site('local'), str(tmp_path / 'director'), retries=3)
     try:

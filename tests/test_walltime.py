@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from actors.client import call
-from actors.errors import ConfigurationError
-from actors.journal import journal_path
-from actors.journal import read_journal
-from actors.walltime import Walltime
-from actors.walltime import allocation_end
-from actors.walltime import parse_duration
+from actors.client.calls import call
+from actors.common.errors import ConfigurationError
+from actors.job.walltime import Walltime
+from actors.job.walltime import allocation_end
+from actors.job.walltime import parse_duration
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(150)

@@ -13,19 +13,19 @@ import pytest
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.control import CONTROL_DIR_VARIABLE
-from actors.faults import block_leftovers
-from actors.faults import release_parsl
-from actors.parsl_config import build_config
-from actors.parsl_config import executor_label
-from actors.parsl_config import mpi_executor_label
-from actors.sites import load_site
-from actors.tools import run_tool
-from actors.watchdog import LINEAGE_VARIABLE
-from actors.watchdog import Lineage
-from actors.watchdog import Watchdog
-from actors.watchdog import reap
-from actors.watchdog import wait_exited
+from actors.common.processes import wait_exited
+from actors.execution.faults import block_leftovers
+from actors.execution.faults import release_parsl
+from actors.execution.watchdog import LINEAGE_VARIABLE
+from actors.execution.watchdog import Lineage
+from actors.execution.watchdog import Watchdog
+from actors.execution.watchdog import reap
+from actors.site.parsl_config import build_config
+from actors.site.parsl_config import executor_label
+from actors.site.parsl_config import mpi_executor_label
+from actors.site.profile import load_site
+from actors.worker.control import CONTROL_DIR_VARIABLE
+from actors.worker.run import run_tool
 from tests.conftest import parsl_processes_of
 from tests.helpers import make_partitions
 
@@ -52,7 +52,7 @@ def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch, caplog):
 
         # DataFlowKernel.cleanup shuts the executors down in order, the MPI executor last.
         monkeypatch.setattr(main, 'shutdown', failing_shutdown)
-        with caplog.at_level(logging.WARNING, logger='actors.faults'):
+        with caplog.at_level(logging.WARNING, logger='actors.execution.faults'):
             stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
         assert stopped >= 1
         assert f'stopped {stopped} Parsl process(es) that outlived cleanup' in caplog.text
@@ -79,7 +79,7 @@ def test_normal_cleanup_ends_every_process_quietly(run_dir, caplog):
     except BaseException:
         release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
         raise
-    with caplog.at_level(logging.WARNING, logger='actors.faults'):
+    with caplog.at_level(logging.WARNING, logger='actors.execution.faults'):
         stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
     assert stopped == 0
     assert 'outlived cleanup' not in caplog.text

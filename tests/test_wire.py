@@ -19,17 +19,17 @@ from parsl.serialize import serialize
 from parsl.serialize.facade import unpack_apply_message
 from parsl.serialize.facade import unpack_buffers
 
-from actors.director import Director
-from actors.partition import simulated_nodes
-from actors.partition import split_nodes
-from actors.sites import load_site
-from actors.supervise import run_supervised
-from actors.tools import run_tool
-from actors.wire import UNREADABLE
-from actors.wire import UNSERIALIZABLE
-from actors.wire import pack_call
-from actors.wire import pack_outcome
-from actors.wire import read_outcome
+from actors.director.agent import Director
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.site.profile import load_site
+from actors.worker.run import run_tool
+from actors.worker.supervise import run_supervised
+from actors.worker.wire import UNREADABLE
+from actors.worker.wire import UNSERIALIZABLE
+from actors.worker.wire import pack_call
+from actors.worker.wire import pack_outcome
+from actors.worker.wire import read_outcome
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,7 +45,7 @@ def test_a_call_goes_to_its_worker_with_pickled_arguments():
     func, args_header, kwargs_header = (b.split(b'\n', 1)[0] for b in unpack_buffers(packed))
     # The function as Parsl sends it; the arguments under the plugin's header.
     assert func == serialize(run_tool).split(b'\n', 1)[0]
-    assert args_header == kwargs_header == b'actors.wire PickleSerializer'
+    assert args_header == kwargs_header == b'actors.worker.wire PickleSerializer'
     # What a worker's Parsl reads back (its default task runner unpacks this way).
     assert unpack_apply_message(packed) == [run_tool, args, {'flag': True}]
 

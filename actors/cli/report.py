@@ -1,0 +1,303 @@
+"""Where the nodes' time went: a Gantt timeline of every call of a run.
+
+``launch.py report RUN_DIR`` reads the run's call records (one
+``CallResult.to_dict()`` per line) from the Directors' journals
+``<run_dir>/journal/*.jsonl`` if there are any, else from the client-side
+``<run_dir>/results.jsonl`` that ``launch.py`` writes, and draws one lane per
+worker slot of every node, a bar per call coloured by Director (idle time is
+the blank between bars), and each partition's utilization below it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
+
+from actors.common.errors import ConfigurationError
+from actors.store.journal import JOURNAL_DIR
+from actors.store.manifest import MANIFEST_NAME
+from actors.store.manifest import RunManifest
+
+RESULTS_NAME = 'results.jsonl'
+REPORT_NAME = 'report.png'
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call record placed on the timeline.
+
+    Attributes:
+        director: Director that ran it.
+        partition: Its partition index.
+        node: Node the worker ran on.
+        worker: Worker rank within the node's pool.
+        start: Unix time the tool started.
+        end: Unix time the tool ended.
+        ok: Whether it succeeded.
+
+    """
+
+    director: str
+    partition: int
+    node: str
+    worker: int
+    start: float
+    end: float
+    ok: bool
+
+
+@dataclasses.dataclass
+class Report:
+    """What a rendered report shows.
+
+    Attributes:
+        path: The PNG written.
+        source: The files the records came from.
+        bars: Bars drawn (one per call that ran on a worker).
+        unplaced: Records without a node (never reached a worker).
+        lanes: Worker slots on the time axis, as ``(node, worker)``.
+        utilization: Busy fraction of each partition's slots, by partition.
+        span: Seconds from the first call start to the last call end.
+
+    """
+
+    path: pathlib.Path
+    source: list[pathlib.Path]
+    bars: int
+    unplaced: int
+    lanes: list[tuple[str, int]]
+    utilization: dict[int, float]
+    span: float
+
+
+def record_files(run_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
+    """The journals of a run if it has any, else its client-side results file.
+
+    Raises:
+        ConfigurationError: If the run directory holds neither.
+
+    """
+    root = pathlib.Path(run_dir)
+    if not root.is_dir():
+        raise ConfigurationError(
+            f'run directory {str(run_dir)!r} does not exist; give the directory '
+            'that launch.py printed (or passed with --run-dir)',
+        )
+    journals = sorted(root.joinpath(JOURNAL_DIR).glob('*.jsonl'))
+    if journals:
+        return journals
+    results = root / RESULTS_NAME
+    if results.is_file():
+        return [results]
+    raise ConfigurationError(
+        f'{str(run_dir)!r} has no {JOURNAL_DIR}/*.jsonl and no {RESULTS_NAME}; '
+        'give the run directory of a launch.py run that has finished calls',
+    )
+
+
+def read_records(files: Iterable[pathlib.Path]) -> list[dict[str, Any]]:
+    """Every JSON object of every file (blank and truncated last lines skipped).
+
+    Raises:
+        ConfigurationError: If a line other than a file's last is not JSON.
+
+    """
+    records: list[dict[str, Any]] = []
+    for path in files:
+        lines = path.read_text(encoding='utf-8').splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if number == len(lines):
+                    # A writer killed mid-line; everything before it is intact.
+                    continue
+                raise ConfigurationError(f'{path}:{number} is not a JSON record: {e}') from None
+    return records
+
+
+def place(records: Iterable[dict[str, Any]]) -> tuple[list[Call], int]:
+    """Calls that ran on a worker, and how many records did not."""
+    calls: list[Call] = []
+    unplaced = 0
+    for r in records:
+        if r.get('node') is None or r.get('worker') is None or not r.get('end'):
+            unplaced += 1
+            continue
+        calls.append(
+            Call(
+                director=str(r['director']),
+                partition=int(r['partition']),
+                node=str(r['node']),
+                worker=int(r['worker']),
+                start=float(r['start']),
+                end=float(r['end']),
+                ok=bool(r.get('ok')),
+            ),
+        )
+    return calls, unplaced
+
+
+def partition_nodes(run_dir: pathlib.Path, calls: Sequence[Call]) -> dict[int, list[str]]:
+    """Each partition's nodes: from the manifest if there is one, else as seen."""
+    nodes: dict[int, list[str]] = collections.defaultdict(list)
+    if run_dir.joinpath(MANIFEST_NAME).is_file():
+        for entry in RunManifest.read(run_dir).directors:
+            nodes[entry.partition.index] = list(entry.partition.nodes)
+    seen: dict[int, set[str]] = collections.defaultdict(set)
+    for call in calls:
+        seen[call.partition].add(call.node)
+    for index, names in seen.items():
+        # Nodes the manifest does not list (or no manifest): in name order.
+        nodes[index] += sorted(names - set(nodes[index]))
+    return dict(sorted(nodes.items()))
+
+
+def utilization(calls: Sequence[Call], nodes: dict[int, list[str]]) -> dict[int, float]:
+    """Busy slot-seconds / (slots x span) of each partition that ran calls.
+
+    A partition's slots are its nodes times the most workers seen on one of
+    its nodes (pools are uniform within a partition); its span runs from its
+    first call start to its last call end.
+    """
+    by_partition: dict[int, list[Call]] = collections.defaultdict(list)
+    for call in calls:
+        by_partition[call.partition].append(call)
+    result: dict[int, float] = {}
+    for index, mine in sorted(by_partition.items()):
+        workers: dict[str, set[int]] = collections.defaultdict(set)
+        for call in mine:
+            workers[call.node].add(call.worker)
+        slots = len(nodes[index]) * max(len(w) for w in workers.values())
+        span = max(c.end for c in mine) - min(c.start for c in mine)
+        busy = sum(c.end - c.start for c in mine)
+        result[index] = busy / (slots * span) if span > 0 else 1.0
+    return result
+
+
+def render(
+    run_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+) -> Report:
+    """Draw the run's timeline and utilization to a PNG.
+
+    Args:
+        run_dir: The run directory.
+        output: PNG path (default ``<run_dir>/report.png``).
+
+    Raises:
+        ConfigurationError: If the run has no call records, or none ran.
+
+    """
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    root = pathlib.Path(run_dir)
+    files = record_files(root)
+    calls, unplaced = place(read_records(files))
+    if not calls:
+        raise ConfigurationError(
+            f'{", ".join(map(str, files))} hold no call that ran on a worker; nothing to draw',
+        )
+    nodes = partition_nodes(root, calls)
+    workers: dict[str, set[int]] = collections.defaultdict(set)
+    for call in calls:
+        workers[call.node].add(call.worker)
+    lanes = [
+        (node, worker)
+        for index in nodes
+        for node in nodes[index]
+        for worker in sorted(workers.get(node) or {0})
+    ]
+    directors = sorted({c.director for c in calls}, key=lambda d: (len(d), d))
+    colors = {d: plt.get_cmap('tab10')(i % 10) for i, d in enumerate(directors)}
+    usage = utilization(calls, nodes)
+    height = min(2.0 + 0.28 * len(lanes), 40.0)
+    fig, (gantt, bars) = plt.subplots(
+        2,
+        1,
+        figsize=(12, height + 2.2),
+        gridspec_kw={'height_ratios': [height, 2.2]},
+    )
+    drawn, span = _draw_gantt(gantt, calls, lanes, colors)
+    gantt.set_title(
+        f'{len(calls)} calls on {len(lanes)} worker slots of '
+        f'{sum(len(n) for n in nodes.values())} nodes, {span:.2f}s'
+        + (f' ({unplaced} never reached a worker)' if unplaced else ''),
+    )
+    owner = {c.partition: c.director for c in calls}
+    _draw_utilization(bars, usage, [colors[owner[i]] for i in usage])
+    fig.tight_layout()
+    path = pathlib.Path(output) if output else root / REPORT_NAME
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Report(
+        path=path,
+        source=files,
+        bars=drawn,
+        unplaced=unplaced,
+        lanes=lanes,
+        utilization=usage,
+        span=span,
+    )
+
+
+def _draw_gantt(
+    ax: Any,
+    calls: Sequence[Call],
+    lanes: Sequence[tuple[str, int]],
+    colors: dict[str, Any],
+) -> tuple[int, float]:
+    """One lane per worker slot, one bar per call; returns (bars, span)."""
+    from matplotlib.patches import Patch
+
+    lane_of = {lane: i for i, lane in enumerate(lanes)}
+    t0 = min(c.start for c in calls)
+    span = max(c.end for c in calls) - t0
+    segments: dict[tuple[int, str], list[tuple[float, float]]] = collections.defaultdict(list)
+    failed: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
+    for call in calls:
+        lane = lane_of[(call.node, call.worker)]
+        # Very short calls still get a visible sliver.
+        segment = (call.start - t0, max(call.end - call.start, span * 1e-4))
+        segments[(lane, call.director)].append(segment)
+        if not call.ok:
+            failed[lane].append(segment)
+    for (lane, director), spans in segments.items():
+        ax.broken_barh(spans, (lane - 0.4, 0.8), facecolors=colors[director], linewidth=0)
+    for lane, spans in failed.items():
+        ax.broken_barh(spans, (lane - 0.4, 0.8), facecolors='none', edgecolors='red')
+    ax.set_yticks(range(len(lanes)), [f'{node} w{worker}' for node, worker in lanes])
+    ax.set_ylim(len(lanes) - 0.5, -0.5)
+    ax.set_xlim(0, span * 1.01 if span > 0 else 1)
+    ax.set_xlabel('seconds since the first call started (blank = idle slot)')
+    ax.grid(axis='x', alpha=0.3)
+    for i in range(1, len(lanes)):
+        if lanes[i][0] != lanes[i - 1][0]:
+            ax.axhline(i - 0.5, color='grey', linewidth=0.5)
+    legend = [Patch(color=color, label=d) for d, color in colors.items()]
+    if failed:
+        legend.append(Patch(facecolor='none', edgecolor='red', label='failed'))
+    ax.legend(handles=legend, loc='upper left', bbox_to_anchor=(1.01, 1), fontsize='small')
+    return sum(len(spans) for spans in segments.values()), span
+
+
+def _draw_utilization(ax: Any, usage: dict[int, float], colors: Sequence[Any]) -> None:
+    """One horizontal bar per partition: its utilization in percent."""
+    drawn = ax.barh(
+        [f'partition {i}' for i in usage], [u * 100 for u in usage.values()], color=colors
+    )
+    ax.bar_label(drawn, fmt='%.1f%%', padding=3)
+    ax.set_xlim(0, 110)
+    ax.invert_yaxis()
+    ax.set_xlabel("utilization: busy slot-seconds / (slots x the partition's span), %")

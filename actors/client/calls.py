@@ -1,0 +1,219 @@
+"""Client side: launch one Director per partition and call their actions.
+
+A call to a Director that died (for example because its Parsl executor could
+not start) would wait forever on the exchange; every call made here races
+against the Director's own task in the Manager and fails with the
+Director's error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from academy.handle import Handle
+from academy.manager import Manager
+
+from actors.director.agent import Director
+from actors.job.partition import Partition
+from actors.job.partition import PartitionRequest
+from actors.site.profile import SiteProfile
+from actors.tools.registry import DEFAULT_TOOL
+
+logger = logging.getLogger(__name__)
+
+
+class DirectorFailedError(RuntimeError):
+    """A Director stopped before answering a call."""
+
+
+async def launch_directors(
+    manager: Manager[Any],
+    partitions: Sequence[Partition | PartitionRequest],
+    profile: SiteProfile,
+    run_dir: str,
+    *,
+    workers_per_node: int | None = None,
+    tool: str = DEFAULT_TOOL,
+    **options: Any,
+) -> list[Handle[Director]]:
+    """Launch one Director per partition with the manager's default executor.
+
+    A [`PartitionRequest`][actors.job.partition.PartitionRequest] is resolved by
+    the Director where it runs (on a Globus Compute endpoint's batch job).
+
+    ``options`` go to every Director (``retries``, ``walltime``, ...).
+    """
+    handles = []
+    for partition in partitions:
+        handle = await manager.launch(
+            Director,
+            args=(partition, profile, run_dir),
+            kwargs={'workers_per_node': workers_per_node, 'tool': tool, **options},
+            name=f'director-{partition.index}',
+        )
+        handles.append(handle)
+    return handles
+
+
+async def call(
+    manager: Manager[Any],
+    handle: Handle[Any],
+    action: str,
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Invoke ``action`` on a Director; fail if the Director dies meanwhile.
+
+    If the caller cancels this coroutine (``task.cancel()``, ``asyncio.timeout``)
+    and the call carries a ``call_key`` or ``batch_key``, the Director is told
+    to stop the running tool processes too.
+
+    Raises:
+        DirectorFailedError: If the Director's task ended before answering.
+
+    """
+    request = asyncio.ensure_future(handle.action(action, *args, **kwargs))
+    try:
+        return await _race(manager, handle, action, request)
+    except asyncio.CancelledError:
+        request.cancel()
+        await _cancel_remote(handle, kwargs)
+        raise
+
+
+async def _cancel_remote(handle: Handle[Any], kwargs: dict[str, Any]) -> None:
+    keys = [{k: kwargs[k]} for k in ('call_key', 'batch_key') if kwargs.get(k) is not None]
+    keys += [{'call_key': key} for key in kwargs.get('call_keys') or ()]
+    for key in keys:
+        try:
+            await asyncio.shield(asyncio.wait_for(handle.action('cancel', **key), timeout=10))
+        except Exception as e:
+            logger.warning('could not cancel %s on %s: %s', key, handle.agent_id, e)
+
+
+async def _race(
+    manager: Manager[Any],
+    handle: Handle[Any],
+    action: str,
+    request: asyncio.Future[Any],
+) -> Any:
+    if handle.agent_id not in manager._acbs:
+        # Re-attached to a Director this manager did not launch: the handle
+        # rejects calls once the exchange marks the Director inactive.
+        return await request
+    died = asyncio.ensure_future(
+        manager.wait([handle], return_when=asyncio.FIRST_COMPLETED),
+    )
+    try:
+        done, _ = await asyncio.wait(
+            {request, died},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if request in done:
+            return request.result()
+        request.cancel()
+        error = _agent_error(manager, handle)
+        raise DirectorFailedError(
+            f'{action} on {handle.agent_id} failed: the Director stopped'
+            + (f' ({type(error).__name__}: {error})' if error else ''),
+        )
+    finally:
+        died.cancel()
+
+
+def _agent_error(manager: Manager[Any], handle: Handle[Any]) -> BaseException | None:
+    acb = manager._acbs.get(handle.agent_id)
+    if acb is None or not acb.task.done() or acb.task.cancelled():
+        return None
+    return acb.task.exception()
+
+
+async def call_resilient(
+    manager: Manager[Any],
+    handle: Handle[Any],
+    action: str,
+    /,
+    *args: Any,
+    probe_interval: float = 2.0,
+    resends: int = 3,
+    **kwargs: Any,
+) -> Any:
+    """Like ``call``, but survive a Director restart (same identity).
+
+    While the call is pending, the Director's ``status`` is probed every
+    ``probe_interval`` seconds. If its incarnation changed, the Director was
+    restarted and has forgotten the call, so it is sent again: with call keys
+    the new incarnation answers finished calls from its journal and runs only
+    the rest.
+
+    Raises:
+        DirectorFailedError: If the Director stopped for good, or restarted
+            more than ``resends`` times during the call.
+
+    """
+    first = await call(manager, handle, 'status')
+    incarnation = first.incarnation
+    for _ in range(resends + 1):
+        request = asyncio.ensure_future(
+            _race(
+                manager,
+                handle,
+                action,
+                asyncio.ensure_future(handle.action(action, *args, **kwargs)),
+            ),
+        )
+        restarted = asyncio.ensure_future(
+            _wait_restart(handle, incarnation, probe_interval),
+        )
+        try:
+            done, _ = await asyncio.wait(
+                {request, restarted},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            request.cancel()
+            await _cancel_remote(handle, kwargs)
+            raise
+        finally:
+            restarted.cancel()
+        if request in done:
+            return request.result()
+        request.cancel()
+        incarnation = restarted.result()
+        logger.warning('%s restarted; sending %s again', handle.agent_id, action)
+    raise DirectorFailedError(
+        f'{action} on {handle.agent_id} failed: the Director restarted more than {resends} times',
+    )
+
+
+async def _wait_restart(handle: Handle[Any], incarnation: str, interval: float) -> str:
+    """Return the new incarnation once the Director's status shows one."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            status = await asyncio.wait_for(handle.action('status'), timeout=interval * 5)
+        except TimeoutError:
+            continue  # busy or restarting: ask again
+        if status.incarnation != incarnation:
+            return status.incarnation
+
+
+async def wait_ready(
+    manager: Manager[Any],
+    handles: Sequence[Handle[Any]],
+    timeout: float | None = None,
+) -> list[Any]:
+    """Wait until every Director answers ``status`` (its DFK is up).
+
+    Returns:
+        Each Director's first status.
+
+    """
+    return await asyncio.wait_for(
+        asyncio.gather(*(call(manager, h, 'status') for h in handles)),
+        timeout=timeout,
+    )

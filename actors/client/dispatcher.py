@@ -1,0 +1,168 @@
+"""Route LLM-style tool calls to Directors with free capacity.
+
+A tool call names a function (a registered tool or a Director action) and
+gives its arguments as a JSON object or a JSON string. The dispatcher checks
+the arguments against the function's schema first: a bad call raises
+[`ConfigurationError`][actors.common.errors.ConfigurationError] and nothing is
+submitted. A valid call goes to the Director with the most free capacity
+(from each Director's ``status``: free worker slots, or free nodes for an MPI
+tool), and the structured result comes back.
+
+Accepted shapes: ``{"name": ..., "arguments": ...}`` (MCP ``tools/call``
+params, or the short form), ``{"function": {"name": ..., "arguments": ...}}``
+(an item of OpenAI's ``tool_calls``), or either as a JSON string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+from academy.handle import Handle
+
+from actors.common.errors import ConfigurationError
+from actors.common.results import CallResult
+from actors.common.results import DirectorStatus
+from actors.tools.registry import TOOLS
+from actors.tools.registry import get_tool
+from actors.tools.schemas import validate_call
+
+logger = logging.getLogger(__name__)
+
+
+def parse_tool_call(call: Mapping[str, Any] | str) -> tuple[str, Any]:
+    """Extract the function name and raw arguments of a tool call.
+
+    Raises:
+        ConfigurationError: If the call is not one of the accepted shapes.
+
+    """
+    if isinstance(call, (str, bytes)):
+        try:
+            call = json.loads(call)
+        except json.JSONDecodeError as e:
+            raise ConfigurationError(f'tool call is not valid JSON ({e})') from None
+    if not isinstance(call, Mapping):
+        raise ConfigurationError(
+            f'a tool call must be a JSON object, got {type(call).__name__}',
+        )
+    body = call.get('function', call)
+    if not isinstance(body, Mapping) or not isinstance(body.get('name'), str):
+        raise ConfigurationError(
+            'a tool call needs a "name" (and "arguments"): {"name": "ase_md", '
+            '"arguments": {"temperature": 300}}, or OpenAI\'s {"function": {...}}',
+        )
+    return body['name'], body.get('arguments')
+
+
+class Dispatcher:
+    """Validates tool calls and sends each to the Director that can take it.
+
+    Works wherever the handles are usable: in a client under a ``Manager``
+    or inside an agent (such as [`Planner`][actors.client.planner.Planner]).
+
+    Args:
+        directors: Handles of the Directors to route to.
+
+    """
+
+    def __init__(self, directors: Sequence[Handle[Any]]) -> None:
+        if not directors:
+            raise ConfigurationError('a dispatcher needs at least one Director')
+        self.directors = list(directors)
+        self._outstanding = [0] * len(self.directors)
+        self._turn = itertools.count()
+
+    async def statuses(self) -> list[DirectorStatus]:
+        """Every Director's current status."""
+        return list(await asyncio.gather(*(h.action('status') for h in self.directors)))
+
+    async def dispatch(
+        self,
+        call: Mapping[str, Any] | str,
+    ) -> CallResult | list[CallResult] | list[DirectorStatus]:
+        """Validate one tool call, route it, and return its result.
+
+        Returns:
+            A tool or ``md_sim`` call's `CallResult`; ``md_sim_batch``'s list
+            of results; for ``status``, every Director's status.
+
+        Raises:
+            ConfigurationError: If the call is malformed or its arguments do
+                not match the schema; nothing is submitted then.
+
+        """
+        name, raw = parse_tool_call(call)
+        arguments = validate_call(name, raw)
+        if name == 'status':
+            return await self.statuses()
+        index = await self._choose(name, arguments)
+        handle = self.directors[index]
+        self._outstanding[index] += 1
+        logger.debug('dispatching %s to Director %d', name, index)
+        try:
+            if name in TOOLS:
+                return await handle.action('call_tool', name, arguments)
+            return await handle.action(name, **arguments)
+        finally:
+            self._outstanding[index] -= 1
+
+    async def dispatch_many(
+        self,
+        calls: Sequence[Mapping[str, Any] | str],
+    ) -> list[Any]:
+        """Validate every call first, then dispatch them concurrently.
+
+        Raises:
+            ConfigurationError: If any call is bad; none is submitted then.
+
+        """
+        for call in calls:
+            name, raw = parse_tool_call(call)
+            validate_call(name, raw)
+        return list(await asyncio.gather(*(self.dispatch(call) for call in calls)))
+
+    async def _choose(self, name: str, arguments: Mapping[str, Any]) -> int:
+        """Pick the Director with the most free capacity that can run the call.
+
+        Raises:
+            ConfigurationError: If no Director's partition can ever run it.
+
+        """
+        nodes = _nodes_needed(name, arguments)
+        statuses = await self.statuses()
+        candidates = [i for i, s in enumerate(statuses) if len(s.nodes) >= nodes]
+        if not candidates:
+            largest = max(len(s.nodes) for s in statuses)
+            raise ConfigurationError(
+                f'{name}: num_nodes={nodes} is more than the largest partition '
+                f'({largest} node(s)); give num_nodes=1..{largest}',
+            )
+        turn = next(self._turn)
+        count = len(self.directors)
+
+        def score(i: int) -> tuple[int, int, int]:
+            status = statuses[i]
+            if nodes:
+                free = status.mpi_nodes_free - status.mpi_waiting
+            else:
+                free = status.slots - status.queued - status.running
+            return (-free, self._outstanding[i], (i - turn) % count)
+
+        return min(candidates, key=score)
+
+
+def _nodes_needed(name: str, arguments: Mapping[str, Any]) -> int:
+    """Nodes an MPI call needs (0 for anything that runs on a worker slot)."""
+    tool_name = arguments.get('tool') if name == 'md_sim' else name
+    if not isinstance(tool_name, str) or tool_name not in TOOLS:
+        return 0
+    nodes = arguments.get('num_nodes', 1)
+    if not get_tool(tool_name).mpi or isinstance(nodes, bool) or not isinstance(nodes, int):
+        return 0  # The Director names the problem, if there is one.
+    return nodes

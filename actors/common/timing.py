@@ -1,0 +1,24 @@
+"""How long stopping and watching may take: one set of bounds, named by what they bound.
+
+Every module that stops a process or polls for a stop takes its bounds from here,
+so that the guarantees the README states (a cancelled call stops within
+``CANCEL_POLL + STOP_GRACE``, no Parsl process outlives its Director by more
+than ``ORPHAN_BOUND``) follow from one place.
+"""
+
+from __future__ import annotations
+
+STOP_GRACE = 2.0
+"""Seconds a process (or a tool told to unwind) has after SIGTERM before SIGKILL."""
+
+CANCEL_POLL = 0.5
+"""Seconds between checks of a running call's cancel file and deadline, in its worker."""
+
+PARENT_POLL = 0.25
+"""Seconds between the watchdog's checks that the Director that started it is alive."""
+
+ORPHAN_BOUND = 5.0
+"""No interchange, ``mpiexec`` or worker pool outlives its Director by more than this."""
+
+KILL_WAIT = 5.0
+"""Seconds to wait for killed processes (SIGKILL) to be gone before going on."""

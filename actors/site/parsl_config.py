@@ -1,0 +1,276 @@
+"""Build a fresh Parsl configuration for one Director's partition.
+
+Parsl configs are stateful (executors and providers keep their sockets and
+job tables), so every Director gets a new [`Config`][parsl.config.Config] with
+its own ``run_dir``. Workers are confined to the partition's nodes through the
+launcher, never by mutating this process's environment:
+
+* ``mpiexec``: ``worker_init`` exports ``PBS_NODEFILE=<partition nodefile>``
+  for the block's shell only; Parsl's ``MpiExecLauncher`` starts one worker
+  pool per host listed there.
+* ``srun``: ``SrunLauncher`` with ``--nodelist=<partition hosts>``.
+
+With ``mpi=True`` the config also holds an ``MPIExecutor`` for multi-node
+tool calls: one worker pool on the Director's host (``SimpleLauncher``, started
+on the first MPI call) whose MPI task scheduler hands out the partition's
+nodes, read from ``$PBS_NODEFILE`` (or ``$SLURM_NODELIST`` on Slurm), which
+the block's shell sets to the partition only.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import sys
+
+import hostlist
+from parsl.addresses import address_by_interface
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.executors import MPIExecutor
+from parsl.executors.high_throughput.executor import DEFAULT_INTERCHANGE_LAUNCH_CMD
+from parsl.launchers import MpiExecLauncher
+from parsl.launchers import SimpleLauncher
+from parsl.launchers import SrunLauncher
+from parsl.launchers.base import Launcher
+from parsl.providers import LocalProvider
+
+from actors.common.errors import ConfigurationError
+from actors.job.partition import Partition
+from actors.site.lean_imports import python_path
+from actors.site.lean_imports import shadow_dir
+from actors.site.profile import SiteProfile
+from actors.worker.control import CONTROL_DIR_VARIABLE
+
+
+def executor_label(partition: Partition) -> str:
+    """Parsl executor label for a partition's executor."""
+    return f'partition-{partition.index}'
+
+
+def mpi_executor_label(partition: Partition) -> str:
+    """Parsl executor label for a partition's MPI executor."""
+    return f'partition-{partition.index}-mpi'
+
+
+def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
+    """The Parsl launcher that starts one worker pool per partition node."""
+    if profile.launcher == 'srun':
+        nodelist = hostlist.collect_hostlist(list(partition.nodes))
+        overrides = (
+            f'--nodes={partition.size} --ntasks-per-node=1 '
+            f'--nodelist={shlex.quote(nodelist)} {profile.launcher_args}'
+        )
+        return SrunLauncher(debug=False, overrides=overrides.strip())
+    return MpiExecLauncher(
+        debug=False,
+        bind_cmd=profile.bind_cmd,
+        overrides=profile.launcher_args,
+    )
+
+
+def _block_environment(
+    work_dir: str | os.PathLike[str],
+    control_dir: str | None,
+) -> list[str]:
+    """First lines of every block's script: its directories and Python environment."""
+    # The Director's Python environment (with mpiexec from the mpich wheel and
+    # process_worker_pool.py) comes first, whether or not a venv is activated.
+    # MpiExecLauncher writes its de-duplicated hostfile to the current
+    # directory: keep it (and the tools' files) in the run directory.
+    bin_dir = os.path.dirname(sys.executable)
+    lines = [f'cd {shlex.quote(str(work_dir))}', f'export PATH={shlex.quote(bin_dir)}:"$PATH"']
+    if control_dir is not None:
+        lines.append(f'export {CONTROL_DIR_VARIABLE}={shlex.quote(control_dir)}')
+    return lines
+
+
+def make_worker_init(
+    profile: SiteProfile,
+    partition: Partition,
+    work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
+) -> str:
+    """Shell lines run in the block's script before the launcher."""
+    lines = _block_environment(work_dir, control_dir)
+    if profile.launcher == 'mpiexec':
+        lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
+    if profile.worker_init:
+        lines.append(profile.worker_init)
+    lines.extend(_lean_lines(profile, work_dir))
+    return '\n'.join(lines)
+
+
+def make_mpi_worker_init(
+    profile: SiteProfile,
+    partition: Partition,
+    work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
+) -> str:
+    """Shell lines that point Parsl's MPI task scheduler at the partition's nodes."""
+    lines = _block_environment(work_dir, control_dir)
+    if profile.scheduler == 'slurm':
+        nodelist = hostlist.collect_hostlist(list(partition.nodes))
+        lines.append(f'export SLURM_NODELIST={shlex.quote(nodelist)}')
+    else:
+        # The scheduler prefers $SLURM_NODELIST; only the partition counts here.
+        lines.append('unset SLURM_NODELIST')
+        lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
+    if profile.worker_init:
+        lines.append(profile.worker_init)
+    lines.extend(_lean_lines(profile, work_dir))
+    return '\n'.join(lines)
+
+
+def _lean_lines(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[str]:
+    """Shell lines that keep ``actors.site.lean_imports.SHADOWED`` out of the block's processes.
+
+    Last, so that a ``module load`` in the profile's ``worker_init`` cannot undo them.
+    """
+    if not profile.lean_imports:
+        return []
+    directory = shlex.quote(str(shadow_dir(work_dir)))
+    return [f'export PYTHONPATH={directory}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
+def interchange_command(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[str]:
+    """How an executor starts its interchange (a child of the Director's process).
+
+    Parsl's own command, run with ``actors.site.lean_imports``'s shadows first on
+    ``PYTHONPATH`` unless the profile turns them off.
+    """
+    if not profile.lean_imports:
+        return list(DEFAULT_INTERCHANGE_LAUNCH_CMD)
+    path = python_path(shadow_dir(work_dir), os.environ.get('PYTHONPATH'))
+    return ['env', f'PYTHONPATH={path}', *DEFAULT_INTERCHANGE_LAUNCH_CMD]
+
+
+def make_mpi_executor(
+    partition: Partition,
+    profile: SiteProfile,
+    work_dir: str | os.PathLike[str],
+    control_dir: str | None = None,
+) -> MPIExecutor:
+    """An ``MPIExecutor`` that runs at most one call per partition node at once.
+
+    Its single worker pool starts with the first MPI call and lives on the
+    Director's host; each call's command reaches its nodes through
+    ``$PARSL_MPI_PREFIX`` (``profile.mpi_launcher``).
+    """
+    provider = LocalProvider(
+        nodes_per_block=1,
+        init_blocks=0,
+        min_blocks=0,
+        max_blocks=1,
+        parallelism=1,
+        launcher=SimpleLauncher(),
+        worker_init=make_mpi_worker_init(profile, partition, work_dir, control_dir),
+    )
+    executor = MPIExecutor(
+        label=mpi_executor_label(partition),
+        provider=provider,
+        address=worker_address(profile),
+        max_workers_per_block=partition.size,
+        mpi_launcher=profile.mpi_launcher,
+        heartbeat_period=profile.heartbeat_period,
+        heartbeat_threshold=profile.heartbeat_threshold,
+        block_error_handler=False,
+        encrypted=False,
+    )
+    # Set after construction: MPIExecutor annotates this argument as a string
+    # (typeguard-checked) though it is handed to Popen as HTEX's list.
+    executor.interchange_launch_cmd = interchange_command(profile, work_dir)
+    return executor
+
+
+def worker_address(profile: SiteProfile) -> str | None:
+    """Address the worker pools use to reach this Director's interchange.
+
+    Raises:
+        ConfigurationError: If the profile names an interface this host lacks.
+
+    """
+    if not profile.interface:
+        return '127.0.0.1' if profile.scheduler == 'none' else None
+    try:
+        return address_by_interface(profile.interface)
+    except OSError:
+        raise ConfigurationError(
+            f'site {profile.name!r}: network interface {profile.interface!r} '
+            'does not exist on this host; set `interface` in its site.toml to '
+            'one listed by `ip -br addr`',
+        ) from None
+
+
+def build_config(
+    partition: Partition,
+    profile: SiteProfile,
+    run_dir: str | os.PathLike[str],
+    *,
+    workers_per_node: int | None = None,
+    mpi: bool = False,
+    control_dir: str | None = None,
+) -> Config:
+    """Create a new Parsl config whose workers live only on ``partition``.
+
+    Args:
+        partition: The Director's partition.
+        profile: The machine's site profile.
+        run_dir: Directory for this Director's Parsl logs and submit scripts.
+        workers_per_node: Overrides ``profile.workers_per_node``.
+        mpi: Also add the partition's ``MPIExecutor`` (labelled
+            ``mpi_executor_label(partition)``) for multi-node calls.
+        control_dir: The Director's control directory (``actors.worker.control``),
+            exported to the workers so that they see cancel files.
+
+    Returns:
+        A config for a private ``DataFlowKernel``; never pass it to
+        ``parsl.load``.
+
+    """
+    slots = workers_per_node or profile.workers_per_node
+    accelerators: tuple[str, ...] | int = profile.accelerators or (
+        profile.accelerators_per_node if profile.accelerators_per_node > 0 else ()
+    )
+    run_path = pathlib.Path(run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    provider = LocalProvider(
+        nodes_per_block=partition.size,
+        init_blocks=1,
+        min_blocks=1,
+        max_blocks=1,
+        parallelism=1,
+        launcher=make_launcher(profile, partition),
+        worker_init=make_worker_init(profile, partition, run_path.resolve(), control_dir),
+    )
+    executor = HighThroughputExecutor(
+        label=executor_label(partition),
+        provider=provider,
+        address=worker_address(profile),
+        max_workers_per_node=slots,
+        cores_per_worker=profile.cores_per_worker,
+        available_accelerators=accelerators,
+        heartbeat_period=profile.heartbeat_period,
+        heartbeat_threshold=profile.heartbeat_threshold,
+        prefetch_capacity=profile.prefetch_capacity,
+        interchange_launch_cmd=interchange_command(profile, run_path.resolve()),
+        # A lost worker pool must not mark the executor bad for good: the
+        # strategy replaces the block instead.
+        block_error_handler=False,
+        # Tool calls stay inside the batch job's network; CurveZMQ adds ~40%
+        # per-task cost for no gain there.
+        encrypted=False,
+    )
+    executors: list[HighThroughputExecutor] = [executor]
+    if mpi:
+        executors.append(make_mpi_executor(partition, profile, run_path.resolve(), control_dir))
+    return Config(
+        executors=executors,
+        run_dir=str(run_path),
+        strategy='simple',
+        strategy_period=profile.strategy_period,
+        max_idletime=float('inf'),
+        initialize_logging=False,
+        usage_tracking=0,
+    )

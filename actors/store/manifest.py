@@ -1,0 +1,109 @@
+"""The run manifest: what a run started, so later commands can find it.
+
+``launch.py`` writes ``<run_dir>/manifest.json`` once the Directors are up:
+the exchange they listen on, the site, and each partition with its Director's
+Academy agent ID. Commands that re-attach to a run (``status``, ``--resume``)
+read it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+import uuid
+from typing import Any
+
+from academy.identifier import AgentId
+
+from actors.common.errors import ConfigurationError
+from actors.job.partition import Partition
+
+MANIFEST_NAME = 'manifest.json'
+
+
+@dataclasses.dataclass
+class DirectorEntry:
+    """One Director of a run.
+
+    Attributes:
+        partition: The Director's partition.
+        agent_uid: The Director's Academy agent ID (UUID as text).
+        name: The Director's name, e.g. ``director-0``.
+
+    """
+
+    partition: Partition
+    agent_uid: str
+    name: str
+
+    def agent_id(self) -> AgentId[Any]:
+        """The Academy agent ID to build a handle from."""
+        return AgentId(uid=uuid.UUID(self.agent_uid), name=self.name)
+
+
+@dataclasses.dataclass
+class RunManifest:
+    """What a run started and where.
+
+    Attributes:
+        run_dir: The run directory (absolute).
+        exchange: The exchange spec the Directors use (``local``, a URL, ...).
+        site: Site profile name.
+        executor: Where the Directors run (``local``, ``process``, ...).
+        directors: One entry per partition.
+        created: Unix time the manifest was written.
+        work: What the run was asked to do (iterations, duration, timeout,
+            workers per node, retries), so ``--resume`` can finish it.
+
+    """
+
+    run_dir: str
+    exchange: str
+    site: str
+    executor: str
+    directors: list[DirectorEntry]
+    created: float = dataclasses.field(default_factory=time.time)
+    work: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def write(self) -> pathlib.Path:
+        """Write atomically to ``<run_dir>/manifest.json``."""
+        path = pathlib.Path(self.run_dir, MANIFEST_NAME)
+        tmp = path.with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike[str]) -> RunManifest:
+        """Read a run's manifest.
+
+        Raises:
+            ConfigurationError: If the run directory has no readable manifest.
+
+        """
+        path = pathlib.Path(run_dir, MANIFEST_NAME)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f'{str(run_dir)!r} has no {MANIFEST_NAME}; give the run directory '
+                'that launch.py printed (or passed with --run-dir)',
+            ) from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigurationError(f'{path} cannot be read: {e}') from None
+        directors = [
+            DirectorEntry(
+                partition=Partition(
+                    index=d['partition']['index'],
+                    nodes=tuple(d['partition']['nodes']),
+                    nodefile=d['partition']['nodefile'],
+                ),
+                agent_uid=d['agent_uid'],
+                name=d['name'],
+            )
+            for d in data.pop('directors')
+        ]
+        return cls(directors=directors, **data)

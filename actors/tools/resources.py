@@ -1,0 +1,237 @@
+"""Per-call MPI resources and the Director's node admission control.
+
+Parsl's MPI mode (``MPIExecutor``) hands each task a set of whole nodes, but
+it has traps that must never reach users:
+
+* a task that asks for more nodes than the block has waits forever;
+* a task without ``num_nodes`` runs without an allocation and the pool's
+  manager crashes on its result (parsl#3427), losing it;
+* a backlog task that does not fit is re-queued recursively until
+  ``RecursionError`` kills the result thread, losing results.
+
+So the Director checks every request against its partition before anything
+is submitted ([`resolve_resources`][actors.tools.resources.resolve_resources]) and hands
+Parsl a call only when its nodes are free ([`NodeAdmission`][actors.tools.resources.NodeAdmission]):
+Parsl's own backlog then stays empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from actors.common.errors import ConfigurationError
+
+RESOURCE_KEYS = ('num_nodes', 'ranks_per_node', 'num_ranks')
+"""Call arguments that describe MPI resources rather than tool parameters."""
+
+MAX_RANKS_PER_NODE = 1024
+
+RESOURCE_SCHEMA: dict[str, Any] = {
+    'num_nodes': {
+        'type': 'integer',
+        'minimum': 1,
+        'description': 'Whole nodes of the partition the call runs on (default 1).',
+    },
+    'ranks_per_node': {
+        'type': 'integer',
+        'minimum': 1,
+        'maximum': MAX_RANKS_PER_NODE,
+        'description': 'MPI ranks on each node (default 1, or num_ranks / num_nodes).',
+    },
+    'num_ranks': {
+        'type': 'integer',
+        'minimum': 1,
+        'description': 'Total MPI ranks; needs num_nodes and must be a multiple of it.',
+    },
+}
+"""JSON-schema properties of the resource arguments of an MPI tool."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MPIResources:
+    """Whole nodes and ranks for one MPI call.
+
+    Attributes:
+        num_nodes: Nodes the call gets to itself.
+        ranks_per_node: MPI ranks started on each node.
+        launcher_options: Extra launcher flags from the site profile.
+
+    """
+
+    num_nodes: int
+    ranks_per_node: int
+    launcher_options: str = ''
+
+    @property
+    def num_ranks(self) -> int:
+        """Total MPI ranks."""
+        return self.num_nodes * self.ranks_per_node
+
+    def parsl_spec(self) -> dict[str, Any]:
+        """The ``parsl_resource_specification`` for Parsl's MPI mode."""
+        spec: dict[str, Any] = {
+            'num_nodes': self.num_nodes,
+            'ranks_per_node': self.ranks_per_node,
+            'num_ranks': self.num_ranks,
+        }
+        if self.launcher_options:
+            spec['launcher_options'] = self.launcher_options
+        return spec
+
+    def to_dict(self) -> dict[str, int]:
+        """The resources as call arguments."""
+        return {
+            'num_nodes': self.num_nodes,
+            'ranks_per_node': self.ranks_per_node,
+            'num_ranks': self.num_ranks,
+        }
+
+
+def split_resources(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate a call's tool parameters from its MPI resource arguments."""
+    params = {k: v for k, v in arguments.items() if k not in RESOURCE_KEYS}
+    resources = {k: v for k, v in arguments.items() if k in RESOURCE_KEYS}
+    return params, resources
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f'{name} must be a positive integer, got {value!r}')
+    return value
+
+
+def resolve_resources(
+    tool: str,
+    requested: Mapping[str, Any],
+    partition_size: int,
+    *,
+    launcher_options: str = '',
+) -> MPIResources:
+    """Turn a call's resource arguments into a request that surely fits.
+
+    Args:
+        tool: Tool name, for error messages.
+        requested: ``num_nodes``, ``ranks_per_node`` and/or ``num_ranks``;
+            missing values default to one node and one rank per node.
+        partition_size: Nodes in the Director's partition.
+        launcher_options: Extra MPI launcher flags from the site profile.
+
+    Raises:
+        ConfigurationError: If the request can never run on the partition
+            or is inconsistent; the message says what would be valid.
+
+    """
+    unknown = sorted(set(requested) - set(RESOURCE_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f'{tool}: unknown resource argument(s) {", ".join(unknown)}; '
+            f'valid: {", ".join(RESOURCE_KEYS)}',
+        )
+    num_ranks = requested.get('num_ranks')
+    if num_ranks is not None and requested.get('num_nodes') is None:
+        raise ConfigurationError(
+            f'{tool}: num_ranks={num_ranks!r} needs num_nodes too (Parsl loses such a call); '
+            f'give num_nodes=1..{partition_size} and num_ranks a multiple of it',
+        )
+    num_nodes = _positive_int('num_nodes', requested.get('num_nodes', 1))
+    if num_nodes > partition_size:
+        raise ConfigurationError(
+            f'{tool}: num_nodes={num_nodes} is more than the {partition_size} node(s) of '
+            f'this partition; give num_nodes=1..{partition_size}',
+        )
+    per_node = requested.get('ranks_per_node')
+    if per_node is not None:
+        per_node = _positive_int('ranks_per_node', per_node)
+        if per_node > MAX_RANKS_PER_NODE:
+            raise ConfigurationError(
+                f'ranks_per_node={per_node} is more than {MAX_RANKS_PER_NODE}',
+            )
+    if num_ranks is not None:
+        num_ranks = _positive_int('num_ranks', num_ranks)
+        if num_ranks % num_nodes:
+            raise ConfigurationError(
+                f'{tool}: num_ranks={num_ranks} is not a multiple of num_nodes={num_nodes}; '
+                'every node runs the same number of ranks',
+            )
+        if per_node is not None and per_node * num_nodes != num_ranks:
+            raise ConfigurationError(
+                f'{tool}: num_ranks={num_ranks} != num_nodes={num_nodes} x '
+                f'ranks_per_node={per_node}; give two of the three',
+            )
+        per_node = num_ranks // num_nodes
+        if per_node > MAX_RANKS_PER_NODE:
+            raise ConfigurationError(
+                f'{tool}: num_ranks={num_ranks} means {per_node} ranks per node, '
+                f'more than {MAX_RANKS_PER_NODE}',
+            )
+    return MPIResources(num_nodes, per_node or 1, launcher_options)
+
+
+class NodeAdmission:
+    """Counts a partition's free nodes; admits MPI calls first come, first served.
+
+    A call waits until its nodes are free and no earlier call is still
+    waiting, so a large call is never starved by a stream of small ones.
+    Used from one event loop (the Director's actions).
+
+    Args:
+        total: Nodes of the partition.
+
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for nodes."""
+        return len(self._waiting)
+
+    async def acquire(self, nodes: int) -> None:
+        """Wait until ``nodes`` nodes are free and no earlier call waits, then take them.
+
+        Raises:
+            ConfigurationError: If ``nodes`` can never fit.
+
+        """
+        if not 1 <= nodes <= self.total:
+            raise ConfigurationError(
+                f'cannot reserve {nodes} node(s) of a {self.total}-node partition',
+            )
+        if not self._waiting and nodes <= self.free:
+            self.free -= nodes
+            return
+        future = asyncio.get_running_loop().create_future()
+        entry = (nodes, future)
+        self._waiting.append(entry)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                # Admitted just as the caller gave up: give the nodes back.
+                self.release(nodes)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(entry)
+                self._wake()
+            raise
+
+    def release(self, nodes: int) -> None:
+        """Give back nodes of a call that finished."""
+        self.free += nodes
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self._waiting[0][0] <= self.free:
+            nodes, future = self._waiting.popleft()
+            if future.done():
+                continue  # Cancelled while waiting.
+            self.free -= nodes
+            future.set_result(None)

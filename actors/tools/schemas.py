@@ -1,0 +1,301 @@
+"""JSON schemas of the tools and Director actions, for LLM tool calling.
+
+Each registered tool and each client-facing Director action becomes a
+[`FunctionSpec`][actors.tools.schemas.FunctionSpec]: its name, the description from
+its docstring, and a JSON schema of its parameters built from the signature's
+type hints (pydantic) and the docstring's ``Args:`` section
+(``docstring_parser``). An MPI tool's schema adds the resource arguments
+``num_nodes``, ``ranks_per_node`` and ``num_ranks``.
+
+[`to_openai`][actors.tools.schemas.to_openai] and [`to_mcp`][actors.tools.schemas.to_mcp]
+render a spec in OpenAI's function-calling and MCP's tool format;
+[`validate_call`][actors.tools.schemas.validate_call] checks a call's arguments
+against the schema (``jsonschema``) before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
+
+import docstring_parser
+import jsonschema
+import pydantic
+
+from actors.common.errors import ConfigurationError
+from actors.tools.registry import DEFAULT_TOOL
+from actors.tools.registry import TOOLS
+from actors.tools.registry import get_tool
+from actors.tools.resources import RESOURCE_SCHEMA
+
+Format = Literal['openai', 'mcp']
+FORMATS: tuple[str, ...] = ('openai', 'mcp')
+
+ACTIONS = ('md_sim', 'md_sim_batch', 'status')
+"""Director actions exported next to the tools (``call_tool`` is how tools are run)."""
+
+_SKIPPED_PARAMETERS = ('self', 'stdout', 'stderr')
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    """One callable function for an LLM: name, description, parameter schema.
+
+    Attributes:
+        name: Function name (a tool name or a Director action).
+        description: What it does, from the docstring.
+        parameters: JSON schema (an object) of its arguments.
+        kind: ``tool`` or ``action``.
+
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    kind: Literal['tool', 'action'] = 'tool'
+
+
+def _description(doc: docstring_parser.Docstring, *, returns: bool = True) -> str:
+    parts = [doc.short_description or '', doc.long_description or '']
+    returns_text = doc.returns.description if doc.returns and returns else ''
+    if returns_text:
+        parts.append(f'Returns: {returns_text}')
+    return '\n\n'.join(p.strip() for p in parts if p and p.strip())
+
+
+def _strip_titles(schema: dict[str, Any]) -> dict[str, Any]:
+    schema.pop('title', None)
+    for prop in schema.get('properties', {}).values():
+        prop.pop('title', None)
+    for definition in schema.get('$defs', {}).values():
+        _strip_titles(definition)
+    return schema
+
+
+def parameters_schema(func: Callable[..., Any]) -> dict[str, Any]:
+    """JSON schema of a function's keyword parameters.
+
+    Types come from the type hints (``Annotated`` bounds become ``minimum``
+    and the like, ``Literal`` becomes ``enum``), descriptions from the
+    docstring's ``Args:`` section. ``*args``/``**kwargs`` are left out.
+    """
+    hints = typing.get_type_hints(func, include_extras=True)
+    doc = docstring_parser.parse(func.__doc__ or '')
+    described = {p.arg_name: p.description for p in doc.params}
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(func).parameters.items():
+        if name in _SKIPPED_PARAMETERS or param.kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[name] = (
+            hints.get(name, Any),
+            pydantic.Field(default, description=described.get(name)),
+        )
+    model = pydantic.create_model(f'{func.__name__}_parameters', **fields)
+    return _strip_titles(model.model_json_schema())
+
+
+def tool_spec(name: str) -> FunctionSpec:
+    """The spec of one registered tool (with resource arguments for MPI tools)."""
+    tool = get_tool(name)
+    schema = parameters_schema(tool.func)
+    schema['additionalProperties'] = False
+    # A command tool's function returns its command line, not the call's value.
+    description = _description(
+        docstring_parser.parse(tool.func.__doc__ or ''),
+        returns=tool.kind == 'python',
+    )
+    if tool.mpi:
+        schema['properties'].update(json.loads(json.dumps(RESOURCE_SCHEMA)))
+        description += (
+            '\n\nRuns on whole nodes of a partition through MPI; '
+            'num_nodes, ranks_per_node and num_ranks set its resources.'
+        )
+    elif tool.kind == 'command':
+        description += '\n\nRuns as a command line on one worker slot.'
+    return FunctionSpec(tool.name, description, schema, 'tool')
+
+
+def _action_spec(name: str) -> FunctionSpec:
+    from actors.director.agent import Director
+
+    method = getattr(Director, name)
+    func = getattr(method, '__wrapped__', method)
+    doc = docstring_parser.parse(func.__doc__ or '')
+    description = _description(doc)
+    if name == 'md_sim':
+        # ``**params`` are the chosen tool's parameters.
+        default = tool_spec(DEFAULT_TOOL).parameters
+        schema: dict[str, Any] = {
+            'type': 'object',
+            'properties': {
+                'tool': {
+                    'type': 'string',
+                    'enum': sorted(TOOLS),
+                    'description': f'Tool to run (default {DEFAULT_TOOL!r}); '
+                    "the other arguments are that tool's parameters.",
+                },
+                **default['properties'],
+            },
+            'additionalProperties': True,
+        }
+    else:
+        schema = parameters_schema(func)
+        schema['additionalProperties'] = False
+    return FunctionSpec(name, description, schema, 'action')
+
+
+@functools.cache
+def _specs() -> tuple[FunctionSpec, ...]:
+    return tuple(
+        [tool_spec(name) for name in sorted(TOOLS)] + [_action_spec(name) for name in ACTIONS],
+    )
+
+
+def function_specs() -> list[FunctionSpec]:
+    """Specs of every registered tool, then of the Director actions."""
+    return list(_specs())
+
+
+def get_spec(name: str) -> FunctionSpec:
+    """Look a spec up by function name.
+
+    Raises:
+        ConfigurationError: If nothing has that name.
+
+    """
+    for spec in _specs():
+        if spec.name == name:
+            return spec
+    names = ', '.join(spec.name for spec in _specs())
+    raise ConfigurationError(f'unknown tool {name!r}; available: {names}')
+
+
+def to_openai(spec: FunctionSpec) -> dict[str, Any]:
+    """The spec in OpenAI's function-calling (``tools=[...]``) format."""
+    return {
+        'type': 'function',
+        'function': {
+            'name': spec.name,
+            'description': spec.description,
+            'parameters': spec.parameters,
+        },
+    }
+
+
+def to_mcp(spec: FunctionSpec) -> dict[str, Any]:
+    """The spec in MCP's ``tools/list`` format."""
+    return {
+        'name': spec.name,
+        'description': spec.description,
+        'inputSchema': spec.parameters,
+    }
+
+
+def export(fmt: str) -> list[dict[str, Any]]:
+    """Every spec rendered in ``fmt`` (``openai`` or ``mcp``).
+
+    Raises:
+        ConfigurationError: If the format is unknown.
+
+    """
+    if fmt not in FORMATS:
+        raise ConfigurationError(f'unknown schema format {fmt!r}; choose one of: openai, mcp')
+    render = to_openai if fmt == 'openai' else to_mcp
+    return [render(spec) for spec in _specs()]
+
+
+def _is_integer(_: Any, instance: Any) -> bool:
+    # JSON Schema counts 2.0 as an integer; Python tools need a real int.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine('integer', _is_integer),
+)
+
+
+def parse_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Accept arguments as a mapping or a JSON object string (OpenAI style).
+
+    Raises:
+        ConfigurationError: If they are neither, or the JSON is invalid.
+
+    """
+    if arguments is None:
+        return {}
+    if isinstance(arguments, (str, bytes)):
+        try:
+            arguments = json.loads(arguments or '{}')
+        except json.JSONDecodeError as e:
+            raise ConfigurationError(
+                f'arguments of {name!r} are not valid JSON ({e}); give a JSON object',
+            ) from None
+    if not isinstance(arguments, Mapping):
+        raise ConfigurationError(
+            f'arguments of {name!r} must be a JSON object, got {type(arguments).__name__}',
+        )
+    return dict(arguments)
+
+
+def validate_call(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Check a call's arguments against its schema.
+
+    Returns:
+        The arguments as a dictionary.
+
+    Raises:
+        ConfigurationError: Naming every bad argument and what is valid.
+
+    """
+    spec = get_spec(name)
+    parsed = parse_arguments(name, arguments)
+    if name == 'md_sim':
+        # ``md_sim``'s arguments are those of the tool it runs.
+        tool = parsed.get('tool', DEFAULT_TOOL)
+        if not isinstance(tool, str) or tool not in TOOLS:
+            raise ConfigurationError(
+                f'bad arguments for {name!r}: tool {tool!r} is not one of '
+                f'{", ".join(sorted(TOOLS))}',
+            )
+        rest = {k: v for k, v in parsed.items() if k != 'tool'}
+        validate_call(tool, rest)
+        return parsed
+    errors = sorted(
+        _Validator(spec.parameters).iter_errors(parsed),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    if errors:
+        described = '; '.join(_describe(error) for error in errors)
+        raise ConfigurationError(f'bad arguments for {name!r}: {described}')
+    return parsed
+
+
+def validate_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Like [`validate_call`][actors.tools.schemas.validate_call], for tools only.
+
+    Raises:
+        ConfigurationError: If ``name`` is not a registered tool or the
+            arguments do not match its schema.
+
+    """
+    get_tool(name)
+    return validate_call(name, arguments)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = '.'.join(str(p) for p in error.absolute_path)
+    if error.validator == 'additionalProperties' and not path:
+        return f'{error.message}; valid arguments: {", ".join(error.schema["properties"])}'
+    return f'{path}: {error.message}' if path else error.message
