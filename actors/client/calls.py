@@ -17,10 +17,11 @@ from academy.handle import Handle
 from academy.manager import Manager
 
 from actors.director.agent import Director
+from actors.director.options import DirectorOptions
+from actors.director.options import director_name
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.site.profile import SiteProfile
-from actors.tools.registry import DEFAULT_TOOL
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +35,34 @@ async def launch_directors(
     partitions: Sequence[Partition | PartitionRequest],
     profile: SiteProfile,
     run_dir: str,
-    *,
-    workers_per_node: int | None = None,
-    tool: str = DEFAULT_TOOL,
-    **options: Any,
+    options: DirectorOptions | None = None,
+    **changes: Any,
 ) -> list[Handle[Director]]:
     """Launch one Director per partition with the manager's default executor.
 
     A [`PartitionRequest`][actors.job.partition.PartitionRequest] is resolved by
     the Director where it runs (on a Globus Compute endpoint's batch job).
 
-    ``options`` go to every Director (``retries``, ``walltime``, ...).
+    Args:
+        manager: The Academy manager that launches (and later stops) them.
+        partitions: One partition (or request) per Director.
+        profile: Site profile that says how to place workers.
+        run_dir: The run directory every Director writes under.
+        options: How every Director runs (default ``DirectorOptions()``).
+        changes: Changes to ``options`` (``retries=3``, ``walltime=...``).
+
+    Raises:
+        ConfigurationError: If an option is invalid; nothing is launched.
+
     """
+    options = (options or DirectorOptions()).replace(**changes)
     handles = []
     for partition in partitions:
         handle = await manager.launch(
             Director,
             args=(partition, profile, run_dir),
-            kwargs={'workers_per_node': workers_per_node, 'tool': tool, **options},
-            name=f'director-{partition.index}',
+            kwargs={'options': options},
+            name=director_name(partition.index),
         )
         handles.append(handle)
     return handles

@@ -33,10 +33,11 @@ from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.command_files import command_outcome
+from actors.director.options import DirectorOptions
+from actors.director.options import director_name
 from actors.director.rate import RateMeter
 from actors.execution.executor_app import Call
 from actors.execution.executor_app import ExecutorApp
-from actors.execution.executor_app import check_retries
 from actors.execution.faults import CLEANUP_TIMEOUT
 from actors.execution.faults import LOST_CLEANUP_TIMEOUT
 from actors.execution.faults import BlockDoctor
@@ -52,20 +53,15 @@ from actors.execution.watchdog import Watchdog
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
-from actors.job.walltime import Walltime
 from actors.site.parsl_config import build_config
 from actors.site.parsl_config import executor_label
 from actors.site.parsl_config import make_mpi_executor
 from actors.site.profile import SiteProfile
-from actors.store.journal import DEFAULT_SYNC
 from actors.store.journal import FINAL_STATUSES
 from actors.store.journal import Journal
-from actors.store.journal import SyncMode
-from actors.store.journal import check_sync_mode
 from actors.store.journal import final_by_key
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
-from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import Tool
 from actors.tools.registry import check_params
 from actors.tools.registry import get_tool
@@ -136,24 +132,19 @@ class Director(Agent):
         partition: Partition | PartitionRequest,
         profile: SiteProfile,
         run_dir: str,
-        *,
-        workers_per_node: int | None = None,
-        tool: str = DEFAULT_TOOL,
-        drain_timeout: float = 10.0,
-        retries: int = 2,
-        supervise: bool = False,
-        walltime: Walltime | None = None,
-        journal_sync: SyncMode = DEFAULT_SYNC,
-        mpi: bool = True,
+        options: DirectorOptions | None = None,
+        **changes: Any,
     ) -> None:
         super().__init__()
+        # Checked here: a bad option fails the launch, not the agent's start-up.
+        self.options = options = (options or DirectorOptions()).replace(**changes)
         self.partition = partition
         self.profile = profile
         self.run_dir = run_dir
-        self.workers_per_node = workers_per_node or profile.workers_per_node
-        self.tool = tool
-        self.drain_timeout = drain_timeout
-        self.name = f'director-{partition.index}'
+        self.workers_per_node = options.workers_per_node or profile.workers_per_node
+        self.tool = options.tool
+        self.drain_timeout = options.drain_timeout
+        self.name = director_name(partition.index)
         self._dfk: DataFlowKernel | None = None
         self._app: Any = None
         self._call_ids = itertools.count()
@@ -161,12 +152,10 @@ class Director(Agent):
         self._lock = threading.Lock()
         self._done = 0
         self._failed = 0
-        # Checked here: a bad count fails the launch, not the agent's start-up.
-        self.retries = check_retries(retries)
-        self.supervise = supervise
-        self.walltime = walltime or Walltime()
-        # Checked here too: a bad mode fails the launch, not the agent's start-up.
-        self.journal_sync = check_sync_mode(journal_sync)
+        self.retries = options.retries
+        self.supervise = options.supervise
+        self.walltime = options.walltime
+        self.journal_sync = options.journal_sync
         self.incarnation = uuid.uuid4().hex
         self._journal: Journal | None = None
         self._final: dict[str, dict[str, Any]] = {}
@@ -175,7 +164,7 @@ class Director(Agent):
         self._cancels = CancelFiles(pathlib.Path(run_dir, 'control', self.name, self.incarnation))
         self._draining = False
         self._background: set[asyncio.Task[None]] = set()
-        self.mpi = mpi
+        self.mpi = options.mpi
         self._command_app: Any = None
         self._mpi_app: Any = None
         self._mpi_starting = asyncio.Lock()

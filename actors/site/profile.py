@@ -16,7 +16,7 @@ from typing import Literal
 
 from actors.common.errors import ConfigurationError
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'configs'
 """Default location of the site folders (the repository's ``configs/``)."""
 
 Scheduler = Literal['none', 'pbs', 'slurm']
