@@ -28,17 +28,17 @@ from parsl.executors.errors import BadStateException
 from parsl.executors.high_throughput.errors import CommandClientBadError
 from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
-from actors import director as director_module
 from actors.client.calls import call
-from actors.execution.faults import InterchangeLost
-from actors.execution.faults import InterchangeWatch
-from actors.execution.faults import QuietInterchangeLoss
-from actors.execution.faults import ask_interchange
-from actors.execution.faults import fail_executor
-from actors.execution.faults import guard_command_client
-from actors.execution.faults import interchange_loss
-from actors.execution.faults import release_parsl
-from actors.execution.faults import unblock_commands
+from actors.director import dfk_host as dfk_host_module
+from actors.execution.blocks import release_parsl
+from actors.execution.interchange import InterchangeLost
+from actors.execution.interchange import InterchangeWatch
+from actors.execution.interchange import QuietInterchangeLoss
+from actors.execution.interchange import ask_interchange
+from actors.execution.interchange import fail_executor
+from actors.execution.interchange import guard_command_client
+from actors.execution.interchange import interchange_loss
+from actors.execution.interchange import unblock_commands
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
 from tests.helpers import running_directors
@@ -219,7 +219,7 @@ def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
     def broken(executor, error):
         raise RuntimeError('cannot fail the executor')
 
-    monkeypatch.setattr(director_module, 'fail_executor', broken)
+    monkeypatch.setattr(dfk_host_module, 'fail_executor', broken)
 
     async def main():
         async with warm_director(run_dir) as (manager, handle, interchange):

@@ -13,13 +13,13 @@ from parsl.launchers import SimpleLauncher
 
 from actors.client.calls import call
 from actors.common.errors import ConfigurationError
+from actors.director.admission import NodeAdmission
 from actors.director.command_files import command_outcome
 from actors.job.partition import Partition
 from actors.site.parsl_config import build_config
 from actors.site.parsl_config import mpi_executor_label
 from actors.site.profile import load_site
 from actors.tools.resources import MPIResources
-from actors.tools.resources import NodeAdmission
 from actors.tools.resources import resolve_resources
 from tests.helpers import running_directors
 

@@ -9,11 +9,11 @@ import pytest
 
 from actors.client.dispatcher import parse_tool_call
 from actors.common.errors import ConfigurationError
+from actors.director.specs import export
+from actors.director.specs import function_specs
+from actors.director.specs import validate_call
 from actors.tools.registry import TOOLS
-from actors.tools.schemas import export
-from actors.tools.schemas import function_specs
 from actors.tools.schemas import validate_arguments
-from actors.tools.schemas import validate_call
 
 pytestmark = pytest.mark.timeout(60)
 

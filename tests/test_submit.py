@@ -14,14 +14,14 @@ from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.common.errors import ConfigurationError
 from actors.director.agent import Director
+from actors.execution.blocks import release_parsl
 from actors.execution.executor_app import SEND_TIMEOUT
 from actors.execution.executor_app import ExecutorApp
 from actors.execution.executor_app import TaskNotSent
 from actors.execution.executor_app import check_retries
-from actors.execution.faults import InterchangeLost
-from actors.execution.faults import fail_executor
-from actors.execution.faults import interchange_loss
-from actors.execution.faults import release_parsl
+from actors.execution.interchange import InterchangeLost
+from actors.execution.interchange import fail_executor
+from actors.execution.interchange import interchange_loss
 from actors.site.parsl_config import build_config
 from actors.site.profile import load_site
 from tests.helpers import make_partitions
@@ -72,7 +72,7 @@ def dfk(run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Data
     try:
         yield kernel
     finally:
-        # A DFK whose interchange died cannot clean up by itself (actors.execution.faults).
+        # A DFK whose interchange died cannot clean up by itself (actors.execution.blocks).
         release_parsl(None, list(kernel.executors.values()), kernel.cleanup)
 
 
@@ -122,14 +122,14 @@ def test_the_director_does_not_retry_a_call_it_stopped(
     """A worker killed to stop its call (actors.worker.interrupt) is not a lost worker."""
     (partition,) = make_partitions(tmp_path, nodes=1, partitions=1)
     director = Director(partition, load_site('local'), str(tmp_path / 'director'), retries=3)
+    cancels = director.cancels
     try:
         app = _app(
             dfk,
             exit_until,
             retries=director.retries,
-            stopped_on_purpose=director._stopped_on_purpose,
+            stopped_on_purpose=director.outcomes.stopped_on_purpose,
         )
-        cancels = director._cancels
         stopped, lost = cancels.control('stopped', None), cancels.control('lost', None)
         assert cancels.cancel('stopped', 'cancelled by the caller') == 1
         stopped_call = app(str(tmp_path / 'stopped'), 1, stopped)
@@ -139,7 +139,7 @@ def test_the_director_does_not_retry_a_call_it_stopped(
         assert isinstance(lost_call.result(timeout=90), int)
         assert lost_call.attempts == 2
     finally:
-        director._cancels.close()
+        cancels.close()
 
 
 def test_a_dead_interchange_fails_calls_instead_of_blocking(dfk: DataFlowKernel):

@@ -14,8 +14,8 @@ from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.common.processes import wait_exited
-from actors.execution.faults import block_leftovers
-from actors.execution.faults import release_parsl
+from actors.execution.blocks import block_leftovers
+from actors.execution.blocks import release_parsl
 from actors.execution.watchdog import LINEAGE_VARIABLE
 from actors.execution.watchdog import Lineage
 from actors.execution.watchdog import Watchdog
@@ -52,7 +52,7 @@ def test_failed_cleanup_leaves_no_interchange(run_dir, monkeypatch, caplog):
 
         # DataFlowKernel.cleanup shuts the executors down in order, the MPI executor last.
         monkeypatch.setattr(main, 'shutdown', failing_shutdown)
-        with caplog.at_level(logging.WARNING, logger='actors.execution.faults'):
+        with caplog.at_level(logging.WARNING, logger='actors.execution.blocks'):
             stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
         assert stopped >= 1
         assert f'stopped {stopped} Parsl process(es) that outlived cleanup' in caplog.text
@@ -79,7 +79,7 @@ def test_normal_cleanup_ends_every_process_quietly(run_dir, caplog):
     except BaseException:
         release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
         raise
-    with caplog.at_level(logging.WARNING, logger='actors.execution.faults'):
+    with caplog.at_level(logging.WARNING, logger='actors.execution.blocks'):
         stopped = release_parsl(watchdog, list(dfk.executors.values()), dfk.cleanup)
     assert stopped == 0
     assert 'outlived cleanup' not in caplog.text

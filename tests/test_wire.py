@@ -158,10 +158,10 @@ def test_the_director_answers_an_unreadable_outcome_with_a_lost_result(
     finished: Future[bytes] = Future()
     finished.set_result(packed)
     submitted = time.time()
-    result = director._result('md_sim', {}, finished, submitted)
+    result = director.outcomes.result('md_sim', {}, finished, submitted)
     assert not result.ok and result.status == 'lost'
     assert result.error_type == UNREADABLE and 'only_on_workers' in (result.error_message or '')
     assert result.start == submitted and result.end >= submitted
     readable: Future[bytes] = Future()
     readable.set_result(pack_outcome(run_tool('mock_md', {'seed': 1})))
-    assert director._result('md_sim', {'seed': 1}, readable, submitted).ok
+    assert director.outcomes.result('md_sim', {'seed': 1}, readable, submitted).ok

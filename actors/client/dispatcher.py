@@ -28,9 +28,9 @@ from academy.handle import Handle
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
+from actors.director.specs import validate_call
 from actors.tools.registry import TOOLS
 from actors.tools.registry import get_tool
-from actors.tools.schemas import validate_call
 
 logger = logging.getLogger(__name__)
 

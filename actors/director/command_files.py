@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
 import pathlib
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
+from actors.director.outcomes import outcome
+from actors.execution.interchange import interchange_loss
 from actors.tools.registry import get_tool
+from actors.worker.control import STOP_ERROR_TYPES
+from actors.worker.control import CancelFiles
+from actors.worker.control import Control
+
+logger = logging.getLogger(__name__)
 
 
 def command_outcome(
@@ -79,3 +89,86 @@ def command_outcome(
         message = f'the command of {name} exited with status {finished.get("returncode")}'
     outcome['error_message'] = message + (f'; stderr: {tail}' if tail else '')
     return outcome
+
+
+class CommandFiles:
+    """Where one Director's command calls write their meta file, stdout and stderr.
+
+    Args:
+        directory: The directory of the files (created on first use).
+
+    """
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.directory = directory
+        self._numbers = itertools.count()
+
+    def next(self, name: str) -> dict[str, str]:
+        """The files of a new call of tool ``name`` (``run_command``'s keyword arguments)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = self.directory / f'{name}-{next(self._numbers)}'
+        return {'meta': f'{stem}.json', 'out_file': f'{stem}.out', 'err_file': f'{stem}.err'}
+
+
+def command_result(
+    app_future: Future[Any],
+    name: str,
+    files: Mapping[str, str],
+    control: Control,
+    cancels: CancelFiles,
+) -> Future[Any]:
+    """A future of a command call's outcome, the same mapping a python tool's call gives.
+
+    The outcome future carries the Parsl call as ``.call`` (its attempts,
+    and why a lost call was lost).
+    """
+    meta, stdout, stderr = files['meta'], files['out_file'], files['err_file']
+    result: Future[Any] = Future()
+    result.call = app_future  # type: ignore[attr-defined]
+
+    def settle(done: Future[Any]) -> None:
+        if result.done():
+            return
+        if done.cancelled():
+            result.cancel()
+            return
+        if interchange_loss(done.exception()) is not None:
+            # No outcome to read: the call runs again on a new DFK.
+            result.set_exception(done.exception())  # type: ignore[arg-type]
+            return
+        try:
+            value = outcome_of(done)
+        except Exception as e:
+            # The call must still be answered: a result saying why, not a hang.
+            logger.exception('cannot read the outcome of command tool %s', name)
+            if not result.done():
+                result.set_exception(e)
+            return
+        if not result.done():
+            result.set_result(value)
+
+    def outcome_of(done: Future[Any]) -> dict[str, Any]:
+        error = done.exception()
+        finished = None if error is not None else outcome(done)
+        if error is not None:
+            stop = cancels.stopped(control)
+        elif finished['status'] in STOP_ERROR_TYPES:
+            stop = (finished['status'], finished['error_message'])
+        else:
+            stop = None
+        value = command_outcome(name, meta, stdout, stderr, finished=finished, error=error)
+        if stop is not None:
+            value.update(
+                ok=False,
+                value=None,
+                status=stop[0],
+                error_type=STOP_ERROR_TYPES[stop[0]],
+                error_message=stop[1],
+            )
+        return value
+
+    # A cancelled outcome (its action was cancelled) leaves the Parsl call
+    # alone: a submitted call cannot be cancelled; calls stop through
+    # their cancel files (actors.worker.control).
+    app_future.add_done_callback(settle)
+    return result

@@ -1,4 +1,4 @@
-"""Per-call MPI resources and the Director's node admission control.
+"""Per-call MPI resources: what an MPI call asks for, checked against its partition.
 
 Parsl's MPI mode (``MPIExecutor``) hands each task a set of whole nodes, but
 it has traps that must never reach users:
@@ -10,16 +10,14 @@ it has traps that must never reach users:
   ``RecursionError`` kills the result thread, losing results.
 
 So the Director checks every request against its partition before anything
-is submitted ([`resolve_resources`][actors.tools.resources.resolve_resources]) and hands
-Parsl a call only when its nodes are free ([`NodeAdmission`][actors.tools.resources.NodeAdmission]):
-Parsl's own backlog then stays empty.
+is submitted ([`resolve_resources`][actors.tools.resources.resolve_resources])
+and hands Parsl a call only when its nodes are free
+([`NodeAdmission`][actors.director.admission.NodeAdmission]): Parsl's own
+backlog then stays empty.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -170,68 +168,3 @@ def resolve_resources(
                 f'more than {MAX_RANKS_PER_NODE}',
             )
     return MPIResources(num_nodes, per_node or 1, launcher_options)
-
-
-class NodeAdmission:
-    """Counts a partition's free nodes; admits MPI calls first come, first served.
-
-    A call waits until its nodes are free and no earlier call is still
-    waiting, so a large call is never starved by a stream of small ones.
-    Used from one event loop (the Director's actions).
-
-    Args:
-        total: Nodes of the partition.
-
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.free = total
-        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    @property
-    def waiting(self) -> int:
-        """Calls waiting for nodes."""
-        return len(self._waiting)
-
-    async def acquire(self, nodes: int) -> None:
-        """Wait until ``nodes`` nodes are free and no earlier call waits, then take them.
-
-        Raises:
-            ConfigurationError: If ``nodes`` can never fit.
-
-        """
-        if not 1 <= nodes <= self.total:
-            raise ConfigurationError(
-                f'cannot reserve {nodes} node(s) of a {self.total}-node partition',
-            )
-        if not self._waiting and nodes <= self.free:
-            self.free -= nodes
-            return
-        future = asyncio.get_running_loop().create_future()
-        entry = (nodes, future)
-        self._waiting.append(entry)
-        try:
-            await future
-        except BaseException:
-            if future.done() and not future.cancelled():
-                # Admitted just as the caller gave up: give the nodes back.
-                self.release(nodes)
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(entry)
-                self._wake()
-            raise
-
-    def release(self, nodes: int) -> None:
-        """Give back nodes of a call that finished."""
-        self.free += nodes
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiting and self._waiting[0][0] <= self.free:
-            nodes, future = self._waiting.popleft()
-            if future.done():
-                continue  # Cancelled while waiting.
-            self.free -= nodes
-            future.set_result(None)

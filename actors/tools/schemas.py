@@ -1,6 +1,7 @@
-"""JSON schemas of the tools and Director actions, for LLM tool calling.
+"""JSON schemas of the tools, for LLM tool calling.
 
-Each registered tool and each client-facing Director action becomes a
+Each registered tool (and, in ``actors.director.specs``, each client-facing
+Director action) becomes a
 [`FunctionSpec`][actors.tools.schemas.FunctionSpec]: its name, the description from
 its docstring, and a JSON schema of its parameters built from the signature's
 type hints (pydantic) and the docstring's ``Args:`` section
@@ -9,8 +10,8 @@ type hints (pydantic) and the docstring's ``Args:`` section
 
 [`to_openai`][actors.tools.schemas.to_openai] and [`to_mcp`][actors.tools.schemas.to_mcp]
 render a spec in OpenAI's function-calling and MCP's tool format;
-[`validate_call`][actors.tools.schemas.validate_call] checks a call's arguments
-against the schema (``jsonschema``) before anything is submitted.
+[`validate_arguments`][actors.tools.schemas.validate_arguments] checks a tool
+call's arguments against the schema (``jsonschema``) before anything is submitted.
 """
 
 from __future__ import annotations
@@ -30,16 +31,8 @@ import jsonschema
 import pydantic
 
 from actors.common.errors import ConfigurationError
-from actors.tools.registry import DEFAULT_TOOL
-from actors.tools.registry import TOOLS
 from actors.tools.registry import get_tool
 from actors.tools.resources import RESOURCE_SCHEMA
-
-Format = Literal['openai', 'mcp']
-FORMATS: tuple[str, ...] = ('openai', 'mcp')
-
-ACTIONS = ('md_sim', 'md_sim_batch', 'status')
-"""Director actions exported next to the tools (``call_tool`` is how tools are run)."""
 
 _SKIPPED_PARAMETERS = ('self', 'stdout', 'stderr')
 
@@ -62,7 +55,8 @@ class FunctionSpec:
     kind: Literal['tool', 'action'] = 'tool'
 
 
-def _description(doc: docstring_parser.Docstring, *, returns: bool = True) -> str:
+def describe_docstring(doc: docstring_parser.Docstring, *, returns: bool = True) -> str:
+    """A function's description for an LLM: summary, details and what it returns."""
     parts = [doc.short_description or '', doc.long_description or '']
     returns_text = doc.returns.description if doc.returns and returns else ''
     if returns_text:
@@ -105,13 +99,14 @@ def parameters_schema(func: Callable[..., Any]) -> dict[str, Any]:
     return _strip_titles(model.model_json_schema())
 
 
+@functools.cache
 def tool_spec(name: str) -> FunctionSpec:
     """The spec of one registered tool (with resource arguments for MPI tools)."""
     tool = get_tool(name)
     schema = parameters_schema(tool.func)
     schema['additionalProperties'] = False
     # A command tool's function returns its command line, not the call's value.
-    description = _description(
+    description = describe_docstring(
         docstring_parser.parse(tool.func.__doc__ or ''),
         returns=tool.kind == 'python',
     )
@@ -124,61 +119,6 @@ def tool_spec(name: str) -> FunctionSpec:
     elif tool.kind == 'command':
         description += '\n\nRuns as a command line on one worker slot.'
     return FunctionSpec(tool.name, description, schema, 'tool')
-
-
-def _action_spec(name: str) -> FunctionSpec:
-    from actors.director.agent import Director
-
-    method = getattr(Director, name)
-    func = getattr(method, '__wrapped__', method)
-    doc = docstring_parser.parse(func.__doc__ or '')
-    description = _description(doc)
-    if name == 'md_sim':
-        # ``**params`` are the chosen tool's parameters.
-        default = tool_spec(DEFAULT_TOOL).parameters
-        schema: dict[str, Any] = {
-            'type': 'object',
-            'properties': {
-                'tool': {
-                    'type': 'string',
-                    'enum': sorted(TOOLS),
-                    'description': f'Tool to run (default {DEFAULT_TOOL!r}); '
-                    "the other arguments are that tool's parameters.",
-                },
-                **default['properties'],
-            },
-            'additionalProperties': True,
-        }
-    else:
-        schema = parameters_schema(func)
-        schema['additionalProperties'] = False
-    return FunctionSpec(name, description, schema, 'action')
-
-
-@functools.cache
-def _specs() -> tuple[FunctionSpec, ...]:
-    return tuple(
-        [tool_spec(name) for name in sorted(TOOLS)] + [_action_spec(name) for name in ACTIONS],
-    )
-
-
-def function_specs() -> list[FunctionSpec]:
-    """Specs of every registered tool, then of the Director actions."""
-    return list(_specs())
-
-
-def get_spec(name: str) -> FunctionSpec:
-    """Look a spec up by function name.
-
-    Raises:
-        ConfigurationError: If nothing has that name.
-
-    """
-    for spec in _specs():
-        if spec.name == name:
-            return spec
-    names = ', '.join(spec.name for spec in _specs())
-    raise ConfigurationError(f'unknown tool {name!r}; available: {names}')
 
 
 def to_openai(spec: FunctionSpec) -> dict[str, Any]:
@@ -200,19 +140,6 @@ def to_mcp(spec: FunctionSpec) -> dict[str, Any]:
         'description': spec.description,
         'inputSchema': spec.parameters,
     }
-
-
-def export(fmt: str) -> list[dict[str, Any]]:
-    """Every spec rendered in ``fmt`` (``openai`` or ``mcp``).
-
-    Raises:
-        ConfigurationError: If the format is unknown.
-
-    """
-    if fmt not in FORMATS:
-        raise ConfigurationError(f'unknown schema format {fmt!r}; choose one of: openai, mcp')
-    render = to_openai if fmt == 'openai' else to_mcp
-    return [render(spec) for spec in _specs()]
 
 
 def _is_integer(_: Any, instance: Any) -> bool:
@@ -249,49 +176,36 @@ def parse_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dic
     return dict(arguments)
 
 
-def validate_call(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Check a call's arguments against its schema.
+def validate_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Check a tool call's arguments against the tool's schema.
 
     Returns:
         The arguments as a dictionary.
 
     Raises:
+        ConfigurationError: If ``name`` is not a registered tool, or naming
+            every bad argument and what is valid.
+
+    """
+    get_tool(name)
+    return check_against(tool_spec(name), parse_arguments(name, arguments))
+
+
+def check_against(spec: FunctionSpec, parsed: dict[str, Any]) -> dict[str, Any]:
+    """Check parsed arguments against ``spec``'s schema; returns them.
+
+    Raises:
         ConfigurationError: Naming every bad argument and what is valid.
 
     """
-    spec = get_spec(name)
-    parsed = parse_arguments(name, arguments)
-    if name == 'md_sim':
-        # ``md_sim``'s arguments are those of the tool it runs.
-        tool = parsed.get('tool', DEFAULT_TOOL)
-        if not isinstance(tool, str) or tool not in TOOLS:
-            raise ConfigurationError(
-                f'bad arguments for {name!r}: tool {tool!r} is not one of '
-                f'{", ".join(sorted(TOOLS))}',
-            )
-        rest = {k: v for k, v in parsed.items() if k != 'tool'}
-        validate_call(tool, rest)
-        return parsed
     errors = sorted(
         _Validator(spec.parameters).iter_errors(parsed),
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
         described = '; '.join(_describe(error) for error in errors)
-        raise ConfigurationError(f'bad arguments for {name!r}: {described}')
+        raise ConfigurationError(f'bad arguments for {spec.name!r}: {described}')
     return parsed
-
-
-def validate_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Like [`validate_call`][actors.tools.schemas.validate_call], for tools only.
-
-    Raises:
-        ConfigurationError: If ``name`` is not a registered tool or the
-            arguments do not match its schema.
-
-    """
-    get_tool(name)
-    return validate_call(name, arguments)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -1,0 +1,433 @@
+"""The DFK host: a Director's private DataFlowKernel, kept alive under it.
+
+The host starts the Director's DFK on its partition (and the MPI executor
+with the first MPI call), makes the executor apps calls go through, watches
+the interchanges and replaces the whole DFK when one dies (calls that must
+run again are parked until the new one is up), keeps the watchdog told about
+every Parsl process, and stops it all at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import threading
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+from parsl.dataflow.dflow import DataFlowKernel
+
+from actors.common.loop import call_soon
+from actors.common.loop import resolve
+from actors.execution.blocks import CLEANUP_TIMEOUT
+from actors.execution.blocks import LOST_CLEANUP_TIMEOUT
+from actors.execution.blocks import BlockDoctor
+from actors.execution.blocks import release_parsl
+from actors.execution.blocks import watch_parsl_processes
+from actors.execution.executor_app import Call
+from actors.execution.executor_app import ExecutorApp
+from actors.execution.interchange import InterchangeLost
+from actors.execution.interchange import InterchangeWatch
+from actors.execution.interchange import connected_managers
+from actors.execution.interchange import fail_executor
+from actors.execution.interchange import has_interchange
+from actors.execution.interchange import quiet_interchange_losses
+from actors.execution.watchdog import Watchdog
+from actors.job.partition import Partition
+from actors.site.parsl_config import build_config
+from actors.site.parsl_config import executor_label
+from actors.site.parsl_config import make_mpi_executor
+from actors.site.profile import SiteProfile
+from actors.worker.interrupt import run_command_interruptible
+from actors.worker.interrupt import run_interruptible
+from actors.worker.supervise import run_supervised
+
+logger = logging.getLogger(__name__)
+
+PARSL_RESTARTS = 3
+"""How many times a Director replaces a DFK whose interchange died."""
+
+WATCH_INTERVAL = 1.0
+"""Seconds between telling the watchdog about new (replacement) blocks."""
+
+INLINE_SUBMIT = 8
+"""Up to this many submits run on the event loop; more go to a thread."""
+
+Parked = tuple[Callable[[], None], Callable[[], None]]
+"""A call waiting for a replacement DFK: how to rerun it, and how to give up."""
+
+
+class DfkHost:
+    """Owns one Director's DataFlowKernel and keeps it running.
+
+    Args:
+        name: The Director's name (for logs).
+        partition: The nodes the DFK's workers run on.
+        profile: Site profile that says how to place them.
+        run_dir: The run directory (Parsl's files go to ``parsl/<name>``).
+        workers_per_node: Worker slots per node.
+        control_dir: The Director's cancel-file directory (exported to workers).
+        retries: Reruns of a call whose worker or pool was lost.
+        stopped_on_purpose: Whether a lost call was being stopped on purpose
+            (such calls are never rerun).
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        partition: Partition,
+        profile: SiteProfile,
+        run_dir: str,
+        *,
+        workers_per_node: int,
+        control_dir: str,
+        retries: int,
+        stopped_on_purpose: Callable[[Call], bool],
+    ) -> None:
+        self.name = name
+        self.partition = partition
+        self.profile = profile
+        self.run_dir = run_dir
+        self.workers_per_node = workers_per_node
+        self.control_dir = control_dir
+        self.retries = retries
+        self.watchdog = Watchdog()
+        self._stopped_on_purpose = stopped_on_purpose
+        self._label = executor_label(partition)
+        self._parsl_dir = pathlib.Path(run_dir, 'parsl', name)
+        self._dfk: DataFlowKernel | None = None
+        self.app: ExecutorApp | None = None
+        self.supervised_app: ExecutorApp | None = None
+        self.command_app: ExecutorApp | None = None
+        self.mpi_app: ExecutorApp | None = None
+        self._mpi_starting = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._interchanges: InterchangeWatch | None = None
+        self._parked: list[Parked] = []
+        self._lost_dfks: set[DataFlowKernel] = set()
+        self._replacing = 0
+        self._replacements: set[asyncio.Task[None]] = set()
+        self._replace_lock = asyncio.Lock()
+        self.restarts = 0
+        self._broken: InterchangeLost | None = None
+        self._stopping = False
+
+    @property
+    def started(self) -> bool:
+        """Whether a DFK is up (or being replaced)."""
+        return self._dfk is not None
+
+    @property
+    def executor(self) -> Any:
+        """The worker pools' executor of the current DFK."""
+        assert self._dfk is not None, 'the DFK has not started'
+        return self._dfk.executors[self._label]
+
+    async def start(self) -> None:
+        """Start the watchdog and the first DFK (releasing what started if it fails)."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.watchdog.start)
+        await self._start_parsl(self.watchdog)
+
+    async def _start_parsl(self, watchdog: Watchdog | None) -> None:
+        """Start a private DataFlowKernel for the partition and make its apps.
+
+        Args:
+            watchdog: Released if the start fails (``None`` on a replacement:
+                the Director goes on).
+
+        """
+        config = build_config(
+            self.partition,
+            self.profile,
+            self._parsl_dir,
+            workers_per_node=self.workers_per_node,
+            control_dir=self.control_dir,
+        )
+        try:
+            # Creating a DFK starts the interchange and waits on it: keep it off
+            # the event loop that other Directors may share.
+            dfk = await asyncio.to_thread(DataFlowKernel, config)
+        except BaseException:
+            # Executors started before the failure keep their interchanges.
+            await asyncio.to_thread(release_parsl, watchdog, config.executors)
+            raise
+        quiet_interchange_losses()
+        self._interchanges = InterchangeWatch(self._interchange_lost)
+        self._interchanges.watch(dfk.executors[self._label])
+        self.app = self._executor_app(dfk, self._label, run_interruptible)
+        self.supervised_app = self._executor_app(dfk, self._label, run_supervised)
+        self.command_app = self._executor_app(dfk, self._label, run_command_interruptible)
+        # The MPI executor starts again with the first MPI call on this DFK.
+        self.mpi_app = None
+        self._dfk = dfk
+
+    def _executor_app(
+        self,
+        dfk: DataFlowKernel,
+        label: str,
+        func: Callable[..., bytes],
+    ) -> ExecutorApp:
+        """Calls of ``func`` straight to ``dfk``'s executor ``label``."""
+        return ExecutorApp(
+            dfk.executors[label],
+            dfk.submitter_lock,
+            func,
+            retries=self.retries,
+            stopped_on_purpose=self._stopped_on_purpose,
+        )
+
+    def refusal(self, mpi: bool) -> InterchangeLost | None:
+        """Why no call can go to Parsl now (its DFK is lost or being replaced), if so."""
+        if self._broken is not None:
+            return self._broken
+        if self._replacing or (mpi and self.mpi_app is None):
+            return InterchangeLost(f'{self.name}: its DataFlowKernel is being replaced')
+        return None
+
+    # A lost interchange: replace the DFK, park the calls that run again.
+
+    def _interchange_lost(self, executor: Any, error: InterchangeLost) -> None:
+        """An interchange died (on its watch thread): rerun its calls on a new DFK.
+
+        The calls it held fail at once (Parsl would wait for them forever);
+        the call runner parks each one that may run again until the
+        replacement DFK is up. The whole DFK is replaced, also when only the
+        MPI executor's interchange died: the simplest state to reason about.
+        """
+        with self._lock:
+            dfk = self._dfk
+            if dfk is None or dfk in self._lost_dfks or executor not in dfk.executors.values():
+                return
+            self._lost_dfks.add(dfk)
+            stopping, broken = self._stopping, self._broken is not None
+            replace = not stopping and not broken and self.restarts < PARSL_RESTARTS
+            if replace:
+                self.restarts += 1
+                self._replacing += 1
+            elif not broken:
+                self._broken = error
+        # Failed (and their commands unblocked) before the replacement releases them.
+        # A list: an MPI executor may be joining the DFK on another thread.
+        for each in list(dfk.executors.values()):
+            if has_interchange(each):
+                try:
+                    fail_executor(each, error)
+                except Exception:
+                    logger.exception('%s: failing executor %s failed', self.name, each.label)
+        if replace:
+            assert self._loop is not None
+            call_soon(self._loop, self._begin_replacement, dfk, error)
+        else:
+            reason = (
+                'the Director is stopping'
+                if stopping
+                else 'an earlier replacement failed'
+                if broken
+                else f'it was replaced {PARSL_RESTARTS} times already'
+            )
+            logger.error('%s: %s; not replaced: %s', self.name, error, reason)
+            self.give_up_parked()
+
+    def _begin_replacement(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        if self._stopping:
+            # Shutdown began after the loss was reported: no new DFK.
+            with self._lock:
+                self._replacing -= 1
+                self._broken = self._broken or error
+            self.give_up_parked()
+            return
+        # Not a background task: shutdown waits for it rather than cancel it,
+        # since a DFK that starts after a cancel would never be stopped.
+        task = asyncio.create_task(self._replace_parsl(lost, error))
+        self._replacements.add(task)
+        task.add_done_callback(self._replacements.discard)
+
+    async def _replace_parsl(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        """Stop the DFK whose interchange died, start a new one, rerun the parked calls."""
+        # One at a time: a replacement DFK can die while the one before is released.
+        async with self._replace_lock:
+            logger.warning(
+                '%s: %s; starting a new DataFlowKernel (replacement %d of at most %d)',
+                self.name,
+                error,
+                self.restarts,
+                PARSL_RESTARTS,
+            )
+            assert self._interchanges is not None
+            self._interchanges.release()
+            started, released = await asyncio.gather(
+                self._start_parsl(None),
+                self._release_lost(lost),
+                return_exceptions=True,
+            )
+        if isinstance(released, BaseException):
+            logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
+        failed = isinstance(started, BaseException)
+        with self._lock:
+            self._replacing -= 1
+            if failed:
+                self._broken = self._broken or error
+            # Another replacement still to come takes the parked calls.
+            parked = [] if failed or self._replacing else self._parked
+            if parked:
+                self._parked = []
+        if failed:
+            logger.error('%s: cannot start a new DataFlowKernel: %s', self.name, started)
+            self.give_up_parked()
+            return
+        logger.warning('%s: new DataFlowKernel up; rerunning %d call(s)', self.name, len(parked))
+        reruns = [rerun for rerun, _ in parked]
+        if len(reruns) <= INLINE_SUBMIT:
+            run_each(reruns)
+        else:
+            # Thousands of submits would hold the event loop.
+            await asyncio.to_thread(run_each, reruns)
+
+    async def _release_lost(self, lost: DataFlowKernel) -> None:
+        """Stop a lost DFK's executors and processes (its cleanup gets a short time)."""
+        # An MPI executor still joining it finishes first: shutting it down
+        # mid-start would close its command socket under its start-up command.
+        async with self._mpi_starting:
+            pass
+        await asyncio.to_thread(
+            release_parsl,
+            None,
+            list(lost.executors.values()),
+            lost.cleanup,
+            cleanup_timeout=LOST_CLEANUP_TIMEOUT,
+        )
+
+    def park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
+        """Rerun a call of a lost interchange on the next DFK; False if there is none."""
+        with self._lock:
+            if self._broken is not None:
+                return False
+            if self._replacing:
+                self._parked.append((rerun, give_up))
+                return True
+        # The replacement is already up (this call failed after it started).
+        rerun()
+        return True
+
+    def give_up_parked(self) -> None:
+        """Answer every parked call with its loss (no DFK will run it)."""
+        with self._lock:
+            parked, self._parked = self._parked, []
+        for _, give_up in parked:
+            give_up()
+
+    async def replacement_up(self) -> bool:
+        """Wait for the DFK that replaces a lost one; False if none will come."""
+        loop = asyncio.get_running_loop()
+        up: asyncio.Future[bool] = loop.create_future()
+        parked = self.park(
+            lambda: call_soon(loop, resolve, up, True),
+            lambda: call_soon(loop, resolve, up, False),
+        )
+        return parked and await up
+
+    # The MPI executor.
+
+    async def start_mpi(self) -> None:
+        """Add the MPI executor to the DFK on the first MPI call.
+
+        Not at start-up: an idle interchange polls its sockets, and every
+        Director would pay for one whether or not it runs MPI tools.
+        """
+        async with self._mpi_starting:
+            # While the DFK is replaced the call is refused (see refusal) and waits.
+            if self.mpi_app is not None or self._replacing:
+                return
+            dfk = self._dfk
+            assert dfk is not None, 'Director has not started'
+            executor = make_mpi_executor(
+                self.partition,
+                self.profile,
+                self._parsl_dir.resolve(),
+                self.control_dir,
+            )
+            logger.info('%s: starting the MPI executor for its first MPI call', self.name)
+            try:
+                await asyncio.to_thread(dfk.add_executors, [executor])
+            except Exception:
+                # Failed along with the DFK it was joining (its start-up command
+                # was unblocked): the call waits for the new DFK.
+                if self._dfk is dfk and not self._replacing:
+                    raise
+                logger.info('%s: the MPI executor started on a lost DFK', self.name)
+            if self._dfk is not dfk or self._replacing:
+                # Lost while it started: it goes (the call waits for the new DFK).
+                await asyncio.to_thread(release_parsl, None, [executor])
+                return
+            assert self._interchanges is not None
+            self._interchanges.watch(executor)
+            self.mpi_app = self._executor_app(dfk, executor.label, run_command_interruptible)
+
+    # Watching, status and shutdown.
+
+    async def watch(self) -> None:
+        """Keep the watchdog told about the interchange and every block (until cancelled)."""
+        doctor, doctored = BlockDoctor(), None
+        while self._dfk is not None:
+            executor = self.executor
+            if executor is not doctored:
+                # A replacement DFK's blocks are numbered from 0 again.
+                doctor, doctored = BlockDoctor(), executor
+            try:
+                # Every executor's processes: the MPI executor has an interchange
+                # and a block of its own.
+                for each in list(self._dfk.executors.values()):
+                    await asyncio.to_thread(watch_parsl_processes, self.watchdog, each)
+                # A lost interchange never answers: not asked, or not waited for.
+                managers = await connected_managers(executor)
+                if managers is not None:
+                    await asyncio.to_thread(doctor.check, executor, managers)
+            except Exception:
+                logger.exception('%s: checking the Parsl processes failed', self.name)
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    async def managers(self) -> list[dict[str, Any]]:
+        """The worker pools connected now (none while the interchange is lost)."""
+        if self._dfk is None:
+            return []
+        return await connected_managers(self.executor) or []
+
+    async def begin_stop(self) -> None:
+        """From now on no DFK is replaced; wait for a replacement under way, give up the parked."""
+        # Before any await: an interchange lost from now on is not replaced.
+        self._stopping = True
+        # A replacement under way finishes (a DFK started after a cancel would leak).
+        while self._replacements:
+            await asyncio.gather(*list(self._replacements), return_exceptions=True)
+        # No replacement DFK will come after this: answer what waits for one.
+        with self._lock:
+            self._broken = self._broken or InterchangeLost('the Director stopped')
+        self.give_up_parked()
+
+    async def stop(self) -> None:
+        """Stop the DFK, its executors and every Parsl process left, then the watchdog."""
+        dfk, self._dfk = self._dfk, None
+        if dfk is None:
+            return
+        executors: Sequence[Any] = list(dfk.executors.values())
+        lost = any(getattr(e, 'bad_state_is_set', False) for e in executors)
+        if self._interchanges is not None:
+            self._interchanges.release()
+        await asyncio.to_thread(
+            release_parsl,
+            self.watchdog,
+            executors,
+            dfk.cleanup,
+            cleanup_timeout=LOST_CLEANUP_TIMEOUT if lost else CLEANUP_TIMEOUT,
+        )
+
+
+def run_each(callables: Sequence[Callable[[], None]]) -> None:
+    """Call each of ``callables`` in turn."""
+    for each in callables:
+        each()

@@ -1,0 +1,143 @@
+"""The Director's ledger: journal, call keys, counters and throughput.
+
+Everything a Director knows about its calls' results lives here: the journal
+they are committed to before anyone is answered, the final results by key
+(so that a resent or resumed key is answered without running again), the
+keyed calls still running (a twin sent meanwhile shares their answer), the
+calls in flight, and the done/failed counts and recent throughput that
+``status()`` reports.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from actors.common.results import CallResult
+from actors.director.rate import RateMeter
+from actors.store.journal import FINAL_STATUSES
+from actors.store.journal import Durable
+from actors.store.journal import Journal
+from actors.store.journal import SyncMode
+from actors.store.journal import final_by_key
+from actors.store.journal import journal_path
+from actors.store.journal import read_journal
+
+
+class Ledger:
+    """One Director's record of its calls (thread-safe).
+
+    Args:
+        name: The Director's name (its journal's file name).
+        sync: When journal commits are fsync'ed.
+
+    """
+
+    def __init__(self, name: str, sync: SyncMode) -> None:
+        self.name = name
+        self.sync = sync
+        self.rate = RateMeter()
+        self._journal: Journal | None = None
+        self._final: dict[str, dict[str, Any]] = {}
+        self._keyed: dict[str, Future[CallResult]] = {}
+        self._in_flight: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._done = 0
+        self._failed = 0
+
+    def open(self, run_dir: str) -> None:
+        """Read the journal's final results and open it for appending (blocking)."""
+        path = journal_path(run_dir, self.name)
+        self._final = final_by_key(list(read_journal(path)))
+        self._journal = Journal(path, sync=self.sync)
+
+    def close(self) -> None:
+        """Commit what is queued and close the journal."""
+        if self._journal is not None:
+            self._journal.close()
+
+    # Results by key.
+
+    def replayed(self, call_key: str) -> CallResult | None:
+        """The journaled final result of ``call_key``, if there is one."""
+        record = self._final.get(call_key)
+        return None if record is None else CallResult.from_dict(record)
+
+    def running(self, call_key: str) -> Future[CallResult] | None:
+        """The answer of the running call with ``call_key``, if one runs."""
+        with self._lock:
+            return self._keyed.get(call_key)
+
+    def claim(self, call_key: str | None, out: Future[CallResult]) -> None:
+        """Calls with this key share ``out`` until it is answered."""
+        if call_key is not None:
+            with self._lock:
+                self._keyed[call_key] = out
+            out.add_done_callback(lambda _: self._forget(call_key, out))
+
+    def _forget(self, call_key: str, out: Future[CallResult]) -> None:
+        with self._lock:
+            if self._keyed.get(call_key) is out:
+                del self._keyed[call_key]
+
+    def remember(self, result: CallResult) -> None:
+        """A journaled final result answers later calls with its key."""
+        if result.call_key and result.status in FINAL_STATUSES:
+            self._final[result.call_key] = result.to_dict()
+
+    # The journal.
+
+    def write(self, result: CallResult, durable: Durable, *, urgent: bool = True) -> None:
+        """Queue ``result`` for the journal; ``durable`` runs once it is committed."""
+        assert self._journal is not None, 'the ledger is not open'
+        self._journal.write(result, durable, urgent=urgent)
+
+    def flush(self) -> None:
+        """Commit what is queued now."""
+        if self._journal is not None:
+            self._journal.flush()
+
+    def answer(self, result: CallResult, out: Future[CallResult]) -> None:
+        """Resolve ``out`` with ``result`` once the journal has committed it."""
+
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                out.set_exception(error)
+                return
+            self.remember(result)
+            out.set_result(result)
+
+        self.write(result, durable)
+
+    # Calls in flight and counters.
+
+    def track(self, future: Future[Any]) -> None:
+        """A call was submitted."""
+        with self._lock:
+            self._in_flight.add(future)
+
+    def untrack(self, future: Future[Any]) -> None:
+        """A call left Parsl without being counted (it runs again, or is counted later)."""
+        with self._lock:
+            self._in_flight.discard(future)
+
+    def settled(self, future: Future[Any], ok: bool) -> None:
+        """Count a finished call (for ``status``) and forget it."""
+        with self._lock:
+            self._in_flight.discard(future)
+            if ok:
+                self._done += 1
+            else:
+                self._failed += 1
+        self.rate.record()
+
+    def in_flight(self) -> list[Future[Any]]:
+        """The calls submitted and not yet finished."""
+        with self._lock:
+            return list(self._in_flight)
+
+    def counts(self) -> tuple[int, int, int]:
+        """Calls in flight, done and failed."""
+        with self._lock:
+            return len(self._in_flight), self._done, self._failed

@@ -1,0 +1,242 @@
+"""The blocks of a Director's executors: watch their processes, replace and release them.
+
+``watch_parsl_processes`` tells the parent-death watchdog
+(``actors.execution.watchdog``) about the interchange and every block of an
+executor; ``release_parsl`` stops Parsl and whatever of it is left before
+letting the watchdog go; ``BlockDoctor`` replaces a block that lost all its
+worker pools. Both also stop a lost pool's orphans (``block_leftovers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pathlib
+from collections.abc import Callable
+from collections.abc import Iterable
+from concurrent.futures import wait
+from typing import Any
+
+import psutil
+
+from actors.common.processes import exited
+from actors.common.processes import wait_exited
+from actors.common.timing import STOP_GRACE
+from actors.execution.interchange import on_daemon_thread
+from actors.execution.watchdog import Watchdog
+from actors.execution.watchdog import reap
+from actors.execution.watchdog import targets
+
+logger = logging.getLogger(__name__)
+
+CLEANUP_TIMEOUT = 60.0
+"""Seconds ``DataFlowKernel.cleanup`` may take before what is left of Parsl is stopped by hand."""
+
+
+LOST_CLEANUP_TIMEOUT = 5.0
+"""The same for a DFK whose interchange died: its cleanup can block forever (see
+``InterchangeWatch``), so it gets only long enough to stop its other executors."""
+
+
+def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
+    """An HTEX's live interchange and block process trees, and the blocks' process groups."""
+    trees: set[int] = set()
+    groups: set[int] = set()
+    interchange = getattr(executor, 'interchange_proc', None)
+    if interchange is not None and interchange.poll() is None:
+        trees.add(interchange.pid)
+    provider = getattr(executor, 'provider', None)
+    for job in list(getattr(provider, 'resources', {}).values()):
+        pid = job.get('remote_pid')
+        if not pid:
+            continue
+        trees.add(int(pid))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            groups.add(os.getpgid(int(pid)))
+    return trees, groups
+
+
+def block_names(executor: Any, job_ids: Iterable[str] | None = None) -> set[str]:
+    """The ``JOBNAME`` of an executor's blocks (all it ever started, or ``job_ids``'s).
+
+    ``LocalProvider`` exports it in each block's script, named after the script.
+    """
+    resources = getattr(getattr(executor, 'provider', None), 'resources', {})
+    wanted = list(resources) if job_ids is None else list(job_ids)
+    names = set()
+    for job_id in wanted:
+        script = resources.get(job_id, {}).get('script_path')
+        if script:
+            names.add(pathlib.Path(script).stem)
+    return names
+
+
+def block_leftovers(names: Iterable[str]) -> list[psutil.Process]:
+    """Running processes of this user that the blocks named ``names`` started.
+
+    A worker pool that dies (killed, out of memory) orphans its
+    ``multiprocessing`` helpers, the manager server and the resource tracker:
+    they leave every process tree and group Parsl knows of and would live
+    until the batch job ends. Only their environment still names their block.
+    """
+    names = set(names)
+    if not names:
+        return []
+    uid, me = os.getuid(), os.getpid()
+    found = []
+    for proc in psutil.process_iter(['uids']):
+        uids = proc.info['uids']
+        if proc.pid == me or uids is None or uids.real != uid:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get('JOBNAME') in names and not exited(proc):
+                found.append(proc)
+    return found
+
+
+def _processes_of(executors: Iterable[Any]) -> tuple[set[int], set[int]]:
+    """Trees and process groups of every executor, never the Director's own group."""
+    trees: set[int] = set()
+    groups: set[int] = set()
+    for executor in executors:
+        more_trees, more_groups = parsl_processes(executor)
+        trees |= more_trees
+        groups |= more_groups
+    groups.discard(os.getpgid(0))
+    return trees, groups
+
+
+def watch_parsl_processes(watchdog: Watchdog, executor: Any) -> None:
+    """Tell ``watchdog`` about an HTEX's interchange and its blocks' processes."""
+    trees, groups = parsl_processes(executor)
+    watchdog.watch(trees=sorted(trees), groups=sorted(groups))
+
+
+def release_parsl(
+    watchdog: Watchdog | None,
+    executors: Iterable[Any],
+    cleanup: Callable[[], Any] | None = None,
+    settle: float = STOP_GRACE,
+    cleanup_timeout: float = CLEANUP_TIMEOUT,
+) -> int:
+    """Stop Parsl, make sure none of its processes is left, then release ``watchdog``.
+
+    ``DataFlowKernel.cleanup`` shuts the executors down one after another and
+    stops at the first error: an executor after it (the MPI executor) would
+    keep its interchange. Whatever of ``executors`` still runs after
+    ``cleanup`` (or, when it is ``None``, after a failed start) is stopped
+    here, before the watchdog lets go.
+
+    Processes of the executors' blocks that no tree or group holds any more
+    (``block_leftovers``) go the same way.
+
+    A successful ``cleanup`` does not wait for the blocks: ``LocalProvider.cancel``
+    sends SIGTERM to each block's process group and returns. ``mpiexec`` then
+    passes the signal on to its proxies, which stop the worker pools, and exits
+    after them, tens of milliseconds later. The processes of the executors
+    (taken before ``cleanup``, while the block's process tree is whole) are
+    given ``settle`` seconds to exit on their own; only what still runs after
+    that is stopped here (SIGTERM, then SIGKILL) and logged as a warning.
+
+    ``cleanup`` runs on a daemon thread and gets ``cleanup_timeout`` seconds:
+    with a dead interchange it blocks forever (see ``InterchangeWatch``), and
+    the Director must still stop what is left and exit.
+
+    Args:
+        watchdog: The Director's parent-death watchdog; ``None`` when the
+            Director goes on with another DFK (nothing to release then).
+        executors: Every executor of the DFK (or of the config it failed on).
+        cleanup: ``dfk.cleanup``, if there is a DFK.
+        settle: Seconds the processes get to exit after a successful ``cleanup``.
+        cleanup_timeout: Seconds ``cleanup`` may take.
+
+    Returns:
+        How many leftover processes had to be stopped here.
+
+    """
+    executors = list(executors)
+    stopped = 0
+    before: list[psutil.Process] = []
+    cleaned = False
+    try:
+        if cleanup is not None:
+            before = targets(*_processes_of(executors))
+            _bounded(cleanup, cleanup_timeout)
+            cleaned = True
+    except Exception:
+        logger.exception('Parsl cleanup failed; stopping what is left of its processes')
+    finally:
+        trees, groups = _processes_of(executors)
+        names = set().union(*(block_names(e) for e in executors))
+        if cleaned:
+            before = wait_exited(
+                [*before, *targets(trees, groups), *block_leftovers(names)], timeout=settle
+            )
+        else:
+            before = block_leftovers(names)
+        stopped = reap(trees, groups, grace=STOP_GRACE, also=before)
+        if stopped:
+            logger.warning('stopped %d Parsl process(es) that outlived cleanup', stopped)
+        if watchdog is not None:
+            watchdog.stop()
+    return stopped
+
+
+def _bounded(function: Callable[[], Any], timeout: float) -> None:
+    """Run ``function`` on a daemon thread; raise if it fails or takes over ``timeout`` s."""
+    outcome = on_daemon_thread(function, 'parsl-cleanup')
+    if not wait([outcome], timeout).done:
+        raise TimeoutError(f'Parsl cleanup did not finish within {timeout:.0f}s')
+    outcome.result()
+
+
+class BlockDoctor:
+    """Replace a block whose worker pools were all lost.
+
+    When a pool dies, ``mpiexec`` (and so the block's job) can live on,
+    waiting for the pool's orphaned workers; the provider keeps reporting the
+    block as running and Parsl's strategy never replaces it. Once the
+    interchange has given up on every pool of a block (after
+    ``heartbeat_threshold``), the doctor cancels the block's job and kills
+    what is left of it; the strategy (``min_blocks=1``) then starts a new
+    block, and the lost calls' retries run there. A block that still has a
+    live pool keeps running: retries use the surviving pools.
+    """
+
+    def __init__(self) -> None:
+        self._had_managers: set[str] = set()
+
+    def check(self, executor: Any, managers: list[dict[str, Any]]) -> list[str]:
+        """Cancel blocks that lost every pool; returns their block IDs.
+
+        Args:
+            executor: The HTEX executor.
+            managers: Its ``connected_managers()`` (see ``ask_interchange``).
+
+        """
+        live = {str(m['block_id']) for m in managers if m.get('active', True)}
+        self._had_managers |= live
+        broken = []
+        for block_id, job_id in list(executor.blocks_to_job_id.items()):
+            status = executor._status.get(block_id)
+            if (
+                block_id in self._had_managers
+                and block_id not in live
+                and status is not None
+                and not status.terminal
+            ):
+                broken.append((block_id, job_id))
+        for block_id, job_id in broken:
+            logger.warning('block %s lost all its worker pools; replacing it', block_id)
+            self._had_managers.discard(block_id)
+            job = executor.provider.resources.get(job_id, {})
+            pid = job.get('remote_pid')
+            trees = {int(pid)} if pid else set()
+            groups: set[int] = set()
+            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+                groups.add(os.getpgid(int(pid)))
+            groups.discard(os.getpgid(0))
+            executor.provider.cancel([job_id])
+            reap(trees, groups, grace=1.0, also=block_leftovers(block_names(executor, [job_id])))
+        return [block_id for block_id, _ in broken]
