@@ -1,0 +1,143 @@
+"""The package's shape: no import cycles, lean worker imports, the public API."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import actors
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = pathlib.Path(actors.__file__).parent
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    found = {}
+    for path in ROOT.rglob('*.py'):
+        parts = list(path.relative_to(ROOT.parent).with_suffix('').parts)
+        if parts[-1] == '__init__':
+            parts.pop()
+        found['.'.join(parts)] = path
+    return found
+
+
+def _imports(path: pathlib.Path, modules: dict[str, pathlib.Path]) -> set[str]:
+    """Every actors module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f'{node.module}.{alias.name}' for alias in node.names]
+        for name in names:
+            if name in modules and name != 'actors':
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = _graph()
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for nxt in sorted(graph.get(name, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert not cycles, 'import cycles: ' + '; '.join(' -> '.join(c) for c in cycles)
+
+
+def _reachable(start: str, graph: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph.get(name, ()))
+    return seen
+
+
+@pytest.mark.parametrize(
+    'module',
+    [
+        'actors.worker.interrupt',
+        'actors.worker.supervise',
+        'actors.worker.run',
+        'actors.tools.mpi_tools',
+        'actors.execution.watchdog',
+    ],
+)
+def test_what_runs_in_workers_and_side_processes_imports_no_director_or_client(module: str):
+    reached = _reachable(module, _graph())
+    heavy = sorted(
+        name
+        for name in reached
+        if name.startswith(('actors.director', 'actors.client', 'actors.cli', 'actors.store'))
+    )
+    assert not heavy, f'{module} imports {heavy}'
+
+
+def test_a_worker_process_does_not_load_academy_or_the_director():
+    code = (
+        'import sys, actors.worker.interrupt, actors.worker.supervise; '
+        'print(sorted(m for m in sys.modules if m.startswith(("academy", "actors.director", '
+        '"actors.client"))))'
+    )
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.strip() == '[]'
+
+
+def test_the_public_api_comes_from_actors_alone():
+    for name in actors.__all__:
+        assert getattr(actors, name) is not None
+    for required in (
+        'Director',
+        'CallResult',
+        'DirectorStatus',
+        'launch_directors',
+        'wait_ready',
+        'call',
+        'simulated_nodes',
+        'read_nodefile',
+        'split_nodes',
+        'write_partitions',
+        'load_site',
+        'Dispatcher',
+        'ConfigurationError',
+    ):
+        assert required in actors.__all__
+    with pytest.raises(AttributeError, match='no attribute'):
+        _ = actors.not_a_name  # type: ignore[attr-defined]
+
+
+def test_modules_stay_small():
+    too_long = {
+        name: lines
+        for name, path in _modules().items()
+        if (lines := len(path.read_text().splitlines())) > 500
+    }
+    assert not too_long, too_long
