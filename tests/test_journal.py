@@ -212,3 +212,72 @@ def test_close_fsyncs_what_was_answered(tmp_path: pathlib.Path, monkeypatch: pyt
 def test_an_unknown_sync_mode_is_named(tmp_path: pathlib.Path):
     with pytest.raises(ValueError, match="'always' is not one of after-answer, before-answer, off"):
         Journal(tmp_path / 'j.jsonl', sync='always')  # type: ignore[arg-type]
+
+
+def _append_one(path: pathlib.Path, i: int) -> None:
+    journal = Journal(path, sync='before-answer')
+    try:
+        journal.submit(_result(i, call_key=f'k{i}')).result(timeout=5)
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize(
+    'tail',
+    [
+        b'{"call_id": "director-0-9", "status": "o',  # crash mid-write
+        '{"call_id": "x", "note": "caf\u00e9'.encode()[:-1],  # torn inside a character
+        b'\xff\xfe garbage',  # not UTF-8
+    ],
+)
+def test_a_torn_tail_is_cut_off_and_the_next_record_is_whole(
+    tmp_path: pathlib.Path,
+    tail: bytes,
+    caplog: pytest.LogCaptureFixture,
+):
+    path = tmp_path / 'director-0.jsonl'
+    path.write_bytes(encode(_result(0, call_key='k0')) + tail)
+    _append_one(path, 1)
+    records = list(read_journal(path))
+    assert [r['call_key'] for r in records] == ['k0', 'k1']
+    assert 'cut off a torn last line' in caplog.text
+    (kept,) = tmp_path.glob('director-0.jsonl.torn-*')
+    assert kept.read_bytes() == tail
+    assert kept.stat().st_mode & 0o077 == 0
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: pathlib.Path):
+    path = tmp_path / 'director-0.jsonl'
+    path.write_bytes(encode(_result(0, call_key='k0')).rstrip(b'\n'))
+    _append_one(path, 1)
+    assert [r['call_key'] for r in read_journal(path)] == ['k0', 'k1']
+    assert not list(tmp_path.glob('*.torn-*'))
+
+
+def test_bad_lines_in_the_middle_are_skipped_and_named(
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    path = tmp_path / 'director-0.jsonl'
+    path.write_bytes(
+        encode(_result(0, call_key='k0'))
+        + b'\xc3(\n'
+        + b'[1, 2]\n'
+        + b'[' * 5000
+        + b'\n'
+        + encode(_result(1, call_key='k1')),
+    )
+    assert [r['call_key'] for r in read_journal(path)] == ['k0', 'k1']
+    assert f'{path}:2 is not a complete record' in caplog.text
+    assert f'{path}:3 is not a complete record' in caplog.text
+
+
+def test_the_journal_is_private_whatever_the_umask(tmp_path: pathlib.Path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / 'journal' / 'director-0.jsonl'
+        _append_one(path, 0)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700

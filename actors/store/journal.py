@@ -27,6 +27,9 @@ from typing import get_args
 import orjson
 
 from actors.common.errors import ConfigurationError
+from actors.common.private import open_private
+from actors.common.private import private_dir
+from actors.common.private import write_private
 from actors.common.results import CallResult
 
 logger = logging.getLogger(__name__)
@@ -129,10 +132,11 @@ class Journal:
     ) -> None:
         self.sync = check_sync_mode(sync)
         self.path = pathlib.Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self.linger = linger
         self.max_group = max_group
-        self._file = open(self.path, 'ab')
+        recover_tail(self.path)
+        self._file = open_private(self.path, 'ab')
         self._queue: list[tuple[CallResult, Durable]] = []
         self._urgent = False
         self._busy = False
@@ -329,19 +333,95 @@ def encode(result: CallResult) -> bytes:
 def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record in one journal, oldest first.
 
-    A line cut short by a crash mid-write (only ever the last one) is skipped.
+    A line that is not a whole record is skipped with a warning that names
+    it: a line cut short by a crash mid-write (only ever the last one), bytes
+    that are not UTF-8, or anything that is not a JSON object. The records
+    around it are all read.
     """
     try:
-        text = pathlib.Path(path).read_text(encoding='utf-8')
+        data = pathlib.Path(path).read_bytes()
     except FileNotFoundError:
         return
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(data.split(b'\n'), 1):
         if not line.strip():
             continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning('%s:%d is not a complete record; ignoring it', path, number)
+        record = _decode(line)
+        if record is None:
+            logger.warning(
+                '%s:%d is not a complete record (%d bytes); ignoring it', path, number, len(line)
+            )
+            continue
+        yield record
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    """One journal line as a record, or ``None`` if it is not a whole one."""
+    try:
+        record = json.loads(line.decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recover_tail(path: str | os.PathLike[str]) -> int:
+    """Make a journal end with a whole line before anything is appended to it.
+
+    A crash, a full disk or a truncated copy can leave the last line torn:
+    the next record appended to it would join that line and be unreadable,
+    so a result answered to its caller would be missing from the journal.
+    A torn tail that is still a whole record just gets its newline; one that
+    is not is cut off (it was never answered: callers are answered only
+    after their line and its newline are written) and kept beside the
+    journal as ``<name>.torn-<unix time>`` for inspection.
+
+    Returns:
+        How many bytes were cut off (0 if the journal was whole).
+
+    """
+    path = pathlib.Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, 'rb+') as file:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b'\n':
+            return 0
+        # Read back from the end to the last newline: the torn line only.
+        start = _last_line_start(file, size)
+        file.seek(start)
+        tail = file.read()
+        if _decode(tail) is not None:
+            file.write(b'\n')
+            logger.warning('%s: its last record had no newline; added one', path)
+            return 0
+        keep = path.with_name(f'{path.name}.torn-{time.time():.0f}')
+        write_private(keep, tail)
+        file.truncate(start)
+        file.flush()
+        os.fsync(file.fileno())
+    logger.warning(
+        '%s: cut off a torn last line of %d bytes (not a whole record; kept in %s)',
+        path,
+        len(tail),
+        keep,
+    )
+    return len(tail)
+
+
+def _last_line_start(file: Any, size: int, chunk: int = 65536) -> int:
+    """Offset just after the last newline of ``file`` (0 if it has none)."""
+    end = size
+    while end > 0:
+        begin = max(0, end - chunk)
+        file.seek(begin)
+        found = file.read(end - begin).rfind(b'\n')
+        if found >= 0:
+            return begin + found + 1
+        end = begin
+    return 0
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
