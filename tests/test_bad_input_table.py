@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-import launch
+from actors.cli.main import main
 from actors.client.calls import call
 from actors.common.errors import ConfigurationError
 from actors.director.agent import Director
@@ -78,7 +78,7 @@ def test_bad_cli_input_is_one_clear_line(
 ):
     argv = [a.format(**files) for a in argv]
     with pytest.raises(SystemExit) as info:
-        launch.main([*argv, '--run-dir', str(tmp_path / 'run')] if '--resume' not in argv else argv)
+        main([*argv, '--run-dir', str(tmp_path / 'run')] if '--resume' not in argv else argv)
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

@@ -55,11 +55,11 @@ def test_module_level_imports_come_with_the_base_install():
     project = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']
     installed = _installed_by(project['dependencies'])
     providers = importlib.metadata.packages_distributions()
-    files = [REPO / 'launch.py', *sorted((REPO / 'actors').glob('*.py'))]
+    files = [REPO / 'launch.py', *sorted((REPO / 'actors').rglob('*.py'))]
     missing = {}
     for path in files:
         for module in _top_level_imports(path) - set(sys.stdlib_module_names) - {'actors'}:
             dists = {d.lower().replace('_', '-') for d in providers.get(module, [])}
             if module not in OPTIONAL and not dists & installed:
-                missing[f'{path.name}: import {module}'] = sorted(dists)
+                missing[f'{path.relative_to(REPO)}: import {module}'] = sorted(dists)
     assert not missing, f'`pip install .` does not install (add to dependencies): {missing}'

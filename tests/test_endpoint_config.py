@@ -21,7 +21,7 @@ from actors.site.endpoint import load_rendered
 from actors.site.endpoint import load_template
 from actors.site.endpoint import missing_interface
 from actors.site.endpoint import parse_assignments
-from actors.site.endpoint import render
+from actors.site.endpoint import render_template
 from actors.site.endpoint import validate_options
 from actors.site.profile import load_site
 from tests.conftest import REPO
@@ -65,7 +65,7 @@ def test_every_machine_has_a_profile_and_a_template():
 
 
 def _render(site: str, **extra) -> str:
-    return render(load_template(site), {**VALID, **extra})
+    return render_template(load_template(site), {**VALID, **extra})
 
 
 @pytest.mark.parametrize('site', sorted(EXPECTED))
@@ -92,7 +92,9 @@ def test_template_renders_and_loads_with_the_endpoint_loader(site):
 
 @pytest.mark.parametrize('site', sorted(EXPECTED))
 def test_defaults_fill_everything_but_the_account(site):
-    config = load_rendered(render(load_template(site), {'account': 'p1'}), address='127.0.0.1')
+    config = load_rendered(
+        render_template(load_template(site), {'account': 'p1'}), address='127.0.0.1'
+    )
     provider = config.engine.executor.provider
     assert provider.nodes_per_block == 2
     assert isinstance(provider.walltime, str)  # quoted: not YAML's sexagesimal int
@@ -185,7 +187,7 @@ HOSTILE = [
 def test_hostile_values_are_refused_by_the_schema(values, message):
     template = load_template('aurora')
     with pytest.raises(ConfigurationError, match=r'^aurora endpoint option') as info:
-        render(template, {'account': 'MyProj', **values})
+        render_template(template, {'account': 'MyProj', **values})
     assert message in str(info.value)
     reserved = next(iter(values)) in ('_GC', 'parent_config', 'mapped_identity')
     if not reserved:
@@ -203,7 +205,7 @@ def test_every_site_refuses_injection_in_every_string(site):
     for key in strings:
         for bad in ('a;b', '$(id)', '`id`', 'a\nb', 'a b', '../x'):
             with pytest.raises(ConfigurationError, match=f'{key}: '):
-                render(template, {'account': 'ok', key: bad})
+                render_template(template, {'account': 'ok', key: bad})
 
 
 def test_set_values_take_the_schema_types():

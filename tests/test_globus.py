@@ -13,6 +13,9 @@ import uuid
 import pytest
 from globus_compute_sdk.errors import TaskExecutionFailed
 
+from actors.cli.parser import build_parser
+from actors.cli.plan import plan_run
+from actors.cli.run import run
 from actors.client.calls import DirectorFailedError
 from actors.client.globus import ensure_logged_in
 from actors.client.globus import make_globus_executor
@@ -20,9 +23,6 @@ from actors.client.globus import require_academy_login
 from actors.common.errors import ConfigurationError
 from actors.job.partition import PartitionRequest
 from actors.job.partition import job_run_dir
-from launch import build_parser
-from launch import plan_run
-from launch import run
 from tests.compute_endpoint import EndpointTaskExecutor
 from tests.conftest import REPO
 
@@ -132,15 +132,16 @@ def test_a_remote_run_takes_the_same_work_flags_as_a_local_one(tmp_path, monkeyp
         *('--retries', '5', '--restarts', '3', '--timeout', '30', '--supervise'),
         *('--journal-sync', 'before-answer', '--quiet', '--iterations', '7'),
     )
-    assert (plan.retries, plan.restarts, plan.timeout, plan.supervise) == (5, 3, 30.0, True)
-    assert (plan.journal_sync, plan.progress, plan.iterations) == ('before-answer', False, 7)
-    assert plan.walltime.end is None
+    options = plan.director
+    assert (options.retries, plan.restarts, plan.timeout, options.supervise) == (5, 3, 30.0, True)
+    assert (options.journal_sync, plan.progress, plan.iterations) == ('before-answer', False, 7)
+    assert options.walltime.end is None
     start = time.time()
-    plan = _remote_plan('--walltime', '01:00:00', '--drain-margin', '45')
-    assert plan.walltime.end is not None
-    assert start + 3600 <= plan.walltime.end <= time.time() + 3600
-    assert plan.walltime.margin == 45
-    assert plan.journal_sync == 'after-answer'
+    options = _remote_plan('--walltime', '01:00:00', '--drain-margin', '45').director
+    assert options.walltime.end is not None
+    assert start + 3600 <= options.walltime.end <= time.time() + 3600
+    assert options.walltime.margin == 45
+    assert options.journal_sync == 'after-answer'
 
 
 def test_partition_requests_are_disjoint_and_job_unique(tmp_path):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from actors.cli.report import render
+from actors.cli.report import render_report
 from actors.client.calls import call
 from actors.common.errors import ConfigurationError
 from actors.director.rate import RateMeter
@@ -127,7 +127,7 @@ def test_report_draws_every_call(finished_run, tmp_path: pathlib.Path):
     assert width == 1200 and height > 400
     assert png.stat().st_size > 10_000
 
-    report = render(run_dir, tmp_path / 'again.png')
+    report = render_report(run_dir, tmp_path / 'again.png')
     assert report.bars == 24 and report.unplaced == 0
     # The Directors' journals are the source when the run has them.
     assert report.source == sorted((run_dir / 'journal').glob('*.jsonl'))
@@ -152,7 +152,7 @@ def test_report_prefers_the_journal(finished_run, tmp_path: pathlib.Path):
     lines = [json.dumps(r) for r in [*mine, lost]]
     # A writer killed mid-line leaves a torn last line; it is skipped.
     (journal / 'director-0.jsonl').write_text('\n'.join(lines) + '\n{"call_id": "dire')
-    report = render(copy)
+    report = render_report(copy)
     assert report.source == [journal / 'director-0.jsonl']
     assert report.bars == len(mine) and report.unplaced == 1
     assert set(report.utilization) == {0}
@@ -164,7 +164,7 @@ def test_report_falls_back_to_results_jsonl(finished_run, tmp_path: pathlib.Path
     copy = tmp_path / 'run'
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / 'journal')
-    report = render(copy)
+    report = render_report(copy)
     assert report.source == [copy / 'results.jsonl']
     assert report.bars == 24 and report.unplaced == 0
 
@@ -177,7 +177,7 @@ def test_report_bad_run_dir_is_one_clear_line(tmp_path: pathlib.Path):
     assert 'does not exist' in result.stderr
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ConfigurationError, match=r'no journal/\*\.jsonl and no results\.jsonl'):
-        render(tmp_path / 'empty')
+        render_report(tmp_path / 'empty')
 
 
 def _manifest(run_dir: pathlib.Path, exchange: str) -> None:

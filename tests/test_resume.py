@@ -7,14 +7,21 @@ import os
 import pathlib
 import signal
 import time
+import uuid
 
 import psutil
 import pytest
 
+from actors.cli.parser import build_parser
+from actors.cli.plan import plan_run
 from actors.common.timing import ORPHAN_BOUND
+from actors.director.options import DirectorOptions
 from actors.store.journal import read_run
+from actors.store.manifest import DirectorEntry
+from actors.store.manifest import RunManifest
 from tests.conftest import parsl_processes_of
 from tests.helpers import director_processes
+from tests.helpers import make_partitions
 from tests.helpers import resume_json
 from tests.helpers import start_launch
 
@@ -192,3 +199,37 @@ def _journals(proc: psutil.Process, run_dir: pathlib.Path, name: str) -> bool:
     """Whether ``proc`` holds the Director ``name``'s journal open."""
     journal = str(run_dir / 'journal' / f'{name}.jsonl')
     return any(f.path == journal for f in proc.open_files())
+
+
+def _recorded_run(run_dir: pathlib.Path, **fields) -> None:
+    """A manifest of a finished one-partition run, written without starting anything."""
+    (part,) = make_partitions(run_dir, nodes=1, partitions=1)
+    entry = DirectorEntry(partition=part, agent_uid=str(uuid.uuid4()), name='director-0')
+    RunManifest(str(run_dir), 'local', 'local', 'local', [entry], **fields).write()
+
+
+def _resume_plan(run_dir: pathlib.Path, *flags: str):
+    return plan_run(build_parser().parse_args(['--resume', str(run_dir), *flags]))
+
+
+def test_resume_takes_the_recorded_director_options(tmp_path: pathlib.Path):
+    recorded = DirectorOptions(workers_per_node=3, supervise=True, journal_sync='off')
+    _recorded_run(tmp_path, work={'iterations': 5}, director=recorded.to_record())
+    plan = _resume_plan(tmp_path, '--walltime', '01:00:00', '--retries', '4')
+    assert plan.iterations == 5
+    options = plan.director
+    assert (options.workers_per_node, options.supervise, options.journal_sync) == (3, True, 'off')
+    # The retries and the allocation are this command's.
+    assert options.retries == 4
+    assert options.walltime.end is not None
+    flags = ('--workers-per-node', '1', '--journal-sync', 'before-answer')
+    options = _resume_plan(tmp_path, *flags).director
+    assert (options.workers_per_node, options.journal_sync) == (1, 'before-answer')
+
+
+def test_resume_reads_director_options_of_an_older_manifest(tmp_path: pathlib.Path):
+    work = {'iterations': 2, 'workers_per_node': 2, 'supervise': True, 'journal_sync': 'off'}
+    _recorded_run(tmp_path, work=work)
+    options = _resume_plan(tmp_path).director
+    assert (options.workers_per_node, options.supervise, options.journal_sync) == (2, True, 'off')
+    assert options.walltime.end is None

@@ -29,7 +29,7 @@ REPORT_NAME = 'report.png'
 
 
 @dataclasses.dataclass(frozen=True)
-class Call:
+class ReportCall:
     """One call record placed on the timeline.
 
     Attributes:
@@ -124,16 +124,16 @@ def read_records(files: Iterable[pathlib.Path]) -> list[dict[str, Any]]:
     return records
 
 
-def place(records: Iterable[dict[str, Any]]) -> tuple[list[Call], int]:
+def place(records: Iterable[dict[str, Any]]) -> tuple[list[ReportCall], int]:
     """Calls that ran on a worker, and how many records did not."""
-    calls: list[Call] = []
+    calls: list[ReportCall] = []
     unplaced = 0
     for r in records:
         if r.get('node') is None or r.get('worker') is None or not r.get('end'):
             unplaced += 1
             continue
         calls.append(
-            Call(
+            ReportCall(
                 director=str(r['director']),
                 partition=int(r['partition']),
                 node=str(r['node']),
@@ -146,7 +146,7 @@ def place(records: Iterable[dict[str, Any]]) -> tuple[list[Call], int]:
     return calls, unplaced
 
 
-def partition_nodes(run_dir: pathlib.Path, calls: Sequence[Call]) -> dict[int, list[str]]:
+def partition_nodes(run_dir: pathlib.Path, calls: Sequence[ReportCall]) -> dict[int, list[str]]:
     """Each partition's nodes: from the manifest if there is one, else as seen."""
     nodes: dict[int, list[str]] = collections.defaultdict(list)
     if run_dir.joinpath(MANIFEST_NAME).is_file():
@@ -161,14 +161,14 @@ def partition_nodes(run_dir: pathlib.Path, calls: Sequence[Call]) -> dict[int, l
     return dict(sorted(nodes.items()))
 
 
-def utilization(calls: Sequence[Call], nodes: dict[int, list[str]]) -> dict[int, float]:
+def utilization(calls: Sequence[ReportCall], nodes: dict[int, list[str]]) -> dict[int, float]:
     """Busy slot-seconds / (slots x span) of each partition that ran calls.
 
     A partition's slots are its nodes times the most workers seen on one of
     its nodes (pools are uniform within a partition); its span runs from its
     first call start to its last call end.
     """
-    by_partition: dict[int, list[Call]] = collections.defaultdict(list)
+    by_partition: dict[int, list[ReportCall]] = collections.defaultdict(list)
     for call in calls:
         by_partition[call.partition].append(call)
     result: dict[int, float] = {}
@@ -183,7 +183,7 @@ def utilization(calls: Sequence[Call], nodes: dict[int, list[str]]) -> dict[int,
     return result
 
 
-def render(
+def render_report(
     run_dir: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
 ) -> Report:
@@ -254,7 +254,7 @@ def render(
 
 def _draw_gantt(
     ax: Any,
-    calls: Sequence[Call],
+    calls: Sequence[ReportCall],
     lanes: Sequence[tuple[str, int]],
     colors: dict[str, Any],
 ) -> tuple[int, float]:

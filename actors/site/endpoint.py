@@ -154,7 +154,7 @@ def _schema_message(error: Any) -> str:
     return f'{where}: {error.message}' if where else f'(all): {error.message}'
 
 
-def render(template: EndpointTemplate, options: Mapping[str, Any]) -> str:
+def render_template(template: EndpointTemplate, options: Mapping[str, Any]) -> str:
     """Validate ``options`` with the site's schema and render the template.
 
     Both steps are the endpoint's own ``render_config_user_template``, as the

@@ -1,9 +1,9 @@
 """The run manifest: what a run started, so later commands can find it.
 
 ``launch.py`` writes ``<run_dir>/manifest.json`` once the Directors are up:
-the exchange they listen on, the site, and each partition with its Director's
-Academy agent ID. Commands that re-attach to a run (``status``, ``--resume``)
-read it back.
+the exchange they listen on, the site, each partition with its Director's
+Academy agent ID, and the options the Directors run with. Commands that
+re-attach to a run (``status``, ``--resume``) read it back.
 """
 
 from __future__ import annotations
@@ -55,8 +55,13 @@ class RunManifest:
         executor: Where the Directors run (``local``, ``process``, ...).
         directors: One entry per partition.
         created: Unix time the manifest was written.
-        work: What the run was asked to do (iterations, duration, timeout,
-            workers per node, retries), so ``--resume`` can finish it.
+        work: What the client was asked to do (iterations, duration,
+            timeout), so ``--resume`` can finish it.
+        director: How the Directors ran
+            ([`DirectorOptions.to_record`][actors.director.options.DirectorOptions.to_record]),
+            so ``--resume`` starts new ones the same way. Empty in manifests
+            written before it was recorded (their ``work`` held
+            ``workers_per_node``, ``supervise`` and ``journal_sync``).
 
     """
 
@@ -67,6 +72,7 @@ class RunManifest:
     directors: list[DirectorEntry]
     created: float = dataclasses.field(default_factory=time.time)
     work: dict[str, Any] = dataclasses.field(default_factory=dict)
+    director: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def write(self) -> pathlib.Path:
         """Write atomically to ``<run_dir>/manifest.json``."""

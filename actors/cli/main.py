@@ -1,0 +1,142 @@
+"""``launch.py``'s entry point: a subcommand, or a run of Directors on the batch job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from globus_compute_sdk.errors import TaskExecutionFailed
+
+from actors.cli.output import render_campaign
+from actors.cli.output import render_json
+from actors.cli.output import render_tables
+from actors.cli.output import write_results
+from actors.cli.parser import build_parser
+from actors.cli.plan import RunPlan
+from actors.cli.plan import plan_run
+from actors.cli.run import run
+from actors.client.calls import DirectorFailedError
+from actors.common.errors import ConfigurationError
+from actors.common.results import CallResult
+
+if TYPE_CHECKING:
+    from actors.client.planner import CampaignReport
+
+SUBCOMMANDS: dict[str, str] = {
+    'endpoint-config': 'actors.cli.commands.endpoint_config',
+    'status': 'actors.cli.commands.status',
+    'report': 'actors.cli.commands.report',
+    'tools': 'actors.cli.commands.tools',
+}
+"""``launch.py NAME ...`` runs ``main(rest_of_argv)`` of module ``SUBCOMMANDS[NAME]``.
+
+No name runs the job. A subcommand's module is imported only when it runs,
+so a run does not load what only one subcommand needs (the endpoint templates
+with YAML and Jinja, matplotlib, the status query).
+"""
+
+_FAILURES = (DirectorFailedError, TimeoutError, OSError, ConnectionError)
+"""Errors that end a started run; its journals hold what finished, for --resume."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        command = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return command.main(argv[1:])
+    return run_job(argv)
+
+
+def run_job(argv: list[str]) -> int:
+    """``launch.py [FLAGS]``: plan the run, run it, write and print its results."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    )
+    try:
+        plan = plan_run(args)
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    start = time.time()
+    try:
+        on_start, on_directors = _announcer(plan, parser.prog), _counter(plan, parser.prog)
+        outcome = asyncio.run(run(plan, on_start=on_start, on_directors=on_directors))
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    except _FAILURES as e:
+        print(
+            f'{parser.prog}: failed: {type(e).__name__}: {e}; finished calls are in '
+            f'{plan.run_dir}/journal; finish with: {parser.prog} --resume {plan.run_dir}',
+            file=sys.stderr,
+        )
+        return 1
+    except TaskExecutionFailed as e:
+        # A Director on a Globus Compute endpoint raised; its last line names the error.
+        print(f'{parser.prog}: failed on the endpoint: {_last_line(e)}', file=sys.stderr)
+        return 1
+    wall = time.time() - start
+    return _report(args, plan, outcome, wall)
+
+
+def _report(
+    args: argparse.Namespace,
+    plan: RunPlan,
+    outcome: list[CallResult] | CampaignReport,
+    wall: float,
+) -> int:
+    """Write ``results.jsonl``, print the tables or JSON; 0 if every call succeeded."""
+    if isinstance(outcome, list):
+        campaign, results = None, outcome
+    else:
+        campaign, results = outcome, outcome.results
+    write_results(plan.run_dir, results)
+    if args.json:
+        print(render_json(plan, results, wall, campaign))
+    else:
+        render_tables(plan, results, wall)
+        if campaign is not None:
+            render_campaign(campaign)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _announcer(plan: RunPlan, prog: str) -> Callable[[], None]:
+    """Prints the run directory once the exchange is open."""
+
+    def announce() -> None:
+        # Before any call, so a client killed mid-run knows what to --resume.
+        # (Remote Directors keep their run dir and journals on the endpoint.)
+        if plan.executor != 'globus-compute':
+            print(f'{prog}: run dir {plan.run_dir}', file=sys.stderr, flush=True)
+
+    return announce
+
+
+def _counter(plan: RunPlan, prog: str) -> Callable[[int, int], None]:
+    """Says, for a resumed run, how many Directors were re-attached to and started."""
+
+    def count(n: int, kind: str) -> str:
+        return f'{n} {kind} Director{"" if n == 1 else "s"}'
+
+    def directors(attached: int, started: int) -> None:
+        if plan.manifest is not None:
+            said = [f're-attached to {count(attached, "running")}'] if attached else []
+            said += [f'started {count(started, "new")}'] if started else []
+            print(f'{prog}: {", ".join(said)}', file=sys.stderr, flush=True)
+
+    return directors
+
+
+def _last_line(error: TaskExecutionFailed) -> str:
+    """The last line of the remote traceback of a Globus Compute task."""
+    lines = error.remote_data.splitlines()
+    return next((line for line in reversed(lines) if line.strip()), '').strip()

@@ -1,0 +1,183 @@
+"""What a run leaves behind: its tables or JSON document, ``results.jsonl`` and the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
+
+from actors.cli.plan import RunPlan
+from actors.cli.report import RESULTS_NAME
+from actors.common.results import CallResult
+from actors.director.options import director_name
+from actors.job.partition import Partition
+from actors.store.manifest import DirectorEntry
+from actors.store.manifest import RunManifest
+
+if TYPE_CHECKING:
+    from actors.client.planner import CampaignReport
+
+PIPED_WIDTH = 140
+"""Console columns when stdout is not a terminal (Rich's fallback of 80 is too narrow)."""
+
+
+def write_results(run_dir: pathlib.Path, results: Sequence[CallResult]) -> pathlib.Path:
+    """Write the client's results to ``<run_dir>/results.jsonl``, one per line."""
+    path = run_dir / RESULTS_NAME
+    with open(path, 'w', encoding='utf-8') as out:
+        for result in results:
+            out.write(json.dumps(result.to_dict()) + '\n')
+    return path
+
+
+def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
+    """Record the run's Directors in ``<run_dir>/manifest.json``."""
+    RunManifest(
+        run_dir=str(plan.run_dir),
+        exchange=plan.exchange,
+        site=plan.profile.name,
+        executor=plan.executor,
+        directors=[
+            DirectorEntry(partition=p, agent_uid=str(h.agent_id.uid), name=director_name(p.index))
+            for p, h in zip(plan.partitions, handles, strict=True)
+            if isinstance(p, Partition)
+        ],
+        work={
+            'iterations': plan.iterations,
+            'duration': plan.duration,
+            'timeout': plan.timeout,
+        },
+        director=plan.director.to_record(),
+    ).write()
+
+
+def render_json(
+    plan: RunPlan,
+    results: Sequence[CallResult],
+    wall: float,
+    campaign: CampaignReport | None = None,
+) -> str:
+    """One JSON document with partitions and every result (and the campaign)."""
+    extra = {}
+    if campaign is not None:
+        report = campaign.to_dict()
+        report.pop('results')
+        extra['campaign'] = report
+    return json.dumps(
+        {
+            'run_dir': str(plan.run_dir),
+            'site': plan.profile.name,
+            'node_source': dataclasses.asdict(plan.source),
+            'wall_time': wall,
+            'partitions': [
+                {
+                    'index': p.index,
+                    'director': director_name(p.index),
+                    'nodes': list(p.nodes),
+                    'nodefile': p.nodefile,
+                }
+                for p in plan.partitions
+            ],
+            'results': [r.to_dict() for r in results],
+            **extra,
+        },
+        indent=2,
+    )
+
+
+def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> None:
+    """Print one table per Director and a summary line."""
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    console.print(
+        f'[bold]{len(plan.partitions)} Directors[/bold] on '
+        f'{sum(p.size for p in plan.partitions)} nodes '
+        f'({plan.source.kind}: {plan.source.detail}), site {plan.profile.name}, '
+        f'run dir {plan.run_dir}',
+    )
+    for partition in plan.partitions:
+        console.print(_director_table(partition, results))
+    failed = sum(not r.ok for r in results)
+    console.print(
+        f'{len(results)} calls, {len(results) - failed} ok, {failed} failed, wall time {wall:.2f}s',
+    )
+
+
+def _director_table(partition: Partition, results: Sequence[CallResult]) -> Any:
+    """The table of one Director's calls."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    director = director_name(partition.index)
+    rows = [r for r in results if r.director == director]
+    ok = sum(r.ok for r in rows)
+    span = (max(r.end for r in rows) - min(r.start for r in rows)) if rows else 0
+    table = Table(
+        title=(
+            f'{director}: partition {partition.index} '
+            f'{escape(str(list(partition.nodes)))} - {ok}/{len(rows)} ok, '
+            f'{span:.2f}s'
+        ),
+        title_justify='left',
+    )
+    for column in ('call', 'action', 'node', 'worker', 'start', 'wall'):
+        table.add_column(column, no_wrap=True)
+    table.add_column('result')
+    t0 = min((r.start for r in rows), default=0.0)
+    for r in rows:
+        table.add_row(
+            r.call_id,
+            r.action,
+            ','.join(r.nodes) if r.nodes else (r.node or '-'),
+            '-' if r.worker is None else str(r.worker),
+            f'+{r.start - t0:.2f}s',
+            f'{r.wall_time:.2f}s',
+            _outcome(r),
+        )
+    return table
+
+
+def _outcome(result: CallResult) -> str:
+    """A result cell: the energy, ``ok``, or the error in red."""
+    from rich.markup import escape
+
+    if result.ok and isinstance(result.value, dict) and 'energy' in result.value:
+        return f'energy={result.value["energy"]:.3f}'
+    if result.ok:
+        return 'ok'
+    return f'[red]{escape(f"{result.error_type}: {result.error_message}")}[/red]'
+
+
+def render_campaign(report: CampaignReport) -> None:
+    """Print the campaign's rounds and measured points."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    table = Table(title=f'campaign: temperature scan with {report.tool}', title_justify='left')
+    for column in ('T (K)', 'mean E_pot (eV/atom)', 'final T (K)', 'call', 'node'):
+        table.add_column(column, no_wrap=True)
+    for point in report.points:
+        final = point['final_temperature']
+        table.add_row(
+            f'{point["temperature"]:.0f}',
+            f'{point["mean_potential_energy"]:.4f}',
+            '-' if final is None else f'{final:.0f}',
+            point['call_id'],
+            point['node'] or '-',
+        )
+    console.print(table)
+    for entry in report.rounds:
+        temps = ', '.join(f'{t:.0f}' for t in entry['temperatures'])
+        console.print(f'round {entry["round"]}: {temps} K ({entry["reasons"][0]})')
+    if report.steepest:
+        steep = report.steepest
+        console.print(
+            f'steepest dE/dT: {steep["low"]:.0f}-{steep["high"]:.0f} K, '
+            f'{steep["dE_dT"] * 1000:.3f} meV/atom/K',
+        )

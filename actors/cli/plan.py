@@ -1,0 +1,340 @@
+"""Everything a run decides before any process starts: the [`RunPlan`][actors.cli.plan.RunPlan].
+
+[`plan_run`][actors.cli.plan.plan_run] checks the flags, finds the batch
+job's nodes and writes the partitions' nodefiles; a Globus Compute run
+leaves the nodes to the endpoint (``plan_remote_run``), and ``--resume``
+takes the partitions and the Directors' options from the earlier run's
+manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import time
+from typing import Any
+
+from actors.client.deploy import validate_executor
+from actors.client.exchange import validate_exchange
+from actors.common.errors import ConfigurationError
+from actors.director.options import DirectorOptions
+from actors.job.partition import NodeSource
+from actors.job.partition import Partition
+from actors.job.partition import PartitionRequest
+from actors.job.partition import discover_nodes
+from actors.job.partition import parse_sizes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.job.walltime import Walltime
+from actors.job.walltime import allocation_end
+from actors.site.profile import SiteProfile
+from actors.site.profile import load_site
+from actors.store.journal import DEFAULT_SYNC
+from actors.store.manifest import RunManifest
+
+REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
+"""Default parent of the Directors' run directory on a Globus Compute endpoint."""
+
+_LEGACY_OPTIONS = ('workers_per_node', 'supervise', 'journal_sync')
+"""Director options that manifests written before ``RunManifest.director`` kept in ``work``."""
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything decided before any process starts.
+
+    Attributes:
+        partitions: One partition per Director (a request on a Globus
+            Compute endpoint, resolved there).
+        source: Where the nodes came from.
+        profile: The site profile.
+        run_dir: This client's run directory (manifest, results).
+        iterations: Calls in each Director's ``md_sim_batch``.
+        duration: Seconds per mock MD call.
+        exchange: The Academy exchange spec.
+        executor: Where the Directors run.
+        endpoint: The Globus Compute endpoint UUID, if any.
+        director: How every Director runs.
+        restarts: Times a crashed Director is restarted.
+        timeout: Seconds each tool call may run (``None``: no limit).
+        manifest: The earlier run's manifest with ``--resume``.
+        director_run_dir: The Directors' run directory (on the endpoint
+            for a remote run; else ``run_dir``).
+        endpoint_config: Values for the endpoint's template.
+        campaign: Run the mock planner agent instead of the md_sim calls.
+        rounds: The campaign's refinement rounds.
+        steps: MD steps per campaign call.
+        tool: The campaign's MD tool.
+        progress: Show live progress bars on stderr.
+
+    """
+
+    partitions: list[Partition | PartitionRequest]
+    source: NodeSource
+    profile: SiteProfile
+    run_dir: pathlib.Path
+    iterations: int
+    duration: float
+    exchange: str
+    executor: str
+    endpoint: str | None
+    director: DirectorOptions = dataclasses.field(default_factory=DirectorOptions)
+    restarts: int = 1
+    timeout: float | None = None
+    manifest: RunManifest | None = None
+    director_run_dir: str = ''
+    endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    campaign: bool = False
+    rounds: int = 2
+    steps: int = 300
+    tool: str = 'ase_md'
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.director_run_dir = self.director_run_dir or str(self.run_dir)
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Validate the flags and lay out the run directory.
+
+    Raises:
+        ConfigurationError: On any bad value; nothing has started yet.
+
+    """
+    _check_flags(args)
+    walltime = Walltime(allocation_end(args.walltime), args.drain_margin)
+    if args.resume:
+        return _plan_resume(args, walltime)
+    executor = args.executor or 'local'
+    remote = executor == 'globus-compute'
+    exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
+    validate_executor(executor, exchange, args.endpoint)
+    profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
+    if remote:
+        # This machine's batch variables say nothing of the endpoint's job.
+        remote_walltime = walltime if args.walltime else Walltime(None, args.drain_margin)
+        return plan_remote_run(args, profile, exchange, remote_walltime)
+    if args.endpoint_options:
+        raise ConfigurationError(
+            '--set gives values to a Globus Compute endpoint template; use it with '
+            '--executor globus-compute --endpoint UUID',
+        )
+    nodes, source = discover_nodes(
+        nodes_file=args.nodes_file,
+        simulate=args.simulate_nodes,
+    )
+    sizes = parse_sizes(args.partition_sizes) if args.partition_sizes else None
+    parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
+    run_dir = pathlib.Path(
+        args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}',
+    ).resolve()
+    return RunPlan(
+        partitions=write_partitions(parts, run_dir),
+        source=source,
+        profile=profile,
+        run_dir=run_dir,
+        exchange=exchange,
+        executor=executor,
+        endpoint=args.endpoint,
+        **_work_options(args, walltime),
+    )
+
+
+def plan_remote_run(
+    args: argparse.Namespace,
+    profile: SiteProfile,
+    exchange: str,
+    walltime: Walltime,
+) -> RunPlan:
+    """Plan a run whose Directors start on a Globus Compute endpoint.
+
+    The job's nodes are only known there: each Director gets a
+    [`PartitionRequest`][actors.job.partition.PartitionRequest] and resolves its
+    slice from ``$PBS_NODEFILE``/``$SLURM_JOB_NODELIST`` on the lead node.
+
+    Raises:
+        ConfigurationError: On any bad value; nothing has been submitted yet.
+
+    """
+    if args.simulate_nodes is not None:
+        raise ConfigurationError(
+            '--simulate-nodes cannot be used with --executor globus-compute: the '
+            "Directors split the endpoint's batch job; give --partitions or --partition-sizes",
+        )
+    sizes = tuple(parse_sizes(args.partition_sizes)) if args.partition_sizes else None
+    count = None if sizes else (2 if args.partitions is None else args.partitions)
+    if count is not None and count < 1:
+        raise ConfigurationError(f'--partitions {count} is invalid; need at least 1 partition')
+    options = _endpoint_options(profile.name, args.endpoint_options)
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    total = len(sizes) if sizes else count
+    assert total is not None
+    # Here only the manifest; the Directors' files stay on the endpoint.
+    local_dir = pathlib.Path(f'runs/{stamp}').resolve()
+    local_dir.mkdir(parents=True, exist_ok=True)
+    return RunPlan(
+        partitions=[
+            PartitionRequest(index=i, count=count, sizes=sizes, nodes_file=args.nodes_file)
+            for i in range(total)
+        ],
+        source=NodeSource('endpoint', f'batch job of Globus Compute endpoint {args.endpoint}'),
+        profile=profile,
+        run_dir=local_dir,
+        exchange=exchange,
+        executor=args.executor,
+        endpoint=args.endpoint,
+        director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{stamp}',
+        endpoint_config=options,
+        **_work_options(args, walltime),
+    )
+
+
+def check_campaign(tool: str, rounds: int, steps: int) -> None:
+    """Validate the campaign flags before anything starts.
+
+    Raises:
+        ConfigurationError: On a bad value.
+
+    """
+    from actors.tools.registry import get_tool
+    from actors.tools.schemas import validate_arguments
+
+    if rounds < 0:
+        raise ConfigurationError(f'--rounds {rounds} is negative; give 0 or more')
+    if get_tool(tool).mpi:
+        raise ConfigurationError(
+            f'--tool {tool} is an MPI tool; the campaign scans single-slot tools (ase_md, mock_md)',
+        )
+    if 'temperature' not in get_tool(tool).signature.parameters:
+        raise ConfigurationError(f'--tool {tool} has no temperature to scan')
+    try:
+        validate_arguments(tool, campaign_arguments(tool, steps))
+    except ConfigurationError as e:
+        raise ConfigurationError(f'--steps {steps}: {e}') from None
+
+
+def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
+    """Arguments of every campaign call besides the temperature."""
+    if tool == 'ase_md':
+        # 32 atoms held at each temperature: a few seconds per call on a laptop core.
+        return {'steps': steps, 'size': 2, 'samples': 20, 'ensemble': 'langevin'}
+    return {'steps': steps}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.iterations < 0:
+        raise ConfigurationError(
+            f'--iterations {args.iterations} is negative; give 0 or more calls',
+        )
+    if not args.duration >= 0 or args.duration == float('inf'):
+        raise ConfigurationError(
+            f'--duration {args.duration} is invalid; give seconds >= 0',
+        )
+    if args.workers_per_node is not None and args.workers_per_node < 1:
+        raise ConfigurationError(
+            f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
+        )
+    if args.retries < 0:
+        raise ConfigurationError(f'--retries {args.retries} is negative; give 0 or more')
+    if args.restarts < 0:
+        raise ConfigurationError(f'--restarts {args.restarts} is negative; give 0 or more')
+    if args.timeout is not None and not 0 < args.timeout < float('inf'):
+        raise ConfigurationError(f'--timeout {args.timeout} is invalid; give seconds > 0')
+    if args.campaign:
+        check_campaign(args.tool, args.rounds, args.steps)
+
+
+def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any]:
+    """The plan's fields that local and remote runs take alike from the flags."""
+    return {
+        'iterations': args.iterations,
+        'duration': args.duration,
+        'campaign': args.campaign,
+        'rounds': args.rounds,
+        'steps': args.steps,
+        'tool': args.tool,
+        'progress': not (args.quiet or args.json),
+        'restarts': args.restarts,
+        'timeout': args.timeout,
+        'director': DirectorOptions(
+            workers_per_node=args.workers_per_node,
+            retries=args.retries,
+            supervise=args.supervise,
+            journal_sync=args.journal_sync or DEFAULT_SYNC,
+            walltime=walltime,
+        ),
+    }
+
+
+def _endpoint_options(site: str, assignments: list[str]) -> dict[str, Any]:
+    """The ``--set`` values, checked against the site's schema before submitting."""
+    # Only a remote run needs the endpoint code (and its YAML and Jinja imports).
+    from actors.site.endpoint import endpoint_sites
+    from actors.site.endpoint import load_template
+    from actors.site.endpoint import parse_assignments
+    from actors.site.endpoint import validate_options
+
+    template = load_template(site) if site in endpoint_sites() else None
+    options = parse_assignments(assignments, template.schema() if template else {})
+    if template is not None:
+        validate_options(template, options)
+    return options
+
+
+def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
+    """Plan the rest of an earlier run from its manifest."""
+    if args.run_dir and pathlib.Path(args.run_dir).resolve() != pathlib.Path(args.resume).resolve():
+        raise ConfigurationError(
+            f'--run-dir {args.run_dir!r} and --resume {args.resume!r} differ; '
+            'a resumed run keeps its run directory',
+        )
+    manifest = RunManifest.read(args.resume)
+    for entry in manifest.directors:
+        if not pathlib.Path(entry.partition.nodefile).is_file():
+            raise ConfigurationError(
+                f'{manifest.run_dir}: partition nodefile {entry.partition.nodefile!r} is missing',
+            )
+    exchange = validate_exchange(args.exchange or manifest.exchange)
+    executor = args.executor or manifest.executor
+    validate_executor(executor, exchange, args.endpoint)
+    work = manifest.work
+    return RunPlan(
+        partitions=[entry.partition for entry in manifest.directors],
+        source=NodeSource('resume', f'manifest of {manifest.run_dir}'),
+        profile=load_site(manifest.site).with_overrides(launcher_args=args.launcher_args),
+        run_dir=pathlib.Path(manifest.run_dir),
+        iterations=int(work.get('iterations', args.iterations)),
+        duration=float(work.get('duration', args.duration)),
+        exchange=exchange,
+        executor=executor,
+        endpoint=args.endpoint,
+        director=_resumed_options(args, manifest, walltime),
+        restarts=args.restarts,
+        timeout=args.timeout if args.timeout is not None else work.get('timeout'),
+        manifest=manifest,
+        progress=not (args.quiet or args.json),
+    )
+
+
+def _resumed_options(
+    args: argparse.Namespace,
+    manifest: RunManifest,
+    walltime: Walltime,
+) -> DirectorOptions:
+    """The recorded Director options, with the flags given on this command line.
+
+    Retries and the walltime always come from this command (the allocation is
+    a new one); the other flags override the record only when given.
+    """
+    recorded = manifest.director or {
+        key: manifest.work[key] for key in _LEGACY_OPTIONS if manifest.work.get(key) is not None
+    }
+    options = DirectorOptions.from_record(recorded)
+    return options.replace(
+        workers_per_node=args.workers_per_node or options.workers_per_node,
+        retries=args.retries,
+        supervise=args.supervise or options.supervise,
+        journal_sync=args.journal_sync or options.journal_sync,
+        walltime=walltime,
+    )

@@ -1,0 +1,312 @@
+"""Running a [`RunPlan`][actors.cli.plan.RunPlan]: start or re-attach to Directors, drive them.
+
+[`run`][actors.cli.run.run] opens the exchange, re-attaches to the Directors
+of a resumed run that still answer, launches the others, records them in
+the manifest, then sends every Director the calls its journal does not hold
+yet (or runs the mock planner's campaign on them) and collects the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+from typing import Any
+
+from academy.exception import MailboxTerminatedError
+from academy.manager import Manager
+
+from actors.cli.output import write_manifest
+from actors.cli.plan import RunPlan
+from actors.cli.plan import campaign_arguments
+from actors.cli.progress import DirectorBars
+from actors.cli.progress import make_progress
+from actors.client.calls import call
+from actors.client.calls import call_resilient
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.client.deploy import make_executor
+from actors.client.exchange import open_exchange
+from actors.common.results import CallResult
+from actors.common.results import DirectorStatus
+from actors.director.options import director_name
+from actors.job.partition import Partition
+from actors.store.journal import final_by_key
+from actors.store.journal import read_run
+from actors.store.manifest import DirectorEntry
+
+if TYPE_CHECKING:
+    from actors.client.planner import CampaignReport
+
+# Log lines name the program, as they did before the CLI became a package.
+logger = logging.getLogger('launch')
+
+STARTUP_TIMEOUT = 300.0
+"""Seconds to wait for Directors started here (or in local processes) to be ready."""
+ATTACH_TIMEOUT = 10.0
+"""Seconds a recorded Director gets to answer a ping before --resume starts a new one."""
+RELEASE_TIMEOUT = 60.0
+"""Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
+REMOTE_STARTUP_TIMEOUT = 3600.0
+"""Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
+
+
+async def run(
+    plan: RunPlan,
+    executor: Executor | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_directors: Callable[[int, int], None] | None = None,
+) -> list[CallResult] | CampaignReport:
+    """Start (or re-attach to) the Directors, send the calls not yet done, collect all.
+
+    Args:
+        plan: What to start.
+        executor: Hosts the Directors instead of the one ``plan.executor``
+            names (tests use a stand-in for a Globus Compute endpoint).
+        on_start: Called once the exchange is open, before any Director starts.
+        on_directors: Called with the numbers of Directors re-attached to
+            and started, once all are ready.
+
+    Returns:
+        Every call's result in key order; with ``plan.campaign``, the
+        campaign's report (its ``results`` hold every call's).
+
+    """
+    if executor is None:
+        # Before the exchange: a missing Globus login fails here, before anything starts.
+        executor = make_executor(
+            plan.executor,
+            directors=len(plan.partitions),
+            endpoint=plan.endpoint,
+            endpoint_config=plan.endpoint_config,
+        )
+    with open_exchange(plan.exchange) as factory:
+        # Academy's max_retries counts attempts in all, not restarts.
+        manager = await Manager.from_exchange_factory(
+            factory,
+            executors=executor,
+            max_retries=plan.restarts + 1,
+        )
+        if on_start is not None:
+            on_start()
+        async with manager:
+            return await _run_with(manager, plan, on_directors)
+
+
+async def _run_with(
+    manager: Manager[Any],
+    plan: RunPlan,
+    on_directors: Callable[[int, int], None] | None,
+) -> list[CallResult] | CampaignReport:
+    """``run`` once the Manager is up: get every Director ready, then drive them."""
+    found = await attach(manager, plan)
+    attached = [h for h in found if h is not None]
+    missing = [p for p, h in zip(plan.partitions, found, strict=True) if h is None]
+    # Remote Directors get the same options: the Manager's executor ships them.
+    started = iter(
+        await launch_directors(
+            manager,
+            missing,
+            plan.profile,
+            plan.director_run_dir,
+            options=plan.director,
+        ),
+    )
+    handles = [h if h is not None else next(started) for h in found]
+    timeout = STARTUP_TIMEOUT if plan.executor != 'globus-compute' else REMOTE_STARTUP_TIMEOUT
+    statuses = await wait_ready(manager, handles, timeout=timeout)
+    # Directors that resolved their slice on the endpoint report its nodes.
+    plan.partitions = [
+        p
+        if isinstance(p, Partition)
+        else Partition(status.partition, tuple(status.nodes), nodefile='')
+        for p, status in zip(plan.partitions, statuses, strict=True)
+    ]
+    write_manifest(plan, handles)
+    if on_directors is not None:
+        on_directors(len(attached), len(missing))
+    outcome: list[CallResult] | CampaignReport
+    if plan.campaign:
+        outcome = await run_campaign(manager, handles, plan)
+    else:
+        outcome = await drive_all(manager, handles, statuses, plan)
+    # The run is finished: stop the re-attached Directors as their own
+    # Manager would have (this one stops those it started).
+    await release(attached)
+    return outcome
+
+
+async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:
+    """Per partition: a handle to its recorded Director if it still answers, else ``None``."""
+    if plan.manifest is None or plan.exchange in ('local', 'http'):
+        return [None] * len(plan.partitions)
+
+    async def answering(entry: DirectorEntry) -> Any | None:
+        handle = manager.get_handle(entry.agent_id())
+        try:
+            await handle.ping(timeout=ATTACH_TIMEOUT)
+        except Exception as e:
+            logger.info(
+                '%s of %s does not answer (%r); starting a new one', entry.name, plan.run_dir, e
+            )
+            return None
+        return handle
+
+    return list(await asyncio.gather(*(answering(e) for e in plan.manifest.directors)))
+
+
+async def release(handles: Sequence[Any], timeout: float = RELEASE_TIMEOUT) -> None:
+    """Shut down Directors this client re-attached to (its Manager only stops its own).
+
+    Waits until each one's mailbox is closed (it finished its shutdown), at
+    most ``timeout`` seconds.
+    """
+
+    async def stop(handle: Any) -> None:
+        with contextlib.suppress(MailboxTerminatedError):
+            await handle.shutdown()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await handle.ping(timeout=5)
+            except MailboxTerminatedError:
+                return
+            except TimeoutError:
+                continue  # shutting down: it does not answer pings any more
+            await asyncio.sleep(0.2)
+        logger.warning('%s did not finish shutting down within %.0fs', handle.agent_id, timeout)
+
+    await asyncio.gather(*(stop(h) for h in handles))
+
+
+def call_keys(partition: Partition, iterations: int) -> tuple[str, list[str]]:
+    """Stable keys of the run's calls to one Director: ``md_sim`` and the batch's."""
+    director = director_name(partition.index)
+    return f'{director}/md_sim/0', [f'{director}/md_sim_batch/{i}' for i in range(iterations)]
+
+
+async def drive_all(
+    manager: Manager[Any],
+    handles: Sequence[Any],
+    statuses: Sequence[DirectorStatus],
+    plan: RunPlan,
+) -> list[CallResult]:
+    """Send every Director the run's calls not yet journaled; all results, in key order."""
+    done = final_by_key(read_run(plan.run_dir))
+    work = asyncio.gather(
+        *(
+            drive(manager, handle, partition, plan, done)
+            for handle, partition in zip(handles, plan.partitions, strict=True)
+        ),
+    )
+    if plan.progress:
+        totals = [
+            sum(key not in done for key in _all_keys(partition, plan.iterations))
+            for partition in plan.partitions
+        ]
+        per_director = await with_progress(
+            work,
+            handles,
+            statuses,
+            totals,
+            lambda h: call(manager, h, 'status'),
+        )
+    else:
+        per_director = await work
+    return [result for results in per_director for result in results]
+
+
+def _all_keys(partition: Partition, iterations: int) -> list[str]:
+    single, batch = call_keys(partition, iterations)
+    return [single, *batch]
+
+
+async def drive(
+    manager: Manager[Any],
+    handle: Any,
+    partition: Partition,
+    plan: RunPlan,
+    done: dict[str, dict[str, Any]],
+) -> list[CallResult]:
+    """Send one Director the run's calls that are not done yet; all results in order."""
+    single_key, batch_keys = call_keys(partition, plan.iterations)
+    params = {'duration': plan.duration}
+    send = call_resilient if plan.restarts > 0 else call
+    todo = [key for key in batch_keys if key not in done]
+    requests = []
+    if single_key not in done:
+        requests.append(
+            send(manager, handle, 'md_sim', call_key=single_key, timeout=plan.timeout, **params),
+        )
+    if todo:
+        requests.append(
+            send(
+                manager,
+                handle,
+                'md_sim_batch',
+                params=[params] * len(todo),
+                call_keys=todo,
+                timeout=plan.timeout,
+            ),
+        )
+    new: dict[str, CallResult] = {}
+    for answer in await asyncio.gather(*requests):
+        for result in answer if isinstance(answer, list) else [answer]:
+            new[result.call_key] = result
+    return [
+        new[key] if key in new else CallResult.from_dict(done[key])
+        for key in [single_key, *batch_keys]
+    ]
+
+
+async def run_campaign(
+    manager: Manager[Any],
+    handles: Sequence[Any],
+    plan: RunPlan,
+) -> CampaignReport:
+    """Launch the mock planner agent and run its campaign on the Directors."""
+    from actors.client.planner import Planner
+
+    planner = await manager.launch(
+        Planner,
+        args=(list(handles),),
+        kwargs={
+            'tool': plan.tool,
+            'rounds': plan.rounds,
+            'arguments': campaign_arguments(plan.tool, plan.steps),
+        },
+        name='planner',
+        # A light agent: it runs here, whatever hosts the Directors.
+        executor='event_loop',
+    )
+    return await call(manager, planner, 'run_campaign')
+
+
+async def with_progress(
+    work: Awaitable[Any],
+    handles: Sequence[Any],
+    baseline: Sequence[DirectorStatus],
+    totals: Sequence[int],
+    fetch: Callable[[Any], Awaitable[DirectorStatus]],
+) -> Any:
+    """Await ``work`` while one progress bar per Director follows it on stderr."""
+    with make_progress() as progress:
+        bars = DirectorBars(progress, baseline, totals)
+        follower = asyncio.create_task(bars.follow(handles, fetch))
+        try:
+            result = await work
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        # Show the final counts; after a failure (e.g. the exchange is gone) there
+        # is nothing to ask, and a status call must not hold the run's exit.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bars.poll(handles, fetch), timeout=5)
+        return result
