@@ -51,7 +51,6 @@ from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
 from actors.site.profile import SiteProfile
-from actors.tools.registry import check_params
 from actors.tools.schemas import validate_arguments
 from actors.worker.control import CancelFiles
 
@@ -236,7 +235,7 @@ class Director(Agent):
         check_timeout(timeout)
         check_key(call_key)
         parsed = validate_arguments(name, arguments)
-        prepared = self.checks.prepare(name, parsed)
+        prepared = self.checks.prepare(name, parsed, validated=True)
         return await self._runner().run('call_tool', prepared, call_key, timeout)
 
     @action
@@ -275,7 +274,6 @@ class Director(Agent):
         runner = self._runner()
         if self.checks.routed([params]):
             return await runner.run('md_sim', self.checks.prepare_call(params), call_key, timeout)
-        check_params(self.tool, params)
         self.checks.fast_calls([params])
         (result,) = await runner.run_batch('md_sim', [params], [call_key], timeout)
         return result

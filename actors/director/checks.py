@@ -21,6 +21,7 @@ from actors.tools.resources import RESOURCE_KEYS
 from actors.tools.resources import MPIResources
 from actors.tools.resources import resolve_resources
 from actors.tools.resources import split_resources
+from actors.tools.schemas import validate_params
 
 MAX_BATCH = 1_000_000
 """The most calls one ``md_sim_batch`` may hold."""
@@ -73,8 +74,16 @@ class CallChecks:
         """Prepare one call whose arguments may name its tool (``tool=...``)."""
         return self.prepare(*tool_and_arguments(call, self.default_tool))
 
-    def prepare(self, name: str, arguments: Mapping[str, Any]) -> Prepared:
+    def prepare(
+        self, name: str, arguments: Mapping[str, Any], *, validated: bool = False
+    ) -> Prepared:
         """Check a call completely before anything is submitted.
+
+        Args:
+            name: The tool.
+            arguments: Its arguments (MPI resources among them).
+            validated: The arguments were checked against the tool's schema
+                already (``call_tool``).
 
         Raises:
             ConfigurationError: If the tool is unknown, a parameter does not fit
@@ -95,7 +104,11 @@ class CallChecks:
                     f'tool {tool.name!r} runs on one worker slot; '
                     f'{", ".join(sorted(requested))} apply only to MPI tools',
                 )
+            if not validated:
+                validate_params(tool.name, params)
             return Prepared(tool, params, None)
+        if not validated:
+            validate_params(tool.name, arguments)
         if not self.mpi:
             raise ConfigurationError(
                 f'{self.director} was started with mpi=False; it cannot run MPI tool {tool.name!r}',
@@ -115,8 +128,8 @@ class CallChecks:
             ConfigurationError: If a call does not fit the tool or cannot travel.
 
         """
-        check_each_once(self.default_tool, calls)
         check_serializable(calls)
+        check_each_once(self.default_tool, calls)
 
 
 def tool_and_arguments(call: Any, default: str) -> tuple[str, dict[str, Any]]:
@@ -140,6 +153,7 @@ def check_each_once(tool: str, calls: Sequence[Mapping[str, Any]]) -> None:
         if id(call) not in seen:
             seen.add(id(call))
             check_params(tool, call)
+            validate_params(tool, call)
 
 
 def expected_seconds(params: Mapping[str, Any], timeout: float | None) -> float | None:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Annotated
 from typing import Any
+
+from annotated_types import Ge
+from annotated_types import Le
+
+MAX_DURATION = 30 * 86400.0
+"""Longest mock run (30 days): longer than any allocation, far below what ``sleep`` overflows at."""
 
 
 def mock_md(
-    duration: float = 0.0,
+    duration: Annotated[float, Ge(0), Le(MAX_DURATION)] = 0.0,
     temperature: float = 300.0,
-    steps: int = 1000,
+    steps: Annotated[int, Ge(0)] = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Mock molecular-dynamics run: sleeps, then reports made-up energies.

@@ -20,8 +20,10 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 from typing import Literal
@@ -31,6 +33,7 @@ import jsonschema
 import pydantic
 
 from actors.common.errors import ConfigurationError
+from actors.tools.registry import Tool
 from actors.tools.registry import get_tool
 from actors.tools.resources import RESOURCE_SCHEMA
 
@@ -169,6 +172,11 @@ def parse_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dic
             raise ConfigurationError(
                 f'arguments of {name!r} are not valid JSON ({e}); give a JSON object',
             ) from None
+        except RecursionError:
+            raise ConfigurationError(
+                f'arguments of {name!r} are nested too deep to read; give flatter data '
+                f'(at most {MAX_DEPTH} levels)',
+            ) from None
     if not isinstance(arguments, Mapping):
         raise ConfigurationError(
             f'arguments of {name!r} must be a JSON object, got {type(arguments).__name__}',
@@ -198,14 +206,71 @@ def check_against(spec: FunctionSpec, parsed: dict[str, Any]) -> dict[str, Any]:
         ConfigurationError: Naming every bad argument and what is valid.
 
     """
-    errors = sorted(
-        _Validator(spec.parameters).iter_errors(parsed),
-        key=lambda e: list(map(str, e.absolute_path)),
-    )
-    if errors:
-        described = '; '.join(_describe(error) for error in errors)
-        raise ConfigurationError(f'bad arguments for {spec.name!r}: {described}')
+    check_plain(spec.name, parsed)
+    _raise_errors(spec.name, _Validator(spec.parameters).iter_errors(parsed))
     return parsed
+
+
+def validate_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check a tool's parameters (as the Director gets them) against its schema.
+
+    Every entry point runs this before anything is submitted (``md_sim``,
+    ``md_sim_batch``, ``call_tool``, the dispatcher, MPI tools), so a bad
+    value is refused with the schema's message, not failed in a worker.
+
+    Raises:
+        ConfigurationError: Naming every bad argument and what is valid.
+
+    """
+    check_plain(name, params)
+    if params:
+        _raise_errors(name, _tool_validator(get_tool(name)).iter_errors(dict(params)))
+
+
+@functools.cache
+def _tool_validator(tool: Tool) -> Any:
+    return _Validator(tool_spec(tool.name).parameters)
+
+
+def _raise_errors(name: str, errors: Iterable[jsonschema.ValidationError]) -> None:
+    found = sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
+    if found:
+        described = '; '.join(_describe(error) for error in found)
+        raise ConfigurationError(f'bad arguments for {name!r}: {described}')
+
+
+MAX_DEPTH = 32
+"""Deepest nesting of lists and mappings a call's arguments may have."""
+
+
+def check_plain(name: str, arguments: Mapping[str, Any]) -> None:
+    """Refuse numbers that are not finite and data nested deeper than ``MAX_DEPTH``.
+
+    JSON Schema's ``number`` admits NaN and infinity, and a tool given one
+    returns NaN energies or fails with an ``OverflowError`` that names no
+    parameter. Walked without recursion: data nested thousands deep would
+    otherwise end in a ``RecursionError``.
+
+    Raises:
+        ConfigurationError: Naming the argument and what is valid.
+
+    """
+    todo: list[tuple[str, Any, int]] = [(str(key), value, 1) for key, value in arguments.items()]
+    while todo:
+        path, value, depth = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(
+                f'bad arguments for {name!r}: {path}: {value!r} is not a finite number; '
+                'give a finite value',
+            )
+        if isinstance(value, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                raise ConfigurationError(
+                    f'bad arguments for {name!r}: {path}: nested deeper than {MAX_DEPTH} '
+                    'levels; give flatter data',
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            todo.extend((f'{path}.{key}', item, depth + 1) for key, item in items)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
