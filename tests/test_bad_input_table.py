@@ -34,7 +34,26 @@ def files(tmp_path: pathlib.Path) -> dict[str, str]:
     broken = tmp_path / 'broken-run'
     broken.mkdir()
     (broken / 'manifest.json').write_text('{"run_dir": ')
+    listed = tmp_path / 'list-run'
+    listed.mkdir()
+    (listed / 'manifest.json').write_text('[1, 2]')
+    binary = tmp_path / 'binary-run'
+    binary.mkdir()
+    (binary / 'manifest.json').write_bytes(b'\xff\xfe\x00')
+    typed = tmp_path / 'typed-run'
+    typed.mkdir()
+    (typed / 'manifest.json').write_text('{"run_dir": 5, "directors": []}')
+    used = tmp_path / 'used-run'
+    (used / 'journal').mkdir(parents=True)
+    (used / 'journal' / 'director-0.jsonl').write_text('')
+    a_file = tmp_path / 'a-file'
+    a_file.write_text('x')
     return {
+        'listed': str(listed),
+        'binary': str(binary),
+        'typed': str(typed),
+        'used': str(used),
+        'a_file': str(a_file),
         'blank': str(comments),
         'dir': str(tmp_path),
         'missing': str(tmp_path / 'nope.nodes'),
@@ -67,6 +86,16 @@ CLI_CASES = [
     (['--nodes-file', '{missing}'], 'does not exist'),
     (['--nodes-file', '{dir}'], 'cannot be read'),
     (['--iterations', '-4'], '--iterations -4'),
+    (['--iterations', '2000000'], '--iterations 2000000 is invalid; give 0 to 1000000'),
+    (['--duration', '1e308'], '--duration 1e+308 is invalid'),
+    (['--duration', 'nan'], '--duration nan is invalid'),
+    (['--simulate-nodes', '100000'], '--simulate-nodes 100000 is invalid; a simulated job has 1'),
+    (['--workers-per-node', '5000'], '--workers-per-node 5000 is invalid; give 1 to 1024'),
+    (['--resume', '{listed}'], 'is not a manifest of launch.py'),
+    (['--resume', '{binary}'], 'cannot be read'),
+    (['--resume', '{typed}'], "'run_dir' must be a str"),
+    (['--run-dir', '{used}'], 'already holds a run (journal); give --resume'),
+    (['--run-dir', '{a_file}'], 'is a file; give a directory'),
     (['--exchange', 'carrier-pigeon'], "unknown exchange 'carrier-pigeon'"),
     (['--executor', 'process'], '--executor process runs Directors in other processes'),
 ]
@@ -82,7 +111,8 @@ def test_bad_cli_input_is_one_clear_line(
 ):
     argv = [a.format(**files) for a in argv]
     with pytest.raises(SystemExit) as info:
-        main([*argv, '--run-dir', str(tmp_path / 'run')] if '--resume' not in argv else argv)
+        own_dir = '--resume' in argv or '--run-dir' in argv
+        main(argv if own_dir else [*argv, '--run-dir', str(tmp_path / 'run')])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

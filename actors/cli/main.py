@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ so a run does not load what only one subcommand needs (the endpoint templates
 with YAML and Jinja, matplotlib, the status query).
 """
 
+PRIVATE_UMASK = 0o077
+"""No access for the group and others to what a run creates."""
+
 _FAILURES = (DirectorFailedError, TimeoutError, OSError, ConnectionError)
 """Errors that end a started run; its journals hold what finished, for --resume."""
 
@@ -57,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_job(argv: list[str]) -> int:
     """``launch.py [FLAGS]``: plan the run, run it, write and print its results."""
+    # Everything a run writes (and what Parsl and the Director processes it
+    # starts write) is private to the user, whatever the umask said.
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -18,7 +18,11 @@ from typing import Any
 from actors.client.deploy import validate_executor
 from actors.client.exchange import validate_exchange
 from actors.common.errors import ConfigurationError
+from actors.common.private import private_dir
+from actors.director.checks import MAX_BATCH
+from actors.director.options import MAX_WORKERS
 from actors.director.options import DirectorOptions
+from actors.job.partition import MAX_SIMULATED_NODES
 from actors.job.partition import NodeSource
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
@@ -31,7 +35,10 @@ from actors.job.walltime import allocation_end
 from actors.site.profile import SiteProfile
 from actors.site.profile import load_site
 from actors.store.journal import DEFAULT_SYNC
+from actors.store.journal import JOURNAL_DIR
+from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
+from actors.tools.mock import MAX_DURATION
 
 REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
 """Default parent of the Directors' run directory on a Globus Compute endpoint."""
@@ -59,6 +66,8 @@ class RunPlan:
         restarts: Times a crashed Director is restarted.
         timeout: Seconds each tool call may run (``None``: no limit).
         manifest: The earlier run's manifest with ``--resume``.
+        reattach: Whether ``--resume`` may re-attach to the manifest's
+            Directors (not for a copied run directory: they serve the original).
         director_run_dir: The Directors' run directory (on the endpoint
             for a remote run; else ``run_dir``).
         endpoint_config: Values for the endpoint's template.
@@ -83,6 +92,7 @@ class RunPlan:
     restarts: int = 1
     timeout: float | None = None
     manifest: RunManifest | None = None
+    reattach: bool = True
     director_run_dir: str = ''
     endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     campaign: bool = False
@@ -126,9 +136,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     )
     sizes = parse_sizes(args.partition_sizes) if args.partition_sizes else None
     parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
-    run_dir = pathlib.Path(
-        args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}',
-    ).resolve()
+    run_dir = new_run_dir(args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}')
     return RunPlan(
         partitions=write_partitions(parts, run_dir),
         source=source,
@@ -171,8 +179,7 @@ def plan_remote_run(
     total = len(sizes) if sizes else count
     assert total is not None
     # Here only the manifest; the Directors' files stay on the endpoint.
-    local_dir = pathlib.Path(f'runs/{stamp}').resolve()
-    local_dir.mkdir(parents=True, exist_ok=True)
+    local_dir = new_run_dir(f'runs/{stamp}')
     return RunPlan(
         partitions=[
             PartitionRequest(index=i, count=count, sizes=sizes, nodes_file=args.nodes_file)
@@ -222,18 +229,53 @@ def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
     return {'steps': steps}
 
 
+def new_run_dir(path: str | pathlib.Path) -> pathlib.Path:
+    """Create a run directory private to the user; refuse one that holds a run.
+
+    Raises:
+        ConfigurationError: If ``path`` is a file, cannot be written, or
+            already holds a run (its journals would answer the new calls).
+
+    """
+    run_dir = pathlib.Path(path).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigurationError(f'--run-dir {str(path)!r} is a file; give a directory')
+    held = [name for name in (MANIFEST_NAME, JOURNAL_DIR) if (run_dir / name).exists()]
+    if held:
+        raise ConfigurationError(
+            f'--run-dir {str(path)!r} already holds a run ({", ".join(held)}); '
+            f'give --resume {str(path)!r} to finish it, or a new directory',
+        )
+    try:
+        private_dir(run_dir)
+        probe = run_dir / '.write-test'
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigurationError(
+            f'--run-dir {str(path)!r} cannot be written ({e.strerror}); '
+            'give a directory you can write to',
+        ) from None
+    return run_dir
+
+
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.iterations < 0:
+    if not 0 <= args.iterations <= MAX_BATCH:
         raise ConfigurationError(
-            f'--iterations {args.iterations} is negative; give 0 or more calls',
+            f'--iterations {args.iterations} is invalid; give 0 to {MAX_BATCH} calls',
         )
-    if not args.duration >= 0 or args.duration == float('inf'):
+    if not 0 <= args.duration <= MAX_DURATION:
         raise ConfigurationError(
-            f'--duration {args.duration} is invalid; give seconds >= 0',
+            f'--duration {args.duration} is invalid; give seconds from 0 to {MAX_DURATION:.0f}',
         )
-    if args.workers_per_node is not None and args.workers_per_node < 1:
+    if args.workers_per_node is not None and not 1 <= args.workers_per_node <= MAX_WORKERS:
         raise ConfigurationError(
-            f'--workers-per-node {args.workers_per_node} is invalid; give >= 1',
+            f'--workers-per-node {args.workers_per_node} is invalid; give 1 to {MAX_WORKERS}',
+        )
+    if args.simulate_nodes is not None and not 1 <= args.simulate_nodes <= MAX_SIMULATED_NODES:
+        raise ConfigurationError(
+            f'--simulate-nodes {args.simulate_nodes} is invalid; a simulated job has 1 to '
+            f'{MAX_SIMULATED_NODES} nodes (each one is a worker pool on this machine)',
         )
     if args.retries < 0:
         raise ConfigurationError(f'--retries {args.retries} is negative; give 0 or more')
@@ -290,6 +332,11 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
             'a resumed run keeps its run directory',
         )
     manifest = RunManifest.read(args.resume)
+    given = pathlib.Path(args.resume).resolve()
+    copied = pathlib.Path(manifest.run_dir) != given
+    if copied:
+        # A copy (or a moved run): resume here, never the directory it came from.
+        manifest = _moved(manifest, given)
     for entry in manifest.directors:
         if not pathlib.Path(entry.partition.nodefile).is_file():
             raise ConfigurationError(
@@ -313,8 +360,36 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         restarts=args.restarts,
         timeout=args.timeout if args.timeout is not None else work.get('timeout'),
         manifest=manifest,
+        reattach=not copied,
         progress=not (args.quiet or args.json),
     )
+
+
+def _moved(manifest: RunManifest, run_dir: pathlib.Path) -> RunManifest:
+    """The manifest of a run directory copied or moved to ``run_dir``.
+
+    Paths under the recorded run directory (the partitions' nodefiles) move
+    with it; the Directors recorded there belong to the original, so new
+    ones are started (see ``RunPlan.reattach``).
+    """
+    old = pathlib.Path(manifest.run_dir)
+
+    def rebased(path: str) -> str:
+        try:
+            return str(run_dir / pathlib.Path(path).relative_to(old))
+        except ValueError:
+            return path
+
+    directors = [
+        dataclasses.replace(
+            entry,
+            partition=dataclasses.replace(
+                entry.partition, nodefile=rebased(entry.partition.nodefile)
+            ),
+        )
+        for entry in manifest.directors
+    ]
+    return dataclasses.replace(manifest, run_dir=str(run_dir), directors=directors)
 
 
 def _resumed_options(

@@ -144,7 +144,7 @@ async def _run_with(
 
 async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:
     """Per partition: a handle to its recorded Director if it still answers, else ``None``."""
-    if plan.manifest is None or plan.exchange in ('local', 'http'):
+    if plan.manifest is None or not plan.reattach or plan.exchange in ('local', 'http'):
         return [None] * len(plan.partitions)
 
     async def answering(entry: DirectorEntry) -> Any | None:

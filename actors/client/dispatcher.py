@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from academy.exception import AgentTerminatedError
+from academy.exception import BadEntityIdError
+from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
 
 from actors.common.errors import ConfigurationError
@@ -33,6 +36,17 @@ from actors.tools.registry import TOOLS
 from actors.tools.registry import get_tool
 
 logger = logging.getLogger(__name__)
+
+
+STATUS_TIMEOUT = 10.0
+"""Seconds a Director has to answer ``status`` before it is routed around."""
+
+_GONE = (MailboxTerminatedError, AgentTerminatedError, BadEntityIdError)
+"""Errors of a call to a Director that is gone: the call never ran there."""
+
+
+class DirectorUnavailableError(RuntimeError):
+    """No Director answers (all gone, silent or draining)."""
 
 
 def parse_tool_call(call: Mapping[str, Any] | str) -> tuple[str, Any]:
@@ -71,16 +85,57 @@ class Dispatcher:
 
     """
 
-    def __init__(self, directors: Sequence[Handle[Any]]) -> None:
+    def __init__(
+        self,
+        directors: Sequence[Handle[Any]],
+        *,
+        status_timeout: float = STATUS_TIMEOUT,
+    ) -> None:
         if not directors:
             raise ConfigurationError('a dispatcher needs at least one Director')
         self.directors = list(directors)
+        self.status_timeout = status_timeout
+        self.unavailable: dict[int, str] = {}
+        """Directors left out of routing (by index), and why: gone, silent or draining."""
         self._outstanding = [0] * len(self.directors)
         self._turn = itertools.count()
 
     async def statuses(self) -> list[DirectorStatus]:
-        """Every Director's current status."""
-        return list(await asyncio.gather(*(h.action('status') for h in self.directors)))
+        """The status of every Director that answers (``unavailable`` says who did not).
+
+        Raises:
+            DirectorUnavailableError: If no Director answers.
+
+        """
+        return [status for _, status in await self._answering()]
+
+    async def _answering(self) -> list[tuple[int, DirectorStatus]]:
+        """``(index, status)`` of every Director that answers and is not draining."""
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(h.action('status'), self.status_timeout) for h in self.directors),
+            return_exceptions=True,
+        )
+        live = []
+        for index, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                reason = f'{type(answer).__name__}: {answer}'.rstrip(': ')
+                if isinstance(answer, (TimeoutError, asyncio.TimeoutError)):
+                    reason = f'no status within {self.status_timeout:g}s'
+                self._left_out(index, reason)
+            elif answer.draining:
+                self._left_out(index, 'draining (its allocation ends)')
+            else:
+                self.unavailable.pop(index, None)
+                live.append((index, answer))
+        if not live:
+            reasons = '; '.join(f'Director {i}: {why}' for i, why in self.unavailable.items())
+            raise DirectorUnavailableError(f'no Director can take calls ({reasons})')
+        return live
+
+    def _left_out(self, index: int, reason: str) -> None:
+        if self.unavailable.get(index) != reason:
+            logger.warning('dispatcher: routing around Director %d: %s', index, reason)
+        self.unavailable[index] = reason
 
     async def dispatch(
         self,
@@ -101,16 +156,20 @@ class Dispatcher:
         arguments = validate_call(name, raw)
         if name == 'status':
             return await self.statuses()
-        index = await self._choose(name, arguments)
-        handle = self.directors[index]
-        self._outstanding[index] += 1
-        logger.debug('dispatching %s to Director %d', name, index)
-        try:
-            if name in TOOLS:
-                return await handle.action('call_tool', name, arguments)
-            return await handle.action(name, **arguments)
-        finally:
-            self._outstanding[index] -= 1
+        while True:
+            index = await self._choose(name, arguments)
+            handle = self.directors[index]
+            self._outstanding[index] += 1
+            logger.debug('dispatching %s to Director %d', name, index)
+            try:
+                if name in TOOLS:
+                    return await handle.action('call_tool', name, arguments)
+                return await handle.action(name, **arguments)
+            except _GONE as e:
+                # Never delivered (the Director's mailbox is closed): safe to send elsewhere.
+                self._left_out(index, f'{type(e).__name__}: {e}')
+            finally:
+                self._outstanding[index] -= 1
 
     async def dispatch_many(
         self,
@@ -135,10 +194,11 @@ class Dispatcher:
 
         """
         nodes = _nodes_needed(name, arguments)
-        statuses = await self.statuses()
-        candidates = [i for i, s in enumerate(statuses) if len(s.nodes) >= nodes]
+        answering = await self._answering()
+        statuses = dict(answering)
+        candidates = [i for i, s in answering if len(s.nodes) >= nodes]
         if not candidates:
-            largest = max(len(s.nodes) for s in statuses)
+            largest = max(len(s.nodes) for s in statuses.values())
             raise ConfigurationError(
                 f'{name}: num_nodes={nodes} is more than the largest partition '
                 f'({largest} node(s)); give num_nodes=1..{largest}',

@@ -236,6 +236,7 @@ class Director(Agent):
         check_key(call_key)
         parsed = validate_arguments(name, arguments)
         prepared = self.checks.prepare(name, parsed, validated=True)
+        self.ledger.check_keys(prepared.tool.name, [prepared.params], [call_key])
         return await self._runner().run('call_tool', prepared, call_key, timeout)
 
     @action
@@ -273,8 +274,11 @@ class Director(Agent):
         check_key(call_key)
         runner = self._runner()
         if self.checks.routed([params]):
-            return await runner.run('md_sim', self.checks.prepare_call(params), call_key, timeout)
+            prepared = self.checks.prepare_call(params)
+            self.ledger.check_keys(prepared.tool.name, [prepared.params], [call_key])
+            return await runner.run('md_sim', prepared, call_key, timeout)
         self.checks.fast_calls([params])
+        self.ledger.check_keys(self.tool, [params], [call_key])
         (result,) = await runner.run_batch('md_sim', [params], [call_key], timeout)
         return result
 
@@ -315,6 +319,9 @@ class Director(Agent):
         runner = self._runner()
         if self.checks.routed(calls):
             prepared = [self.checks.prepare_call(call) for call in calls]
+            self.ledger.check_keys(
+                [p.tool.name for p in prepared], [p.params for p in prepared], keys
+            )
             return list(
                 await asyncio.gather(
                     *(
@@ -324,6 +331,7 @@ class Director(Agent):
                 ),
             )
         self.checks.fast_calls(calls)
+        self.ledger.check_keys(self.tool, calls, keys)
         return await runner.run_batch('md_sim_batch', calls, keys, timeout)
 
     @action

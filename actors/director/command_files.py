@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from actors.common.private import private_dir
 from actors.director.outcomes import outcome
 from actors.execution.interchange import interchange_loss
 from actors.tools.registry import get_tool
@@ -105,7 +106,7 @@ class CommandFiles:
 
     def next(self, name: str) -> dict[str, str]:
         """The files of a new call of tool ``name`` (``run_command``'s keyword arguments)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         stem = self.directory / f'{name}-{next(self._numbers)}'
         return {'meta': f'{stem}.json', 'out_file': f'{stem}.out', 'err_file': f'{stem}.err'}
 

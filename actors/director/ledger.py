@@ -11,9 +11,14 @@ calls in flight, and the done/failed counts and recent throughput that
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+import orjson
+
+from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.director.rate import RateMeter
 from actors.store.journal import FINAL_STATUSES
@@ -63,6 +68,38 @@ class Ledger:
         """The journaled final result of ``call_key``, if there is one."""
         record = self._final.get(call_key)
         return None if record is None else CallResult.from_dict(record)
+
+    def check_keys(
+        self,
+        tool: str | Sequence[str],
+        calls: Sequence[Mapping[str, Any]],
+        keys: Sequence[str | None],
+    ) -> None:
+        """Refuse a key whose journaled call had other parameters (or another tool).
+
+        A key answers from the journal without running: a call that reuses
+        one with different parameters would get another call's result.
+
+        Raises:
+            ConfigurationError: Naming the key and both sets of parameters.
+
+        """
+        plain: dict[int, Any] = {}
+        for index, key in enumerate(keys):
+            record = None if key is None else self._final.get(key)
+            if record is None:
+                continue
+            params = calls[index]
+            name = tool if isinstance(tool, str) else tool[index]
+            if id(params) not in plain:
+                plain[id(params)] = _plain(params)
+            if record.get('tool') != name or record.get('params') != plain[id(params)]:
+                raise ConfigurationError(
+                    f'call key {key!r} was journaled for {record.get("tool")} with '
+                    f'{record.get("params")!r:.200}; this call is {name} with '
+                    f'{plain[id(params)]!r:.200}. Give a new key, or the same parameters '
+                    'to get the journaled result',
+                )
 
     def running(self, call_key: str) -> Future[CallResult] | None:
         """The answer of the running call with ``call_key``, if one runs."""
@@ -141,3 +178,8 @@ class Ledger:
         """Calls in flight, done and failed."""
         with self._lock:
             return len(self._in_flight), self._done, self._failed
+
+
+def _plain(params: Mapping[str, Any]) -> Any:
+    """``params`` as the journal holds them (a JSON round trip, as ``encode`` writes them)."""
+    return orjson.loads(orjson.dumps(dict(params), default=repr, option=orjson.OPT_NON_STR_KEYS))

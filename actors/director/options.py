@@ -23,6 +23,9 @@ from actors.store.journal import check_sync_mode
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import get_tool
 
+MAX_WORKERS = 1024
+"""Most worker slots per node (Aurora's nodes have 208 hardware threads)."""
+
 
 def director_name(index: int) -> str:
     """The name of the Director of partition ``index`` (its agent, journal and files)."""
@@ -74,10 +77,13 @@ class DirectorOptions:
     def __post_init__(self) -> None:
         workers = self.workers_per_node
         if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+            isinstance(workers, bool)
+            or not isinstance(workers, int)
+            or not 1 <= workers <= MAX_WORKERS
         ):
             raise ConfigurationError(
-                f'workers_per_node must be an integer >= 1 (or None), got {workers!r}',
+                f'workers_per_node must be an integer from 1 to {MAX_WORKERS} (or None), '
+                f'got {workers!r}',
             )
         get_tool(self.tool)
         if (

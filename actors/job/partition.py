@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import hostlist
 
 from actors.common.errors import ConfigurationError
+from actors.common.private import private_dir
+from actors.common.private import write_private
 
 SIMULATED_NODE_PREFIX = 'sim-node-'
 
@@ -114,11 +116,16 @@ def expand_slurm_hostlist(expression: str) -> list[str]:
     return nodes
 
 
+MAX_SIMULATED_NODES = 256
+"""Most nodes of a simulated job: each one runs a worker pool on this machine."""
+
+
 def simulated_nodes(count: int) -> list[str]:
     """Made-up host names for a simulated job of ``count`` nodes."""
-    if count < 1:
+    if not 1 <= count <= MAX_SIMULATED_NODES:
         raise ConfigurationError(
-            f'--simulate-nodes {count} is invalid; a simulated job needs >= 1 node',
+            f'--simulate-nodes {count} is invalid; a simulated job has 1 to '
+            f'{MAX_SIMULATED_NODES} nodes (each one is a worker pool on this machine)',
         )
     return [f'{SIMULATED_NODE_PREFIX}{i:03d}' for i in range(1, count + 1)]
 
@@ -245,11 +252,9 @@ def write_partition(
     sees half a nodefile.
     """
     directory = pathlib.Path(run_dir, 'partitions')
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     nodefile = directory / f'partition-{index}.nodes'
-    tmp = directory / f'.partition-{index}.nodes.{os.getpid()}'
-    tmp.write_text(''.join(f'{n}\n' for n in nodes))
-    os.replace(tmp, nodefile)
+    write_private(nodefile, ''.join(f'{n}\n' for n in nodes))
     return Partition(index, tuple(nodes), str(nodefile.resolve()))
 
 

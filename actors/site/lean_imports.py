@@ -21,6 +21,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+from actors.common.private import private_dir
+from actors.common.private import write_private
+
 SHADOWED = ('globus_compute_sdk',)
 """Modules Parsl's processes import on ``import parsl`` but never use for a Director."""
 
@@ -35,10 +38,11 @@ def shadow_dir(work_dir: str | os.PathLike[str]) -> pathlib.Path:
     """Write (once) and return the directory that shadows ``SHADOWED`` under ``work_dir``."""
     directory = pathlib.Path(work_dir, 'lean-imports')
     for name in SHADOWED:
+        # Written every time, private: every Parsl process imports it, so a
+        # copy another user could write would run their code in ours.
         init = directory / name / '__init__.py'
-        if not init.exists():
-            init.parent.mkdir(parents=True, exist_ok=True)
-            init.write_text(_STUB.format(name=name))
+        private_dir(init.parent)
+        write_private(init, _STUB.format(name=name))
     return directory
 
 

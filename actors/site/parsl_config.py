@@ -37,6 +37,7 @@ from parsl.launchers.base import Launcher
 from parsl.providers import LocalProvider
 
 from actors.common.errors import ConfigurationError
+from actors.common.private import private_dir
 from actors.job.partition import Partition
 from actors.site.lean_imports import python_path
 from actors.site.lean_imports import shadow_dir
@@ -234,7 +235,7 @@ def build_config(
         profile.accelerators_per_node if profile.accelerators_per_node > 0 else ()
     )
     run_path = pathlib.Path(run_dir)
-    run_path.mkdir(parents=True, exist_ok=True)
+    private_dir(run_path)
     provider = LocalProvider(
         nodes_per_block=partition.size,
         init_blocks=1,

@@ -19,6 +19,7 @@ from typing import Any
 from academy.identifier import AgentId
 
 from actors.common.errors import ConfigurationError
+from actors.common.private import write_private
 from actors.job.partition import Partition
 
 MANIFEST_NAME = 'manifest.json'
@@ -77,9 +78,7 @@ class RunManifest:
     def write(self) -> pathlib.Path:
         """Write atomically to ``<run_dir>/manifest.json``."""
         path = pathlib.Path(self.run_dir, MANIFEST_NAME)
-        tmp = path.with_suffix('.json.tmp')
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_private(path, json.dumps(dataclasses.asdict(self), indent=2))
         return path
 
     @classmethod
@@ -92,14 +91,32 @@ class RunManifest:
         """
         path = pathlib.Path(run_dir, MANIFEST_NAME)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes().decode('utf-8'))
         except FileNotFoundError:
             raise ConfigurationError(
                 f'{str(run_dir)!r} has no {MANIFEST_NAME}; give the run directory '
                 'that launch.py printed (or passed with --run-dir)',
             ) from None
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ConfigurationError(f'{path} cannot be read: {e}') from None
+        try:
+            return cls._from_data(data)
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            raise ConfigurationError(
+                f'{path} is not a manifest of launch.py ({type(e).__name__}: {e}); '
+                'give the run directory that launch.py printed',
+            ) from None
+
+    @classmethod
+    def _from_data(cls, data: Any) -> RunManifest:
+        if not isinstance(data, dict):
+            raise TypeError(f'a JSON object was expected, got {type(data).__name__}')
+        for name, kind in (('run_dir', str), ('exchange', str), ('site', str), ('executor', str)):
+            if not isinstance(data.get(name), kind):
+                raise TypeError(f'{name!r} must be a {kind.__name__}, got {data.get(name)!r:.60}')
+        for name in ('work', 'director'):
+            if not isinstance(data.get(name, {}), dict):
+                raise TypeError(f'{name!r} must be an object')
         directors = [
             DirectorEntry(
                 partition=Partition(

@@ -22,6 +22,9 @@ import pathlib
 import shutil
 import threading
 
+from actors.common.private import private_dir
+from actors.common.private import write_private
+
 logger = logging.getLogger(__name__)
 
 CONTROL_DIR_VARIABLE = 'HPC_TOOL_CALLING_CONTROL_DIR'
@@ -97,7 +100,7 @@ class CancelFiles:
 
     def _make(self) -> None:
         if not self._made:
-            pathlib.Path(self.directory).mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory)
             self._made = True
 
     def control(self, call_key: str | None, timeout: float | None) -> Control:
@@ -137,7 +140,7 @@ class CancelFiles:
     def _cancel(self, calls: list[int], reason: str) -> int:
         self._make()
         for call in calls:
-            pathlib.Path(cancel_file(self.directory, call)).write_text(reason)
+            write_private(cancel_file(self.directory, call), reason)
         logger.info('cancelled %d call(s): %s', len(calls), reason)
         return len(calls)
 
@@ -156,7 +159,7 @@ class CancelFiles:
     def cancel_all(self, reason: str) -> None:
         """Cancel every call of this incarnation, running, queued or still to come."""
         self._make()
-        pathlib.Path(cancel_file(self.directory, ALL)).write_text(reason)
+        write_private(cancel_file(self.directory, ALL), reason)
         logger.info('cancelled every call: %s', reason)
 
     def close(self) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import subprocess
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from actors.common.private import open_private
+from actors.common.private import write_private
 from actors.common.processes import kill_tree
 from actors.tools.registry import get_tool
 from actors.worker.where import where
@@ -66,8 +67,8 @@ def run_command(
     """
     command = get_tool(name).func(**params)
     info = {**where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes()}
-    _write_whole(meta, json.dumps(info))
-    with open(stdout, 'wb') as out, open(stderr, 'wb') as err:
+    write_private(meta, json.dumps(info))
+    with open_private(stdout, 'wb') as out, open_private(stderr, 'wb') as err:
         process = subprocess.Popen(
             command,
             shell=True,
@@ -80,15 +81,8 @@ def run_command(
         except BaseException:
             kill_tree(process.pid)
             raise
-    _write_whole(f'{meta}.end', repr(time.time()))
+    write_private(f'{meta}.end', repr(time.time()))
     return {'ok': returncode == 0, 'returncode': returncode}
-
-
-def _write_whole(path: str, text: str) -> None:
-    """Write ``text`` so that readers see all of it or no file: a stop can land mid-write."""
-    part = f'{path}.part'
-    pathlib.Path(part).write_text(text)
-    os.replace(part, path)
 
 
 def _mpi_nodes() -> list[str] | None:
