@@ -72,14 +72,18 @@ def test_failed_call_does_not_lose_the_batch(run_dir: pathlib.Path):
                 manager,
                 handle,
                 'md_sim_batch',
-                params=[{'duration': 0.1}, {'duration': -1}, {'duration': 0.1, 'seed': 3}],
+                params=[
+                    {'duration': 0.1},
+                    {'fail': 'no such molecule'},
+                    {'duration': 0.1, 'seed': 3},
+                ],
             )
 
     results = asyncio.run(main())
     assert [r.ok for r in results] == [True, False, True]
     failed = results[1]
-    assert failed.error_type == 'ValueError'
-    assert 'duration must be >= 0' in failed.error_message
+    assert failed.error_type == 'RuntimeError'
+    assert 'no such molecule' in failed.error_message
     assert failed.node == 'sim-node-001'
     assert results[2].params == {'duration': 0.1, 'seed': 3}
     assert len({r.call_id for r in results}) == 3

@@ -88,12 +88,12 @@ def test_application_errors_are_not_retried(run_dir: pathlib.Path):
             (handle,),
             _,
         ):
-            return await call(manager, handle, 'md_sim', duration=-1)
+            return await call(manager, handle, 'md_sim', fail='the tool broke')
 
     result = asyncio.run(main())
     assert not result.ok
     assert result.status == 'failed'
-    assert result.error_type == 'ValueError'
+    assert result.error_type == 'RuntimeError'
     assert result.attempts == 1
 
 

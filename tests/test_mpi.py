@@ -161,8 +161,10 @@ def test_mixed_sizes_never_share_a_node(run_dir: pathlib.Path):
                     {'tool': 'mpi_probe', 'duration': 0.3, 'num_nodes': 2},
                 ],
             )
-            # A failure on the worker (bad option, not schema-checked on md_sim).
-            failed = await call(manager, h, 'md_sim', tool='ase_md_mpi', temperature=-1)
+            # A bad option is refused at the door (the tool's schema), nothing submitted.
+            with pytest.raises(ConfigurationError) as refused:
+                await call(manager, h, 'md_sim', tool='ase_md_mpi', temperature=-1)
+            failed = refused.value
             after = await call(manager, h, 'status')
             return parts[0], results, errors, before, md, batch, failed, after
 
@@ -208,9 +210,8 @@ def test_mixed_sizes_never_share_a_node(run_dir: pathlib.Path):
     assert (len(first.nodes), len(second.nodes)) == (3, 2)
     assert first.value['end'] <= second.value['start'] or not set(first.nodes) & set(second.nodes)
 
-    assert not failed.ok
-    assert failed.error_type == 'ValueError' and 'temperature must be > 0' in failed.error_message
-    assert after.done == len(sizes) + 3 and after.failed == 1 and after.mpi_nodes_free == 4
+    assert 'temperature: -1 is less than or equal to the minimum of 0' in str(failed)
+    assert after.done == len(sizes) + 3 and after.failed == 0 and after.mpi_nodes_free == 4
 
 
 def _partition(tmp_path: pathlib.Path, nodes=('nid001', 'nid002', 'nid003')) -> Partition:

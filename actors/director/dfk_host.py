@@ -24,6 +24,7 @@ from actors.common.loop import resolve
 from actors.execution.blocks import CLEANUP_TIMEOUT
 from actors.execution.blocks import LOST_CLEANUP_TIMEOUT
 from actors.execution.blocks import BlockDoctor
+from actors.execution.blocks import BlockStartGuard
 from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
 from actors.execution.executor_app import Call
@@ -115,6 +116,7 @@ class DfkHost:
         self.restarts = 0
         self._broken: InterchangeLost | None = None
         self._stopping = False
+        self._start_guard = BlockStartGuard(self.give_up)
 
     @property
     def started(self) -> bool:
@@ -141,12 +143,14 @@ class DfkHost:
                 the Director goes on).
 
         """
+        self._start_guard = BlockStartGuard(self.give_up)
         config = build_config(
             self.partition,
             self.profile,
             self._parsl_dir,
             workers_per_node=self.workers_per_node,
             control_dir=self.control_dir,
+            block_error_handler=self._start_guard,
         )
         try:
             # Creating a DFK starts the interchange and waits on it: keep it off
@@ -302,6 +306,27 @@ class DfkHost:
             cleanup_timeout=LOST_CLEANUP_TIMEOUT,
         )
 
+    def give_up(self, error: InterchangeLost) -> None:
+        """No DFK can run calls here (its blocks never start): fail what waits, refuse the rest.
+
+        Called on Parsl's poller thread. The DFK is not replaced: a new one
+        would fail the same way. Running and parked calls come back ``lost``
+        with ``error``; new calls are refused with it.
+        """
+        with self._lock:
+            dfk = self._dfk
+            if self._broken is not None or dfk is None:
+                return
+            self._broken = error
+            self._lost_dfks.add(dfk)
+        for each in list(dfk.executors.values()):
+            if has_interchange(each):
+                try:
+                    fail_executor(each, error)
+                except Exception:
+                    logger.exception('%s: failing executor %s failed', self.name, each.label)
+        self.give_up_parked()
+
     def park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
         """Rerun a call of a lost interchange on the next DFK; False if there is none."""
         with self._lock:
@@ -385,6 +410,8 @@ class DfkHost:
                     await asyncio.to_thread(watch_parsl_processes, self.watchdog, each)
                 # A lost interchange never answers: not asked, or not waited for.
                 managers = await connected_managers(executor)
+                if managers:
+                    self._start_guard.connected = True
                 if managers is not None:
                     await asyncio.to_thread(doctor.check, executor, managers)
             except Exception:

@@ -23,6 +23,8 @@ import os
 import pathlib
 import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import hostlist
 from parsl.addresses import address_by_interface
@@ -212,6 +214,7 @@ def build_config(
     workers_per_node: int | None = None,
     mpi: bool = False,
     control_dir: str | None = None,
+    block_error_handler: Callable[[Any, dict[str, Any]], None] | bool = False,
 ) -> Config:
     """Create a new Parsl config whose workers live only on ``partition``.
 
@@ -224,6 +227,9 @@ def build_config(
             ``mpi_executor_label(partition)``) for multi-node calls.
         control_dir: The Director's control directory (``actors.worker.control``),
             exported to the workers so that they see cancel files.
+        block_error_handler: Parsl's hook after each block status poll
+            (``actors.execution.blocks.BlockStartGuard``); never Parsl's
+            simple handler, which would disable the executor for a lost pool.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
@@ -257,8 +263,9 @@ def build_config(
         prefetch_capacity=profile.prefetch_capacity,
         interchange_launch_cmd=interchange_command(profile, run_path.resolve()),
         # A lost worker pool must not mark the executor bad for good: the
-        # strategy replaces the block instead.
-        block_error_handler=False,
+        # strategy replaces the block instead (a block that never starts is
+        # the guard's to judge).
+        block_error_handler=block_error_handler,
         # Tool calls stay inside the batch job's network; CurveZMQ adds ~40%
         # per-task cost for no gain there.
         encrypted=False,

@@ -19,6 +19,7 @@ def mock_md(
     temperature: float = 300.0,
     steps: Annotated[int, Ge(0)] = 1000,
     seed: int = 0,
+    fail: str = '',
 ) -> dict[str, Any]:
     """Mock molecular-dynamics run: sleeps, then reports made-up energies.
 
@@ -27,6 +28,8 @@ def mock_md(
         temperature: Target temperature in kelvin.
         steps: Number of MD steps.
         seed: Random seed; the same inputs give the same energy.
+        fail: If not empty, the run raises ``RuntimeError(fail)`` after its
+            duration (to try out how a failed call is reported).
 
     Returns:
         Steps, temperature and a deterministic pseudo-energy.
@@ -38,6 +41,8 @@ def mock_md(
         raise ValueError(f'steps must be >= 0, got {steps}')
     if duration:
         time.sleep(duration)
+    if fail:
+        raise RuntimeError(fail)
     digest = hashlib.blake2b(
         f'{temperature}:{steps}:{seed}'.encode(),
         digest_size=4,
