@@ -213,3 +213,49 @@ def test_bad_action_arguments_leave_the_director_serving(run_dir: pathlib.Path):
 
 def test_the_table_has_at_least_30_bad_inputs():
     assert len(CLI_CASES) + 2 + 9 + len(ACTION_CASES) + 1 + 4 >= 30
+
+
+def _run_with_a_journal(tmp_path: pathlib.Path) -> pathlib.Path:
+    from actors.common.results import CallResult
+    from actors.store.journal import encode
+
+    run = tmp_path / 'reported'
+    (run / 'journal').mkdir(parents=True)
+    result = CallResult(
+        call_id='director-0-0', director='director-0', partition=0, action='md_sim',
+        tool='mock_md', params={}, ok=True, node='sim-node-001', worker=0, pid=1,
+        start=1.0, end=2.0, status='ok',
+    )  # fmt: skip
+    (run / 'journal' / 'director-0.jsonl').write_bytes(encode(result) + b'\xff\xfe torn')
+    return run
+
+
+@pytest.mark.parametrize(
+    ('argv', 'message'),
+    [
+        (['report', '{run}', '-o', '/nonexistent/dir/x.png'], 'cannot write the report to'),
+        (['report', '{run}', '-o', '{run}/x.txt'], "Format 'txt' is not supported"),
+        (['endpoint-config', '--site', 'aurora', '--install', '{file}'], 'is a file'),
+    ],
+)
+def test_bad_subcommand_input_is_one_clear_line(
+    argv: list[str],
+    message: str,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+):
+    run = _run_with_a_journal(tmp_path)
+    a_file = tmp_path / 'a-file'
+    a_file.write_text('x')
+    argv = [a.format(run=run, file=a_file) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_report_reads_past_a_garbled_journal_line(tmp_path: pathlib.Path):
+    run = _run_with_a_journal(tmp_path)
+    assert main(['report', str(run), '-o', str(tmp_path / 'r.png')]) == 0
+    assert (tmp_path / 'r.png').stat().st_size > 0

@@ -14,8 +14,10 @@ import sys
 import pytest
 
 from actors.client.calls import call
+from actors.client.exchange import free_port
 from actors.common.errors import ConfigurationError
 from tests.conftest import REPO
+from tests.helpers import Server
 from tests.helpers import running_directors
 
 pytestmark = pytest.mark.timeout(180)
@@ -146,3 +148,33 @@ def test_a_director_starts_on_a_garbled_journal_and_keeps_what_is_whole(run_dir:
     assert lines[-1] == b''  # whole lines only: the torn tail was cut off
     assert json.loads(lines[-2])['call_key'] == 'fresh'
     assert list(journal.parent.glob('director-0.jsonl.torn-*'))
+
+
+def test_a_redis_password_in_the_exchange_url_is_used(tmp_path: pathlib.Path):
+    redis = shutil.which('redis-server')
+    if redis is None:
+        pytest.skip('redis-server is not installed (.ci/run installs it with apt-get)')
+    port = free_port()
+    argv = [redis, '--port', str(port), '--bind', '127.0.0.1', '--save', '']
+    server = Server([*argv, '--requirepass', 'p@ss word'], port, tmp_path / 'redis.log')
+    server.start()
+    try:
+        done = _launch(
+            '--exchange',
+            f'redis://:p%40ss%20word@127.0.0.1:{port}',
+            '--quiet',
+            '--iterations',
+            '1',
+            '--duration',
+            '0',
+            '--partitions',
+            '1',
+            '--simulate-nodes',
+            '1',
+            '--run-dir',
+            str(tmp_path / 'run'),
+            cwd=tmp_path,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-2000:]

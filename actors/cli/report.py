@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from typing import Any
 
 from actors.common.errors import ConfigurationError
 from actors.store.journal import JOURNAL_DIR
+from actors.store.journal import read_journal
 from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
 
@@ -102,25 +102,21 @@ def record_files(run_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
 
 
 def read_records(files: Iterable[pathlib.Path]) -> list[dict[str, Any]]:
-    """Every JSON object of every file (blank and truncated last lines skipped).
+    """Every whole record of every file, read as the Directors read their journals.
+
+    Lines that are not a whole JSON object (a torn last line, bytes that are
+    not UTF-8) are skipped with a warning naming them (``read_journal``).
 
     Raises:
-        ConfigurationError: If a line other than a file's last is not JSON.
+        ConfigurationError: If a file cannot be read.
 
     """
     records: list[dict[str, Any]] = []
     for path in files:
-        lines = path.read_text(encoding='utf-8').splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if number == len(lines):
-                    # A writer killed mid-line; everything before it is intact.
-                    continue
-                raise ConfigurationError(f'{path}:{number} is not a JSON record: {e}') from None
+        try:
+            records.extend(read_journal(path))
+        except OSError as e:
+            raise ConfigurationError(f'{path} cannot be read: {e.strerror}') from None
     return records
 
 
@@ -239,8 +235,15 @@ def render_report(
     _draw_utilization(bars, usage, [colors[owner[i]] for i in usage])
     fig.tight_layout()
     path = pathlib.Path(output) if output else root / REPORT_NAME
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as e:
+        raise ConfigurationError(
+            f'cannot write the report to {str(path)!r}: {e}; give -o FILE.png in a '
+            'directory that exists',
+        ) from None
+    finally:
+        plt.close(fig)
     return Report(
         path=path,
         source=files,

@@ -38,18 +38,28 @@ REDIS_OUTAGE_TOLERANCE = 60
 """Reconnection attempts (about one per second) before a Redis outage is fatal."""
 
 
-def redis_factory(host: str, port: int) -> RedisExchangeFactory:
+def redis_factory(
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> RedisExchangeFactory:
     """A Redis exchange that rides out a server restart of up to about a minute.
 
     redis-py gives up after a few quick retries by default, and Academy's
     listener task ends for good on the resulting ``ConnectionError``: the
     agent or client stops hearing messages. Retrying every command for
     ``REDIS_OUTAGE_TOLERANCE`` attempts lets both carry on once a restarted
-    server (with persistence on) is back.
+    server (with persistence on) is back. ``username``/``password`` (from
+    ``redis://USER:PASSWORD@HOST:PORT``) authenticate to a server with ACLs
+    or ``requirepass``.
     """
     return RedisExchangeFactory(
         host,
         port,
+        username=username or None,
+        password=password or None,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_OUTAGE_TOLERANCE),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
@@ -113,7 +123,12 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
     else:
         url = urllib.parse.urlparse(spec)
         if url.scheme == 'redis':
-            yield redis_factory(url.hostname or 'localhost', url.port or 6379)
+            yield redis_factory(
+                url.hostname or 'localhost',
+                url.port or 6379,
+                username=urllib.parse.unquote(url.username) if url.username else None,
+                password=urllib.parse.unquote(url.password) if url.password else None,
+            )
         else:
             auth = 'globus' if url.scheme == 'https' else None
             if auth:

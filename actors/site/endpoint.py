@@ -259,7 +259,18 @@ def install(template: EndpointTemplate, directory: str | os.PathLike[str]) -> li
 
     """
     target = pathlib.Path(os.path.expanduser(os.fspath(directory)))
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigurationError(
+            f'--install {str(directory)!r} is a file; give the endpoint\'s directory '
+            '(e.g. ~/.globus_compute/<name>)',
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigurationError(
+            f'--install {str(directory)!r} cannot be created ({e.strerror}); '
+            "give the endpoint's directory",
+        ) from None
     written = []
     for source in (template.template_path, template.schema_path):
         path = target / source.name
