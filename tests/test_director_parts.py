@@ -66,7 +66,7 @@ def test_options_are_checked_and_round_trip_through_the_manifest_record():
     ('changes', 'message'),
     [
         ({'retries': -1}, 'retries must be an integer >= 0'),
-        ({'workers_per_node': 0}, 'workers_per_node must be an integer >= 1'),
+        ({'workers_per_node': 0}, 'workers_per_node must be an integer from 1 to 1024'),
         ({'tool': 'nope'}, "unknown tool 'nope'"),
         ({'drain_timeout': math.inf}, 'drain_timeout must be seconds >= 0'),
         ({'journal_sync': 'sometimes'}, "journal sync mode 'sometimes'"),
