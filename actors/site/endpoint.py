@@ -261,7 +261,7 @@ def install(template: EndpointTemplate, directory: str | os.PathLike[str]) -> li
     target = pathlib.Path(os.path.expanduser(os.fspath(directory)))
     if target.exists() and not target.is_dir():
         raise ConfigurationError(
-            f'--install {str(directory)!r} is a file; give the endpoint\'s directory '
+            f"--install {str(directory)!r} is a file; give the endpoint's directory "
             '(e.g. ~/.globus_compute/<name>)',
         )
     try:
