@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -78,6 +79,30 @@ async def run(
         campaign's report (its ``results`` hold every call's).
 
     """
+    async with open_directors(plan, executor, on_start, on_directors) as directors:
+        manager, handles, statuses = directors
+        outcome: list[CallResult] | CampaignReport
+        if plan.campaign:
+            outcome = await run_campaign(manager, handles, plan)
+        else:
+            outcome = await drive_all(manager, handles, statuses, plan)
+        return outcome
+
+
+@contextlib.asynccontextmanager
+async def open_directors(
+    plan: RunPlan,
+    executor: Executor | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_directors: Callable[[int, int], None] | None = None,
+) -> AsyncIterator[tuple[Manager[Any], list[Any], list[DirectorStatus]]]:
+    """The plan's Directors, ready: ``(manager, handles, first statuses)``.
+
+    Opens the exchange, re-attaches to a resumed run's Directors that still
+    answer, launches the others and records them in the manifest. On exit the
+    Directors started here stop with their Manager, and re-attached ones are
+    shut down as their own Manager would have.
+    """
     if executor is None:
         # Before the exchange: a missing Globus login fails here, before anything starts.
         executor = make_executor(
@@ -96,15 +121,17 @@ async def run(
         if on_start is not None:
             on_start()
         async with manager:
-            return await _run_with(manager, plan, on_directors)
+            attached, handles, statuses = await _ready(manager, plan, on_directors)
+            yield manager, handles, statuses
+            await release(attached)
 
 
-async def _run_with(
+async def _ready(
     manager: Manager[Any],
     plan: RunPlan,
     on_directors: Callable[[int, int], None] | None,
-) -> list[CallResult] | CampaignReport:
-    """``run`` once the Manager is up: get every Director ready, then drive them."""
+) -> tuple[list[Any], list[Any], list[DirectorStatus]]:
+    """Get every Director ready: ``(re-attached handles, all handles, statuses)``."""
     found = await attach(manager, plan)
     attached = [h for h in found if h is not None]
     missing = [p for p, h in zip(plan.partitions, found, strict=True) if h is None]
@@ -131,15 +158,7 @@ async def _run_with(
     write_manifest(plan, handles)
     if on_directors is not None:
         on_directors(len(attached), len(missing))
-    outcome: list[CallResult] | CampaignReport
-    if plan.campaign:
-        outcome = await run_campaign(manager, handles, plan)
-    else:
-        outcome = await drive_all(manager, handles, statuses, plan)
-    # The run is finished: stop the re-attached Directors as their own
-    # Manager would have (this one stops those it started).
-    await release(attached)
-    return outcome
+    return attached, handles, list(statuses)
 
 
 async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:
