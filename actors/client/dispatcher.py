@@ -19,6 +19,8 @@ import asyncio
 import itertools
 import json
 import logging
+from collections.abc import Awaitable
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -156,20 +158,79 @@ class Dispatcher:
         arguments = validate_call(name, raw)
         if name == 'status':
             return await self.statuses()
+        if name in TOOLS:
+            return await self.run_tool(name, arguments)
+        return await self._send(name, arguments, 1, lambda h: h.action(name, **arguments))
+
+    async def run_tool(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        call_key: str | None = None,
+        timeout: float | None = None,
+        on_route: Callable[[int], None] | None = None,
+    ) -> CallResult:
+        """Run one call of a registered tool (arguments already validated) where it fits best.
+
+        Args:
+            tool: The tool's name.
+            arguments: Its arguments.
+            call_key: Stable key: a journaled key is answered without running.
+            timeout: Seconds the tool may run.
+            on_route: Called with the chosen Director's index before sending.
+
+        """
+        return await self._send(
+            tool,
+            arguments,
+            1,
+            lambda h: h.action('call_tool', tool, arguments, call_key=call_key, timeout=timeout),
+            on_route,
+        )
+
+    async def run_batch(
+        self,
+        tool: str,
+        arguments: Sequence[Mapping[str, Any]],
+        *,
+        call_keys: Sequence[str] | None = None,
+        timeout: float | None = None,
+        on_route: Callable[[int], None] | None = None,
+    ) -> list[CallResult]:
+        """Run many calls of one tool as one ``md_sim_batch`` on the Director that fits best."""
+        params = [{**a, 'tool': tool} for a in arguments]
+        return await self._send(
+            tool,
+            # Only a Director whose partition fits the largest call can take the batch.
+            max(arguments, key=lambda a: _nodes_needed(tool, a), default={}),
+            len(params),
+            lambda h: h.action('md_sim_batch', params=params, call_keys=call_keys, timeout=timeout),
+            on_route,
+        )
+
+    async def _send(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        weight: int,
+        send: Callable[[Handle[Any]], Awaitable[Any]],
+        on_route: Callable[[int], None] | None = None,
+    ) -> Any:
+        """Send to the best Director; to the next one if it turns out to be gone."""
         while True:
             index = await self._choose(name, arguments)
-            handle = self.directors[index]
-            self._outstanding[index] += 1
+            if on_route is not None:
+                on_route(index)
+            self._outstanding[index] += weight
             logger.debug('dispatching %s to Director %d', name, index)
             try:
-                if name in TOOLS:
-                    return await handle.action('call_tool', name, arguments)
-                return await handle.action(name, **arguments)
+                return await send(self.directors[index])
             except _GONE as e:
                 # Never delivered (the Director's mailbox is closed): safe to send elsewhere.
                 self._left_out(index, f'{type(e).__name__}: {e}')
             finally:
-                self._outstanding[index] -= 1
+                self._outstanding[index] -= weight
 
     async def dispatch_many(
         self,
