@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     'status': 'actors.cli.commands.status',
     'report': 'actors.cli.commands.report',
     'tools': 'actors.cli.commands.tools',
+    'mcp': 'actors.cli.commands.mcp',
 }
 """``launch.py NAME ...`` runs ``main(rest_of_argv)`` of module ``SUBCOMMANDS[NAME]``.
 

@@ -1,0 +1,212 @@
+"""``launch.py mcp``: serve the Directors' tools to MCP clients (stdio or Streamable HTTP).
+
+With no ``--attach``, it starts Directors itself from the same flags as
+``launch.py`` (a simulated job by default) and stops them when it exits;
+``--resume RUN_DIR`` restarts it on a run dir, answering the calls that
+ended from their journals. ``--attach RUN_DIR`` serves the Directors of a
+run that is already up (a networked exchange: ``redis://`` or ``http://``).
+
+On stdio, the process's standard output is the protocol's channel: it is
+kept for MCP alone, and everything else that would write there (this
+process, Parsl, ``mpiexec``) writes to standard error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+from typing import Any
+
+from actors.cli.parser import Parser
+from actors.common.errors import ConfigurationError
+
+logger = logging.getLogger('launch.mcp')
+
+PRIVATE_UMASK = 0o077
+
+
+def build_parser() -> Parser:
+    """The subcommand's own flags; the rest are ``launch.py``'s."""
+    from actors.mcp.outputs import DEFAULT_LIMIT
+
+    parser = Parser(
+        prog='launch.py mcp',
+        description=(
+            "Serve the Directors' tools over the Model Context Protocol. Without --attach it "
+            'starts Directors from the same flags as launch.py (see launch.py --help), e.g. '
+            '`launch.py mcp --simulate-nodes 4 --partitions 2`.'
+        ),
+    )
+    parser.add_argument(
+        '--http',
+        metavar='HOST:PORT',
+        help='serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio (port 0: a free '
+        'one; an address other than loopback needs --token-file)',
+    )
+    parser.add_argument(
+        '--token-file',
+        metavar='FILE',
+        help='bearer token clients must send over HTTP (a private file, mode 0600)',
+    )
+    parser.add_argument(
+        '--attach',
+        metavar='RUN_DIR',
+        help='serve the Directors of a running run (networked exchange) instead of starting some',
+    )
+    parser.add_argument(
+        '--inline-limit',
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar='BYTES',
+        help='values larger than this (as JSON) are written under the run dir and returned as '
+        f'a resource link (default: {DEFAULT_LIMIT})',
+    )
+    parser.add_argument(
+        '--log-level',
+        default='WARNING',
+        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
+        help='log level on stderr (default: WARNING)',
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Serve until the client goes (stdio) or the process is interrupted (HTTP)."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    )
+    try:
+        serve = _prepare(parser, args, rest)
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    channel = None if args.http else _keep_stdout_for_mcp()
+    try:
+        asyncio.run(serve(channel))
+    except ConfigurationError as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    except KeyboardInterrupt:
+        pass
+    except (OSError, TimeoutError) as e:
+        print(f'{parser.prog}: failed: {type(e).__name__}: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def _prepare(parser: Parser, args: argparse.Namespace, rest: list[str]) -> Any:
+    """Check every flag before anything starts; returns the coroutine function to run."""
+    from actors.mcp import transport
+
+    if args.inline_limit < 0:
+        raise ConfigurationError(f'--inline-limit {args.inline_limit}: give bytes >= 0')
+    sock = None
+    token = None
+    if args.http is not None:
+        host, port = transport.parse_bind(args.http)
+        token = transport.read_token(args.token_file, host)
+        sock = transport.bind_socket(host, port)
+    elif args.token_file is not None:
+        raise ConfigurationError('--token-file is for --http; stdio has one client, its parent')
+    if args.attach is not None:
+        if rest:
+            raise ConfigurationError(
+                f'--attach serves a running run: launch.py flags ({" ".join(rest)}) do not apply'
+            )
+        directors = _attached(args.attach)
+    else:
+        directors = _launched(_plan(rest))
+
+    async def serve(channel: io.BufferedWriter | None) -> None:
+        await _serve(
+            parser.prog,
+            directors,
+            inline_limit=args.inline_limit,
+            sock=sock,
+            token=token,
+            channel=channel,
+        )
+
+    return serve
+
+
+def _plan(rest: list[str]) -> Any:
+    from actors.cli.parser import build_parser as build_run_parser
+    from actors.cli.plan import plan_run
+
+    run_parser = build_run_parser()
+    run_parser.prog = 'launch.py mcp'
+    return plan_run(run_parser.parse_args([*rest, '--quiet']))
+
+
+@contextlib.asynccontextmanager
+async def _launched(plan: Any) -> AsyncIterator[Any]:
+    from actors.cli.run import open_directors
+    from actors.mcp.front import Front
+
+    async with open_directors(plan) as (_, handles, _statuses):
+        yield Front(handles, plan.run_dir)
+
+
+def _attached(run_dir: str) -> Any:
+    from actors.mcp.front import attached
+
+    return attached(run_dir)
+
+
+async def _serve(
+    prog: str,
+    directors: Any,
+    *,
+    inline_limit: int,
+    sock: Any,
+    token: str | None,
+    channel: io.BufferedWriter | None,
+) -> None:
+    from actors.mcp import transport
+    from actors.mcp.book import CallBook
+    from actors.mcp.outputs import Outputs
+    from actors.mcp.server import build_server
+
+    async with directors as front:
+        book = CallBook(front, Outputs(front.run_dir, inline_limit))
+        resent = book.open()
+        server = build_server(book)
+        said = f'; sent {resent} unfinished call(s) again' if resent else ''
+        try:
+            if sock is None:
+                where = f'run dir {front.run_dir}; serving MCP on stdio{said}'
+                print(f'{prog}: {where}', file=sys.stderr, flush=True)
+                assert channel is not None
+                await transport.serve_stdio(server, channel)
+            else:
+
+                def ready(url: str) -> None:
+                    print(
+                        f'{prog}: run dir {front.run_dir}; serving MCP on {url}{said}',
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+                await transport.serve_http(server, sock, token, ready)
+        finally:
+            await book.close()
+
+
+def _keep_stdout_for_mcp() -> io.BufferedWriter:
+    """Keep file descriptor 1 for MCP; point fd 1 (and ``sys.stdout``) at stderr."""
+    sys.stdout.flush()
+    channel = os.fdopen(os.dup(1), 'wb')
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return channel

@@ -1,0 +1,12 @@
+"""``launch.py mcp``: a Model Context Protocol server in front of the Directors.
+
+It runs where a client runs (a laptop, a login node, the job's lead node) and
+reaches the Directors over the Academy exchange like any other client:
+
+- `front`: the Directors it serves, launched for it or attached to by run dir;
+- `book`: durable keyed calls (submit, follow, cancel, answer after a restart);
+- `shapes`: the MCP tool list, its input and output schemas, structured results;
+- `outputs`: large values written under the run dir and returned by reference;
+- `server`: the MCP request handlers (tools, tasks, resources, progress);
+- `transport`: stdio and Streamable HTTP (loopback by default, a bearer token otherwise).
+"""

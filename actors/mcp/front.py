@@ -1,0 +1,94 @@
+"""The Directors an MCP server serves: launched for it, or those of a running run.
+
+Either way the server sees a [`Front`][actors.mcp.front.Front]: the Directors'
+handles, a dispatcher that routes calls to the one with free capacity, and
+the run directory where their journals (and the server's own records) live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+from typing import Any
+
+from academy.handle import Handle
+
+from actors.client.dispatcher import Dispatcher
+from actors.client.exchange import open_exchange
+from actors.client.status_query import ExchangeUnreachableError
+from actors.client.status_query import check_reachable
+from actors.store.manifest import RunManifest
+
+logger = logging.getLogger(__name__)
+
+CANCEL_TIMEOUT = 10.0
+"""Seconds a Director has to acknowledge a cancel."""
+
+JOIN_TIMEOUT = 15.0
+"""Seconds to join a running run's exchange."""
+
+
+class Front:
+    """The Directors behind the server.
+
+    Args:
+        handles: One handle per Director, in partition order.
+        run_dir: The run directory (journals, manifest, the server's records).
+
+    """
+
+    def __init__(self, handles: Sequence[Handle[Any]], run_dir: str) -> None:
+        self.handles = list(handles)
+        self.run_dir = run_dir
+        self.dispatcher = Dispatcher(self.handles)
+
+    async def cancel(
+        self, index: int, *, call_key: str | None = None, prefix: str | None = None
+    ) -> int:
+        """Tell Director ``index`` to stop a call (``call_key``) or every ``prefix/...`` call.
+
+        Returns:
+            How many calls it stopped (0 if it could not be reached).
+
+        """
+        handle = self.handles[index]
+        key = {'call_key': call_key} if call_key is not None else {'batch_key': prefix}
+        try:
+            return await asyncio.wait_for(handle.action('cancel', **key), CANCEL_TIMEOUT)
+        except Exception as e:
+            logger.warning('could not cancel %s on Director %d: %s', key, index, e)
+            return 0
+
+
+@contextlib.asynccontextmanager
+async def attached(run_dir: str) -> AsyncIterator[Front]:
+    """The Directors of a running run, through its manifest and exchange.
+
+    Raises:
+        ConfigurationError: If the run dir holds no readable manifest, or
+            its exchange cannot be joined from another process.
+        ExchangeUnreachableError: If the exchange does not answer.
+
+    """
+    manifest = RunManifest.read(run_dir)
+    check_reachable(manifest)
+    with open_exchange(manifest.exchange) as factory:
+        try:
+            client = await asyncio.wait_for(
+                factory.create_user_client(name='launch-mcp', start_listener=True),
+                JOIN_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as e:
+            raise ExchangeUnreachableError(
+                f'cannot join the exchange {manifest.exchange} of run {run_dir}: '
+                f'{e or type(e).__name__} (is the run, or its exchange, still up?)',
+            ) from None
+        async with client:
+            handles: list[Handle[Any]] = [
+                Handle(entry.agent_id(), exchange=client, ignore_context=True)
+                for entry in manifest.directors
+            ]
+            yield Front(handles, str(run_dir))

@@ -1,0 +1,207 @@
+"""How clients reach the server: stdio (one client, the host that spawned it) or Streamable HTTP.
+
+HTTP binds 127.0.0.1 unless told otherwise. Any other address needs a bearer
+token (``--token-file``): the server refuses to start without one, and with
+one every request must carry ``Authorization: Bearer <token>``. The token
+file must be private to the user (mode 0600 or stricter), as an SSH key.
+Host and Origin headers are checked too (DNS rebinding) for loopback binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import io
+import ipaddress
+import logging
+import pathlib
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.lowlevel import NotificationOptions
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from actors.common.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = '/mcp'
+LOOPBACK_NAMES = ('localhost',)
+
+
+async def serve_stdio(server: Server[Any, Any], channel: io.BufferedWriter) -> None:
+    """Serve one client over stdin and ``channel`` (the process's original stdout)."""
+    stdin = anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding='utf-8'))
+    stdout = anyio.wrap_file(io.TextIOWrapper(channel, encoding='utf-8'))
+    async with stdio_server(stdin, stdout) as (read, write):
+        await server.run(read, write, server.create_initialization_options(NotificationOptions()))
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, or ``PORT``) of ``--http``.
+
+    Raises:
+        ConfigurationError: If it is not an address and a port in 0..65535.
+
+    """
+    host, _, port = text.rpartition(':')
+    host = host.strip('[]') or '127.0.0.1'
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(
+            f'--http {text!r}: give HOST:PORT with a port in 0..65535 (0 picks a free one), '
+            'e.g. --http 127.0.0.1:8765',
+        )
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` is a loopback address (or ``localhost``)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str | None, host: str) -> str | None:
+    """The bearer token from ``--token-file`` (required off loopback).
+
+    Raises:
+        ConfigurationError: If a non-loopback bind has no token, or the file
+            is missing, empty, or readable by others.
+
+    """
+    if path is None:
+        if not is_loopback(host):
+            raise ConfigurationError(
+                f'--http {host}: binding an address other than loopback needs a bearer token; '
+                'write one to a private file (umask 077; openssl rand -hex 32 > FILE) and give '
+                '--token-file FILE, or bind 127.0.0.1',
+            )
+        return None
+    file = pathlib.Path(path)
+    try:
+        mode = file.stat().st_mode
+        token = file.read_text().strip()
+    except OSError as e:
+        raise ConfigurationError(f'--token-file {path}: {e.strerror or e}') from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(
+            f'--token-file {path}: mode {stat.S_IMODE(mode):04o} lets others read the token; '
+            f'chmod 600 {path}',
+        )
+    if len(token) < 16:
+        raise ConfigurationError(
+            f'--token-file {path}: the token must be at least 16 characters (openssl rand -hex 32)',
+        )
+    return token
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f'Bearer {token}'.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Refuse an HTTP request without the token (401); pass the rest on."""
+        if scope['type'] == 'http':
+            given = dict(scope.get('headers') or ()).get(b'authorization', b'')
+            if not hmac.compare_digest(given, self.expected):
+                await send(
+                    {
+                        'type': 'http.response.start',
+                        'status': 401,
+                        'headers': [
+                            (b'content-type', b'text/plain'),
+                            (b'www-authenticate', b'Bearer'),
+                        ],
+                    },
+                )
+                await send(
+                    {'type': 'http.response.body', 'body': b'missing or wrong bearer token\n'}
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one).
+
+    Raises:
+        ConfigurationError: If the address cannot be bound.
+
+    """
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigurationError(f'--http {host}:{port}: cannot bind: {e.strerror or e}') from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def serve_http(
+    server: Server[Any, Any],
+    sock: socket.socket,
+    token: str | None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve Streamable HTTP at ``http://HOST:PORT/mcp`` on a bound socket until cancelled."""
+    host, port = sock.getsockname()[:2]
+    loopback = is_loopback(host)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=loopback,
+        allowed_hosts=[f'{name}:*' for name in ('127.0.0.1', 'localhost', '[::1]')],
+        allowed_origins=[f'http://{name}:*' for name in ('127.0.0.1', 'localhost', '[::1]')],
+    )
+    sessions = StreamableHTTPSessionManager(app=server, security_settings=security)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        async with sessions.run():
+            yield
+
+    app: Any = Starlette(routes=[Mount(MCP_PATH, app=sessions.handle_request)], lifespan=lifespan)
+    if token is not None:
+        app = BearerAuth(app, token)
+    config = uvicorn.Config(app, log_level='warning', lifespan='on', access_log=False)
+    web = uvicorn.Server(config)
+    url = f'http://{host if ":" not in host else f"[{host}]"}:{port}{MCP_PATH}'
+    logger.info('MCP server on %s', url)
+    started = _announce_when_started(web, url, on_ready)
+    try:
+        await web.serve(sockets=[sock])
+    finally:
+        started.cancel()
+
+
+def _announce_when_started(
+    web: uvicorn.Server, url: str, on_ready: Callable[[str], None] | None
+) -> asyncio.Future[None]:
+    """Calls ``on_ready(url)`` once uvicorn accepts connections."""
+
+    async def watch() -> None:
+        while not web.started:
+            await asyncio.sleep(0.05)
+        if on_ready is not None:
+            on_ready(url)
+
+    return asyncio.ensure_future(watch())
