@@ -45,6 +45,8 @@ HEARTBEAT = 5.0
 """Seconds between progress notifications while nothing changes (a long call is alive)."""
 STATUS_URI = 'hpc://status'
 POLL_INTERVAL_MS = 1000
+RETENTION_MS = 7 * 86400 * 1000
+"""Task retention announced to clients (the book keeps calls as long as the run dir)."""
 
 _RESPONDER: contextvars.ContextVar[RequestResponder[Any, Any] | None] = contextvars.ContextVar(
     'mcp_responder', default=None
@@ -376,6 +378,6 @@ def _task(entry: Entry) -> mt.Task:
         statusMessage=entry.message if entry.state != CANCELLED else 'cancelled',
         createdAt=datetime.datetime.fromtimestamp(entry.created, datetime.UTC),
         lastUpdatedAt=datetime.datetime.fromtimestamp(entry.updated, datetime.UTC),
-        ttl=None,
+        ttl=RETENTION_MS,
         pollInterval=POLL_INTERVAL_MS,
     )

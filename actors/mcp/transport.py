@@ -182,7 +182,9 @@ async def serve_http(
     app: Any = Starlette(routes=[Mount(MCP_PATH, app=sessions.handle_request)], lifespan=lifespan)
     if token is not None:
         app = BearerAuth(app, token)
-    config = uvicorn.Config(app, log_level='warning', lifespan='on', access_log=False)
+    config = uvicorn.Config(
+        app, log_level='warning', lifespan='on', access_log=False, timeout_graceful_shutdown=5
+    )
     web = uvicorn.Server(config)
     url = f'http://{host if ":" not in host else f"[{host}]"}:{port}{MCP_PATH}'
     logger.info('MCP server on %s', url)

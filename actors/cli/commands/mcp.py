@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from collections.abc import Sequence
@@ -92,6 +93,8 @@ def main(argv: Sequence[str]) -> int:
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     channel = None if args.http else _keep_stdout_for_mcp()
+    # SIGTERM (a batch system's, a test's) stops the Directors as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(serve(channel))
     except ConfigurationError as e:
@@ -201,6 +204,10 @@ async def _serve(
                 await transport.serve_http(server, sock, token, ready)
         finally:
             await book.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _keep_stdout_for_mcp() -> io.BufferedWriter:
