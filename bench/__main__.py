@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from bench import mcp_layer
 from bench import mpi
 from bench import overhead
 from bench import scale
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     'startup': startup,
     'scale': scale,
     'mpi': mpi,
+    'mcp': mcp_layer,
 }
 
 

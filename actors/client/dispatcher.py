@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -42,6 +43,12 @@ logger = logging.getLogger(__name__)
 
 STATUS_TIMEOUT = 10.0
 """Seconds a Director has to answer ``status`` before it is routed around."""
+
+ROUTING_STATUS_AGE = 0.25
+"""Seconds the Directors' statuses are reused for routing: a status costs each
+Director a round trip to its interchange, more than routing a no-op call is
+worth; calls sent meanwhile are counted here (``_outstanding``). A Director
+gone since is found when the call bounces (and the call goes elsewhere)."""
 
 _GONE = (MailboxTerminatedError, AgentTerminatedError, BadEntityIdError)
 """Errors of a call to a Director that is gone: the call never ran there."""
@@ -101,6 +108,10 @@ class Dispatcher:
         """Directors left out of routing (by index), and why: gone, silent or draining."""
         self._outstanding = [0] * len(self.directors)
         self._turn = itertools.count()
+        self._routing: tuple[float, list[tuple[int, DirectorStatus]]] | None = None
+        self._refresh: asyncio.Future[list[tuple[int, DirectorStatus]]] | None = None
+        self._since = [0] * len(self.directors)
+        """Calls sent to each Director since the statuses used for routing were taken."""
 
     async def statuses(self) -> list[DirectorStatus]:
         """The status of every Director that answers (``unavailable`` says who did not).
@@ -110,6 +121,25 @@ class Dispatcher:
 
         """
         return [status for _, status in await self._answering()]
+
+    async def _routing_statuses(self) -> list[tuple[int, DirectorStatus]]:
+        """``_answering()``, reused for ``ROUTING_STATUS_AGE`` seconds."""
+        now = time.monotonic()
+        if self._routing is not None and now - self._routing[0] < ROUTING_STATUS_AGE:
+            return self._routing[1]
+        if self._refresh is None:
+            # One status round for every call that needs it now, not one per call.
+            self._refresh = asyncio.ensure_future(self._answering())
+        refresh = self._refresh
+        try:
+            answering = await asyncio.shield(refresh)
+        finally:
+            if self._refresh is refresh and refresh.done():
+                self._refresh = None
+        if self._routing is None or self._routing[1] is not answering:
+            self._routing = (time.monotonic(), answering)
+            self._since = [0] * len(self.directors)
+        return answering
 
     async def _answering(self) -> list[tuple[int, DirectorStatus]]:
         """``(index, status)`` of every Director that answers and is not draining."""
@@ -135,6 +165,7 @@ class Dispatcher:
         return live
 
     def _left_out(self, index: int, reason: str) -> None:
+        self._routing = None  # Route on fresh statuses from now on.
         if self.unavailable.get(index) != reason:
             logger.warning('dispatcher: routing around Director %d: %s', index, reason)
         self.unavailable[index] = reason
@@ -223,6 +254,7 @@ class Dispatcher:
             if on_route is not None:
                 on_route(index)
             self._outstanding[index] += weight
+            self._since[index] += weight
             logger.debug('dispatching %s to Director %d', name, index)
             try:
                 return await send(self.directors[index])
@@ -255,7 +287,7 @@ class Dispatcher:
 
         """
         nodes = _nodes_needed(name, arguments)
-        answering = await self._answering()
+        answering = await self._routing_statuses()
         statuses = dict(answering)
         candidates = [i for i, s in answering if len(s.nodes) >= nodes]
         if not candidates:
@@ -273,7 +305,7 @@ class Dispatcher:
                 free = status.mpi_nodes_free - status.mpi_waiting
             else:
                 free = status.slots - status.queued - status.running
-            return (-free, self._outstanding[i], (i - turn) % count)
+            return (-(free - self._since[i]), self._outstanding[i], (i - turn) % count)
 
         return min(candidates, key=score)
 

@@ -30,7 +30,7 @@ from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Route
 
 from actors.common.errors import ConfigurationError
 
@@ -138,6 +138,17 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class _Endpoint:
+    """The session manager as a Starlette endpoint (a class instance is served as ASGI)."""
+
+    def __init__(self, sessions: StreamableHTTPSessionManager) -> None:
+        self.sessions = sessions
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Hand the request to the MCP session manager."""
+        await self.sessions.handle_request(scope, receive, send)
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one).
 
@@ -179,7 +190,8 @@ async def serve_http(
         async with sessions.run():
             yield
 
-    app: Any = Starlette(routes=[Mount(MCP_PATH, app=sessions.handle_request)], lifespan=lifespan)
+    # A Route (not a Mount): /mcp itself, without a redirect to /mcp/ on every request.
+    app: Any = Starlette(routes=[Route(MCP_PATH, _Endpoint(sessions))], lifespan=lifespan)
     if token is not None:
         app = BearerAuth(app, token)
     config = uvicorn.Config(
