@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import shutil
 import time
 
 import pytest
 
 from actors.client.calls import call
+from actors.client.exchange import free_port
 from actors.client.exchange import redis_factory
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
@@ -108,3 +110,84 @@ def test_http_exchange_death_fails_clearly_and_resume_recovers(
             assert r == before[r['call_key']]
     ok_keys = [r['call_key'] for r in read_run(run_dir) if r['ok']]
     assert sorted(ok_keys) == sorted(expected)
+
+
+LOST_EXCHANGE_BOUND = 45.0
+"""Seconds from a Redis restart without persistence to the client's exit.
+
+The client notices within ``EXCHANGE_POLL`` (2 s); its Directors (other
+processes, which nobody can reach any more) notice within
+``DIRECTOR_MAILBOX_POLL`` (5 s), give their calls the drain time (10 s) and
+stop their DFK; measured here: ~5 s.
+"""
+
+
+def _volatile_redis(tmp_path: pathlib.Path) -> Server:
+    """A Redis server that forgets everything when it restarts."""
+    redis = shutil.which('redis-server')
+    if redis is None:
+        pytest.skip('redis-server is not installed (.ci/run installs it with apt-get)')
+    port = free_port()
+    argv = [redis, '--port', str(port), '--bind', '127.0.0.1', '--dir', str(tmp_path)]
+    return Server([*argv, '--save', '', '--appendonly', 'no'], port, tmp_path / 'redis.log')
+
+
+def _restart_mid_run(server: Server, run_dir: pathlib.Path, iterations: int) -> tuple[str, float]:
+    """Run launch.py, restart ``server`` empty after its first result: stderr, seconds to exit."""
+    args = [
+        '--exchange', f'redis://127.0.0.1:{server.port}', '--executor', 'process',
+        '--simulate-nodes', '1', '--partitions', '1', '--workers-per-node', '1',
+        '--iterations', str(iterations), '--duration', '1.5', '--run-dir', str(run_dir),
+    ]  # fmt: skip
+    client = start_launch(*args)
+    try:
+        journal = journal_path(run_dir, 'director-0')
+        deadline = time.time() + 150
+        while not list(read_journal(journal)):
+            assert time.time() < deadline, 'no result was journaled in time'
+            assert client.poll() is None, client.communicate()[1][-2000:]
+            time.sleep(0.1)
+        # The rest are computed while the exchange has forgotten everyone.
+        server.stop(kill=True)
+        server.start()
+        restarted = time.time()
+        _, stderr = client.communicate(timeout=LOST_EXCHANGE_BOUND + 30)
+        assert client.returncode == 1, stderr[-3000:]
+        return stderr, time.time() - restarted
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_redis_restart_without_persistence_fails_with_the_resume_hint(tmp_path: pathlib.Path):
+    server = _volatile_redis(tmp_path)
+    server.start()
+    run_dir, iterations = tmp_path / 'run', 3
+    try:
+        stderr, ended = _restart_mid_run(server, run_dir, iterations)
+        assert ended < LOST_EXCHANGE_BOUND, (ended, stderr[-3000:])
+        failure = [line for line in stderr.splitlines() if line.startswith('launch.py: failed:')]
+        assert failure, stderr[-3000:]
+        assert 'ExchangeStateLostError' in failure[0]
+        assert 'restarted without persistence' in failure[0]
+        assert f'finished calls are in {run_dir}/journal' in failure[0]
+        assert failure[0].endswith(f'finish with: launch.py --resume {run_dir}')
+        assert 'Traceback' not in stderr, stderr[-3000:]
+        assert not parsl_processes_of(run_dir)  # the Directors stopped by themselves
+        expected = ['director-0/md_sim/0'] + [
+            f'director-0/md_sim_batch/{i}' for i in range(iterations)
+        ]
+        journal = journal_path(run_dir, 'director-0')
+        journaled = {r['call_key']: r for r in read_journal(journal)}
+        assert sorted(journaled) == sorted(expected)
+        assert all(r['ok'] for r in journaled.values()), journaled
+
+        results, resumed = resume_json(run_dir)  # on the restarted, empty server
+        assert 'started 1 new Director' in resumed
+        assert [r['call_key'] for r in results] == expected
+        # Answered from the journal, not run again.
+        assert [r['call_id'] for r in results] == [journaled[k]['call_id'] for k in expected]
+        assert len(list(read_journal(journal))) == len(expected)
+    finally:
+        server.stop()

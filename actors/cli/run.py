@@ -34,6 +34,7 @@ from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
 from actors.client.deploy import make_executor
 from actors.client.exchange import open_exchange
+from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.options import director_name
@@ -54,6 +55,8 @@ ATTACH_TIMEOUT = 10.0
 """Seconds a recorded Director gets to answer a ping before --resume starts a new one."""
 RELEASE_TIMEOUT = 60.0
 """Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
+LOST_STOP_TIMEOUT = 120.0
+"""Seconds Directors started here get to stop by themselves once the exchange lost its state."""
 REMOTE_STARTUP_TIMEOUT = 3600.0
 """Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
 
@@ -121,8 +124,14 @@ async def open_directors(
         if on_start is not None:
             on_start()
         async with manager:
-            attached, handles, statuses = await _ready(manager, plan, on_directors)
-            yield manager, handles, statuses
+            try:
+                attached, handles, statuses = await _ready(manager, plan, on_directors)
+                yield manager, handles, statuses
+            except ExchangeStateLostError:
+                # Nobody can reach them to ask them to stop (the Manager's
+                # shutdown request would fail): they notice it themselves.
+                await stopped_by_themselves(manager, LOST_STOP_TIMEOUT)
+                raise
             await release(attached)
 
 
@@ -178,6 +187,22 @@ async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:
         return handle
 
     return list(await asyncio.gather(*(answering(e) for e in plan.manifest.directors)))
+
+
+async def stopped_by_themselves(manager: Manager[Any], timeout: float) -> None:
+    """Wait for the Directors this manager launched to end, at most ``timeout`` seconds.
+
+    A Director whose mailbox the exchange lost stops within
+    ``DIRECTOR_MAILBOX_POLL`` seconds plus its drain time
+    ([`MailboxWatch`][actors.director.mailbox.MailboxWatch]).
+    """
+    tasks = [acb.task for acb in manager._acbs.values() if not acb.task.done()]
+    if not tasks:
+        return
+    logger.info('waiting up to %.0fs for %d Director(s) to stop', timeout, len(tasks))
+    _, running = await asyncio.wait(tasks, timeout=timeout)
+    if running:
+        logger.warning('%d Director(s) did not stop within %.0fs', len(running), timeout)
 
 
 async def release(handles: Sequence[Any], timeout: float = RELEASE_TIMEOUT) -> None:

@@ -3,7 +3,11 @@
 A call to a Director that died (for example because its Parsl executor could
 not start) would wait forever on the exchange; every call made here races
 against the Director's own task in the Manager and fails with the
-Director's error instead.
+Director's error instead. It also races against a
+[`mailbox_watch`][actors.client.mailbox_watch.mailbox_watch]: an exchange that
+lost its state (a Redis server restarted without persistence) fails the call
+with [`ExchangeStateLostError`][actors.client.mailbox_watch.ExchangeStateLostError]
+within seconds instead of leaving it waiting for an answer that cannot come.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from academy.exception import BadEntityIdError
 from academy.handle import Handle
 from academy.manager import Manager
 
+from actors.client.mailbox_watch import ExchangeStateLostError
+from actors.client.mailbox_watch import mailbox_watch
 from actors.director.agent import Director
 from actors.director.options import DirectorOptions
 from actors.director.options import director_name
@@ -90,7 +97,6 @@ async def call(
     try:
         return await _race(manager, handle, action, request)
     except asyncio.CancelledError:
-        request.cancel()
         await _cancel_remote(handle, kwargs)
         raise
 
@@ -111,21 +117,28 @@ async def _race(
     action: str,
     request: asyncio.Future[Any],
 ) -> Any:
-    if handle.agent_id not in manager._acbs:
-        # Re-attached to a Director this manager did not launch: the handle
-        # rejects calls once the exchange marks the Director inactive.
-        return await request
+    """Await ``request``; fail if the Director stops or the exchange loses the call first."""
+    # A Director this manager did not launch (re-attached) has no task to watch.
+    launched = handle.agent_id in manager._acbs
     died = asyncio.ensure_future(
-        manager.wait([handle], return_when=asyncio.FIRST_COMPLETED),
+        manager.wait([handle], return_when=asyncio.FIRST_COMPLETED)
+        if launched
+        else asyncio.Event().wait(),
     )
     try:
-        done, _ = await asyncio.wait(
-            {request, died},
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if request in done:
-            return request.result()
-        request.cancel()
+        with mailbox_watch(handle.exchange, handle.agent_id) as lost:
+            try:
+                await asyncio.wait({request, died, lost}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                _abandon(request)
+                raise
+            if request.done():
+                return _answer(handle, action, request)
+            _abandon(request)
+            if lost.done():
+                raise ExchangeStateLostError(
+                    f'{action} on {handle.agent_id} cannot be answered: {lost.result()}',
+                )
         error = _agent_error(manager, handle)
         raise DirectorFailedError(
             f'{action} on {handle.agent_id} failed: the Director stopped'
@@ -133,6 +146,31 @@ async def _race(
         )
     finally:
         died.cancel()
+
+
+def _abandon(request: asyncio.Future[Any]) -> None:
+    """Cancel a request nobody will await (telling the Director may fail too)."""
+
+    def consume(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.debug('abandoned request ended with %r', future.exception())
+
+    request.cancel()
+    request.add_done_callback(consume)
+
+
+def _answer(handle: Handle[Any], action: str, request: asyncio.Future[Any]) -> Any:
+    """The request's result; a mailbox the exchange does not know is a lost exchange."""
+    try:
+        return request.result()
+    except BadEntityIdError as e:
+        if e.uid not in (handle.agent_id, handle.exchange.client_id):
+            raise  # raised by the action itself, about another entity
+        raise ExchangeStateLostError(
+            f'{action} on {handle.agent_id} cannot be answered: the exchange no longer knows '
+            f'the mailbox of {e.uid}: it lost its state (was its server restarted without '
+            'persistence?)',
+        ) from None
 
 
 def _agent_error(manager: Manager[Any], handle: Handle[Any]) -> BaseException | None:
@@ -177,7 +215,7 @@ async def call_resilient(
             ),
         )
         restarted = asyncio.ensure_future(
-            _wait_restart(handle, incarnation, probe_interval),
+            _wait_restart(handle, incarnation, probe_interval, action),
         )
         try:
             done, _ = await asyncio.wait(
@@ -200,14 +238,25 @@ async def call_resilient(
     )
 
 
-async def _wait_restart(handle: Handle[Any], incarnation: str, interval: float) -> str:
-    """Return the new incarnation once the Director's status shows one."""
+async def _wait_restart(
+    handle: Handle[Any],
+    incarnation: str,
+    interval: float,
+    action: str,
+) -> str:
+    """Return the new incarnation once the Director's status shows one (``action`` waits)."""
     while True:
         await asyncio.sleep(interval)
+        probe = asyncio.ensure_future(handle.action('status'))
         try:
-            status = await asyncio.wait_for(handle.action('status'), timeout=interval * 5)
-        except TimeoutError:
+            done, _ = await asyncio.wait({probe}, timeout=interval * 5)
+        except asyncio.CancelledError:
+            _abandon(probe)
+            raise
+        if not done:
+            _abandon(probe)
             continue  # busy or restarting: ask again
+        status = _answer(handle, action, probe)
         if status.incarnation != incarnation:
             return status.incarnation
 

@@ -22,3 +22,9 @@ ORPHAN_BOUND = 5.0
 
 KILL_WAIT = 5.0
 """Seconds to wait for killed processes (SIGKILL) to be gone before going on."""
+
+EXCHANGE_POLL = 2.0
+"""Seconds between a waiting caller's checks that the exchange still knows its mailboxes."""
+
+DIRECTOR_MAILBOX_POLL = 5.0
+"""Seconds between a Director's checks that the exchange still knows its own mailbox."""

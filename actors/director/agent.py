@@ -13,7 +13,9 @@ thin: its lifecycle hooks and actions, over named parts that each do one job
 * [`Ledger`][actors.director.ledger.Ledger]: journal, call keys, counters;
 * [`CallChecks`][actors.director.checks.CallChecks]: request checks;
 * [`NodeAdmission`][actors.director.admission.NodeAdmission] and
-  [`WalltimeDrain`][actors.director.drain.WalltimeDrain].
+  [`WalltimeDrain`][actors.director.drain.WalltimeDrain];
+* [`MailboxWatch`][actors.director.mailbox.MailboxWatch]: stopping once the
+  exchange has forgotten the Director.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from actors.director.command_files import CommandFiles
 from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
+from actors.director.mailbox import MailboxWatch
 from actors.director.options import DirectorOptions
 from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
@@ -158,6 +161,13 @@ class Director(Agent):
             await asyncio.to_thread(self.ledger.close)
             raise
         self._start_background(host.watch())
+        self._start_background(
+            MailboxWatch(
+                self.name,
+                lambda: self.agent_exchange_client.status(self.agent_id),
+                self.agent_shutdown,
+            ).run(),
+        )
         if self.walltime.drain_at is not None:
             self._start_background(self.drain.run())
         logger.info(
