@@ -123,16 +123,25 @@ async def open_directors(
         )
         if on_start is not None:
             on_start()
-        async with manager:
-            try:
-                attached, handles, statuses = await _ready(manager, plan, on_directors)
-                yield manager, handles, statuses
-            except ExchangeStateLostError:
-                # Nobody can reach them to ask them to stop (the Manager's
-                # shutdown request would fail): they notice it themselves.
-                await stopped_by_themselves(manager, LOST_STOP_TIMEOUT)
+        lost: ExchangeStateLostError | None = None
+        try:
+            async with manager:
+                try:
+                    attached, handles, statuses = await _ready(manager, plan, on_directors)
+                    yield manager, handles, statuses
+                except ExchangeStateLostError as e:
+                    # Nobody can reach them to ask them to stop (the Manager's
+                    # shutdown request would fail): they notice it themselves.
+                    lost = e
+                    await stopped_by_themselves(manager, LOST_STOP_TIMEOUT)
+                    raise
+                await release(attached)
+        except Exception as e:
+            if lost is None or e is lost:
                 raise
-            await release(attached)
+            # What closing the Manager ran into is a consequence; the loss is the news.
+            logger.warning('closing the Directors after the exchange was lost: %r', e)
+            raise lost from None
 
 
 async def _ready(
