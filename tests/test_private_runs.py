@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from actors.client.calls import call
+from actors.client.exchange import PASSWORD_VARIABLE
 from actors.client.exchange import free_port
 from actors.common.errors import ConfigurationError
 from tests.conftest import REPO
@@ -25,7 +26,15 @@ pytestmark = pytest.mark.timeout(180)
 LAUNCH = str(REPO / 'launch.py')
 
 
-def _launch(*args: str, cwd: pathlib.Path, umask: int | None = None) -> subprocess.CompletedProcess:
+def _launch(
+    *args: str,
+    cwd: pathlib.Path,
+    umask: int | None = None,
+    password: str | None = None,
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE}
+    if password is not None:
+        env[PASSWORD_VARIABLE] = password
     return subprocess.run(
         [sys.executable, LAUNCH, *args],
         cwd=cwd,
@@ -34,6 +43,7 @@ def _launch(*args: str, cwd: pathlib.Path, umask: int | None = None) -> subproce
         timeout=150,
         stdin=subprocess.DEVNULL,
         check=False,
+        env=env,
         preexec_fn=None if umask is None else (lambda: os.umask(umask)),
     )
 
@@ -150,31 +160,100 @@ def test_a_director_starts_on_a_garbled_journal_and_keeps_what_is_whole(run_dir:
     assert list(journal.parent.glob('director-0.jsonl.torn-*'))
 
 
-def test_a_redis_password_in_the_exchange_url_is_used(tmp_path: pathlib.Path):
+PASSWORD = 'p@ss word'
+
+
+def _redis_with_password(tmp_path: pathlib.Path) -> Server:
     redis = shutil.which('redis-server')
     if redis is None:
         pytest.skip('redis-server is not installed (.ci/run installs it with apt-get)')
     port = free_port()
     argv = [redis, '--port', str(port), '--bind', '127.0.0.1', '--save', '']
-    server = Server([*argv, '--requirepass', 'p@ss word'], port, tmp_path / 'redis.log')
+    server = Server([*argv, '--requirepass', PASSWORD], port, tmp_path / 'redis.log')
     server.start()
+    return server
+
+
+def _holding_the_password(run_dir: pathlib.Path) -> list[str]:
+    """Files under the run dir that contain the password (raw or URL-quoted)."""
+    return [
+        str(path.relative_to(run_dir))
+        for path in run_dir.rglob('*')
+        if path.is_file()
+        and any(s in path.read_bytes() for s in (PASSWORD.encode(), b'p%40ss', b'p%40ss%20word'))
+    ]
+
+
+ONE_CALL = ('--iterations', '1', '--duration', '0', '--partitions', '1', '--simulate-nodes', '1')
+
+
+def test_a_redis_password_in_the_exchange_url_is_used_and_not_written(tmp_path: pathlib.Path):
+    server = _redis_with_password(tmp_path)
+    run_dir = tmp_path / 'run'
     try:
         done = _launch(
             '--exchange',
-            f'redis://:p%40ss%20word@127.0.0.1:{port}',
+            f'redis://:p%40ss%20word@127.0.0.1:{server.port}',
             '--quiet',
-            '--iterations',
-            '1',
-            '--duration',
-            '0',
-            '--partitions',
-            '1',
-            '--simulate-nodes',
-            '1',
+            *ONE_CALL,
             '--run-dir',
-            str(tmp_path / 'run'),
+            str(run_dir),
             cwd=tmp_path,
         )
     finally:
         server.stop()
     assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((run_dir / 'manifest.json').read_text())
+    assert manifest['exchange'] == f'redis://127.0.0.1:{server.port}'
+    assert manifest['exchange_needs_password'] is True
+    assert not _holding_the_password(run_dir)
+
+
+def test_status_and_resume_ask_for_the_exchange_password(tmp_path: pathlib.Path):
+    server = _redis_with_password(tmp_path)
+    run_dir = tmp_path / 'run'
+    exchange = f'redis://127.0.0.1:{server.port}'
+    try:
+        first = _launch(
+            '--exchange', exchange, '--json', *ONE_CALL, '--run-dir', str(run_dir),
+            cwd=tmp_path, password=PASSWORD,
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert not _holding_the_password(run_dir)
+        missing = f'the exchange {exchange} of run {run_dir} needs a password'
+        status = _launch('status', str(run_dir), cwd=tmp_path)
+        assert status.returncode == 2, status.stderr
+        assert missing in status.stderr and PASSWORD_VARIABLE in status.stderr
+        resumed = _launch('--resume', str(run_dir), '--json', cwd=tmp_path)
+        assert resumed.returncode == 2, resumed.stderr
+        assert missing in resumed.stderr and PASSWORD_VARIABLE in resumed.stderr
+
+        wrong = _launch('status', str(run_dir), cwd=tmp_path, password='not it')
+        assert wrong.returncode == 1, wrong.stderr
+        assert 'invalid username-password pair' in wrong.stderr
+        joined = _launch('status', str(run_dir), '--json', cwd=tmp_path, password=PASSWORD)
+        assert joined.returncode == 1, joined.stderr  # the run is over, but the exchange let us in
+        stopped = 'the Director has stopped (the run is over)'
+        assert json.loads(joined.stdout)[0]['problem'] == stopped
+        resumed = _launch('--resume', str(run_dir), '--json', cwd=tmp_path, password=PASSWORD)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        before = [r['call_id'] for r in json.loads(first.stdout)['results']]
+        assert [r['call_id'] for r in json.loads(resumed.stdout)['results']] == before
+        assert not _holding_the_password(run_dir)
+    finally:
+        server.stop()
+
+
+def test_a_manifest_with_a_password_in_its_url_is_never_written(tmp_path: pathlib.Path):
+    from actors.client.exchange import redact
+    from actors.store.manifest import RunManifest
+
+    url = 'redis://user:p%40ss@127.0.0.1:6380'
+    manifest = RunManifest(str(tmp_path), url, 'local', 'process', directors=[])
+    with pytest.raises(ValueError, match='without its password'):
+        manifest.write()
+    assert not (tmp_path / 'manifest.json').exists()
+    assert redact(url) == 'redis://user@127.0.0.1:6380'
+    manifest.exchange, manifest.exchange_needs_password = redact(url), True
+    manifest.write()
+    assert RunManifest.read(tmp_path).exchange_needs_password is True

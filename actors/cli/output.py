@@ -12,6 +12,8 @@ from typing import Any
 
 from actors.cli.plan import RunPlan
 from actors.cli.report import RESULTS_NAME
+from actors.client.exchange import exchange_password
+from actors.client.exchange import redact
 from actors.common.results import CallResult
 from actors.director.options import director_name
 from actors.job.partition import Partition
@@ -38,7 +40,9 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
     """Record the run's Directors in ``<run_dir>/manifest.json``."""
     RunManifest(
         run_dir=str(plan.run_dir),
-        exchange=plan.exchange,
+        # Never the password: whoever reads the manifest must not be able to join.
+        exchange=redact(plan.exchange),
+        exchange_needs_password=exchange_password(plan.exchange) is not None,
         site=plan.profile.name,
         executor=plan.executor,
         directors=[

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from actors.client.deploy import validate_executor
+from actors.client.exchange import require_password
 from actors.client.exchange import validate_exchange
 from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
@@ -343,6 +344,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
                 f'{manifest.run_dir}: partition nodefile {entry.partition.nodefile!r} is missing',
             )
     exchange = validate_exchange(args.exchange or manifest.exchange)
+    require_password(exchange, manifest.exchange_needs_password, manifest.run_dir)
     executor = args.executor or manifest.executor
     validate_executor(executor, exchange, args.endpoint)
     work = manifest.work

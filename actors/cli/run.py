@@ -22,6 +22,7 @@ from typing import Any
 
 from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
+from redis.exceptions import RedisError
 
 from actors.cli.output import write_manifest
 from actors.cli.plan import RunPlan
@@ -34,7 +35,9 @@ from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
 from actors.client.deploy import make_executor
 from actors.client.exchange import open_exchange
+from actors.client.exchange import redact
 from actors.client.mailbox_watch import ExchangeStateLostError
+from actors.client.status_query import ExchangeUnreachableError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.options import director_name
@@ -115,12 +118,17 @@ async def open_directors(
             endpoint_config=plan.endpoint_config,
         )
     with open_exchange(plan.exchange) as factory:
-        # Academy's max_retries counts attempts in all, not restarts.
-        manager = await Manager.from_exchange_factory(
-            factory,
-            executors=executor,
-            max_retries=plan.restarts + 1,
-        )
+        try:
+            # Academy's max_retries counts attempts in all, not restarts.
+            manager = await Manager.from_exchange_factory(
+                factory,
+                executors=executor,
+                max_retries=plan.restarts + 1,
+            )
+        except RedisError as e:  # a wrong password too: redis-py's errors are not OSErrors
+            raise ExchangeUnreachableError(
+                f'cannot join the exchange {redact(plan.exchange)}: {e}',
+            ) from None
         if on_start is not None:
             on_start()
         lost: ExchangeStateLostError | None = None

@@ -4,11 +4,19 @@
 exchange on 127.0.0.1 for the run; ``http://``/``https://`` URLs connect to a
 running HTTP exchange (the hosted Academy exchange with Globus auth); and
 ``redis://HOST:PORT`` uses a Redis server.
+
+A Redis password comes from the URL (``redis://:PASSWORD@HOST:PORT``) or,
+better (a command line is visible to every user of the host), from
+``$HPC_TOOL_CALLING_EXCHANGE_PASSWORD``. It is never written to disk: the
+run's manifest records the URL without it ([`redact`][actors.client.exchange.redact])
+and that a password is needed, and commands that join a recorded run ask
+for it again ([`require_password`][actors.client.exchange.require_password]).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -22,6 +30,8 @@ from academy.exchange.cloud.client import DEFAULT_EXCHANGE_URL
 from academy.exchange.cloud.client import spawn_http_exchange
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,8 +44,35 @@ EXCHANGE_HELP = (
 )
 
 
+PASSWORD_VARIABLE = 'HPC_TOOL_CALLING_EXCHANGE_PASSWORD'
+"""Environment variable with the Redis exchange's password (when the URL has none)."""
+
 REDIS_OUTAGE_TOLERANCE = 60
 """Reconnection attempts (about one per second) before a Redis outage is fatal."""
+
+
+class OutageRetry(Retry):
+    """Retries a lost connection, never a refused password or permission (they stay refused).
+
+    redis-py's authentication errors are connection errors, so a wrong
+    password would otherwise be retried for the whole outage tolerance.
+    """
+
+    async def call_with_retry(  # type: ignore[override]
+        self,
+        do: Any,
+        fail: Any,
+        is_retryable: Any = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        """Like ``Retry.call_with_retry``; authentication errors are raised at once."""
+
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, (AuthenticationError, AuthorizationError)):
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 def redis_factory(
@@ -52,17 +89,58 @@ def redis_factory(
     agent or client stops hearing messages. Retrying every command for
     ``REDIS_OUTAGE_TOLERANCE`` attempts lets both carry on once a restarted
     server (with persistence on) is back. ``username``/``password`` (from
-    ``redis://USER:PASSWORD@HOST:PORT``) authenticate to a server with ACLs
-    or ``requirepass``.
+    ``redis://USER:PASSWORD@HOST:PORT`` or ``$HPC_TOOL_CALLING_EXCHANGE_PASSWORD``)
+    authenticate to a server with ACLs or ``requirepass``.
     """
     return RedisExchangeFactory(
         host,
         port,
         username=username or None,
         password=password or None,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_OUTAGE_TOLERANCE),
+        retry=OutageRetry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_OUTAGE_TOLERANCE),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+
+
+def url_password(spec: str) -> str | None:
+    """The password in the spec's URL (URL-unquoted), if it has one."""
+    if '://' not in spec:
+        return None
+    password = urllib.parse.urlsplit(spec).password
+    return urllib.parse.unquote(password) if password else None
+
+
+def redact(spec: str) -> str:
+    """The spec without the password of its URL: what may be written down."""
+    if url_password(spec) is None:
+        return spec
+    url = urllib.parse.urlsplit(spec)
+    address = url.netloc.rpartition('@')[2]
+    netloc = f'{url.username}@{address}' if url.username else address
+    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
+
+
+def exchange_password(spec: str) -> str | None:
+    """The Redis password a run on ``spec`` authenticates with (URL, else environment)."""
+    if urllib.parse.urlsplit(spec).scheme != 'redis':
+        return None
+    return url_password(spec) or os.environ.get(PASSWORD_VARIABLE) or None
+
+
+def require_password(spec: str, needed: bool, run_dir: str) -> None:
+    """Check that a recorded run's exchange can be joined with a password, if it needs one.
+
+    Raises:
+        ConfigurationError: If the run's exchange needs a password and
+            neither ``spec`` nor the environment gives one.
+
+    """
+    if needed and exchange_password(spec) is None:
+        raise ConfigurationError(
+            f'the exchange {redact(spec)} of run {run_dir} needs a password, which is not '
+            f'stored with the run: set {PASSWORD_VARIABLE} to it (or, for --resume, give '
+            '--exchange redis://:PASSWORD@HOST:PORT)',
+        )
 
 
 def is_networked(spec: str) -> bool:
@@ -127,7 +205,7 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
                 url.hostname or 'localhost',
                 url.port or 6379,
                 username=urllib.parse.unquote(url.username) if url.username else None,
-                password=urllib.parse.unquote(url.password) if url.password else None,
+                password=exchange_password(spec),
             )
         else:
             auth = 'globus' if url.scheme == 'https' else None

@@ -19,6 +19,7 @@ from academy.handle import Handle
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.client.exchange import open_exchange
+from actors.client.exchange import require_password
 from actors.common.errors import ConfigurationError
 from actors.common.results import DirectorStatus
 from actors.store.manifest import DirectorEntry
@@ -85,11 +86,13 @@ async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorRe
     """Every Director's status (or why it has none), in partition order.
 
     Raises:
-        ConfigurationError: If the run's exchange cannot be joined from here.
+        ConfigurationError: If the run's exchange cannot be joined from here,
+            or needs a password that is not given.
         ExchangeUnreachableError: If the exchange does not answer.
 
     """
     check_reachable(manifest)
+    require_password(manifest.exchange, manifest.exchange_needs_password, manifest.run_dir)
     with open_exchange(manifest.exchange) as factory:
         try:
             client = await asyncio.wait_for(

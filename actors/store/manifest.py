@@ -4,6 +4,10 @@
 the exchange they listen on, the site, each partition with its Director's
 Academy agent ID, and the options the Directors run with. Commands that
 re-attach to a run (``status``, ``--resume``) read it back.
+
+The exchange's credential is not in it: a Redis URL is recorded without its
+password, and ``exchange_needs_password`` says that one must be given again
+to join the exchange (``$HPC_TOOL_CALLING_EXCHANGE_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 import pathlib
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -63,6 +68,8 @@ class RunManifest:
             so ``--resume`` starts new ones the same way. Empty in manifests
             written before it was recorded (their ``work`` held
             ``workers_per_node``, ``supervise`` and ``journal_sync``).
+        exchange_needs_password: Joining ``exchange`` needs a password,
+            which is not recorded.
 
     """
 
@@ -74,9 +81,17 @@ class RunManifest:
     created: float = dataclasses.field(default_factory=time.time)
     work: dict[str, Any] = dataclasses.field(default_factory=dict)
     director: dict[str, Any] = dataclasses.field(default_factory=dict)
+    exchange_needs_password: bool = False
 
     def write(self) -> pathlib.Path:
-        """Write atomically to ``<run_dir>/manifest.json``."""
+        """Write atomically to ``<run_dir>/manifest.json``.
+
+        Raises:
+            ValueError: If ``exchange`` holds a password (it must not be written).
+
+        """
+        if '://' in self.exchange and urllib.parse.urlsplit(self.exchange).password:
+            raise ValueError('a manifest records the exchange without its password')
         path = pathlib.Path(self.run_dir, MANIFEST_NAME)
         write_private(path, json.dumps(dataclasses.asdict(self), indent=2))
         return path
@@ -117,6 +132,8 @@ class RunManifest:
         for name in ('work', 'director'):
             if not isinstance(data.get(name, {}), dict):
                 raise TypeError(f'{name!r} must be an object')
+        if not isinstance(data.get('exchange_needs_password', False), bool):
+            raise TypeError("'exchange_needs_password' must be true or false")
         directors = [
             DirectorEntry(
                 partition=Partition(
