@@ -64,13 +64,14 @@ def test_admission_is_first_come_first_served():
         order = []
 
         async def job(name, nodes, hold):
-            await admission.acquire(nodes)
+            ticket = await admission.acquire(nodes)
             order.append(name)
             assert admission.free >= 0
             await asyncio.sleep(hold)
-            admission.release(nodes)
+            admission.release(ticket)
 
-        # The 4-node call arrives second: the 1-node calls behind it wait for it.
+        # The 4-node call arrives second: the 1-node calls behind it wait for it
+        # (no call declares a duration, so nothing can be backfilled safely).
         await asyncio.gather(
             job('a', 3, 0.05),
             job('big', 4, 0.01),
@@ -87,13 +88,13 @@ def test_admission_is_first_come_first_served():
 def test_admission_cancelled_waiter_frees_its_place():
     async def main():
         admission = NodeAdmission(2)
-        await admission.acquire(2)
+        first = await admission.acquire(2)
         waiter = asyncio.ensure_future(admission.acquire(2))
         small = asyncio.ensure_future(admission.acquire(1))
         await asyncio.sleep(0.01)
         assert admission.waiting == 2
         waiter.cancel()
-        admission.release(2)
+        admission.release(first)
         await small
         return admission.free, admission.waiting
 
@@ -349,3 +350,50 @@ def test_a_command_stopped_mid_write_still_has_an_outcome(tmp_path: pathlib.Path
     assert outcome['start'] == outcome['end']
     assert outcome['ok'] is False
     assert outcome['node'] is None
+
+
+@pytest.mark.timeout(240)
+def test_backfill_with_real_mpi_calls(run_dir: pathlib.Path):
+    """A 1-node call runs beside a 3-node one while a 4-node call waits for its reservation."""
+
+    async def main():
+        async with running_directors(run_dir, nodes=4, partitions=1) as (manager, (h,), parts):
+            # The MPI pool starts with the first MPI call: start it before timing anything.
+            await call(manager, h, 'call_tool', 'mpi_probe', {'num_nodes': 1})
+
+            def probe(nodes: int, duration: float):
+                return asyncio.ensure_future(
+                    call(
+                        manager,
+                        h,
+                        'call_tool',
+                        'mpi_probe',
+                        {'duration': duration, 'num_nodes': nodes},
+                    )
+                )
+
+            long = probe(3, 4.0)
+            for _ in range(600):
+                if (await call(manager, h, 'status')).mpi_nodes_free == 1:
+                    break
+                await asyncio.sleep(0.1)
+            head = probe(4, 0.5)
+            await asyncio.sleep(0.3)
+            waiting = await call(manager, h, 'status')
+            small = probe(1, 1.0)
+            results = await asyncio.gather(long, head, small)
+            after = await call(manager, h, 'status')
+            return parts[0], results, waiting, after
+
+    part, (long, head, small), waiting, after = asyncio.run(main())
+    assert long.ok and head.ok and small.ok
+    assert waiting.mpi_waiting == 1
+    assert waiting.mpi_reservation is not None and waiting.mpi_reservation['nodes'] == 4
+    assert 0 < waiting.mpi_reservation['in'] <= 4.0
+    # The 1-node call was backfilled: it ran while the 4-node head waited, on the free node.
+    assert small.value['start'] < head.value['start']
+    assert small.value['end'] <= head.value['start'] + 0.05
+    assert not set(small.nodes) & set(long.nodes)
+    assert head.value['start'] >= long.value['end'] - 0.05
+    assert after.mpi_backfilled >= 1 and after.mpi_waiting == 0 and after.mpi_nodes_free == 4
+    assert set(head.nodes) == set(part.nodes)

@@ -98,6 +98,9 @@ class DirectorStatus:
         failed: Calls that finished with an error.
         mpi_nodes_free: Partition nodes no MPI call holds.
         mpi_waiting: MPI calls waiting for nodes.
+        mpi_reservation: The head waiting MPI call's reservation, if it has
+            one: ``{"nodes": N, "in": seconds until its nodes are free}``.
+        mpi_backfilled: MPI calls started ahead of an earlier waiting one.
         recent_throughput: Calls finished per second over the last
             ``throughput_window`` seconds.
         throughput_window: Seconds ``recent_throughput`` is measured over.
@@ -120,6 +123,8 @@ class DirectorStatus:
     failed: int
     mpi_nodes_free: int = 0
     mpi_waiting: int = 0
+    mpi_reservation: dict[str, float] | None = None
+    mpi_backfilled: int = 0
     recent_throughput: float = 0.0
     throughput_window: float = 0.0
     incarnation: str = ''

@@ -117,7 +117,7 @@ class Director(Agent):
             launcher_options=self.profile.mpi_launcher_options,
             mpi=self.options.mpi,
         )
-        self.admission = NodeAdmission(size)
+        self.admission = NodeAdmission(size, backfill=self.options.mpi_backfill)
         self.drain = WalltimeDrain(
             self.name, self.walltime, self.cancels, lambda: self.ledger.counts()[0]
         )
@@ -402,6 +402,8 @@ class Director(Agent):
             walltime_end=self.walltime.end,
             mpi_nodes_free=self.admission.free,
             mpi_waiting=self.admission.waiting,
+            mpi_reservation=self.admission.reservation(),
+            mpi_backfilled=self.admission.queue.backfilled,
             recent_throughput=self.ledger.rate.rate(),
             throughput_window=self.ledger.rate.window,
         )

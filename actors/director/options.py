@@ -62,6 +62,10 @@ class DirectorOptions:
         mpi: Allow multi-node (MPI) tools. Their ``MPIExecutor`` (an
             interchange of its own, then a worker pool) starts with the
             first MPI call, so a Director that runs none pays nothing.
+        mpi_backfill: Let a waiting MPI call start ahead of a blocked
+            earlier one when it cannot delay it (EASY backfill, see
+            [`NodeQueue`][actors.director.admission.NodeQueue]); ``False``
+            admits them first come, first served.
 
     """
 
@@ -73,6 +77,7 @@ class DirectorOptions:
     walltime: Walltime = dataclasses.field(default_factory=Walltime)
     journal_sync: SyncMode = DEFAULT_SYNC
     mpi: bool = True
+    mpi_backfill: bool = True
 
     def __post_init__(self) -> None:
         workers = self.workers_per_node

@@ -31,6 +31,7 @@ from typing import Any
 from actors.common.loop import call_soon
 from actors.common.results import CallResult
 from actors.director.admission import NodeAdmission
+from actors.director.admission import declared_duration
 from actors.director.batch import Batch
 from actors.director.checks import Prepared
 from actors.director.command_files import CommandFiles
@@ -406,8 +407,9 @@ class CallRunner:
             return self.submit(call.params, timeout, call_key, tool=call.tool.name), submitted
         await self.host.start_mpi()
         # Parsl's MPI mode is only ever handed calls whose nodes are free.
-        nodes = resources.num_nodes
-        await self.admission.acquire(nodes)
+        ticket = await self.admission.acquire(
+            resources.num_nodes, declared_duration(call.params, timeout)
+        )
         loop = asyncio.get_running_loop()
         try:
             submitted = time.time()
@@ -419,7 +421,7 @@ class CallRunner:
                 resources=resources,
             )
         except BaseException:
-            self.admission.release(nodes)
+            self.admission.release(ticket)
             raise
-        future.add_done_callback(lambda _: call_soon(loop, self.admission.release, nodes))
+        future.add_done_callback(lambda _: call_soon(loop, self.admission.release, ticket))
         return future, submitted
