@@ -21,6 +21,7 @@ from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest
 
 if TYPE_CHECKING:
+    from actors.client.llm_planner import ModelCampaignReport
     from actors.client.planner import CampaignReport
 
 PIPED_WIDTH = 140
@@ -158,9 +159,12 @@ def _outcome(result: CallResult) -> str:
 
 
 def render_campaign(report: CampaignReport) -> None:
-    """Print the campaign's rounds and measured points."""
+    """Print the campaign's rounds and measured points (and, for a model's, what it used)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from actors.client.llm_planner import ModelCampaignReport
 
     console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
     table = Table(title=f'campaign: temperature scan with {report.tool}', title_justify='left')
@@ -178,10 +182,40 @@ def render_campaign(report: CampaignReport) -> None:
     console.print(table)
     for entry in report.rounds:
         temps = ', '.join(f'{t:.0f}' for t in entry['temperatures'])
-        console.print(f'round {entry["round"]}: {temps} K ({entry["reasons"][0]})')
+        console.print(f'round {entry["round"]}: {temps} K ({escape(entry["reasons"][0])})')
     if report.steepest:
         steep = report.steepest
         console.print(
             f'steepest dE/dT: {steep["low"]:.0f}-{steep["high"]:.0f} K, '
             f'{steep["dE_dT"] * 1000:.3f} meV/atom/K',
         )
+    if isinstance(report, ModelCampaignReport):
+        _render_model(console, report)
+
+
+def _render_model(console: Any, report: ModelCampaignReport) -> None:
+    """The model's part of a campaign: budgets used, refused calls, tokens, its answer."""
+    from rich.markup import escape
+
+    usage = report.usage
+    tokens = (
+        f', {usage["total_tokens"]} tokens ({usage["prompt_tokens"]} prompt, '
+        f'{usage["completion_tokens"]} completion)'
+        if usage
+        else ''
+    )
+    console.print(
+        f'model {escape(report.model)} at {escape(report.url)}: '
+        f'{report.steps}/{report.max_steps} turns, {report.calls_sent}/{report.max_calls} '
+        f'calls sent, {report.invalid_calls} refused, {report.retries} retried{tokens}',
+    )
+    for refused in report.invalid:
+        console.print(
+            f'  refused (turn {refused["step"]}) {escape(refused["name"])}: '
+            f'{escape(refused["error"])}',
+        )
+    style = 'bold red' if report.budget_hit else 'bold'
+    console.print(f'[{style}]{escape(report.stopped)}[/{style}]')
+    if report.final_answer is not None:
+        console.print('[bold]answer:[/bold]')
+        console.print(escape(report.final_answer))

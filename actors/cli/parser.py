@@ -8,6 +8,10 @@ from typing import NoReturn
 from actors.cli.plan import REMOTE_RUN_ROOT
 from actors.client.deploy import EXECUTORS
 from actors.client.exchange import EXCHANGE_HELP
+from actors.client.model_endpoint import DEFAULT_KEY_ENV
+from actors.client.model_endpoint import DEFAULT_MAX_CALLS
+from actors.client.model_endpoint import DEFAULT_MAX_STEPS
+from actors.client.model_endpoint import DEFAULT_TIMEOUT
 from actors.site.profile import available_sites
 from actors.store.journal import SYNC_MODES
 
@@ -102,19 +106,20 @@ def _add_work(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_campaign(parser: argparse.ArgumentParser) -> None:
-    """The mock planner agent instead of the md_sim calls."""
-    campaign = parser.add_argument_group('campaign (mock planner agent)')
+    """A planner agent's campaign instead of the md_sim calls: the mock one, or a model's."""
+    campaign = parser.add_argument_group('campaign (mock planner agent, or a model with --llm)')
     campaign.add_argument(
         '--campaign',
         action='store_true',
-        help='instead of the md_sim calls, run the mock planner agent: a temperature '
-        'scan with the real MD tool, as JSON tool calls through the dispatcher',
+        help='instead of the md_sim calls, run the mock planner agent (or, with --llm, a '
+        'model): a temperature scan with the real MD tool, as JSON tool calls through the '
+        'dispatcher',
     )
     campaign.add_argument(
         '--rounds',
         type=int,
         default=2,
-        help='refinement rounds after the first grid (default: 2)',
+        help='refinement rounds after the first grid (default: 2; the mock planner only)',
     )
     campaign.add_argument(
         '--steps',
@@ -126,6 +131,46 @@ def _add_campaign(parser: argparse.ArgumentParser) -> None:
         '--tool',
         default='ase_md',
         help='MD tool of the campaign (default: ase_md; mock_md for a dry run)',
+    )
+    _add_model(parser)
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    """A real model plans the campaign instead of the mock planner."""
+    model = parser.add_argument_group(
+        'model-driven campaign (--campaign --llm URL --model NAME)',
+        'The API key is read from $OPENAI_API_KEY (or the variable --llm-key-env names), '
+        'never from a flag; a loopback endpoint needs none.',
+    )
+    model.add_argument(
+        '--llm',
+        metavar='URL',
+        help='base URL of an OpenAI-compatible API (vLLM, a hosted inference service, '
+        'OpenAI), e.g. http://127.0.0.1:8000/v1: the model plans the campaign with tool calls',
+    )
+    model.add_argument('--model', metavar='NAME', help='model name as the --llm server knows it')
+    model.add_argument(
+        '--llm-key-env',
+        metavar='NAME',
+        help=f'environment variable holding the API key (default: {DEFAULT_KEY_ENV})',
+    )
+    model.add_argument(
+        '--llm-max-steps',
+        type=int,
+        metavar='N',
+        help=f'model turns the campaign may take (default: {DEFAULT_MAX_STEPS})',
+    )
+    model.add_argument(
+        '--llm-max-calls',
+        type=int,
+        metavar='N',
+        help=f'tool calls the model may send to the Directors (default: {DEFAULT_MAX_CALLS})',
+    )
+    model.add_argument(
+        '--llm-timeout',
+        type=float,
+        metavar='S',
+        help=f'seconds one model request may take (default: {DEFAULT_TIMEOUT:.0f})',
     )
 
 

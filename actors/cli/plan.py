@@ -18,6 +18,12 @@ from typing import Any
 from actors.client.deploy import validate_executor
 from actors.client.exchange import require_password
 from actors.client.exchange import validate_exchange
+from actors.client.model_endpoint import DEFAULT_KEY_ENV
+from actors.client.model_endpoint import DEFAULT_MAX_CALLS
+from actors.client.model_endpoint import DEFAULT_MAX_STEPS
+from actors.client.model_endpoint import DEFAULT_TIMEOUT
+from actors.client.model_endpoint import ModelOptions
+from actors.client.model_endpoint import check_options
 from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
 from actors.director.checks import MAX_BATCH
@@ -73,6 +79,7 @@ class RunPlan:
             for a remote run; else ``run_dir``).
         endpoint_config: Values for the endpoint's template.
         campaign: Run the mock planner agent instead of the md_sim calls.
+        llm: With ``campaign``: the model that plans it instead of the mock planner.
         rounds: The campaign's refinement rounds.
         steps: MD steps per campaign call.
         tool: The campaign's MD tool.
@@ -97,6 +104,7 @@ class RunPlan:
     director_run_dir: str = ''
     endpoint_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     campaign: bool = False
+    llm: ModelOptions | None = None
     rounds: int = 2
     steps: int = 300
     tool: str = 'ase_md'
@@ -222,6 +230,40 @@ def check_campaign(tool: str, rounds: int, steps: int) -> None:
         raise ConfigurationError(f'--steps {steps}: {e}') from None
 
 
+_MODEL_FLAGS = ('model', 'llm_key_env', 'llm_max_steps', 'llm_max_calls', 'llm_timeout')
+
+
+def model_options(args: argparse.Namespace) -> ModelOptions | None:
+    """The ``--llm`` flags, checked (``None`` without ``--llm``).
+
+    Raises:
+        ConfigurationError: On a bad combination or value, or no API key for
+            a remote endpoint.
+
+    """
+    url = getattr(args, 'llm', None)
+    if url is None:
+        given = [name for name in _MODEL_FLAGS if getattr(args, name, None) is not None]
+        if given:
+            flag = '--' + given[0].replace('_', '-')
+            raise ConfigurationError(f'{flag} goes with --campaign --llm URL; add them or drop it')
+        return None
+    if not args.campaign:
+        raise ConfigurationError('--llm drives the planner of a campaign; add --campaign')
+    if not args.model:
+        raise ConfigurationError('--llm needs --model NAME, the model the server serves')
+    options = ModelOptions(
+        url=url,
+        model=args.model,
+        key_env=args.llm_key_env if args.llm_key_env is not None else DEFAULT_KEY_ENV,
+        max_steps=DEFAULT_MAX_STEPS if args.llm_max_steps is None else args.llm_max_steps,
+        max_calls=DEFAULT_MAX_CALLS if args.llm_max_calls is None else args.llm_max_calls,
+        timeout=DEFAULT_TIMEOUT if args.llm_timeout is None else args.llm_timeout,
+    )
+    check_options(options)
+    return options
+
+
 def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
     """Arguments of every campaign call besides the temperature."""
     if tool == 'ase_md':
@@ -286,6 +328,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigurationError(f'--timeout {args.timeout} is invalid; give seconds > 0')
     if args.campaign:
         check_campaign(args.tool, args.rounds, args.steps)
+    model_options(args)
 
 
 def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any]:
@@ -294,6 +337,7 @@ def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any
         'iterations': args.iterations,
         'duration': args.duration,
         'campaign': args.campaign,
+        'llm': model_options(args),
         'rounds': args.rounds,
         'steps': args.steps,
         'tool': args.tool,

@@ -84,7 +84,15 @@ async def run(
         Every call's result in key order; with ``plan.campaign``, the
         campaign's report (its ``results`` hold every call's).
 
+    Raises:
+        ConfigurationError: If the ``--llm`` endpoint cannot be reached
+            (checked before any Director starts).
+
     """
+    if plan.campaign and plan.llm is not None:
+        from actors.client.model_endpoint import probe
+
+        await probe(plan.llm)
     async with open_directors(plan, executor, on_start, on_directors) as directors:
         manager, handles, statuses = directors
         outcome: list[CallResult] | CampaignReport
@@ -331,9 +339,20 @@ async def run_campaign(
     handles: Sequence[Any],
     plan: RunPlan,
 ) -> CampaignReport:
-    """Launch the mock planner agent and run its campaign on the Directors."""
+    """Launch the planner agent (the mock one, or ``plan.llm``'s) and run its campaign."""
     from actors.client.planner import Planner
 
+    if plan.llm is not None:
+        from actors.client.llm_planner import LLMPlanner
+
+        model_planner = await manager.launch(
+            LLMPlanner,
+            args=(list(handles), plan.llm),
+            kwargs={'tool': plan.tool, 'arguments': campaign_arguments(plan.tool, plan.steps)},
+            name='planner',
+            executor='event_loop',
+        )
+        return await call(manager, model_planner, 'run_campaign')
     planner = await manager.launch(
         Planner,
         args=(list(handles),),
