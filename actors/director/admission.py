@@ -10,7 +10,8 @@ rule: first come, first served, with backfill (EASY). The call at the head of
 the queue gets a reservation: the earliest time enough nodes are free, from
 the running calls' declared durations. A later call starts at once if it fits
 the free nodes and either ends (by its own declared duration) before the
-reservation, or leaves free at the reservation the nodes the head needs.
+reservation, or leaves free at the reservation the nodes the head needs;
+the largest such calls (nodes x duration) are started first.
 
 Declared durations are a call's ``timeout`` (the Director stops it then),
 else its ``duration`` argument (the mock and probe tools take that long).
@@ -128,7 +129,8 @@ class NodeQueue:
         if not self.backfill or self.reservation is None:
             return started
         spare = self.reservation.spare
-        for request in list(self._waiting[1:]):
+        # The largest calls (node-seconds) first: small ones fill what is left.
+        for request in sorted(self._waiting[1:], key=_area, reverse=True):
             if request.nodes > self.free:
                 continue
             ends_first = (
@@ -154,6 +156,10 @@ class NodeQueue:
             if free >= nodes and (index + 1 == len(ends) or ends[index + 1][1] > end):
                 return Reservation(nodes, max(end, now), free - nodes)
         return None  # Unreachable: all running calls ending frees every node.
+
+
+def _area(request: _Request) -> float:
+    return request.nodes * (request.duration if request.duration is not None else 0.0)
 
 
 class NodeAdmission:
