@@ -45,6 +45,15 @@ async def _campaign(manager, handles, options: ModelOptions, **kwargs):
     return await call(manager, planner, 'run_campaign')
 
 
+async def _all_workers_connected(handles, timeout: float = 60) -> None:
+    """Wait until every worker slot has registered (a call would queue behind a late one)."""
+    dispatcher = Dispatcher(handles)
+    deadline = time.monotonic() + timeout
+    while not all(s.workers_connected >= s.slots for s in await dispatcher.statuses()):
+        assert time.monotonic() < deadline, 'workers did not connect'
+        await asyncio.sleep(0.1)
+
+
 def _tool_messages(request: dict) -> list[dict]:
     """The tool messages at the end of a request, after the last assistant turn."""
     messages = request['messages']
@@ -60,7 +69,7 @@ def test_one_batch_per_turn_errors_go_back_and_a_retry_runs(run_dir: pathlib.Pat
     grid = [300, 1200, 2100, 3000]
     script = [
         tool_calls(
-            *(('mock_md', {'temperature': t, 'steps': 20, 'duration': 1.0}) for t in grid),
+            *(('mock_md', {'temperature': t, 'steps': 20, 'duration': 1.5}) for t in grid),
             ('mock_md', {'temperature': 1650, 'steps': -5}),
             content='coarse grid first',
         ),
@@ -78,6 +87,7 @@ def test_one_batch_per_turn_errors_go_back_and_a_retry_runs(run_dir: pathlib.Pat
             handles,
             _,
         ):
+            await _all_workers_connected(handles)
             with ScriptedOpenAI(script) as server:
                 report = await _campaign(manager, handles, _options(server.url))
             statuses = await Dispatcher(handles).statuses()
