@@ -14,8 +14,10 @@
   flight; the Python memory they hold (``tracemalloc``) is divided by N, for a
   Director's ``md_sim_batch`` and for the same calls on a direct DFK.
 
-Targets: the batch sizes' per-call time flat within 10%, as such (direct
-Parsl's is printed next to it). For the Director counts the per-call time as
+Targets: the Director / direct Parsl per-call ratio flat within 10% across
+batch sizes (the absolute per-call times are printed and saved too: they follow
+the machine, direct Parsl's spread as much, 12.5% against the ratio's 3.8% in
+the full run of 2026-12-02). For the Director counts likewise, the per-call time as
 such is not the layer's: more Directors bring more interchanges, worker
 pools and workers onto the same cores, so it moves with the count on both
 sides; what must stay flat within 10% is the Director's per-call time
@@ -374,8 +376,8 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
             f'ratio {row["per_call_ms"] / row["parsl_per_call_ms"]:.3f})',
         )
     print(
-        f'  flatness (slowest/fastest - 1): {batch_flat:.1%}   (direct parsl {parsl_flat:.1%}; '
-        f'of the director/parsl ratio {batch_relative:.1%})',
+        f'  flatness (slowest/fastest - 1) of the director/parsl ratio: {batch_relative:.1%}   '
+        f'(per-call time alone: director {batch_flat:.1%}, direct parsl {parsl_flat:.1%})',
     )
     print(
         f'scale: {DIRECTOR_COUNTS[-1]} Directors in one process, the first '
@@ -419,7 +421,9 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
         },
     }
     rows = [
-        Ratio('scale.batch_flatness', batch_flat, FLATNESS_TARGET, True),
+        # On the ratio, as for the Director counts: the absolute per-call time follows the
+        # machine (direct Parsl's spreads as much), not the layer.
+        Ratio('scale.batch_flatness', batch_relative, FLATNESS_TARGET, True),
         Ratio('scale.director_flatness', count_flat, FLATNESS_TARGET, True),
         Ratio('scale.memory_extra_bytes_per_call', extra, MEMORY_TARGET_BYTES, True, ' B'),
     ]
