@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from bench import cli
 from bench import mcp_layer
 from bench import mpi
 from bench import overhead
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     'scale': scale,
     'mpi': mpi,
     'mcp': mcp_layer,
+    'cli': cli,
 }
 
 
