@@ -25,6 +25,9 @@ def test_a_launcher_typo_ends_the_run_with_the_launchers_own_error(tmp_path: pat
         [
             sys.executable,
             str(REPO / 'launch.py'),
+            # MPICH's mpiexec of a simulated PBS job (the local site's launcher takes no flags).
+            '--site',
+            'pbs',
             '--launcher-args',
             '-launcher nosuch',
             '--json',

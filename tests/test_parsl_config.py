@@ -12,6 +12,7 @@ from parsl.launchers import SrunLauncher
 
 from actors.common.errors import ConfigurationError
 from actors.job.partition import Partition
+from actors.site.fork_launcher import ForkLauncher
 from actors.site.lean_imports import python_path
 from actors.site.lean_imports import shadow_dir
 from actors.site.parsl_config import build_config
@@ -47,7 +48,7 @@ def test_bad_profile_key(tmp_path: pathlib.Path):
         load_site('bad', tmp_path)
 
 
-def test_local_config_places_workers_through_mpiexec(tmp_path: pathlib.Path):
+def test_local_config_places_workers_through_the_fork_launcher(tmp_path: pathlib.Path):
     environ = dict(os.environ)
     partition = _partition(tmp_path)
     config = build_config(partition, load_site('local'), tmp_path / 'parsl', workers_per_node=3)
@@ -55,13 +56,27 @@ def test_local_config_places_workers_through_mpiexec(tmp_path: pathlib.Path):
     assert executor.label == 'partition-1'
     assert executor.max_workers_per_node == 3
     assert executor.provider.nodes_per_block == 2
-    assert isinstance(executor.provider.launcher, MpiExecLauncher)
-    assert '-launcher fork' in executor.provider.launcher.overrides
+    assert isinstance(executor.provider.launcher, ForkLauncher)
     assert f'export PBS_NODEFILE={partition.nodefile}' in executor.provider.worker_init
     assert config.run_dir == str(tmp_path / 'parsl')
     assert config.initialize_logging is False
     # The partition is given to the block's shell, never to this process.
     assert dict(os.environ) == environ
+
+
+def test_pbs_config_places_workers_through_mpiexec(tmp_path: pathlib.Path):
+    partition = _partition(tmp_path)
+    profile = load_site('pbs').with_overrides(launcher_args='-launcher fork --ppn 1')
+    config = build_config(partition, profile, tmp_path / 'parsl')
+    launcher = config.executors[0].provider.launcher
+    assert isinstance(launcher, MpiExecLauncher)
+    assert '-launcher fork' in launcher.overrides
+    assert f'export PBS_NODEFILE={partition.nodefile}' in config.executors[0].provider.worker_init
+
+
+def test_the_fork_launcher_takes_no_launcher_args():
+    with pytest.raises(ConfigurationError, match=r"fork launcher .* no launcher arguments .*'-x'"):
+        load_site('local').with_overrides(launcher_args='-x')
 
 
 def test_configs_are_fresh_objects(tmp_path: pathlib.Path):

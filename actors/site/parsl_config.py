@@ -9,6 +9,9 @@ launcher, never by mutating this process's environment:
   for the block's shell only; Parsl's ``MpiExecLauncher`` starts one worker
   pool per host listed there.
 * ``srun``: ``SrunLauncher`` with ``--nodelist=<partition hosts>``.
+* ``fork`` (a simulated job): ``PBS_NODEFILE`` as for ``mpiexec``; the
+  block's shell starts one pool per host listed there
+  ([`ForkLauncher`][actors.site.fork_launcher.ForkLauncher]).
 
 With ``mpi=True`` the config also holds an ``MPIExecutor`` for multi-node
 tool calls: one worker pool on the Director's host (``SimpleLauncher``, started
@@ -41,6 +44,7 @@ from parsl.providers import LocalProvider
 from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
 from actors.job.partition import Partition
+from actors.site.fork_launcher import ForkLauncher
 from actors.site.lean_imports import python_path
 from actors.site.lean_imports import shadow_dir
 from actors.site.profile import SiteProfile
@@ -66,6 +70,8 @@ def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
             f'--nodelist={shlex.quote(nodelist)} {profile.launcher_args}'
         )
         return SrunLauncher(debug=False, overrides=overrides.strip())
+    if profile.launcher == 'fork':
+        return ForkLauncher()
     return MpiExecLauncher(
         debug=False,
         bind_cmd=profile.bind_cmd,
@@ -97,7 +103,7 @@ def make_worker_init(
 ) -> str:
     """Shell lines run in the block's script before the launcher."""
     lines = _block_environment(work_dir, control_dir)
-    if profile.launcher == 'mpiexec':
+    if profile.launcher in ('mpiexec', 'fork'):
         lines.append(f'export PBS_NODEFILE={shlex.quote(partition.nodefile)}')
     if profile.worker_init:
         lines.append(profile.worker_init)

@@ -20,10 +20,10 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'configs'
 """Default location of the site folders (the repository's ``configs/``)."""
 
 Scheduler = Literal['none', 'pbs', 'slurm']
-LauncherKind = Literal['mpiexec', 'srun']
+LauncherKind = Literal['mpiexec', 'srun', 'fork']
 
 _SCHEDULERS = ('none', 'pbs', 'slurm')
-_LAUNCHERS = ('mpiexec', 'srun')
+_LAUNCHERS = ('mpiexec', 'srun', 'fork')
 _MPI_LAUNCHERS = ('mpiexec', 'srun', 'aprun')
 
 
@@ -36,7 +36,10 @@ class SiteProfile:
         description: One line for humans.
         scheduler: Batch scheduler that provides the node list.
         launcher: ``mpiexec`` (one worker pool per node through the
-            partition's nodefile) or ``srun`` (``--nodelist`` of the partition).
+            partition's nodefile), ``srun`` (``--nodelist`` of the partition)
+            or ``fork`` (a simulated job: one pool per node of the nodefile,
+            all on this machine, started by the block's shell;
+            [`ForkLauncher`][actors.site.fork_launcher.ForkLauncher]).
         launcher_args: Extra launcher flags, e.g. ``--ppn 1 --cpu-bind depth``.
         bind_cmd: Flag that the launcher uses to switch CPU binding off
             (``--bind-to`` for MPICH hydra, ``--cpu-bind`` for Cray PALS).
@@ -104,6 +107,12 @@ class SiteProfile:
             raise ConfigurationError(
                 f'site {self.name!r}: launcher {self.launcher!r} is not one of '
                 f'{", ".join(_LAUNCHERS)}',
+            )
+        if self.launcher == 'fork' and self.launcher_args.strip():
+            raise ConfigurationError(
+                f'site {self.name!r}: the fork launcher of a simulated job takes no launcher '
+                f'arguments (got {self.launcher_args!r}); to try mpiexec flags, simulate a PBS '
+                'job with --site pbs (see README)',
             )
         if self.mpi_launcher not in _MPI_LAUNCHERS:
             raise ConfigurationError(
