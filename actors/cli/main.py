@@ -25,6 +25,7 @@ from actors.cli.plan import plan_run
 from actors.cli.run import run
 from actors.client.calls import DirectorFailedError
 from actors.common.errors import ConfigurationError
+from actors.common.errors import describe_os_error
 from actors.common.results import CallResult
 
 if TYPE_CHECKING:
@@ -75,6 +76,13 @@ def run_job(argv: list[str]) -> int:
         plan = plan_run(args)
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
+    except OSError as e:
+        # The run directory cannot be laid out (a full disk, a read-only file system).
+        parser.exit(
+            2,
+            f'{parser.prog}: error: cannot prepare the run: {describe_os_error(e)}; '
+            'nothing was started\n',
+        )
     start = time.time()
     try:
         on_start, on_directors = _announcer(plan, parser.prog), _counter(plan, parser.prog)
@@ -82,18 +90,30 @@ def run_job(argv: list[str]) -> int:
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except _FAILURES as e:
-        print(
-            f'{parser.prog}: failed: {type(e).__name__}: {e}; finished calls are in '
-            f'{plan.run_dir}/journal; finish with: {parser.prog} --resume {plan.run_dir}',
-            file=sys.stderr,
-        )
-        return 1
+        return _failed(parser.prog, plan, e)
     except TaskExecutionFailed as e:
         # A Director on a Globus Compute endpoint raised; its last line names the error.
         print(f'{parser.prog}: failed on the endpoint: {_last_line(e)}', file=sys.stderr)
         return 1
     wall = time.time() - start
-    return _report(args, plan, outcome, wall)
+    try:
+        return _report(args, plan, outcome, wall)
+    except OSError as e:  # results.jsonl on a full disk: the journals have everything
+        return _failed(parser.prog, plan, e)
+
+
+def _failed(prog: str, plan: RunPlan, error: BaseException) -> int:
+    """Say in one line why the run ended, where its results are and how to finish it."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = describe_os_error(error)  # the path and the system's reason
+    else:
+        reason = str(error)
+    print(
+        f'{prog}: failed: {type(error).__name__}: {reason}; finished calls are in '
+        f'{plan.run_dir}/journal; finish with: {prog} --resume {plan.run_dir}',
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _report(

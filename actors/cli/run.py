@@ -180,6 +180,9 @@ async def _ready(
         ),
     )
     handles = [h if h is not None else next(started) for h in found]
+    if all(isinstance(p, Partition) for p in plan.partitions):
+        # Already now: a run whose Directors cannot start (a full disk) is --resume'd once fixed.
+        write_manifest(plan, handles)
     timeout = STARTUP_TIMEOUT if plan.executor != 'globus-compute' else REMOTE_STARTUP_TIMEOUT
     statuses = await wait_ready(manager, handles, timeout=timeout)
     # Directors that resolved their slice on the endpoint report its nodes.

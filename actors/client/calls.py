@@ -17,7 +17,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from academy.exception import ActionCancelledError
 from academy.exception import BadEntityIdError
+from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
 from academy.manager import Manager
 
@@ -26,11 +28,16 @@ from actors.client.mailbox_watch import mailbox_watch
 from actors.director.agent import Director
 from actors.director.options import DirectorOptions
 from actors.director.options import director_name
+from actors.director.startup import quiet_start_failures
+from actors.director.startup import start_failure
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.site.profile import SiteProfile
 
 logger = logging.getLogger(__name__)
+
+STOPPED_SETTLE = 2.0
+"""Seconds a Director that stopped before answering gets to end its task (for its error)."""
 
 
 class DirectorFailedError(RuntimeError):
@@ -63,6 +70,7 @@ async def launch_directors(
 
     """
     options = (options or DirectorOptions()).replace(**changes)
+    quiet_start_failures()  # a Director that cannot start is one line here too
     handles = []
     for partition in partitions:
         handle = await manager.launch(
@@ -133,19 +141,41 @@ async def _race(
                 _abandon(request)
                 raise
             if request.done():
-                return _answer(handle, action, request)
-            _abandon(request)
+                if not (launched and _stopped_before_answering(request)):
+                    return _answer(handle, action, request)
+                # It stopped (a failed start, a crash): its own error says why.
+                await asyncio.wait({died}, timeout=STOPPED_SETTLE)
+                if not died.done():
+                    raise DirectorFailedError(
+                        f'{action} on {handle.agent_id} failed: the Director stopped before '
+                        'answering (it is being restarted)',
+                    )
+            else:
+                _abandon(request)
             if lost.done():
                 raise ExchangeStateLostError(
                     f'{action} on {handle.agent_id} cannot be answered: {lost.result()}',
                 )
-        error = _agent_error(manager, handle)
-        raise DirectorFailedError(
-            f'{action} on {handle.agent_id} failed: the Director stopped'
-            + (f' ({type(error).__name__}: {error})' if error else ''),
-        )
+        raise DirectorFailedError(_stopped_message(manager, handle, action))
     finally:
         died.cancel()
+
+
+def _stopped_before_answering(request: asyncio.Future[Any]) -> bool:
+    """Whether the request ended because its agent stopped (not with the action's answer)."""
+    if request.cancelled():
+        return False
+    return isinstance(request.exception(), (ActionCancelledError, MailboxTerminatedError))
+
+
+def _stopped_message(manager: Manager[Any], handle: Handle[Any], action: str) -> str:
+    error = _agent_error(manager, handle)
+    failure = start_failure(error)
+    if failure is not None:
+        return str(failure)  # "director-0 could not start: PATH: REASON (ERRNO)"
+    return f'{action} on {handle.agent_id} failed: the Director stopped' + (
+        f' ({type(error).__name__}: {error})' if error else ''
+    )
 
 
 def _abandon(request: asyncio.Future[Any]) -> None:
@@ -273,6 +303,19 @@ async def wait_ready(
 
     """
     return await asyncio.wait_for(
-        asyncio.gather(*(call(manager, h, 'status') for h in handles)),
+        asyncio.gather(*(_first_status(manager, h) for h in handles)),
         timeout=timeout,
     )
+
+
+async def _first_status(manager: Manager[Any], handle: Handle[Any]) -> Any:
+    """``status``, asked again while the Manager restarts a Director that failed to start."""
+    while True:
+        try:
+            return await call(manager, handle, 'status')
+        except DirectorFailedError:
+            acb = manager._acbs.get(handle.agent_id)
+            if acb is None or acb.task.done():
+                raise
+            logger.info('%s stopped while starting; waiting for its restart', handle.agent_id)
+            await asyncio.sleep(STOPPED_SETTLE)

@@ -50,6 +50,8 @@ from actors.director.options import DirectorOptions
 from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
 from actors.director.runner import CallRunner
+from actors.director.startup import DirectorStartError
+from actors.director.startup import quiet_start_failures
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
@@ -100,6 +102,7 @@ class Director(Agent):
         self.ledger = Ledger(self.name, options.journal_sync)
         self._background: set[asyncio.Task[None]] = set()
         self._build_parts()
+        quiet_start_failures()
 
     def _build_parts(self) -> None:
         """Make the parts that depend on the partition and the run directory."""
@@ -125,7 +128,23 @@ class Director(Agent):
         self.runner: CallRunner | None = None
 
     async def agent_on_startup(self) -> None:
-        """Open the journal, start the watchdog and the private DataFlowKernel."""
+        """Open the journal, start the watchdog and the private DataFlowKernel.
+
+        Raises:
+            DirectorStartError: If a file or directory of the run cannot be
+                made or written (a full disk, a read-only file system, a
+                journal path that is not a directory): one line naming the
+                path and the system's reason.
+
+        """
+        try:
+            await self._start()
+        except DirectorStartError:
+            raise
+        except OSError as e:
+            raise DirectorStartError.from_os_error(self.name, e) from e
+
+    async def _start(self) -> None:
         self.partition, self.run_dir = await asyncio.to_thread(
             resolve_partition, self.partition, self.run_dir
         )
