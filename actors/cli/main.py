@@ -108,9 +108,15 @@ def _failed(prog: str, plan: RunPlan, error: BaseException) -> int:
         reason = describe_os_error(error)  # the path and the system's reason
     else:
         reason = str(error)
+    # --resume finishes a run's fixed calls; a campaign's next calls depend on its planner.
+    finish = (
+        'run the campaign again to go on'
+        if plan.campaign
+        else f'finish with: {prog} --resume {plan.run_dir}'
+    )
     print(
         f'{prog}: failed: {type(error).__name__}: {reason}; finished calls are in '
-        f'{plan.run_dir}/journal; finish with: {prog} --resume {plan.run_dir}',
+        f'{plan.run_dir}/journal; {finish}',
         file=sys.stderr,
     )
     return 1

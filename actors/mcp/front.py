@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from academy.handle import Handle
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.client.dispatcher import Dispatcher
 from actors.client.exchange import open_exchange
+from actors.client.exchange import require_password
 from actors.client.status_query import ExchangeUnreachableError
 from actors.client.status_query import check_reachable
 from actors.store.manifest import RunManifest
@@ -68,20 +70,22 @@ async def attached(run_dir: str) -> AsyncIterator[Front]:
     """The Directors of a running run, through its manifest and exchange.
 
     Raises:
-        ConfigurationError: If the run dir holds no readable manifest, or
-            its exchange cannot be joined from another process.
+        ConfigurationError: If the run dir holds no readable manifest, its
+            exchange cannot be joined from another process, or it needs a
+            password that is not given (``HPC_TOOL_CALLING_EXCHANGE_PASSWORD``).
         ExchangeUnreachableError: If the exchange does not answer.
 
     """
     manifest = RunManifest.read(run_dir)
     check_reachable(manifest)
+    require_password(manifest.exchange, manifest.exchange_needs_password, str(run_dir))
     with open_exchange(manifest.exchange) as factory:
         try:
             client = await asyncio.wait_for(
                 factory.create_user_client(name='launch-mcp', start_listener=True),
                 JOIN_TIMEOUT,
             )
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, RedisConnectionError) as e:
             raise ExchangeUnreachableError(
                 f'cannot join the exchange {manifest.exchange} of run {run_dir}: '
                 f'{e or type(e).__name__} (is the run, or its exchange, still up?)',
