@@ -271,10 +271,15 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
         action='store_true',
         help='no live progress bars on stderr (--json implies it)',
     )
-    out.add_argument(
+    add_log_level(out)
+    return parser
+
+
+def add_log_level(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--log-level``, as every command that logs takes it."""
+    parser.add_argument(
         '--log-level',
         default='WARNING',
         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
         help='logging level on stderr (default: WARNING)',
     )
-    return parser

@@ -36,7 +36,7 @@ from actors.client.model_endpoint import explain
 from actors.client.model_endpoint import open_client
 from actors.client.planner import DEFAULT_TEMPERATURES
 from actors.client.planner import CampaignReport
-from actors.client.planner import next_temperatures
+from actors.client.planner import steepest_interval
 from actors.client.tool_messages import error_text
 from actors.client.tool_messages import result_text
 from actors.client.tool_messages import statuses_text
@@ -375,14 +375,7 @@ class ModelCampaign:
         report = self.report
         report.points.sort(key=lambda p: p['temperature'])
         measured = {p['temperature']: p['mean_potential_energy'] for p in report.points}
-        steepest = next_temperatures(sorted(measured.items()), 1, set())
-        if len(measured) >= 2 and steepest:
-            _, low, high = steepest[0]
-            report.steepest = {
-                'low': low,
-                'high': high,
-                'dE_dT': (measured[high] - measured[low]) / (high - low),
-            }
+        report.steepest = steepest_interval(measured)
 
 
 def _assistant(message: Any, calls: Sequence[_Call]) -> dict[str, Any]:

@@ -95,6 +95,15 @@ def next_temperatures(
     return chosen
 
 
+def steepest_interval(measured: dict[float, float]) -> dict[str, float] | None:
+    """The measured interval with the largest ``|dE/dT|``: ``{"low", "high", "dE_dT"}``."""
+    steepest = next_temperatures(sorted(measured.items()), 1, set())
+    if len(measured) < 2 or not steepest:
+        return None
+    _, low, high = steepest[0]
+    return {'low': low, 'high': high, 'dE_dT': (measured[high] - measured[low]) / (high - low)}
+
+
 class Planner(Agent):
     """Runs a temperature-scan campaign on the Directors through a dispatcher.
 
@@ -186,14 +195,7 @@ class Planner(Agent):
             batch = [
                 (t, f'bisects {low:.0f}-{high:.0f} K, the steepest dE/dT') for t, low, high in picks
             ]
-        steepest = next_temperatures(sorted(measured.items()), 1, set())
-        if len(measured) >= 2 and steepest:
-            _, low, high = steepest[0]
-            report.steepest = {
-                'low': low,
-                'high': high,
-                'dE_dT': (measured[high] - measured[low]) / (high - low),
-            }
+        report.steepest = steepest_interval(measured)
         report.points.sort(key=lambda p: p['temperature'])
         return report
 

@@ -11,7 +11,9 @@ that ``launch.py --exchange http`` spawned for itself cannot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 from academy.exchange.mailbox_status import MailboxStatus
@@ -82,8 +84,9 @@ async def _ask(client: Any, entry: DirectorEntry, timeout: float) -> DirectorRep
     return DirectorReport(entry, status=status)
 
 
-async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorReport]:
-    """Every Director's status (or why it has none), in partition order.
+@contextlib.asynccontextmanager
+async def joined(manifest: RunManifest, name: str, timeout: float) -> AsyncIterator[Any]:
+    """A user client of a recorded run's exchange, for another process to reach its Directors.
 
     Raises:
         ConfigurationError: If the run's exchange cannot be joined from here,
@@ -96,7 +99,7 @@ async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorRe
     with open_exchange(manifest.exchange) as factory:
         try:
             client = await asyncio.wait_for(
-                factory.create_user_client(name='launch-status', start_listener=True),
+                factory.create_user_client(name=name, start_listener=True),
                 timeout,
             )
         except (OSError, TimeoutError, RedisConnectionError) as e:
@@ -105,6 +108,17 @@ async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorRe
                 f'{e or type(e).__name__} (is the run, or its exchange, still up?)',
             ) from None
         async with client:
-            return list(
-                await asyncio.gather(*(_ask(client, d, timeout) for d in manifest.directors)),
-            )
+            yield client
+
+
+async def query(manifest: RunManifest, timeout: float = 10.0) -> list[DirectorReport]:
+    """Every Director's status (or why it has none), in partition order.
+
+    Raises:
+        ConfigurationError: If the run's exchange cannot be joined from here,
+            or needs a password that is not given.
+        ExchangeUnreachableError: If the exchange does not answer.
+
+    """
+    async with joined(manifest, 'launch-status', timeout) as client:
+        return list(await asyncio.gather(*(_ask(client, d, timeout) for d in manifest.directors)))

@@ -15,13 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from academy.handle import Handle
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.client.dispatcher import Dispatcher
-from actors.client.exchange import open_exchange
-from actors.client.exchange import require_password
-from actors.client.status_query import ExchangeUnreachableError
-from actors.client.status_query import check_reachable
+from actors.client.status_query import joined
 from actors.store.manifest import RunManifest
 
 logger = logging.getLogger(__name__)
@@ -77,22 +73,9 @@ async def attached(run_dir: str) -> AsyncIterator[Front]:
 
     """
     manifest = RunManifest.read(run_dir)
-    check_reachable(manifest)
-    require_password(manifest.exchange, manifest.exchange_needs_password, str(run_dir))
-    with open_exchange(manifest.exchange) as factory:
-        try:
-            client = await asyncio.wait_for(
-                factory.create_user_client(name='launch-mcp', start_listener=True),
-                JOIN_TIMEOUT,
-            )
-        except (OSError, TimeoutError, RedisConnectionError) as e:
-            raise ExchangeUnreachableError(
-                f'cannot join the exchange {manifest.exchange} of run {run_dir}: '
-                f'{e or type(e).__name__} (is the run, or its exchange, still up?)',
-            ) from None
-        async with client:
-            handles: list[Handle[Any]] = [
-                Handle(entry.agent_id(), exchange=client, ignore_context=True)
-                for entry in manifest.directors
-            ]
-            yield Front(handles, str(run_dir))
+    async with joined(manifest, 'launch-mcp', JOIN_TIMEOUT) as client:
+        handles: list[Handle[Any]] = [
+            Handle(entry.agent_id(), exchange=client, ignore_context=True)
+            for entry in manifest.directors
+        ]
+        yield Front(handles, str(run_dir))

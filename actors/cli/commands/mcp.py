@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.cli.parser import Parser
+from actors.cli.parser import add_log_level
 from actors.common.errors import ConfigurationError
 
 logger = logging.getLogger('launch.mcp')
@@ -69,12 +70,7 @@ def build_parser() -> Parser:
         help='values larger than this (as JSON) are written under the run dir and returned as '
         f'a resource link (default: {DEFAULT_LIMIT})',
     )
-    parser.add_argument(
-        '--log-level',
-        default='WARNING',
-        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
-        help='log level on stderr (default: WARNING)',
-    )
+    add_log_level(parser)
     return parser
 
 
