@@ -240,7 +240,8 @@ def test_mpi_executor_comes_from_the_site_profile(tmp_path, site, launcher, node
     # At most one call per node at once; Director admission keeps Parsl's backlog empty.
     assert mpi.max_workers_per_block == partition.size
     assert isinstance(mpi.provider.launcher, SimpleLauncher)
-    assert mpi.provider.init_blocks == 0
+    # Added to the DFK with the first MPI call, it starts its one block then.
+    assert mpi.provider.init_blocks == 1
     assert nodes_line in mpi.provider.worker_init
     assert profile.mpi_launcher_options == options
     assert len(build_config(partition, profile, tmp_path / 'p2').executors) == 1

@@ -28,6 +28,12 @@ def _partition(tmp_path: pathlib.Path, nodes=('nid001', 'nid002')) -> Partition:
     return Partition(1, tuple(nodes), str(nodefile))
 
 
+def _nodefile_of(worker_init: str) -> list[str]:
+    """The hosts of the nodefile a block's worker_init exports."""
+    (line,) = [x for x in worker_init.splitlines() if x.startswith('export PBS_NODEFILE=')]
+    return pathlib.Path(line.split('=', 1)[1].strip("'")).read_text().split()
+
+
 def test_every_site_profile_loads():
     sites = available_sites()
     assert {'local', 'pbs', 'slurm'} <= set(sites)
@@ -55,9 +61,13 @@ def test_local_config_places_workers_through_the_fork_launcher(tmp_path: pathlib
     (executor,) = config.executors
     assert executor.label == 'partition-1'
     assert executor.max_workers_per_node == 3
-    assert executor.provider.nodes_per_block == 2
-    assert isinstance(executor.provider.launcher, ForkLauncher)
-    assert f'export PBS_NODEFILE={partition.nodefile}' in executor.provider.worker_init
+    # One block per node, each started by the Director on the node it names.
+    assert executor.provider.nodes_per_block == 1
+    assert executor.provider.init_blocks == 0
+    assert config.strategy == 'none'
+    worker_init, launcher = executor.provider.block('nid002')
+    assert isinstance(launcher, ForkLauncher)
+    assert _nodefile_of(worker_init) == ['nid002']
     assert config.run_dir == str(tmp_path / 'parsl')
     assert config.initialize_logging is False
     # The partition is given to the block's shell, never to this process.
@@ -68,10 +78,10 @@ def test_pbs_config_places_workers_through_mpiexec(tmp_path: pathlib.Path):
     partition = _partition(tmp_path)
     profile = load_site('pbs').with_overrides(launcher_args='-launcher fork --ppn 1')
     config = build_config(partition, profile, tmp_path / 'parsl')
-    launcher = config.executors[0].provider.launcher
+    worker_init, launcher = config.executors[0].provider.block('nid001')
     assert isinstance(launcher, MpiExecLauncher)
     assert '-launcher fork' in launcher.overrides
-    assert f'export PBS_NODEFILE={partition.nodefile}' in config.executors[0].provider.worker_init
+    assert _nodefile_of(worker_init) == ['nid001']
 
 
 def test_the_fork_launcher_takes_no_launcher_args():
@@ -90,11 +100,11 @@ def test_configs_are_fresh_objects(tmp_path: pathlib.Path):
 def test_slurm_config_pins_the_nodelist(tmp_path: pathlib.Path):
     partition = _partition(tmp_path, nodes=('nid001', 'nid002', 'nid007'))
     config = build_config(partition, load_site('slurm'), tmp_path / 'parsl')
-    launcher = config.executors[0].provider.launcher
+    worker_init, launcher = config.executors[0].provider.block('nid007')
     assert isinstance(launcher, SrunLauncher)
-    assert "--nodelist='nid[001-002,007]'" in launcher.overrides
-    assert '--nodes=3' in launcher.overrides
-    assert 'PBS_NODEFILE' not in config.executors[0].provider.worker_init
+    assert '--nodelist=nid007' in launcher.overrides
+    assert '--nodes=1' in launcher.overrides
+    assert 'PBS_NODEFILE' not in worker_init
 
 
 def test_missing_interface_is_a_clear_error(tmp_path: pathlib.Path):
@@ -135,7 +145,9 @@ def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path
         assert command[0] == 'env' and command[-1] == 'interchange.py'
         assert command[1].startswith(f'PYTHONPATH={shadow}')
         # Last, after the profile's own worker_init.
-        last = executor.provider.worker_init.splitlines()[-1]
+        provider = executor.provider
+        worker_init = provider.block('nid001')[0] if hasattr(provider, 'block') else None
+        last = (worker_init or provider.worker_init).splitlines()[-1]
         assert last == f'export PYTHONPATH={shadow}"${{PYTHONPATH:+:$PYTHONPATH}}"'
 
     plain = load_site('local').with_overrides(lean_imports=False)

@@ -109,6 +109,11 @@ class DirectorStatus:
         draining: True once the Director stopped admitting calls before
             its allocation's end.
         walltime_end: Unix time the allocation ends, if known.
+        node_roles: Each of its nodes' owner (``pool``, ``mpi``, ``held``;
+            see ``actors.job.ownership``).
+        moves_in: Nodes that moved in from other Directors.
+        moves_out: Nodes that moved out to other Directors.
+        borrowed: Nodes lent to it for an MPI call -> the Director that lent each.
 
     """
 
@@ -130,6 +135,10 @@ class DirectorStatus:
     incarnation: str = ''
     draining: bool = False
     walltime_end: float | None = None
+    node_roles: dict[str, str] = dataclasses.field(default_factory=dict)
+    moves_in: int = 0
+    moves_out: int = 0
+    borrowed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

@@ -71,15 +71,15 @@ class NodeQueue:
     """Which MPI calls may start, given a partition's nodes (no asyncio; one thread).
 
     Args:
-        total: Nodes of the partition.
+        total: Nodes MPI calls may use: a number, or a function that asks
+            the Director's node ownership (its nodes change as they move).
         backfill: Let later calls start ahead of a blocked head when they
             cannot delay it; ``False`` is plain first come, first served.
 
     """
 
-    def __init__(self, total: int, *, backfill: bool = True) -> None:
-        self.total = total
-        self.free = total
+    def __init__(self, total: int | Callable[[], int], *, backfill: bool = True) -> None:
+        self._total = total if callable(total) else (lambda: total)
         self.backfill = backfill
         self.backfilled = 0
         """Calls started ahead of an earlier waiting call."""
@@ -89,9 +89,29 @@ class NodeQueue:
         """Ticket -> (nodes, declared end; ``inf`` if none was declared)."""
 
     @property
+    def total(self) -> int:
+        """Nodes MPI calls may use now."""
+        return self._total()
+
+    @property
+    def free(self) -> int:
+        """Of those, nodes no admitted call holds."""
+        return self.total - sum(nodes for nodes, _ in self._running.values())
+
+    @property
     def waiting(self) -> int:
         """Calls waiting for nodes."""
         return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Admitted calls that have not finished."""
+        return len(self._running)
+
+    @property
+    def head_nodes(self) -> int:
+        """Nodes the first waiting call needs (0 if none waits)."""
+        return self._waiting[0].nodes if self._waiting else 0
 
     def request(self, ticket: int, nodes: int, duration: float | None, now: float) -> list[int]:
         """Queue a call; returns the tickets that start now (maybe this one)."""
@@ -105,13 +125,15 @@ class NodeQueue:
 
     def finish(self, ticket: int, now: float) -> list[int]:
         """A running call ended: its nodes are free; returns the tickets that start now."""
-        nodes, _ = self._running.pop(ticket)
-        self.free += nodes
+        self._running.pop(ticket)
+        return self._schedule(now)
+
+    def recheck(self, now: float) -> list[int]:
+        """The nodes changed (one arrived or left); returns the tickets that start now."""
         return self._schedule(now)
 
     def _start(self, request: _Request, now: float) -> None:
         self._waiting.remove(request)
-        self.free -= request.nodes
         end = now + request.duration if request.duration is not None else math.inf
         self._running[request.ticket] = (request.nodes, end)
 
@@ -130,8 +152,9 @@ class NodeQueue:
             return started
         spare = self.reservation.spare
         # The largest calls (node-seconds) first: small ones fill what is left.
+        free = self.free
         for request in sorted(self._waiting[1:], key=_area, reverse=True):
-            if request.nodes > self.free:
+            if request.nodes > free:
                 continue
             ends_first = (
                 request.duration is not None and now + request.duration <= self.reservation.at
@@ -140,6 +163,7 @@ class NodeQueue:
                 if not ends_first:
                     spare -= request.nodes
                 self._start(request, now)
+                free -= request.nodes
                 self.backfilled += 1
                 started.append(request.ticket)
         self.reservation.spare = spare
@@ -155,7 +179,7 @@ class NodeQueue:
             free += held
             if free >= nodes and (index + 1 == len(ends) or ends[index + 1][1] > end):
                 return Reservation(nodes, max(end, now), free - nodes)
-        return None  # Unreachable: all running calls ending frees every node.
+        return None  # More nodes than the Director owns: it waits for some to arrive.
 
 
 def _area(request: _Request) -> float:
@@ -166,27 +190,32 @@ class NodeAdmission:
     """Admits a Director's MPI calls onto its partition's nodes (one event loop).
 
     Args:
-        total: Nodes of the partition.
+        total: Nodes MPI calls may use, or how to ask the Director's node
+            ownership (see [`NodeQueue`][actors.director.admission.NodeQueue]).
         backfill: See [`NodeQueue`][actors.director.admission.NodeQueue].
         clock: Seconds, monotonic (tests pass their own).
+        most: The most nodes one call may ask for (default ``total`` now); a
+            call larger than the Director's nodes waits for nodes to arrive.
 
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | Callable[[], int],
         *,
         backfill: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        most: int | None = None,
     ) -> None:
         self.queue = NodeQueue(total, backfill=backfill)
+        self.most = most
         self.clock = clock
         self._tickets = itertools.count()
         self._admitted: dict[int, asyncio.Future[None]] = {}
 
     @property
     def total(self) -> int:
-        """Nodes of the partition."""
+        """Nodes MPI calls may use now."""
         return self.queue.total
 
     @property
@@ -218,9 +247,10 @@ class NodeAdmission:
             ConfigurationError: If ``nodes`` can never fit.
 
         """
-        if not 1 <= nodes <= self.total:
+        most = self.most if self.most is not None else self.total
+        if not 1 <= nodes <= most:
             raise ConfigurationError(
-                f'cannot reserve {nodes} node(s) of a {self.total}-node partition',
+                f'cannot reserve {nodes} node(s) of a {most}-node partition',
             )
         ticket = next(self._tickets)
         future = asyncio.get_running_loop().create_future()
@@ -241,6 +271,14 @@ class NodeAdmission:
     def release(self, ticket: int) -> None:
         """Give back the nodes of a call that finished."""
         self._wake(self.queue.finish(ticket, self.clock()))
+
+    def recheck(self) -> None:
+        """The Director's nodes changed: start what fits now."""
+        self._wake(self.queue.recheck(self.clock()))
+
+    def head_needs(self) -> int:
+        """Nodes the head waiting call needs beyond the Director's (to borrow), or 0."""
+        return max(self.queue.head_nodes - self.total, 0)
 
     def _wake(self, tickets: list[int]) -> None:
         for ticket in tickets:

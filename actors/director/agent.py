@@ -46,6 +46,8 @@ from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.mailbox import MailboxWatch
+from actors.director.node_pools import RELEASE_DEADLINE
+from actors.director.node_pools import NodePools
 from actors.director.options import DirectorOptions
 from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
@@ -107,6 +109,7 @@ class Director(Agent):
     def _build_parts(self) -> None:
         """Make the parts that depend on the partition and the run directory."""
         size = self.partition.size if isinstance(self.partition, Partition) else 0
+        most = max(size, self.options.max_nodes or 0)
         self.cancels = CancelFiles(
             pathlib.Path(self.run_dir, 'control', self.name, self.incarnation),
         )
@@ -116,11 +119,22 @@ class Director(Agent):
         self.checks = CallChecks(
             self.name,
             self.tool,
-            size,
+            most,
             launcher_options=self.profile.mpi_launcher_options,
             mpi=self.options.mpi,
         )
-        self.admission = NodeAdmission(size, backfill=self.options.mpi_backfill)
+        nodes = self.partition.nodes if isinstance(self.partition, Partition) else ()
+        self.pools = NodePools(
+            self.name,
+            nodes,
+            executor=lambda: self._host().executor,
+            mpi_waiting=lambda: self.admission.waiting,
+        )
+        # The admission asks the ownership of the Director's nodes how many it has now.
+        self.admission = NodeAdmission(
+            self.pools.capacity, backfill=self.options.mpi_backfill, most=most
+        )
+        self.pools.on_change = self.admission.recheck
         self.drain = WalltimeDrain(
             self.name, self.walltime, self.cancels, lambda: self.ledger.counts()[0]
         )
@@ -160,6 +174,8 @@ class Director(Agent):
             control_dir=self.cancels.directory,
             retries=self.retries,
             stopped_on_purpose=self.outcomes.stopped_on_purpose,
+            pools=self.pools,
+            max_nodes=self.options.max_nodes,
         )
         self.runner = CallRunner(
             self.name,
@@ -228,6 +244,10 @@ class Director(Agent):
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _host(self) -> DfkHost:
+        assert self.host is not None, 'Director has not started'
+        return self.host
 
     def _runner(self) -> CallRunner:
         assert self.runner is not None, 'Director has not started'
@@ -406,11 +426,12 @@ class Director(Agent):
         in_flight, done, failed = self.ledger.counts()
         partition = self.partition
         assert isinstance(partition, Partition), 'Director has not started'
+        pools = self.pools
         return DirectorStatus(
             director=self.name,
             partition=partition.index,
-            nodes=list(partition.nodes),
-            slots=self.workers_per_node * partition.size,
+            nodes=pools.nodes,
+            slots=self.workers_per_node * len(pools.ownership.nodes('pool')),
             workers_connected=workers,
             queued=max(in_flight - running, 0),
             running=min(running, in_flight),
@@ -425,4 +446,57 @@ class Director(Agent):
             mpi_backfilled=self.admission.queue.backfilled,
             recent_throughput=self.ledger.rate.rate(),
             throughput_window=self.ledger.rate.window,
+            node_roles={node: owner.role for node, owner in pools.ownership.owners().items()},
+            moves_in=pools.moves_in,
+            moves_out=pools.moves_out,
+            borrowed=dict(pools.borrowed),
         )
+
+    # Nodes that move (asked by the job's NodeCoordinator).
+
+    @action
+    async def node_load(self) -> dict[str, Any]:
+        """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
+        pools = self.pools
+        in_flight, _, _ = self.ledger.counts()
+        held = sum(pools.tasks().values())
+        mpi = self.admission.waiting + self.admission.queue.running
+        return {
+            'director': self.name,
+            'nodes': pools.nodes,
+            'idle': pools.idle(),
+            'queued': max(in_flight - held - mpi, 0),
+            'mpi_need': self.admission.head_needs(),
+            'borrowed': dict(pools.borrowed),
+            'workers_per_node': self.workers_per_node,
+            'draining': self.drain.draining,
+            'incarnation': self.incarnation,
+        }
+
+    @action
+    async def release_nodes(
+        self,
+        count: int,
+        keep: int = 1,
+        *,
+        idle_only: bool = True,
+        deadline: float = RELEASE_DEADLINE,
+    ) -> list[str]:
+        """Give up to ``count`` nodes away, keeping ``keep``; the nodes that left.
+
+        Each is drained first: no new call goes there, its running calls
+        finish (past ``deadline`` seconds they are stopped and run again on
+        another node), its pool stops. Idle nodes go first; with
+        ``idle_only`` no busy node goes at all.
+        """
+        pools = self.pools
+        candidates = pools.idle() if idle_only else pools.releasable(keep)
+        spare = max(len(pools.ownership) - keep, 0)
+        return await pools.release(candidates[: min(count, spare)], deadline)
+
+    @action
+    async def adopt_node(self, node: str, lender: str | None = None) -> bool:
+        """Start a pool on ``node`` (given by the coordinator); True once it serves calls."""
+        if self.host is None or not self.host.started or node in self.pools.ownership:
+            return False
+        return await self.pools.adopt(node, lender=lender)

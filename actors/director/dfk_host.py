@@ -21,6 +21,7 @@ from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.common.loop import call_soon
 from actors.common.loop import resolve
+from actors.director.node_pools import NodePools
 from actors.execution.blocks import CLEANUP_TIMEOUT
 from actors.execution.blocks import LOST_CLEANUP_TIMEOUT
 from actors.execution.blocks import BlockDoctor
@@ -73,6 +74,8 @@ class DfkHost:
         retries: Reruns of a call whose worker or pool was lost.
         stopped_on_purpose: Whether a lost call was being stopped on purpose
             (such calls are never rerun).
+        pools: The Director's nodes, each with its block on the current DFK.
+        max_nodes: The most nodes the Director may own at once (nodes move).
 
     """
 
@@ -87,6 +90,8 @@ class DfkHost:
         control_dir: str,
         retries: int,
         stopped_on_purpose: Callable[[Call], bool],
+        pools: NodePools,
+        max_nodes: int | None = None,
     ) -> None:
         self.name = name
         self.partition = partition
@@ -95,6 +100,8 @@ class DfkHost:
         self.workers_per_node = workers_per_node
         self.control_dir = control_dir
         self.retries = retries
+        self.pools = pools
+        self.max_nodes = max_nodes
         self.watchdog = Watchdog()
         self._stopped_on_purpose = stopped_on_purpose
         self._label = executor_label(partition)
@@ -151,6 +158,7 @@ class DfkHost:
             workers_per_node=self.workers_per_node,
             control_dir=self.control_dir,
             block_error_handler=self._start_guard,
+            max_nodes=self.max_nodes,
         )
         try:
             # Creating a DFK starts the interchange and waits on it: keep it off
@@ -169,6 +177,13 @@ class DfkHost:
         # The MPI executor starts again with the first MPI call on this DFK.
         self.mpi_app = None
         self._dfk = dfk
+        try:
+            await self.pools.start_blocks()
+        except BaseException:
+            self._dfk = None
+            self._interchanges.release()
+            await asyncio.to_thread(release_parsl, watchdog, config.executors, dfk.cleanup)
+            raise
 
     def _executor_app(
         self,
@@ -375,6 +390,7 @@ class DfkHost:
                 self.profile,
                 self._parsl_dir.resolve(),
                 self.control_dir,
+                max_nodes=self.max_nodes,
             )
             logger.info('%s: starting the MPI executor for its first MPI call', self.name)
             try:
@@ -409,11 +425,14 @@ class DfkHost:
                 for each in list(self._dfk.executors.values()):
                     await asyncio.to_thread(watch_parsl_processes, self.watchdog, each)
                 # A lost interchange never answers: not asked, or not waited for.
-                managers = await connected_managers(executor)
+                managers = await self.pools.look()
                 if managers:
                     self._start_guard.connected = True
                 if managers is not None:
-                    await asyncio.to_thread(doctor.check, executor, managers)
+                    broken = await asyncio.to_thread(doctor.check, executor, managers)
+                    if broken and executor is self.executor:
+                        await self.pools.replace_blocks(broken)
+                    await self.pools.revive()
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
             await asyncio.sleep(WATCH_INTERVAL)

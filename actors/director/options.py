@@ -66,6 +66,10 @@ class DirectorOptions:
             earlier one when it cannot delay it (EASY backfill, see
             [`NodeQueue`][actors.director.admission.NodeQueue]); ``False``
             admits them first come, first served.
+        max_nodes: The most nodes the Director may own at once: the job's
+            nodes when they move between Directors (an MPI call may then ask
+            for more than the Director's first partition and borrow the
+            rest); ``None`` keeps it to its partition.
 
     """
 
@@ -78,6 +82,7 @@ class DirectorOptions:
     journal_sync: SyncMode = DEFAULT_SYNC
     mpi: bool = True
     mpi_backfill: bool = True
+    max_nodes: int | None = None
 
     def __post_init__(self) -> None:
         workers = self.workers_per_node
@@ -99,6 +104,14 @@ class DirectorOptions:
         ):
             raise ConfigurationError(
                 f'drain_timeout must be seconds >= 0, got {self.drain_timeout!r}',
+            )
+        if self.max_nodes is not None and (
+            isinstance(self.max_nodes, bool)
+            or not isinstance(self.max_nodes, int)
+            or self.max_nodes < 1
+        ):
+            raise ConfigurationError(
+                f'max_nodes must be a positive integer (or None), got {self.max_nodes!r}'
             )
         check_retries(self.retries)
         check_sync_mode(self.journal_sync)

@@ -109,6 +109,7 @@ class CallRunner:
         tool: str | None = None,
         resources: MPIResources | None = None,
         recorder: Callable[[Future[Any]], None] | None = None,
+        mpi_env: Mapping[str, str] | None = None,
     ) -> Future[Any]:
         """Submit one call to Parsl.
 
@@ -126,7 +127,7 @@ class CallRunner:
             future = Future()
             future.set_exception(refusal)
         elif tool is not None and get_tool(name).kind != 'python':
-            future = self._submit_command(name, params, control, resources)
+            future = self._submit_command(name, params, control, resources, mpi_env)
         else:
             app = host.supervised_app if self.supervise else host.app
             assert app is not None
@@ -145,6 +146,7 @@ class CallRunner:
         params: Mapping[str, Any],
         control: Control,
         resources: MPIResources | None,
+        mpi_env: Mapping[str, str] | None = None,
     ) -> Future[Any]:
         """Run a command tool's command line; resolve to the same outcome as ``run_tool``."""
         files = self.command_files.next(name)
@@ -161,6 +163,7 @@ class CallRunner:
                 control,
                 **files,
                 parsl_resource_specification=resources.parsl_spec(),
+                mpi_env=dict(mpi_env or {}),
             )
         return command_result(app_future, name, files, control, self.cancels)
 
@@ -411,6 +414,14 @@ class CallRunner:
             resources.num_nodes, declared_duration(call.params, timeout)
         )
         loop = asyncio.get_running_loop()
+        pools = self.host.pools
+        label = call_key or f'mpi-{ticket}'
+        try:
+            # Drained of single-slot work first: a node is the call's alone.
+            nodes = await pools.take_for_mpi(resources.num_nodes, label)
+        except BaseException:
+            self.admission.release(ticket)
+            raise
         try:
             submitted = time.time()
             future = self.submit(
@@ -419,9 +430,19 @@ class CallRunner:
                 call_key,
                 tool=call.tool.name,
                 resources=resources,
+                mpi_env=resources.environment(self.host.profile.mpi_launcher, nodes),
             )
         except BaseException:
-            self.admission.release(ticket)
+            self._mpi_done(ticket, nodes)
             raise
-        future.add_done_callback(lambda _: call_soon(loop, self.admission.release, ticket))
+        future.add_done_callback(lambda _: call_soon(loop, self._mpi_done, ticket, nodes))
         return future, submitted
+
+    def _mpi_done(self, ticket: int, nodes: list[str]) -> None:
+        """An MPI call ended: wake the calls that fit now, then give its nodes back.
+
+        In that order: a call woken here takes the held nodes before the
+        pools get them back (``NodePools.settle`` runs after it).
+        """
+        self.admission.release(ticket)
+        self.host.pools.end_mpi(nodes)

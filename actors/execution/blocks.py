@@ -19,6 +19,7 @@ from concurrent.futures import wait
 from typing import Any
 
 import psutil
+from parsl.jobs.states import JobState
 
 from actors.common.processes import exited
 from actors.common.processes import wait_exited
@@ -216,7 +217,8 @@ class BlockDoctor:
             managers: Its ``connected_managers()`` (see ``ask_interchange``).
 
         """
-        live = {str(m['block_id']) for m in managers if m.get('active', True)}
+        # Held pools (a node being drained) are listed inactive, and are not lost.
+        live = {str(m['block_id']) for m in managers}
         self._had_managers |= live
         broken = []
         for block_id, job_id in list(executor.blocks_to_job_id.items()):
@@ -285,7 +287,8 @@ class BlockStartGuard:
         if self.connected or self._fired:
             return
         for block_id, job in status.items():
-            if job.terminal:
+            # A block the Director stopped (its node moved, or went to an MPI call) did not fail.
+            if job.terminal and job.state not in _STOPPED_ON_PURPOSE:
                 self._ended[block_id] = job
         if len(self._ended) < self.max_failed:
             return
@@ -298,6 +301,9 @@ class BlockStartGuard:
         )
         logger.error('%s', error)
         self.on_fail(error)
+
+
+_STOPPED_ON_PURPOSE = frozenset({JobState.SCALED_IN, JobState.CANCELLED})
 
 
 def _block_number(block_id: str) -> int:

@@ -44,9 +44,11 @@ from parsl.providers import LocalProvider
 from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
 from actors.job.partition import Partition
+from actors.job.partition import write_partition
 from actors.site.fork_launcher import ForkLauncher
 from actors.site.lean_imports import python_path
 from actors.site.lean_imports import shadow_dir
+from actors.site.node_provider import NodeProvider
 from actors.site.profile import SiteProfile
 from actors.worker.control import CONTROL_DIR_VARIABLE
 
@@ -160,16 +162,25 @@ def make_mpi_executor(
     profile: SiteProfile,
     work_dir: str | os.PathLike[str],
     control_dir: str | None = None,
+    max_nodes: int | None = None,
 ) -> MPIExecutor:
-    """An ``MPIExecutor`` that runs at most one call per partition node at once.
+    """An ``MPIExecutor`` for the Director's MPI calls, each on nodes the Director picks.
 
     Its single worker pool starts with the first MPI call and lives on the
-    Director's host; each call's command reaches its nodes through
-    ``$PARSL_MPI_PREFIX`` (``profile.mpi_launcher``).
+    Director's host. Parsl's MPI task scheduler there hands out places from
+    ``partition`` (``max_nodes`` of them: the most nodes one Director may
+    hold); the Director admits a call only onto nodes it owns and drained
+    (``actors.director.node_pools``) and sends their names with the call,
+    whose command gets ``$PARSL_MPI_PREFIX`` built for them
+    (``actors.tools.resources.mpi_environment``).
     """
+    count = max(max_nodes or 0, partition.size)
+    if count > partition.size:
+        places = [f'mpi-place-{index}' for index in range(count)]
+        partition = write_partition(partition.index, places, pathlib.Path(work_dir, 'mpi'))
     provider = LocalProvider(
         nodes_per_block=1,
-        init_blocks=0,
+        init_blocks=1,
         min_blocks=0,
         max_blocks=1,
         parallelism=1,
@@ -180,7 +191,7 @@ def make_mpi_executor(
         label=mpi_executor_label(partition),
         provider=provider,
         address=worker_address(profile),
-        max_workers_per_block=partition.size,
+        max_workers_per_block=count,
         mpi_launcher=profile.mpi_launcher,
         heartbeat_period=profile.heartbeat_period,
         heartbeat_threshold=profile.heartbeat_threshold,
@@ -221,14 +232,22 @@ def build_config(
     mpi: bool = False,
     control_dir: str | None = None,
     block_error_handler: Callable[[Any, dict[str, Any]], None] | bool = False,
+    max_nodes: int | None = None,
 ) -> Config:
-    """Create a new Parsl config whose workers live only on ``partition``.
+    """Create a new Parsl config whose workers live only on the Director's nodes.
+
+    The worker pools' executor has one block per node
+    ([`NodeProvider`][actors.site.node_provider.NodeProvider]); none starts
+    with the DFK: the Director starts a block on each node it owns
+    (``actors.execution.node_blocks``), and stops it when the node moves.
 
     Args:
         partition: The Director's partition.
         profile: The machine's site profile.
         run_dir: Directory for this Director's Parsl logs and submit scripts.
         workers_per_node: Overrides ``profile.workers_per_node``.
+        max_nodes: The most nodes the Director may own at once (default
+            the partition's size).
         mpi: Also add the partition's ``MPIExecutor`` (labelled
             ``mpi_executor_label(partition)``) for multi-node calls.
         control_dir: The Director's control directory (``actors.worker.control``),
@@ -248,15 +267,14 @@ def build_config(
     )
     run_path = pathlib.Path(run_dir)
     private_dir(run_path)
-    provider = LocalProvider(
-        nodes_per_block=partition.size,
-        init_blocks=1,
-        min_blocks=1,
-        max_blocks=1,
-        parallelism=1,
-        launcher=make_launcher(profile, partition),
-        worker_init=make_worker_init(profile, partition, run_path.resolve(), control_dir),
-    )
+    work_dir = run_path.resolve()
+    node_files = private_dir(run_path / 'nodes')
+
+    def block_for(node: str) -> tuple[str, Launcher]:
+        one = write_partition(partition.index, [node], node_files / _file_name(node))
+        return make_worker_init(profile, one, work_dir, control_dir), make_launcher(profile, one)
+
+    provider = NodeProvider(block_for, max_blocks=max(max_nodes or 0, partition.size))
     executor = HighThroughputExecutor(
         label=executor_label(partition),
         provider=provider,
@@ -278,13 +296,21 @@ def build_config(
     )
     executors: list[HighThroughputExecutor] = [executor]
     if mpi:
-        executors.append(make_mpi_executor(partition, profile, run_path.resolve(), control_dir))
+        executors.append(
+            make_mpi_executor(partition, profile, work_dir, control_dir, max_nodes=max_nodes)
+        )
     return Config(
         executors=executors,
         run_dir=str(run_path),
-        strategy='simple',
+        # Blocks start and stop only when the Director says (its nodes move);
+        # the MPI executor's one block starts with it (init_blocks).
+        strategy='none',
         strategy_period=profile.strategy_period,
         max_idletime=float('inf'),
         initialize_logging=False,
         usage_tracking=0,
     )
+
+
+def _file_name(node: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in node)

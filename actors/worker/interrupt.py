@@ -241,6 +241,7 @@ def run_command_interruptible(
     out_file: str,
     err_file: str,
     parsl_resource_specification: Mapping[str, Any] | None = None,
+    mpi_env: Mapping[str, str] | None = None,
 ) -> bytes:
     """Run a command tool's command line (``run_command``) so that it can be stopped.
 
@@ -254,6 +255,8 @@ def run_command_interruptible(
         parsl_resource_specification: An MPI call's resources (read by
             Parsl's MPI mode, which puts the launch prefix and the call's
             nodes in the worker's environment).
+        mpi_env: The MPI variables for the nodes the Director gave the call
+            (they replace those of Parsl's own choice).
 
     Returns:
         ``run_command``'s exit status (``ok``, ``returncode``), or a
@@ -262,5 +265,7 @@ def run_command_interruptible(
 
     """
     del parsl_resource_specification
-    outcome = _guard.run(lambda: run_command(name, params, meta, out_file, err_file), control)
+    outcome = _guard.run(
+        lambda: run_command(name, params, meta, out_file, err_file, env=mpi_env), control
+    )
     return pack_outcome(outcome)

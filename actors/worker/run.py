@@ -53,6 +53,8 @@ def run_command(
     meta: str,
     stdout: str,
     stderr: str,
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run a command tool's command line on this worker; its exit status.
 
@@ -66,13 +68,15 @@ def run_command(
 
     """
     command = get_tool(name).func(**params)
-    info = {**where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes()}
+    environ = {**os.environ, **(env or {})}
+    info = {**where(), 'start': time.time(), 'mpi_nodes': _mpi_nodes(environ)}
     write_private(meta, json.dumps(info))
     with open_private(stdout, 'wb') as out, open_private(stderr, 'wb') as err:
         process = subprocess.Popen(
             command,
             shell=True,
             executable='/bin/bash',
+            env=environ,
             stdout=out,
             stderr=err,
         )
@@ -85,6 +89,6 @@ def run_command(
     return {'ok': returncode == 0, 'returncode': returncode}
 
 
-def _mpi_nodes() -> list[str] | None:
-    nodes = os.environ.get('PARSL_MPI_NODELIST')
+def _mpi_nodes(environ: Mapping[str, str]) -> list[str] | None:
+    nodes = environ.get('PARSL_MPI_NODELIST')
     return nodes.split(',') if nodes else None

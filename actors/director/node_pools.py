@@ -1,0 +1,374 @@
+"""A Director's nodes: one worker pool per node, drained for MPI calls and for moves.
+
+[`NodePools`][actors.director.node_pools.NodePools] keeps the Director's
+[`NodeOwnership`][actors.job.ownership.NodeOwnership] and makes Parsl follow
+it, one node's block at a time (``actors.execution.node_blocks``):
+
+* a node the Director owns for single-slot work (``pool``) has a block whose
+  one pool runs there; a node that arrives (``adopt``) gets one, and counts
+  as moved once its pool has connected;
+* a node taken for an MPI call is drained first: its pool is held (no new
+  call), its running calls finish, its block stops; only then is it the
+  call's (``mpi``). After the call it is ``held`` while other MPI calls wait,
+  and gets its pool back once none does;
+* a node that leaves (``release``) is drained the same way; past the
+  deadline its calls are stopped with the block and run again elsewhere
+  (a lost pool's rerun, counted in the call's ``attempts``).
+
+Everything runs on the Director's event loop; Parsl is called on threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+
+from actors.execution.blocks import MAX_FAILED_STARTS
+from actors.execution.interchange import connected_managers
+from actors.execution.node_blocks import NodeBlockError
+from actors.execution.node_blocks import block_of_manager
+from actors.execution.node_blocks import block_state
+from actors.execution.node_blocks import hold_block
+from actors.execution.node_blocks import start_node_block
+from actors.execution.node_blocks import stop_node_block
+from actors.job.ownership import NodeOwnership
+from actors.job.ownership import Owner
+
+logger = logging.getLogger(__name__)
+
+POOL_START_TIMEOUT = 120.0
+"""Seconds a new node's worker pool gets to connect before the node is given up."""
+
+LOOK_INTERVAL = 0.2
+"""Seconds between looks at the pools while waiting for one to connect or drain."""
+
+TAKE_TIMEOUT = 30.0
+"""Seconds an admitted MPI call waits for its nodes to stop being started or drained."""
+
+RELEASE_DEADLINE = 60.0
+"""Seconds a leaving node's running calls get to finish before they are stopped and rerun."""
+
+
+class NodePools:
+    """The worker pools of a Director's nodes, and who owns each node.
+
+    Args:
+        name: The Director's name.
+        nodes: Its first nodes.
+        executor: The current DFK's worker-pool executor (it changes when a
+            lost DFK is replaced).
+        mpi_waiting: How many MPI calls wait for nodes (held nodes wait for them).
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        nodes: Iterable[str],
+        executor: Callable[[], Any],
+        mpi_waiting: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.name = name
+        self.ownership = NodeOwnership.of(name, nodes, keep_history=True)
+        self._executor = executor
+        self._mpi_waiting = mpi_waiting
+        self._blocks: dict[str, str] = {}
+        self._connected: set[str] = set()
+        self._tasks: dict[str, int] = {}
+        self._busy: set[str] = set()
+        """Nodes being drained, started or given to an MPI call: no other step takes them."""
+        self._leaving: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self.failed: list[str] = []
+        """Nodes given up because no pool would start there."""
+        self.moves_in = 0
+        self.moves_out = 0
+        self.borrowed: dict[str, str] = {}
+        """Nodes lent to this Director for an MPI call -> the Director that lent each."""
+        self.on_change: Callable[[], None] = lambda: None
+        """Called when the nodes that MPI calls may use change (the admission looks again)."""
+
+    # What the Director has.
+
+    @property
+    def nodes(self) -> list[str]:
+        """Every node the Director owns."""
+        return self.ownership.nodes()
+
+    def capacity(self) -> int:
+        """Nodes MPI calls may use: owned, and not leaving."""
+        return len(self.ownership) - len(self._leaving)
+
+    def serving(self) -> list[str]:
+        """Nodes whose pool has connected and takes calls."""
+        pools = self.ownership.nodes('pool')
+        return [n for n in pools if n in self._connected and n not in self._busy]
+
+    def idle(self) -> list[str]:
+        """Serving nodes whose pool runs nothing, and held nodes nobody waits for."""
+        held = [] if self._mpi_waiting() else self.ownership.nodes('held')
+        held = [n for n in held if n not in self._busy]
+        return [n for n in self.serving() if not self._tasks.get(n)] + held
+
+    def tasks(self) -> dict[str, int]:
+        """Calls each serving node's pool holds (at the last look)."""
+        return {node: self._tasks.get(node, 0) for node in self.serving()}
+
+    # Parsl's side.
+
+    async def start_blocks(self) -> None:
+        """Give every pool node a block on the current DFK (a new one forgets the old blocks)."""
+        self._blocks.clear()
+        self._connected.clear()
+        self._tasks.clear()
+        for node in self.ownership.nodes('pool'):
+            await self._start(node)
+
+    async def _start(self, node: str) -> str:
+        block = await asyncio.to_thread(start_node_block, self._executor(), node)
+        self._blocks[node] = block
+        return block
+
+    async def look(self) -> list[dict[str, Any]] | None:
+        """Ask the interchange which pools are connected and what they hold."""
+        managers = await connected_managers(self._executor())
+        if managers is None:
+            return None
+        by_block: dict[str, list[dict[str, Any]]] = {}
+        for manager in managers:
+            by_block.setdefault(block_of_manager(manager), []).append(manager)
+        for node, block in self._blocks.items():
+            held = by_block.get(block, [])
+            if held:
+                self._connected.add(node)
+            self._tasks[node] = sum(int(m['tasks']) for m in held)
+        return managers
+
+    async def revive(self) -> None:
+        """Start a new block on each pool node whose block ended (its pool exited or was killed).
+
+        Parsl's strategy would not (it starts no block here): the node's
+        calls wait for it. A node whose blocks keep ending before their pool
+        connects (``MAX_FAILED_STARTS`` in a row) is given up: ``failed``.
+        """
+        executor = self._executor()
+        for node in self.ownership.nodes('pool'):
+            block = self._blocks.get(node)
+            if node in self._busy or block is None:
+                continue
+            state = block_state(executor, block)
+            if state is None or not state.terminal:
+                continue
+            if node in self._connected:
+                self._failures.pop(node, None)
+            else:
+                self._failures[node] = self._failures.get(node, 0) + 1
+            self._connected.discard(node)
+            if self._failures.get(node, 0) >= MAX_FAILED_STARTS:
+                logger.error(
+                    '%s: %d blocks on %s ended before their pool connected; giving the node up',
+                    self.name,
+                    self._failures[node],
+                    node,
+                )
+                self._blocks.pop(node, None)
+                self.ownership.remove(node, 'pool never started')
+                self.failed.append(node)
+                self.on_change()
+                continue
+            logger.warning('%s: the block on %s ended; starting another', self.name, node)
+            try:
+                await self._start(node)
+            except NodeBlockError as e:
+                logger.error('%s: %s', self.name, e)
+
+    async def replace_blocks(self, blocks: Iterable[str]) -> None:
+        """Start a new block on the node of each block that lost its pool (``BlockDoctor``)."""
+        lost = set(blocks)
+        for node, block in list(self._blocks.items()):
+            if block in lost and self.ownership.owner(node).role == 'pool':
+                self._connected.discard(node)
+                logger.warning('%s: the pool on %s was lost; starting another', self.name, node)
+                try:
+                    await self._start(node)
+                except NodeBlockError as e:
+                    logger.error('%s: %s', self.name, e)
+
+    async def _drain(self, node: str, deadline: float = math.inf) -> int:
+        """Hold a node's pool, wait for its calls (until ``deadline``), stop its block.
+
+        Returns:
+            How many calls were still running when the block stopped.
+
+        """
+        block = self._blocks.get(node)
+        executor = self._executor()
+        if block is not None:
+            managers = await self.look() or []
+            await hold_block(executor, block, managers)
+            until = time.monotonic() + deadline
+            while node in self._connected and self._tasks.get(node) and time.monotonic() < until:
+                await asyncio.sleep(LOOK_INTERVAL)
+                await self.look()
+            left = self._tasks.get(node, 0) if node in self._connected else 0
+            await asyncio.to_thread(stop_node_block, executor, block)
+            self._blocks.pop(node, None)
+        else:
+            left = 0
+        self._connected.discard(node)
+        self._tasks.pop(node, None)
+        return left
+
+    # Nodes for MPI calls.
+
+    async def take_for_mpi(self, count: int, call: str) -> list[str]:
+        """Drain ``count`` nodes and give them to an MPI call (held nodes first).
+
+        The admission has counted them free: they are owned and not leaving.
+        """
+        # A node whose pool is being started (after an earlier MPI call) is
+        # free but busy for a moment: wait for it rather than fail.
+        until = time.monotonic() + TAKE_TIMEOUT
+        while True:
+            held = [n for n in self.ownership.nodes('held') if n not in self._busy]
+            pools = sorted(
+                (n for n in self.ownership.nodes('pool') if n not in self._busy),
+                key=lambda n: (n not in self._connected, self._tasks.get(n, 0)),
+            )
+            chosen = (held + pools)[:count]
+            if len(chosen) == count:
+                break
+            if time.monotonic() > until:
+                raise RuntimeError(
+                    f'{self.name}: {count} node(s) admitted for {call} '
+                    f'but only {len(chosen)} are free'
+                )
+            await asyncio.sleep(0.02)
+        self._busy.update(chosen)
+        try:
+            await asyncio.gather(*(self._drain(n) for n in chosen if n in pools))
+            for node in chosen:
+                if self.ownership.owner(node).role == 'pool':
+                    self.ownership.change(node, Owner('held', self.name), 'drained for MPI')
+                self.ownership.change(node, Owner('mpi', self.name, call=call), 'mpi')
+        except BaseException:
+            await self._restore(chosen)
+            raise
+        finally:
+            self._busy.difference_update(chosen)
+        return chosen
+
+    def end_mpi(self, nodes: Iterable[str]) -> None:
+        """An MPI call ended: its nodes are held, and get their pools back unless calls wait."""
+        for node in nodes:
+            if node in self.ownership and self.ownership.owner(node).role == 'mpi':
+                self.ownership.change(node, Owner('held', self.name), 'mpi ended')
+        self.on_change()
+        asyncio.get_running_loop().call_soon(self.settle)
+
+    def settle(self) -> None:
+        """Start pools on held nodes once no MPI call waits for them."""
+        if self._mpi_waiting():
+            return
+        for node in self.ownership.nodes('held'):
+            if node not in self._busy:
+                task = asyncio.ensure_future(self._restore([node]))
+                task.add_done_callback(_log_failure)
+
+    async def _restore(self, nodes: Iterable[str]) -> None:
+        """Give nodes back to the pool (a block each)."""
+        for node in nodes:
+            if node not in self.ownership or self.ownership.owner(node).role == 'pool':
+                continue
+            owner = self.ownership.owner(node)
+            if owner.role == 'mpi':
+                self.ownership.change(node, Owner('held', self.name), 'mpi ended')
+            self.ownership.change(node, Owner('pool', self.name), 'pool back')
+            self._busy.add(node)
+            try:
+                await self._start(node)
+            except NodeBlockError as e:
+                logger.error('%s: %s', self.name, e)
+            finally:
+                self._busy.discard(node)
+
+    # Moves between Directors.
+
+    async def adopt(self, node: str, *, lender: str | None = None) -> bool:
+        """Start a pool on a node given to this Director; True once it serves.
+
+        A pool that does not connect within ``POOL_START_TIMEOUT`` (or whose
+        block ends first) is stopped and the node given up again: False.
+        """
+        self.ownership.add(node, Owner('pool', self.name), 'borrowed' if lender else 'moved in')
+        self._busy.add(node)
+        try:
+            block = await self._start(node)
+            until = time.monotonic() + POOL_START_TIMEOUT
+            while node not in self._connected and time.monotonic() < until:
+                state = block_state(self._executor(), block)
+                if state is not None and state.terminal:
+                    break
+                await asyncio.sleep(LOOK_INTERVAL)
+                await self.look()
+        except NodeBlockError as e:
+            logger.error('%s: %s', self.name, e)
+        finally:
+            self._busy.discard(node)
+        if node not in self._connected:
+            logger.error('%s: no worker pool started on %s; giving the node up', self.name, node)
+            await self._drain(node, 0)
+            self.ownership.remove(node, 'pool did not start')
+            return False
+        self.moves_in += 1
+        if lender is not None:
+            self.borrowed[node] = lender
+        self.on_change()
+        return True
+
+    def releasable(self, keep: int) -> list[str]:
+        """Nodes that could leave now, idle ones first, keeping ``keep`` nodes."""
+        free = self.idle() + [n for n in self.serving() if self._tasks.get(n)]
+        spare = max(len(self.ownership) - keep, 0)
+        return free[:spare]
+
+    async def release(self, nodes: Iterable[str], deadline: float = RELEASE_DEADLINE) -> list[str]:
+        """Drain and give up ``nodes`` (those still free to go); the nodes that left."""
+        going = [
+            n
+            for n in nodes
+            if n in self.ownership
+            and self.ownership.owner(n).role in ('pool', 'held')
+            and n not in self._busy
+        ]
+        self._busy.update(going)
+        self._leaving.update(going)
+        self.on_change()
+        try:
+            left = await asyncio.gather(*(self._drain(n, deadline) for n in going))
+        finally:
+            self._busy.difference_update(going)
+            self._leaving.difference_update(going)
+        for node, stopped in zip(going, left, strict=True):
+            if stopped:
+                logger.warning(
+                    '%s: %d call(s) on %s outlived the move deadline; they run again elsewhere',
+                    self.name,
+                    stopped,
+                    node,
+                )
+            self.ownership.remove(node, 'moved out')
+            self.borrowed.pop(node, None)
+            self.moves_out += 1
+        self.on_change()
+        return going
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error('restarting a pool failed: %s', task.exception())
