@@ -25,6 +25,9 @@ from academy.manager import Manager
 
 from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.mailbox_watch import mailbox_watch
+from actors.coordinator.agent import COORDINATOR_NAME
+from actors.coordinator.agent import NodeCoordinator
+from actors.coordinator.policy import ElasticPolicy
 from actors.director.agent import Director
 from actors.director.options import DirectorOptions
 from actors.director.options import director_name
@@ -44,14 +47,31 @@ class DirectorFailedError(RuntimeError):
     """A Director stopped before answering a call."""
 
 
+class DirectorGroup(list):  # type: ignore[type-arg]
+    """The Directors' handles (a list), and the job's node coordinator when nodes move.
+
+    Attributes:
+        coordinator: The [`NodeCoordinator`][actors.coordinator.agent.NodeCoordinator]'s
+            handle; ``None`` with ``elastic=False`` or one Director.
+
+    """
+
+    def __init__(self, handles: Sequence[Handle[Director]], coordinator: Handle[Any] | None):
+        super().__init__(handles)
+        self.coordinator = coordinator
+
+
 async def launch_directors(
     manager: Manager[Any],
     partitions: Sequence[Partition | PartitionRequest],
     profile: SiteProfile,
     run_dir: str,
     options: DirectorOptions | None = None,
+    *,
+    elastic: bool = True,
+    policy: ElasticPolicy | None = None,
     **changes: Any,
-) -> list[Handle[Director]]:
+) -> DirectorGroup:
     """Launch one Director per partition with the manager's default executor.
 
     A [`PartitionRequest`][actors.job.partition.PartitionRequest] is resolved by
@@ -63,13 +83,24 @@ async def launch_directors(
         profile: Site profile that says how to place workers.
         run_dir: The run directory every Director writes under.
         options: How every Director runs (default ``DirectorOptions()``).
+        elastic: Move nodes between the Directors as their loads change
+            (a [`NodeCoordinator`][actors.coordinator.agent.NodeCoordinator]
+            is launched with them); ``False`` keeps the partitions fixed.
+        policy: How nodes move (default ``ElasticPolicy()``).
         changes: Changes to ``options`` (``retries=3``, ``walltime=...``).
+
+    Returns:
+        The Directors' handles, in partition order (with ``.coordinator``).
 
     Raises:
         ConfigurationError: If an option is invalid; nothing is launched.
 
     """
     options = (options or DirectorOptions()).replace(**changes)
+    policy = policy or ElasticPolicy()
+    if elastic and options.max_nodes is None and all(isinstance(p, Partition) for p in partitions):
+        # An MPI call may borrow up to the whole job.
+        options = options.replace(max_nodes=sum(p.size for p in partitions))  # type: ignore[union-attr]
     quiet_start_failures()  # a Director that cannot start is one line here too
     handles = []
     for partition in partitions:
@@ -80,7 +111,14 @@ async def launch_directors(
             name=director_name(partition.index),
         )
         handles.append(handle)
-    return handles
+    coordinator = None
+    if elastic and len(handles) > 1:
+        coordinator = await manager.launch(
+            NodeCoordinator,
+            args=(handles, run_dir, policy),
+            name=COORDINATOR_NAME,
+        )
+    return DirectorGroup(handles, coordinator)
 
 
 async def call(

@@ -58,6 +58,7 @@ from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
 from actors.site.profile import SiteProfile
+from actors.store.moves import current_nodes
 from actors.tools.schemas import validate_arguments
 from actors.worker.control import CancelFiles
 
@@ -106,8 +107,13 @@ class Director(Agent):
         self._build_parts()
         quiet_start_failures()
 
-    def _build_parts(self) -> None:
-        """Make the parts that depend on the partition and the run directory."""
+    def _build_parts(self, nodes: Sequence[str] | None = None) -> None:
+        """Make the parts that depend on the partition and the run directory.
+
+        Args:
+            nodes: The nodes it owns now (default its partition's).
+
+        """
         size = self.partition.size if isinstance(self.partition, Partition) else 0
         most = max(size, self.options.max_nodes or 0)
         self.cancels = CancelFiles(
@@ -123,7 +129,8 @@ class Director(Agent):
             launcher_options=self.profile.mpi_launcher_options,
             mpi=self.options.mpi,
         )
-        nodes = self.partition.nodes if isinstance(self.partition, Partition) else ()
+        if nodes is None:
+            nodes = self.partition.nodes if isinstance(self.partition, Partition) else ()
         self.pools = NodePools(
             self.name,
             nodes,
@@ -162,8 +169,9 @@ class Director(Agent):
         self.partition, self.run_dir = await asyncio.to_thread(
             resolve_partition, self.partition, self.run_dir
         )
-        self._build_parts()
         assert isinstance(self.partition, Partition)
+        nodes = await asyncio.to_thread(current_nodes, self.name, self.partition, self.run_dir)
+        self._build_parts(nodes)
         await asyncio.to_thread(self.ledger.open, self.run_dir)
         self.host = host = DfkHost(
             self.name,
@@ -476,23 +484,24 @@ class Director(Agent):
     @action
     async def release_nodes(
         self,
-        count: int,
+        nodes: list[str],
         keep: int = 1,
         *,
         idle_only: bool = True,
         deadline: float = RELEASE_DEADLINE,
     ) -> list[str]:
-        """Give up to ``count`` nodes away, keeping ``keep``; the nodes that left.
+        """Give ``nodes`` away (those still free to go), keeping ``keep``; the nodes that left.
 
         Each is drained first: no new call goes there, its running calls
         finish (past ``deadline`` seconds they are stopped and run again on
-        another node), its pool stops. Idle nodes go first; with
-        ``idle_only`` no busy node goes at all.
+        another node), its pool stops. With ``idle_only`` a node that got
+        work since the coordinator looked stays.
         """
         pools = self.pools
-        candidates = pools.idle() if idle_only else pools.releasable(keep)
+        allowed = set(pools.idle() if idle_only else pools.releasable(keep))
+        going = [node for node in nodes if node in allowed]
         spare = max(len(pools.ownership) - keep, 0)
-        return await pools.release(candidates[: min(count, spare)], deadline)
+        return await pools.release(going[:spare], deadline)
 
     @action
     async def adopt_node(self, node: str, lender: str | None = None) -> bool:

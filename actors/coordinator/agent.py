@@ -1,0 +1,296 @@
+"""The NodeCoordinator: one Academy agent per job that moves nodes between live Directors.
+
+Every ``policy.period`` seconds it asks each Director for its ``node_load``,
+plans moves ([`plan_moves`][actors.coordinator.policy.plan_moves]) and
+carries them out over the exchange: the giver's ``release_nodes`` drains a
+node and stops its pool; the node is ``moving``; the receiver's
+``adopt_node`` starts a pool pinned to it. A receiver that cannot start a
+pool there gives it back to the giver (or the node is ``free``, and goes to
+the next Director that wants one). A Director that stops answering for
+``DEAD_AFTER`` seconds loses its nodes to the ``free`` set (its pools died
+with it: the watchdog stops them within ``ORPHAN_BOUND``), and the others
+take them. Each change is journaled (``actors.store.moves``) before the
+next one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from academy.agent import Agent
+from academy.agent import action
+from academy.agent import loop
+from academy.handle import Handle
+
+from actors.common.timing import ORPHAN_BOUND
+from actors.coordinator.policy import ElasticPolicy
+from actors.coordinator.policy import Load
+from actors.coordinator.policy import Move
+from actors.coordinator.policy import plan_moves
+from actors.director.node_pools import POOL_START_TIMEOUT
+from actors.director.node_pools import RELEASE_DEADLINE
+from actors.job.ownership import OwnershipError
+from actors.job.ownership import check_layout
+from actors.store.moves import MoveJournal
+
+logger = logging.getLogger(__name__)
+
+COORDINATOR_NAME = 'node-coordinator'
+
+LOAD_TIMEOUT = 10.0
+"""Seconds a Director gets to answer ``node_load``."""
+
+DEAD_AFTER = 15.0
+"""Seconds without an answer after which a Director's nodes are reclaimed."""
+
+
+class NodeCoordinator(Agent):
+    """Moves nodes between the Directors of one job.
+
+    Args:
+        directors: Handles of every Director of the job.
+        run_dir: The run directory (the move journal goes to ``<run>/nodes``).
+        policy: How nodes move (default ``ElasticPolicy()``).
+
+    """
+
+    def __init__(
+        self,
+        directors: Sequence[Handle[Any]],
+        run_dir: str,
+        policy: ElasticPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.directors = list(directors)
+        self.run_dir = run_dir
+        self.policy = policy or ElasticPolicy()
+        self.layout: dict[str, list[str]] = {}
+        self.job_nodes: set[str] = set()
+        self.moving: dict[str, tuple[str, str]] = {}
+        self.free: list[str] = []
+        self.moves = 0
+        self.violations: list[str] = []
+        self._names: dict[int, str] = {}
+        self._last_answer: dict[str, float] = {}
+        self._calm_since: dict[str, float] = {}
+        self._arrived: dict[str, float] = {}
+        self._dead: set[str] = set()
+        self._handles: dict[str, Handle[Any]] = {}
+        self._journal: MoveJournal | None = None
+
+    async def agent_on_startup(self) -> None:
+        """Open the move journal."""
+        self._journal = await asyncio.to_thread(MoveJournal, self.run_dir)
+
+    async def agent_on_shutdown(self) -> None:
+        """Close the move journal."""
+        if self._journal is not None:
+            await asyncio.to_thread(self._journal.close)
+
+    @loop
+    async def balance(self, shutdown: asyncio.Event) -> None:
+        """Look at the Directors and move nodes, every ``policy.period`` seconds."""
+        while not shutdown.is_set():
+            try:
+                await self.step()
+            except Exception:
+                logger.exception('%s: a balancing step failed', COORDINATOR_NAME)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), self.policy.period)
+
+    @action
+    async def node_layout(self) -> dict[str, Any]:
+        """Each Director's nodes, the moving and free nodes, and how many moves were made."""
+        return {
+            'directors': {d: list(n) for d, n in self.layout.items()},
+            'moving': {n: list(pair) for n, pair in self.moving.items()},
+            'free': list(self.free),
+            'moves': self.moves,
+            'dead': sorted(self._dead),
+            'violations': list(self.violations),
+        }
+
+    # One step.
+
+    async def step(self) -> None:
+        """Ask every Director for its load, reclaim the nodes of dead ones, make the moves."""
+        now = time.monotonic()
+        answers = await asyncio.gather(
+            *(self._load(index, handle) for index, handle in enumerate(self.directors))
+        )
+        loads = [load for load in answers if load is not None]
+        first = not self.layout
+        for load in loads:
+            self.layout[load.director] = list(load.nodes)
+            self.job_nodes.update(load.nodes)
+            if load.queued or load.mpi_need:
+                self._calm_since[load.director] = now
+            else:
+                self._calm_since.setdefault(load.director, now)
+        if first and loads:
+            for load in loads:
+                for node in load.nodes:
+                    self._record('start', node, None, load.director)
+            self._write_layout()
+        self._check()
+        await self._reclaim(now)
+        await self._give_free(loads)
+        moves = plan_moves(
+            [load for load in loads if load.director not in self._dead],
+            self.policy,
+            now=now,
+            calm_since=self._calm_since,
+            arrived=self._arrived,
+        )
+        if moves:
+            await asyncio.gather(*(self._move(move) for move in moves))
+
+    async def _load(self, index: int, handle: Handle[Any]) -> Load | None:
+        try:
+            answer = await asyncio.wait_for(handle.action('node_load'), LOAD_TIMEOUT)
+        except Exception as e:
+            name = self._names.get(index)
+            logger.debug('%s: no load from %s: %s', COORDINATOR_NAME, name or handle, e)
+            return None
+        load = Load.from_answer(answer)
+        self._names[index] = load.director
+        self._handles[load.director] = handle
+        self._last_answer[load.director] = time.monotonic()
+        if load.director in self._dead:
+            logger.warning('%s: %s answers again', COORDINATOR_NAME, load.director)
+            self._dead.discard(load.director)
+        return load
+
+    def _check(self) -> None:
+        """Check that each node has one owner; log (and keep) any breach."""
+        try:
+            check_layout(
+                self.job_nodes,
+                {d: n for d, n in self.layout.items() if d not in self._dead},
+                moving=self.moving,
+                free=self.free,
+            )
+        except OwnershipError as e:
+            logger.error('%s: %s', COORDINATOR_NAME, e)
+            self.violations.append(str(e))
+
+    async def _reclaim(self, now: float) -> None:
+        """Free the nodes of Directors that stopped answering."""
+        for director, last in list(self._last_answer.items()):
+            if director in self._dead or now - last < DEAD_AFTER:
+                continue
+            self._dead.add(director)
+            nodes = self.layout.pop(director, [])
+            logger.warning(
+                '%s: %s has not answered for %.0fs; its %d node(s) go to the others',
+                COORDINATOR_NAME,
+                director,
+                now - last,
+                len(nodes),
+            )
+            # Its pools die with it (its watchdog); give them the time to.
+            await asyncio.sleep(ORPHAN_BOUND)
+            for node in nodes:
+                self.free.append(node)
+                self._record('lost', node, director, None, 'no answer')
+            self._write_layout()
+
+    async def _give_free(self, loads: Sequence[Load]) -> None:
+        """Hand free nodes to the Directors that want nodes most (or to the fewest-noded)."""
+        live = [load for load in loads if load.director not in self._dead and not load.draining]
+        while self.free and live:
+            load = max(
+                live,
+                key=lambda x: (x.mpi_need + x.queued / x.workers_per_node, -len(x.nodes)),
+            )
+            node = self.free.pop(0)
+            if await self._adopt(load.director, node, why='reclaimed'):
+                self._record('reclaimed', node, None, load.director, 'free node')
+                self._write_layout()
+            else:
+                self._record('free', node, None, None, f'{load.director} could not start a pool')
+                return  # Try again next step (maybe elsewhere).
+
+    async def _move(self, move: Move) -> None:
+        giver = self._handles[move.giver]
+        keep = self.policy.keep(move.giver)
+        try:
+            left = await asyncio.wait_for(
+                giver.action(
+                    'release_nodes',
+                    list(move.nodes),
+                    keep=keep,
+                    idle_only=move.why != 'borrow',
+                ),
+                RELEASE_DEADLINE + LOAD_TIMEOUT,
+            )
+        except Exception as e:
+            logger.warning('%s: %s did not release %s: %s', COORDINATOR_NAME, move.giver, move, e)
+            return
+        for node in left:
+            self._own(node, move.giver, None)
+            self.moving[node] = (move.giver, move.receiver)
+            self._record('moving', node, move.giver, move.receiver, move.why)
+        await asyncio.gather(*(self._deliver(node, move) for node in left))
+
+    async def _deliver(self, node: str, move: Move) -> None:
+        lender = move.giver if move.why == 'borrow' else None
+        if await self._adopt(move.receiver, node, lender=lender, why=move.why):
+            self.moving.pop(node, None)
+            self.moves += 1
+            self._arrived[node] = time.monotonic()
+            self._record('moved', node, move.giver, move.receiver, move.why)
+        elif await self._adopt(move.giver, node, why='back'):
+            self.moving.pop(node, None)
+            self._record('back', node, move.receiver, move.giver, 'no pool started')
+        else:
+            self.moving.pop(node, None)
+            self.free.append(node)
+            self._record('free', node, move.receiver, None, 'no pool started')
+        self._write_layout()
+
+    async def _adopt(
+        self, director: str, node: str, *, lender: str | None = None, why: str = ''
+    ) -> bool:
+        """Ask ``director`` to start a pool on ``node``; record it as its owner if it did."""
+        handle = self._handles.get(director)
+        if handle is None or director in self._dead:
+            return False
+        try:
+            adopted = await asyncio.wait_for(
+                handle.action('adopt_node', node, lender),
+                POOL_START_TIMEOUT + LOAD_TIMEOUT,
+            )
+        except Exception as e:
+            logger.warning(
+                '%s: %s could not adopt %s (%s): %s', COORDINATOR_NAME, director, node, why, e
+            )
+            return False
+        if adopted:
+            self._own(node, None, director)
+        return bool(adopted)
+
+    def _own(self, node: str, giver: str | None, receiver: str | None) -> None:
+        if giver is not None and node in self.layout.get(giver, []):
+            self.layout[giver].remove(node)
+        if receiver is not None:
+            self.layout.setdefault(receiver, []).append(node)
+
+    def _record(
+        self, event: str, node: str, giver: str | None, receiver: str | None, why: str = ''
+    ) -> None:
+        if self._journal is not None:
+            self._journal.record(event, node, giver, receiver, why)
+        if event in ('moved', 'back', 'lost', 'free', 'reclaimed'):
+            logger.info(
+                '%s: %s %s: %s -> %s (%s)', COORDINATOR_NAME, node, event, giver, receiver, why
+            )
+
+    def _write_layout(self) -> None:
+        if self._journal is not None:
+            self._journal.write_layout(self.layout, self.free)

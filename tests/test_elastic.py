@@ -1,0 +1,193 @@
+"""Nodes follow the work: the ownership rule, the policy, and real moves between Directors."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import pathlib
+from typing import Any
+
+import pytest
+
+from actors.client.calls import call
+from actors.coordinator.policy import ElasticPolicy
+from actors.coordinator.policy import Load
+from actors.coordinator.policy import plan_moves
+from actors.job.ownership import NodeOwnership
+from actors.job.ownership import Owner
+from actors.job.ownership import OwnershipError
+from actors.job.ownership import check_layout
+from actors.store.moves import read_layout
+from actors.store.moves import read_moves
+from tests.helpers import running_directors
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# The rule.
+
+
+def test_a_node_changes_owner_only_as_the_rule_allows():
+    view = NodeOwnership.of('d0', ['a', 'b'], keep_history=True)
+    with pytest.raises(OwnershipError, match="'a': pool of d0 cannot become mpi of d0"):
+        view.change('a', Owner('mpi', 'd0', call='c'), 'mpi')  # not drained first
+    view.change('a', Owner('held', 'd0'), 'drained')
+    view.change('a', Owner('mpi', 'd0', call='c'), 'mpi')
+    with pytest.raises(OwnershipError, match='cannot become pool of d1'):
+        view.change('a', Owner('pool', 'd1'), 'steal')
+    with pytest.raises(OwnershipError, match='only a pool or held node moves'):
+        view.remove('a', 'moved out')
+    with pytest.raises(OwnershipError, match='already pool of d0'):
+        view.add('b', Owner('pool', 'd0'), 'twice')
+    view.change('a', Owner('held', 'd0'), 'mpi ended')
+    view.change('a', Owner('pool', 'd0'), 'pool back')
+    assert [c.after.role for c in view.history] == ['held', 'mpi', 'held', 'pool']
+    with pytest.raises(OwnershipError, match="unknown owner role 'boss'"):
+        Owner('boss', 'd0')  # type: ignore[arg-type]
+
+
+def test_check_layout_names_every_node_with_no_or_two_owners():
+    check_layout('abcd', {'d0': 'ab', 'd1': 'c'}, moving=['d'])
+    with pytest.raises(OwnershipError, match=r"b: \['d0', 'd1'\].*d: nobody"):
+        check_layout('abcd', {'d0': 'ab', 'd1': 'bc'})
+    with pytest.raises(OwnershipError, match="holds 'z', which is not a node"):
+        check_layout('ab', {'d0': 'abz'})
+
+
+# The policy.
+
+
+def _load(name: str, nodes: str, idle: str = '', queued: int = 0, **more: Any) -> Load:
+    return Load(name, tuple(nodes), tuple(idle), queued, workers_per_node=2, **more)
+
+
+def _plan(loads, policy=None, now=100.0, calm=None, arrived=None):
+    return plan_moves(
+        loads, policy or ElasticPolicy(), now=now, calm_since=calm or {}, arrived=arrived or {}
+    )
+
+
+def test_idle_nodes_go_to_the_director_with_a_queue_down_to_the_floor():
+    moves = _plan([_load('d0', 'ab', idle='ab'), _load('d1', 'cd', queued=30)])
+    assert [(m.giver, m.receiver, m.nodes, m.why) for m in moves] == [('d0', 'd1', ('a',), 'load')]
+    moves = _plan(
+        [_load('d0', 'ab', idle='ab'), _load('d1', 'cd', queued=30)], ElasticPolicy(floor=0)
+    )
+    assert moves[0].nodes == ('a', 'b')
+
+
+def test_no_move_for_a_balanced_load_or_a_small_queue():
+    assert _plan([_load('d0', 'ab', queued=8), _load('d1', 'cd', queued=8)]) == []
+    # Two queued calls fit the idle slots the receiver has: nothing moves.
+    assert _plan([_load('d0', 'ab', idle='ab'), _load('d1', 'cd', idle='c', queued=2)]) == []
+
+
+def test_hysteresis_patience_and_settle_keep_nodes_from_ping_ponging():
+    loads = [_load('d0', 'abc', idle='abc'), _load('d1', 'd', queued=30)]
+    # The giver had queued calls 0.5 s ago: not calm long enough.
+    assert _plan(loads, calm={'d0': 99.5}) == []
+    # Node a arrived 2 s ago: it stays; b goes.
+    moves = _plan(loads, arrived={'a': 98.0})
+    assert moves[0].nodes == ('b', 'c')
+
+
+def test_min_and_max_per_director():
+    policy = ElasticPolicy(minimum={'d0': 2}, maximum={'d1': 3})
+    moves = _plan([_load('d0', 'abcd', idle='abcd'), _load('d1', 'e', queued=40)], policy)
+    assert moves[0].nodes == ('a', 'b')  # d1 may own 3; d0 keeps 2
+    with pytest.raises(Exception, match=r"maximum\['d1'\] = 0 is below its floor 1"):
+        ElasticPolicy(maximum={'d1': 0})
+
+
+def test_an_mpi_call_borrows_and_the_node_goes_home_after():
+    moves = _plan([_load('d0', 'ab', idle='ab'), _load('d1', 'cd', mpi_need=1)])
+    assert [(m.receiver, m.why) for m in moves] == [('d1', 'borrow')]
+    home = _plan([_load('d0', 'a', queued=4), _load('d1', 'bcd', idle='b', borrowed={'b': 'd0'})])
+    assert [(m.giver, m.receiver, m.nodes, m.why) for m in home] == [('d1', 'd0', ('b',), 'return')]
+
+
+def test_a_draining_director_neither_gives_nor_takes():
+    loads = [_load('d0', 'ab', idle='ab', draining=True), _load('d1', 'cd', queued=30)]
+    assert _plan(loads) == []
+
+
+# Real moves.
+
+
+def _overlaps(results, workers_per_node: int) -> dict[str, int]:
+    """The most calls that ran at once on each node (from their recorded nodes and times)."""
+    events = collections.defaultdict(list)
+    for r in results:
+        for node in r.nodes or [r.node]:
+            weight = workers_per_node if r.nodes else 1  # an MPI call takes the whole node
+            events[node] += [(r.start, weight), (r.end, -weight)]
+    most = {}
+    for node, changes in events.items():
+        level = peak = 0
+        for _, step in sorted(changes, key=lambda e: (e[0], e[1])):
+            level += step
+            peak = max(peak, level)
+        most[node] = peak
+    return most
+
+
+async def _watch_layout(manager, handles, job_nodes, seen: list, stop: asyncio.Event):
+    """Check, every 0.1 s, that no node is owned by two Directors at once."""
+    while not stop.is_set():
+        statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+        views = {s.director: s.nodes for s in statuses}
+        owned = [n for nodes in views.values() for n in nodes]
+        assert len(owned) == len(set(owned)), views
+        assert set(owned) <= set(job_nodes)
+        seen.append(views)
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(180)
+def test_nodes_move_to_the_director_with_work_and_no_node_is_oversubscribed(run_dir: pathlib.Path):
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
+        async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
+            job = [n for p in parts for n in p.nodes]
+            seen: list = []
+            stop = asyncio.Event()
+            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
+            light = call(manager, handles[0], 'md_sim_batch', iterations=2, params={'duration': 1})
+            heavy = call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
+            results = await asyncio.gather(light, heavy)
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            layout = await handles.coordinator.node_layout()
+            stop.set()
+            await watch
+            return parts, results, statuses, layout, seen
+
+    parts, (light, heavy), statuses, layout, seen = asyncio.run(main())
+    assert all(r.ok for r in light + heavy)
+    assert len({r.call_id for r in heavy}) == len(heavy) == 40
+    # Director 1 ran calls on nodes of partition 0 once they moved.
+    assert {r.node for r in heavy} & set(parts[0].nodes)
+    assert statuses[1].moves_in >= 1 and statuses[0].moves_out >= 1
+    assert layout['violations'] == [] and layout['moves'] >= 1
+    assert max(_overlaps(light + heavy, 2).values()) <= 2
+    assert len(seen) > 5
+    moved = [m for m in read_moves(run_dir) if m['event'] == 'moved']
+    assert moved and all(m['from'] == 'director-0' and m['to'] == 'director-1' for m in moved)
+    layout_file = read_layout(run_dir)
+    assert sorted(n for nodes in layout_file.values() for n in nodes) == sorted(
+        n for p in parts for n in p.nodes
+    )
+
+
+@pytest.mark.timeout(120)
+def test_static_partitions_keep_their_nodes(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, elastic=False) as (manager, handles, parts):
+            heavy = await call(
+                manager, handles[1], 'md_sim_batch', iterations=8, params={'duration': 0.5}
+            )
+            return parts, heavy, handles.coordinator
+
+    parts, heavy, coordinator = asyncio.run(main())
+    assert coordinator is None
+    assert {r.node for r in heavy} <= set(parts[1].nodes)
+    assert not (run_dir / 'nodes' / 'moves.jsonl').exists()
