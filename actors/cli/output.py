@@ -55,6 +55,7 @@ def write_manifest(plan: RunPlan, handles: Sequence[Any]) -> None:
             'iterations': plan.iterations,
             'duration': plan.duration,
             'timeout': plan.timeout,
+            'elastic': plan.elastic,
         },
         director=plan.director.to_record(),
     ).write()

@@ -81,6 +81,19 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
         help='tool slots per node (default: from the site profile)',
     )
     nodes.add_argument(
+        '--static',
+        action='store_true',
+        help='keep the partitions fixed (default: nodes move from Directors with idle '
+        'nodes to Directors with queued calls, and MPI calls may borrow nodes)',
+    )
+    nodes.add_argument(
+        '--node-floor',
+        type=int,
+        default=1,
+        metavar='N',
+        help='nodes every Director keeps when nodes move (default: 1)',
+    )
+    nodes.add_argument(
         '--launcher-args',
         metavar='ARGS',
         help="replace the site profile's launcher flags, e.g. "

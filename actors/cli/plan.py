@@ -26,9 +26,11 @@ from actors.client.model_endpoint import ModelOptions
 from actors.client.model_endpoint import check_options
 from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
+from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
 from actors.director.options import DirectorOptions
+from actors.director.options import director_name
 from actors.job.partition import MAX_SIMULATED_NODES
 from actors.job.partition import NodeSource
 from actors.job.partition import Partition
@@ -36,6 +38,7 @@ from actors.job.partition import PartitionRequest
 from actors.job.partition import discover_nodes
 from actors.job.partition import parse_sizes
 from actors.job.partition import split_nodes
+from actors.job.partition import write_partition
 from actors.job.partition import write_partitions
 from actors.job.walltime import Walltime
 from actors.job.walltime import allocation_end
@@ -45,6 +48,7 @@ from actors.store.journal import DEFAULT_SYNC
 from actors.store.journal import JOURNAL_DIR
 from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
+from actors.store.moves import read_layout
 from actors.tools.mock import MAX_DURATION
 
 REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
@@ -84,6 +88,8 @@ class RunPlan:
         steps: MD steps per campaign call.
         tool: The campaign's MD tool.
         progress: Show live progress bars on stderr.
+        elastic: Move nodes between the Directors (``--static``: no).
+        policy: How nodes move.
 
     """
 
@@ -109,6 +115,8 @@ class RunPlan:
     steps: int = 300
     tool: str = 'ase_md'
     progress: bool = False
+    elastic: bool = True
+    policy: ElasticPolicy = dataclasses.field(default_factory=ElasticPolicy)
 
     def __post_init__(self) -> None:
         self.director_run_dir = self.director_run_dir or str(self.run_dir)
@@ -146,6 +154,10 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     sizes = parse_sizes(args.partition_sizes) if args.partition_sizes else None
     parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
     run_dir = new_run_dir(args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}')
+    work = _work_options(args, walltime)
+    if work['elastic']:
+        # An MPI call may borrow nodes up to the whole job.
+        work['director'] = work['director'].replace(max_nodes=len(nodes))
     return RunPlan(
         partitions=write_partitions(parts, run_dir),
         source=source,
@@ -154,7 +166,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         exchange=exchange,
         executor=executor,
         endpoint=args.endpoint,
-        **_work_options(args, walltime),
+        **work,
     )
 
 
@@ -320,6 +332,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             f'--simulate-nodes {args.simulate_nodes} is invalid; a simulated job has 1 to '
             f'{MAX_SIMULATED_NODES} nodes (each one is a worker pool on this machine)',
         )
+    if args.node_floor < 0:
+        raise ConfigurationError(f'--node-floor {args.node_floor} is invalid; give 0 or more nodes')
     if args.retries < 0:
         raise ConfigurationError(f'--retries {args.retries} is negative; give 0 or more')
     if args.restarts < 0:
@@ -344,6 +358,8 @@ def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any
         'progress': not (args.quiet or args.json),
         'restarts': args.restarts,
         'timeout': args.timeout,
+        'elastic': not args.static,
+        'policy': ElasticPolicy(floor=args.node_floor),
         'director': DirectorOptions(
             workers_per_node=args.workers_per_node,
             retries=args.retries,
@@ -392,8 +408,14 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
     executor = args.executor or manifest.executor
     validate_executor(executor, exchange, args.endpoint)
     work = manifest.work
+    elastic = bool(work.get('elastic', False)) and not args.static
+    partitions = [entry.partition for entry in manifest.directors]
+    if elastic:
+        partitions = partitions_from_layout(partitions, pathlib.Path(manifest.run_dir))
     return RunPlan(
-        partitions=[entry.partition for entry in manifest.directors],
+        partitions=partitions,
+        elastic=elastic,
+        policy=ElasticPolicy(floor=args.node_floor),
         source=NodeSource('resume', f'manifest of {manifest.run_dir}'),
         profile=load_site(manifest.site).with_overrides(launcher_args=args.launcher_args),
         run_dir=pathlib.Path(manifest.run_dir),
@@ -409,6 +431,28 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         reattach=not copied,
         progress=not (args.quiet or args.json),
     )
+
+
+def partitions_from_layout(
+    partitions: list[Partition | PartitionRequest], run_dir: pathlib.Path
+) -> list[Partition | PartitionRequest]:
+    """The partitions of a resumed elastic run: each Director's nodes in the last layout.
+
+    Nodes that were free (their Director died) go to the Directors with the fewest.
+    """
+    layout = read_layout(run_dir)
+    if layout is None or not all(isinstance(p, Partition) for p in partitions):
+        return partitions
+    known = {n for p in partitions for n in p.nodes}  # type: ignore[union-attr]
+    parts = {
+        p.index: [n for n in layout.get(director_name(p.index), []) if n in known]
+        for p in partitions
+    }
+    placed = {n for nodes in parts.values() for n in nodes}
+    for node in sorted(known - placed):
+        smallest = min(parts, key=lambda index: len(parts[index]))
+        parts[smallest].append(node)
+    return [write_partition(index, nodes, run_dir) for index, nodes in sorted(parts.items())]
 
 
 def _moved(manifest: RunManifest, run_dir: pathlib.Path) -> RunManifest:

@@ -31,6 +31,7 @@ from actors.cli.progress import DirectorBars
 from actors.cli.progress import make_progress
 from actors.client.calls import call
 from actors.client.calls import call_resilient
+from actors.client.calls import launch_coordinator
 from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
 from actors.client.deploy import make_executor
@@ -177,9 +178,13 @@ async def _ready(
             plan.profile,
             plan.director_run_dir,
             options=plan.director,
+            elastic=False,
         ),
     )
     handles = [h if h is not None else next(started) for h in found]
+    if plan.elastic:
+        # Over every Director, re-attached ones too.
+        await launch_coordinator(manager, handles, plan.director_run_dir, plan.policy)
     if all(isinstance(p, Partition) for p in plan.partitions):
         # Already now: a run whose Directors cannot start (a full disk) is --resume'd once fixed.
         write_manifest(plan, handles)

@@ -111,14 +111,24 @@ async def launch_directors(
             name=director_name(partition.index),
         )
         handles.append(handle)
-    coordinator = None
-    if elastic and len(handles) > 1:
-        coordinator = await manager.launch(
-            NodeCoordinator,
-            args=(handles, run_dir, policy),
-            name=COORDINATOR_NAME,
-        )
+    coordinator = await launch_coordinator(manager, handles, run_dir, policy) if elastic else None
     return DirectorGroup(handles, coordinator)
+
+
+async def launch_coordinator(
+    manager: Manager[Any],
+    handles: Sequence[Handle[Director]],
+    run_dir: str,
+    policy: ElasticPolicy | None = None,
+) -> Handle[NodeCoordinator] | None:
+    """Launch the job's node coordinator over ``handles`` (``None`` for fewer than two)."""
+    if len(handles) < 2:
+        return None
+    return await manager.launch(
+        NodeCoordinator,
+        args=(list(handles), run_dir, policy or ElasticPolicy()),
+        name=COORDINATOR_NAME,
+    )
 
 
 async def call(

@@ -52,6 +52,8 @@ from actors.director.options import DirectorOptions
 from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
 from actors.director.runner import CallRunner
+from actors.director.snapshot import director_status
+from actors.director.snapshot import node_load
 from actors.director.startup import DirectorStartError
 from actors.director.startup import quiet_start_failures
 from actors.job.partition import Partition
@@ -424,62 +426,14 @@ class Director(Agent):
     @action
     async def status(self) -> DirectorStatus:
         """Report the partition, its slots and the calls queued/running/done."""
-        running = 0
-        workers = 0
-        if self.host is not None:
-            # A lost interchange never answers (a replacement is on its way).
-            for manager in await self.host.managers():
-                running += manager['tasks']
-                workers += manager['worker_count']
-        in_flight, done, failed = self.ledger.counts()
-        partition = self.partition
-        assert isinstance(partition, Partition), 'Director has not started'
-        pools = self.pools
-        return DirectorStatus(
-            director=self.name,
-            partition=partition.index,
-            nodes=pools.nodes,
-            slots=self.workers_per_node * len(pools.ownership.nodes('pool')),
-            workers_connected=workers,
-            queued=max(in_flight - running, 0),
-            running=min(running, in_flight),
-            done=done,
-            failed=failed,
-            incarnation=self.incarnation,
-            draining=self.drain.draining,
-            walltime_end=self.walltime.end,
-            mpi_nodes_free=self.admission.free,
-            mpi_waiting=self.admission.waiting,
-            mpi_reservation=self.admission.reservation(),
-            mpi_backfilled=self.admission.queue.backfilled,
-            recent_throughput=self.ledger.rate.rate(),
-            throughput_window=self.ledger.rate.window,
-            node_roles={node: owner.role for node, owner in pools.ownership.owners().items()},
-            moves_in=pools.moves_in,
-            moves_out=pools.moves_out,
-            borrowed=dict(pools.borrowed),
-        )
+        return await director_status(self)
 
     # Nodes that move (asked by the job's NodeCoordinator).
 
     @action
     async def node_load(self) -> dict[str, Any]:
         """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
-        pools = self.pools
-        in_flight, _, _ = self.ledger.counts()
-        held = sum(pools.tasks().values())
-        mpi = self.admission.waiting + self.admission.queue.running
-        return {
-            'director': self.name,
-            'nodes': pools.nodes,
-            'idle': pools.idle(),
-            'queued': max(in_flight - held - mpi, 0),
-            'mpi_need': self.admission.head_needs(),
-            'borrowed': dict(pools.borrowed),
-            'workers_per_node': self.workers_per_node,
-            'draining': self.drain.draining,
-            'incarnation': self.incarnation,
-        }
+        return node_load(self)
 
     @action
     async def release_nodes(

@@ -1,0 +1,69 @@
+"""What a Director reports: its status for clients and its load for the node coordinator.
+
+Both take the started ``Director`` agent (typed ``Any``: this module is imported by it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.common.results import DirectorStatus
+from actors.job.partition import Partition
+
+
+async def director_status(director: Any) -> DirectorStatus:
+    """The Director's nodes, slots and calls (its ``status`` action)."""
+    running = 0
+    workers = 0
+    if director.host is not None:
+        # A lost interchange never answers (a replacement is on its way).
+        for manager in await director.host.managers():
+            running += manager['tasks']
+            workers += manager['worker_count']
+    in_flight, done, failed = director.ledger.counts()
+    partition = director.partition
+    assert isinstance(partition, Partition), 'Director has not started'
+    pools = director.pools
+    return DirectorStatus(
+        director=director.name,
+        partition=partition.index,
+        nodes=pools.nodes,
+        slots=director.workers_per_node * len(pools.ownership.nodes('pool')),
+        workers_connected=workers,
+        queued=max(in_flight - running, 0),
+        running=min(running, in_flight),
+        done=done,
+        failed=failed,
+        incarnation=director.incarnation,
+        draining=director.drain.draining,
+        walltime_end=director.walltime.end,
+        mpi_nodes_free=director.admission.free,
+        mpi_waiting=director.admission.waiting,
+        mpi_reservation=director.admission.reservation(),
+        mpi_backfilled=director.admission.queue.backfilled,
+        recent_throughput=director.ledger.rate.rate(),
+        throughput_window=director.ledger.rate.window,
+        node_roles={node: owner.role for node, owner in pools.ownership.owners().items()},
+        moves_in=pools.moves_in,
+        moves_out=pools.moves_out,
+        borrowed=dict(pools.borrowed),
+    )
+
+
+def node_load(director: Any) -> dict[str, Any]:
+    """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
+    pools = director.pools
+    in_flight, _, _ = director.ledger.counts()
+    held = sum(pools.tasks().values())
+    mpi = director.admission.waiting + director.admission.queue.running
+    return {
+        'director': director.name,
+        'nodes': pools.nodes,
+        'idle': pools.idle(),
+        'queued': max(in_flight - held - mpi, 0),
+        'mpi_need': director.admission.head_needs(),
+        'borrowed': dict(pools.borrowed),
+        'workers_per_node': director.workers_per_node,
+        'draining': director.drain.draining,
+        'incarnation': director.incarnation,
+    }
