@@ -35,6 +35,7 @@ async def running_directors(
     workers_per_node: int = 2,
     factory: Any = None,
     executor: Any = None,
+    profile: Any = None,
     **options: Any,
 ) -> AsyncIterator[tuple[Manager[Any], list[Any], list[Partition]]]:
     parts = make_partitions(run_dir, nodes, partitions)
@@ -46,7 +47,7 @@ async def running_directors(
         handles = await launch_directors(
             manager,
             parts,
-            load_site('local'),
+            profile or load_site('local'),
             str(run_dir),
             workers_per_node=workers_per_node,
             **options,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import pathlib
 from typing import Any
 
@@ -17,6 +18,7 @@ from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
+from actors.site.profile import load_site
 from actors.store.moves import read_layout
 from actors.store.moves import read_moves
 from tests.helpers import running_directors
@@ -100,8 +102,9 @@ def test_min_and_max_per_director():
 
 
 def test_an_mpi_call_borrows_and_the_node_goes_home_after():
-    moves = _plan([_load('d0', 'ab', idle='ab'), _load('d1', 'cd', mpi_need=1)])
-    assert [(m.receiver, m.why) for m in moves] == [('d1', 'borrow')]
+    moves = _plan([_load('d0', 'ab', idle='ab'), _load('d1', 'cd', mpi_need=2)])
+    # The lender's floor too: the call needs the whole job.
+    assert [(m.receiver, m.nodes, m.why) for m in moves] == [('d1', ('a', 'b'), 'borrow')]
     home = _plan([_load('d0', 'a', queued=4), _load('d1', 'bcd', idle='b', borrowed={'b': 'd0'})])
     assert [(m.giver, m.receiver, m.nodes, m.why) for m in home] == [('d1', 'd0', ('b',), 'return')]
 
@@ -191,3 +194,126 @@ def test_static_partitions_keep_their_nodes(run_dir: pathlib.Path):
     assert coordinator is None
     assert {r.node for r in heavy} <= set(parts[1].nodes)
     assert not (run_dir / 'nodes' / 'moves.jsonl').exists()
+
+
+# Faults.
+
+
+async def _first_event(run_dir: pathlib.Path, event: str, timeout: float = 60) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        found = [m for m in read_moves(run_dir) if m['event'] == event]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f'no {event!r} in the move journal within {timeout}s')
+
+
+@pytest.mark.timeout(180)
+def test_a_node_whose_pool_will_not_start_at_the_receiver_goes_back(run_dir: pathlib.Path):
+    # Director 1's blocks cannot start on sim-node-002 (Director 0's blocks can).
+    refuse = (
+        'case "$PWD" in */director-1) '
+        'grep -qx sim-node-002 "$PBS_NODEFILE" && { echo refused >&2; exit 3; };; esac'
+    )
+    profile = load_site('local').with_overrides(worker_init=refuse)
+
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.3, settle=1.0, period=0.2)
+        async with running_directors(run_dir, policy=policy, profile=profile) as (
+            manager,
+            handles,
+            parts,
+        ):
+            job = [n for p in parts for n in p.nodes]
+            seen: list = []
+            stop = asyncio.Event()
+            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
+            heavy = asyncio.ensure_future(
+                call(manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1})
+            )
+            back = await _first_event(run_dir, 'back', timeout=90)
+            results = await heavy
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            stop.set()
+            await watch
+            return back, results, statuses
+
+    back, results, statuses = asyncio.run(main())
+    assert back['node'] == 'sim-node-002' and back['to'] == 'director-0'
+    assert all(r.ok for r in results) and len(results) == 30
+    assert 'sim-node-002' in statuses[0].nodes
+    assert 'sim-node-002' not in {r.node for r in results}
+    assert 'sim-node-001' in statuses[1].nodes
+
+
+@pytest.mark.timeout(120)
+def test_a_leaving_node_past_its_deadline_reruns_its_calls_once(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, partitions=1, nodes=2) as (manager, (h,), _):
+            batch = asyncio.ensure_future(
+                call(manager, h, 'md_sim_batch', iterations=4, params={'duration': 3})
+            )
+            await asyncio.sleep(1.5)
+            load = await call(manager, h, 'node_load')
+            # The pool that prefetched the calls (its node is not idle) leaves.
+            busy = next(n for n in load['nodes'] if n not in load['idle'])
+            left = await call(
+                manager, h, 'release_nodes', [busy], keep=0, idle_only=False, deadline=0.5
+            )
+            results = await batch
+            status = await call(manager, h, 'status')
+            return busy, left, results, status
+
+    busy, left, results, status = asyncio.run(main())
+    assert left == [busy]
+    assert busy not in status.nodes and len(status.nodes) == 1 and status.moves_out == 1
+    # Every call answered once, ok; the ones stopped on the leaving node ran again.
+    assert len(results) == 4 and all(r.ok for r in results)
+    assert len({r.call_id for r in results}) == 4
+    assert any(r.attempts > 1 for r in results)
+    assert all(r.node != busy for r in results if r.attempts > 1)
+
+
+@pytest.mark.timeout(180)
+def test_a_director_that_stops_loses_its_nodes_to_the_others(run_dir: pathlib.Path):
+    async def main():
+        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2)
+        async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
+            heavy = asyncio.ensure_future(
+                call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
+            )
+            # Mid-run, while nodes move to director-1: director-0 goes away.
+            await _first_event(run_dir, 'moving')
+            await manager.shutdown(handles[0].agent_id, blocking=True)
+            await _first_event(run_dir, 'reclaimed', timeout=60)
+            results = await heavy
+            status = await call(manager, handles[1], 'status')
+            layout = await handles.coordinator.node_layout()
+            return parts, results, status, layout
+
+    parts, results, status, layout = asyncio.run(main())
+    assert all(r.ok for r in results) and len(results) == 40
+    assert sorted(status.nodes) == sorted(n for p in parts for n in p.nodes)
+    assert layout['dead'] == ['director-0'] and layout['violations'] == []
+    lost = [m['node'] for m in read_moves(run_dir) if m['event'] == 'lost']
+    assert lost and set(lost) <= set(parts[0].nodes)
+
+
+@pytest.mark.timeout(120)
+def test_leaving_while_nodes_move_leaves_no_parsl_process(run_dir: pathlib.Path):
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.2, settle=1.0, period=0.1)
+        async with running_directors(run_dir, policy=policy) as (manager, handles, _):
+            heavy = asyncio.ensure_future(
+                call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
+            )
+            await _first_event(run_dir, 'moving')
+        heavy.cancel()
+        with contextlib.suppress(BaseException):
+            await heavy
+
+    asyncio.run(main())
+    # The leak check (conftest) finds no interchange, pool or mpiexec left.
+    events = [m['event'] for m in read_moves(run_dir)]
+    assert 'moving' in events

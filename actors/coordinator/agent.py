@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ COORDINATOR_NAME = 'node-coordinator'
 
 LOAD_TIMEOUT = 10.0
 """Seconds a Director gets to answer ``node_load``."""
+
+FREE_RETRY = 60.0
+"""Seconds before a node on which no pool would start is offered again (to that Director)."""
 
 DEAD_AFTER = 15.0
 """Seconds without an answer after which a Director's nodes are reclaimed."""
@@ -81,6 +85,8 @@ class NodeCoordinator(Agent):
         self._arrived: dict[str, float] = {}
         self._dead: set[str] = set()
         self._handles: dict[str, Handle[Any]] = {}
+        self._retry_at: dict[str, float] = {}
+        self._refused: dict[tuple[str, str], float] = {}
         self._journal: MoveJournal | None = None
 
     async def agent_on_startup(self) -> None:
@@ -147,8 +153,14 @@ class NodeCoordinator(Agent):
             calm_since=self._calm_since,
             arrived=self._arrived,
         )
+        moves = [m for m in (self._not_refused(m, now) for m in moves) if m.nodes]
         if moves:
             await asyncio.gather(*(self._move(move) for move in moves))
+
+    def _not_refused(self, move: Move, now: float) -> Move:
+        """The move without nodes its receiver could not start a pool on lately."""
+        nodes = tuple(n for n in move.nodes if self._refused.get((n, move.receiver), 0.0) <= now)
+        return dataclasses.replace(move, nodes=nodes)
 
     async def _load(self, index: int, handle: Handle[Any]) -> Load | None:
         try:
@@ -203,30 +215,32 @@ class NodeCoordinator(Agent):
     async def _give_free(self, loads: Sequence[Load]) -> None:
         """Hand free nodes to the Directors that want nodes most (or to the fewest-noded)."""
         live = [load for load in loads if load.director not in self._dead and not load.draining]
-        while self.free and live:
+        now = time.monotonic()
+        ready = [n for n in self.free if self._retry_at.get(n, 0.0) <= now]
+        while ready and live:
             load = max(
                 live,
                 key=lambda x: (x.mpi_need + x.queued / x.workers_per_node, -len(x.nodes)),
             )
-            node = self.free.pop(0)
+            node = ready.pop(0)
+            self.free.remove(node)
             if await self._adopt(load.director, node, why='reclaimed'):
+                self._retry_at.pop(node, None)
                 self._record('reclaimed', node, None, load.director, 'free node')
                 self._write_layout()
             else:
+                self.free.append(node)
+                self._retry_at[node] = time.monotonic() + FREE_RETRY
                 self._record('free', node, None, None, f'{load.director} could not start a pool')
-                return  # Try again next step (maybe elsewhere).
+                return
 
     async def _move(self, move: Move) -> None:
         giver = self._handles[move.giver]
-        keep = self.policy.keep(move.giver)
+        # A lent node may be the lender's floor (the policy allows it for MPI calls).
+        keep = 0 if move.why == 'borrow' else self.policy.keep(move.giver)
         try:
             left = await asyncio.wait_for(
-                giver.action(
-                    'release_nodes',
-                    list(move.nodes),
-                    keep=keep,
-                    idle_only=move.why != 'borrow',
-                ),
+                giver.action('release_nodes', list(move.nodes), keep=keep),
                 RELEASE_DEADLINE + LOAD_TIMEOUT,
             )
         except Exception as e:
@@ -245,12 +259,16 @@ class NodeCoordinator(Agent):
             self.moves += 1
             self._arrived[node] = time.monotonic()
             self._record('moved', node, move.giver, move.receiver, move.why)
-        elif await self._adopt(move.giver, node, why='back'):
+            self._write_layout()
+            return
+        self._refused[(node, move.receiver)] = time.monotonic() + FREE_RETRY
+        if await self._adopt(move.giver, node, why='back'):
             self.moving.pop(node, None)
             self._record('back', node, move.receiver, move.giver, 'no pool started')
         else:
             self.moving.pop(node, None)
             self.free.append(node)
+            self._retry_at[node] = time.monotonic() + FREE_RETRY
             self._record('free', node, move.receiver, None, 'no pool started')
         self._write_layout()
 

@@ -10,7 +10,8 @@ with queued calls:
 * a node that arrived less than ``settle`` seconds ago stays (with
   ``patience``, the hysteresis that stops nodes from ping-ponging);
 * a Director whose waiting MPI call needs more nodes than it owns borrows
-  them first (``borrow``), from any Director's idle nodes above its floor;
+  them first (``borrow``), from calm Directors' idle nodes, their floor too
+  (the call could never start otherwise);
 * a borrowed node that is idle again goes back to its lender (``return``)
   once the borrower needs no more nodes.
 """
@@ -162,21 +163,27 @@ def plan_moves(
     owned = {load.director: len(load.nodes) for load in active}
     moves: list[Move] = []
 
+    # An MPI call may borrow a calm Director's floor too: it cannot start otherwise.
+    lendable = _spare(active, policy, now, calm_since, arrived, floors=False)
+
     def take(receiver: str, count: int, why: str, givers: Sequence[str]) -> None:
         room = policy.most(receiver) - owned[receiver]
         count = int(min(count, room))
+        pool = lendable if why == 'borrow' else spare
         for giver in givers:
             if count <= 0:
                 break
-            if giver == receiver or not spare.get(giver):
+            if giver == receiver or not pool.get(giver):
                 continue
-            nodes, spare[giver] = spare[giver][:count], spare[giver][count:]
+            nodes = pool[giver][:count]
+            for each in (spare, lendable):
+                each[giver] = [n for n in each.get(giver, []) if n not in nodes]
             moves.append(Move(giver, receiver, tuple(nodes), why))
             owned[receiver] += len(nodes)
             owned[giver] -= len(nodes)
             count -= len(nodes)
 
-    by_spare = sorted(spare, key=lambda d: -len(spare[d]))
+    by_spare = sorted(lendable, key=lambda d: -len(lendable[d]))
     # Borrowing for an MPI call first: it cannot start at all without them.
     for load in sorted(active, key=lambda x: -x.mpi_need):
         if load.mpi_need:
@@ -185,7 +192,7 @@ def plan_moves(
     for load in active:
         if load.mpi_need or load.queued:
             continue
-        for node in spare.get(load.director, []):
+        for node in list(spare.get(load.director, [])):
             lender = load.borrowed.get(node)
             if lender in owned and owned[lender] < policy.most(lender):
                 spare[load.director].remove(node)
@@ -217,15 +224,17 @@ def _spare(
     now: float,
     calm_since: Mapping[str, float],
     arrived: Mapping[str, float],
+    *,
+    floors: bool = True,
 ) -> dict[str, list[str]]:
-    """Each calm Director's settled idle nodes above its floor."""
+    """Each calm Director's settled idle nodes (above its floor, with ``floors``)."""
     spare: dict[str, list[str]] = {}
     for load in active:
         calm = load.queued == 0 and load.mpi_need == 0
         if not calm or now - calm_since.get(load.director, -math.inf) < policy.patience:
             continue
         settled = [n for n in load.idle if now - arrived.get(n, -math.inf) >= policy.settle]
-        room = len(load.nodes) - policy.keep(load.director)
+        room = len(load.nodes) - (policy.keep(load.director) if floors else 0)
         spare[load.director] = settled[: max(room, 0)]
     return spare
 
