@@ -317,3 +317,60 @@ def test_leaving_while_nodes_move_leaves_no_parsl_process(run_dir: pathlib.Path)
     # The leak check (conftest) finds no interchange, pool or mpiexec left.
     events = [m['event'] for m in read_moves(run_dir)]
     assert 'moving' in events
+
+
+# MPI calls and nodes.
+
+
+def _mpi(manager, handle, nodes: int, duration: float = 1.0):
+    arguments = {'duration': duration, 'num_nodes': nodes, 'ranks_per_node': 2}
+    return call(manager, handle, 'call_tool', 'mpi_probe', arguments)
+
+
+@pytest.mark.timeout(180)
+def test_mpi_and_single_slot_calls_never_share_a_node(run_dir: pathlib.Path):
+    async def main():
+        async with running_directors(run_dir, nodes=4, partitions=1) as (manager, (h,), _):
+            single = call(manager, h, 'md_sim_batch', iterations=16, params={'duration': 1})
+            mpi = [_mpi(manager, h, n) for n in (2, 1, 3, 2)]
+            results = await asyncio.gather(single, *mpi)
+            status = await call(manager, h, 'status')
+            return results[0], results[1:], status
+
+    single, mpi, status = asyncio.run(main())
+    assert all(r.ok for r in single + mpi), [r.error_message for r in single + mpi]
+    for r in mpi:
+        # The ranks ran on exactly the nodes the Director drained for the call.
+        assert r.value['hosts'] == sorted(r.nodes)
+        assert len(r.nodes) == r.resources['num_nodes']
+    # From the calls' recorded nodes and times: no node ever held more than its 2 slots.
+    assert max(_overlaps(single + mpi, 2).values()) <= 2
+    # After the MPI calls every node has its pool back.
+    assert set(status.node_roles.values()) == {'pool'} and status.slots == 8
+
+
+@pytest.mark.timeout(180)
+def test_an_mpi_call_larger_than_its_director_borrows_nodes_and_gives_them_back(
+    run_dir: pathlib.Path,
+):
+    async def main():
+        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2)
+        async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
+            result = await _mpi(manager, handles[1], 3)
+            returned = await _first_event(run_dir, 'moved', timeout=60)
+            deadline = asyncio.get_running_loop().time() + 60
+            while asyncio.get_running_loop().time() < deadline:
+                if any(m['why'] == 'return' for m in read_moves(run_dir) if m['event'] == 'moved'):
+                    break
+                await asyncio.sleep(0.2)
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            return parts, result, returned, statuses
+
+    parts, result, first_move, statuses = asyncio.run(main())
+    assert result.ok, result.error_message
+    assert len(result.nodes) == 3 and set(result.nodes) & set(parts[0].nodes)
+    assert result.value['hosts'] == sorted(result.nodes)
+    assert first_move['why'] == 'borrow' and first_move['to'] == 'director-1'
+    whys = [m['why'] for m in read_moves(run_dir) if m['event'] == 'moved']
+    assert 'return' in whys
+    assert sorted(statuses[0].nodes) == sorted(parts[0].nodes)

@@ -234,6 +234,8 @@ def _spare(
         if not calm or now - calm_since.get(load.director, -math.inf) < policy.patience:
             continue
         settled = [n for n in load.idle if now - arrived.get(n, -math.inf) >= policy.settle]
+        # Borrowed nodes first: they go home before the Director's own.
+        settled.sort(key=lambda n: n not in load.borrowed)
         room = len(load.nodes) - (policy.keep(load.director) if floors else 0)
         spare[load.director] = settled[: max(room, 0)]
     return spare
