@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from bench import cli
+from bench import elastic
 from bench import mcp_layer
 from bench import mpi
 from bench import overhead
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     'mpi': mpi,
     'mcp': mcp_layer,
     'cli': cli,
+    'elastic': elastic,
 }
 
 

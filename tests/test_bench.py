@@ -12,6 +12,12 @@ import pytest
 from bench.__main__ import steal_fraction
 from bench.common import Ratio
 from bench.common import percentile
+from bench.elastic import Span
+from bench.elastic import journal_times
+from bench.elastic import move_times
+from bench.elastic import oversubscribed
+from bench.elastic import shared
+from bench.elastic import utilisation
 from bench.scale import flatness
 from bench.utilization import ideal_makespan
 from bench.utilization import makespan
@@ -64,3 +70,40 @@ def test_steal_fraction():
     # Platforms that report no steal time give 0.
     plain = namedtuple('plain', 'user idle')
     assert steal_fraction(plain(0, 0), plain(1, 1)) == 0.0
+
+
+def test_elastic_utilisation_and_move_times():
+    spans = [
+        Span('d0', ('a',), 10.0, 12.0),
+        Span('d0', ('a',), 12.0, 14.0),
+        Span('d1', ('c',), 10.0, 16.0),
+        Span('d1', ('a',), 17.5, 19.0),  # a moved: idle at 14.0, first call at 17.5
+        Span('d1', ('a',), 18.0, 20.0),
+    ]
+    # 2 + 2 + 6 + 1.5 + 2 busy slot-seconds on 2 slots from 10.0 to 20.0.
+    assert utilisation(spans, 2, 10.0) == pytest.approx(13.5 / 20.0)
+    assert move_times(spans, 'd0', 'd1') == {'a': (14.0, 17.5)}
+    assert move_times(spans, 'd1', 'd0') == {}
+    journal = [
+        {'at': 1.0, 'node': 'a', 'event': 'start'},
+        {'at': 15.0, 'node': 'a', 'event': 'moving'},
+        {'at': 17.0, 'node': 'a', 'event': 'moved'},
+        {'at': 30.0, 'node': 'a', 'event': 'moving'},  # a later move does not count
+    ]
+    assert journal_times(journal, since=10.0) == {'a': {'moving': 15.0, 'moved': 17.0}}
+
+
+def test_elastic_oversubscription_check():
+    fine = [
+        Span('d', ('a', 'b'), 0.0, 2.0, mpi=True),
+        Span('d', ('a',), 2.0, 3.0),  # starts as the MPI call ends
+        Span('d', ('a',), 2.5, 3.5),
+        Span('d', ('c',), 0.0, 3.0),
+    ]
+    assert oversubscribed(fine, 2) == []
+    assert shared(fine) == 2  # the calls on a; c never ran an MPI call
+    crowded = [*fine, Span('d', ('b',), 1.0, 1.5), Span('d', ('a',), 2.6, 2.7)]
+    assert oversubscribed(crowded, 2) == [
+        'a at 2.600: 0 MPI + 3 single-slot',
+        'b at 1.000: 1 MPI + 1 single-slot',
+    ]
