@@ -63,7 +63,7 @@ def test_local_config_places_workers_through_the_fork_launcher(tmp_path: pathlib
     assert executor.max_workers_per_node == 3
     # One block per node, each started by the Director on the node it names.
     assert executor.provider.nodes_per_block == 1
-    assert executor.provider.init_blocks == 0
+    assert executor.provider.init_blocks == 2  # one per node, without a Director
     assert config.strategy == 'none'
     worker_init, launcher = executor.provider.block('nid002')
     assert isinstance(launcher, ForkLauncher)

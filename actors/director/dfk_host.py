@@ -159,6 +159,7 @@ class DfkHost:
             control_dir=self.control_dir,
             block_error_handler=self._start_guard,
             max_nodes=self.max_nodes,
+            director_starts_blocks=True,
         )
         try:
             # Creating a DFK starts the interchange and waits on it: keep it off

@@ -9,13 +9,15 @@ each. A node that moves between Directors must have a block of its own, so
 (``$PBS_NODEFILE`` naming only it, for ``mpiexec`` and the simulated job) and
 launcher (``srun --nodelist=<node>``), from ``block_for(node)``. Blocks are
 started by the Director (``actors.execution.node_blocks``), never by
-Parsl's strategy (the config's ``strategy='none'`` and ``init_blocks=0``).
+Parsl's strategy (the config's ``strategy='none'``), except, for a DFK used
+without a Director, one block per ``init_nodes`` at start.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from parsl.launchers import SimpleLauncher
@@ -29,13 +31,21 @@ class NodeProvider(LocalProvider):
     Args:
         block_for: A node's ``(worker_init, launcher)``.
         max_blocks: The most blocks at once (the job's nodes).
+        init_nodes: Nodes whose blocks Parsl's strategy starts with the DFK
+            (a block asked for unpinned takes the next); a Director passes
+            none and starts every block itself.
 
     """
 
-    def __init__(self, block_for: Callable[[str], tuple[str, Launcher]], max_blocks: int) -> None:
+    def __init__(
+        self,
+        block_for: Callable[[str], tuple[str, Launcher]],
+        max_blocks: int,
+        init_nodes: Sequence[str] = (),
+    ) -> None:
         super().__init__(
             nodes_per_block=1,
-            init_blocks=0,
+            init_blocks=len(init_nodes),
             min_blocks=0,
             max_blocks=max(max_blocks, 1),
             parallelism=1,
@@ -45,6 +55,7 @@ class NodeProvider(LocalProvider):
         self._block_for = block_for
         self._lock = threading.Lock()
         self._next: str | None = None
+        self._init_nodes = list(init_nodes)
         self.node_of_job: dict[str, str] = {}
         """Provider job ID -> the node its block runs on."""
 
@@ -59,6 +70,8 @@ class NodeProvider(LocalProvider):
     def submit(self, command: str, tasks_per_node: int, job_name: str = 'parsl.node') -> Any:
         """Start the block on the pinned node; a block nobody pinned is refused."""
         node = self._next
+        if node is None and self._init_nodes:
+            node = self._init_nodes.pop(0)
         if node is None:
             raise RuntimeError('NodeProvider: a block was asked for without a node to pin it to')
         self.worker_init, self.launcher = self.block(node)

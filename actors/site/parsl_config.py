@@ -233,13 +233,15 @@ def build_config(
     control_dir: str | None = None,
     block_error_handler: Callable[[Any, dict[str, Any]], None] | bool = False,
     max_nodes: int | None = None,
+    director_starts_blocks: bool = False,
 ) -> Config:
     """Create a new Parsl config whose workers live only on the Director's nodes.
 
     The worker pools' executor has one block per node
-    ([`NodeProvider`][actors.site.node_provider.NodeProvider]); none starts
-    with the DFK: the Director starts a block on each node it owns
-    (``actors.execution.node_blocks``), and stops it when the node moves.
+    ([`NodeProvider`][actors.site.node_provider.NodeProvider]). With
+    ``director_starts_blocks`` none starts with the DFK: the Director starts
+    a block on each node it owns (``actors.execution.node_blocks``) and stops
+    it when the node moves; else the DFK starts one per partition node.
 
     Args:
         partition: The Director's partition.
@@ -248,6 +250,7 @@ def build_config(
         workers_per_node: Overrides ``profile.workers_per_node``.
         max_nodes: The most nodes the Director may own at once (default
             the partition's size).
+        director_starts_blocks: Start no block with the DFK (a Director's).
         mpi: Also add the partition's ``MPIExecutor`` (labelled
             ``mpi_executor_label(partition)``) for multi-node calls.
         control_dir: The Director's control directory (``actors.worker.control``),
@@ -274,7 +277,11 @@ def build_config(
         one = write_partition(partition.index, [node], node_files / _file_name(node))
         return make_worker_init(profile, one, work_dir, control_dir), make_launcher(profile, one)
 
-    provider = NodeProvider(block_for, max_blocks=max(max_nodes or 0, partition.size))
+    provider = NodeProvider(
+        block_for,
+        max_blocks=max(max_nodes or 0, partition.size),
+        init_nodes=() if director_starts_blocks else partition.nodes,
+    )
     executor = HighThroughputExecutor(
         label=executor_label(partition),
         provider=provider,
