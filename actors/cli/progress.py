@@ -2,8 +2,9 @@
 
 While a client waits for its calls, [`watch`][actors.cli.progress.watch] polls
 every Director's status and shows calls done / running / failed, the recent
-throughput and an ETA. The bars go to stderr, so the results on stdout stay
-clean.
+throughput and an ETA; each bar's name carries the Director's node count
+(``director-1 [3 nodes +1 borrowed]``), which changes as nodes move. The
+bars go to stderr, so the results on stdout stay clean.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ POLL_INTERVAL = 0.5
 """Seconds between status polls."""
 
 StatusFetcher = Callable[[Any], Awaitable[DirectorStatus]]
+
+
+def describe(status: DirectorStatus) -> str:
+    """A bar's name: the Director and its nodes now, e.g. ``director-1 [3 nodes +1 borrowed]``.
+
+    ``nodes`` counts every node it holds (borrowed ones too); ``borrowed``
+    marks those lent to it for an MPI call.
+    """
+    count = len(status.nodes)
+    text = f'{status.director} [{count} node{"" if count == 1 else "s"}'
+    if status.borrowed:
+        text += f' +{len(status.borrowed)} borrowed'
+    return text + ']'
 
 
 def make_progress(console: Console | None = None) -> Progress:
@@ -69,7 +83,7 @@ class DirectorBars:
         self.progress = progress
         self.baseline = list(baseline)
         self.tasks = [
-            progress.add_task(s.director, total=total, running=0, failed=0, rate=0.0)
+            progress.add_task(describe(s), total=total, running=0, failed=0, rate=0.0)
             for s, total in zip(baseline, totals, strict=True)
         ]
 
@@ -82,6 +96,7 @@ class DirectorBars:
             failed = status.failed - before.failed
             self.progress.update(
                 task,
+                description=describe(status),
                 completed=status.done - before.done + failed,
                 running=status.running,
                 failed=failed,

@@ -6,26 +6,59 @@
 ``<run_dir>/results.jsonl`` that ``launch.py`` writes, and draws one lane per
 worker slot of every node, a bar per call coloured by Director (idle time is
 the blank between bars), and each partition's utilization below it.
+
+When nodes moved between Directors (``<run_dir>/nodes/moves.jsonl``, see
+[`actors.store.moves`][actors.store.moves]), a second chart under the Gantt,
+on the same time axis, shows who owned each node of the job when: a bar per
+Director's ownership in that Director's colour, hatched grey while a node was
+moving, light grey while nobody owned it (from the first call, or from the
+first move if one came earlier). A static run has no moves file and no such
+chart.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
+from typing import NamedTuple
 
 from actors.common.errors import ConfigurationError
 from actors.store.journal import JOURNAL_DIR
 from actors.store.journal import read_journal
 from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
+from actors.store.moves import read_moves
+
+logger = logging.getLogger(__name__)
 
 RESULTS_NAME = 'results.jsonl'
 REPORT_NAME = 'report.png'
+
+OWNED = 'owned'
+"""A Director owned the node."""
+MOVING = 'moving'
+"""Released by one Director, not yet adopted by another: nobody served it."""
+FREE = 'free'
+"""Nobody owned the node."""
+LOST = 'lost'
+"""Nobody owned the node: its Director stopped answering."""
+
+_STATE_OF_EVENT = {
+    'start': OWNED,
+    'moved': OWNED,
+    'back': OWNED,
+    'reclaimed': OWNED,
+    'moving': MOVING,
+    'free': FREE,
+    'lost': LOST,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +97,8 @@ class Report:
         lanes: Worker slots on the time axis, as ``(node, worker)``.
         utilization: Busy fraction of each partition's slots, by partition.
         span: Seconds from the first call start to the last call end.
+        nodes: Who owned each node and how often it moved, by node (empty
+            for a static run: no node moved).
 
     """
 
@@ -74,6 +109,144 @@ class Report:
     lanes: list[tuple[str, int]]
     utilization: dict[int, float]
     span: float
+    nodes: dict[str, NodeOwners] = dataclasses.field(default_factory=dict)
+
+
+class Ownership(NamedTuple):
+    """One interval of one node's ownership.
+
+    Attributes:
+        node: The node.
+        owner: The Director that owned it (``None`` unless ``state`` is ``owned``).
+        state: ``owned``, ``moving``, ``free`` or ``lost``.
+        start: Unix time the interval began.
+        end: Unix time it ended.
+
+    """
+
+    node: str
+    owner: str | None
+    state: str
+    start: float
+    end: float
+
+
+@dataclasses.dataclass
+class NodeOwners:
+    """One node's owners over a run.
+
+    Attributes:
+        owned: Seconds each Director owned it, by Director.
+        moving: Seconds it spent between two Directors.
+        unowned: Seconds nobody owned it (free or lost).
+        moves: Times it moved to another Director (``moved`` events).
+        back: Times a move failed and the giver took it back.
+        lost: Times its Director stopped answering while owning it.
+
+    """
+
+    owned: dict[str, float] = dataclasses.field(default_factory=dict)
+    moving: float = 0.0
+    unowned: float = 0.0
+    moves: int = 0
+    back: int = 0
+    lost: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field."""
+        return dataclasses.asdict(self)
+
+
+def ownership_intervals(
+    moves: Iterable[Mapping[str, Any]],
+    end_time: float,
+) -> list[Ownership]:
+    """Who owned each node when, from the node journal's lines.
+
+    Each event sets the node's state from its ``at`` on: ``start``,
+    ``moved``, ``back`` and ``reclaimed`` give it to ``to``; ``moving`` leaves
+    it to nobody until it arrives; ``free`` and ``lost`` leave it to nobody.
+    An event that does not change the node's owner or state extends the
+    current interval. Lines of unknown events are skipped with a warning.
+
+    Args:
+        moves: The journal's lines (``read_moves``), in the order written.
+        end_time: Unix time the last intervals end (the run's end); a
+            later event extends them to that event.
+
+    Returns:
+        The intervals of positive length, by start time then node.
+
+    """
+    current: dict[str, tuple[str | None, str, float]] = {}
+    intervals: list[Ownership] = []
+    last = end_time
+    for move in sorted(moves, key=lambda m: float(m['at'])):
+        state = _STATE_OF_EVENT.get(str(move.get('event')))
+        owner = move.get('to') if state == OWNED else None
+        if state is None or (state == OWNED and owner is None):
+            logger.warning('skipping a node move the report does not understand: %s', move)
+            continue
+        node, at = str(move['node']), float(move['at'])
+        owner = None if owner is None else str(owner)
+        last = max(last, at)
+        before = current.get(node)
+        if before is not None:
+            was, was_state, since = before
+            if (was, was_state) == (owner, state):
+                continue
+            if at > since:
+                intervals.append(Ownership(node, was, was_state, since, at))
+        current[node] = (owner, state, at)
+    for node, (owner, state, since) in current.items():
+        if last > since:
+            intervals.append(Ownership(node, owner, state, since, last))
+    return sorted(intervals, key=lambda i: (i.start, i.node))
+
+
+def node_owners(
+    intervals: Iterable[Ownership],
+    moves: Iterable[Mapping[str, Any]],
+) -> dict[str, NodeOwners]:
+    """Each node's time with each Director and its moves, by node name."""
+    summary: dict[str, NodeOwners] = collections.defaultdict(NodeOwners)
+    for interval in intervals:
+        mine = summary[interval.node]
+        length = interval.end - interval.start
+        if interval.owner is not None:
+            mine.owned[interval.owner] = mine.owned.get(interval.owner, 0.0) + length
+        elif interval.state == MOVING:
+            mine.moving += length
+        else:
+            mine.unowned += length
+    for move in moves:
+        mine = summary[str(move['node'])]
+        event = move.get('event')
+        if event == 'moved':
+            mine.moves += 1
+        elif event == 'back':
+            mine.back += 1
+        elif event == 'lost':
+            mine.lost += 1
+    return dict(sorted(summary.items()))
+
+
+def node_lines(nodes: Mapping[str, NodeOwners]) -> list[str]:
+    """One line per node for the terminal: each owner's seconds, then the moves."""
+    lines = []
+    for node, owners in nodes.items():
+        held = ', '.join(f'{d} {t:.1f}s' for d, t in owners.owned.items()) or 'no owner'
+        extra = [_count(owners.moves, 'move')]
+        if owners.back:
+            extra.append(f'{owners.back} back')
+        if owners.lost:
+            extra.append(f'{owners.lost} lost')
+        if owners.moving:
+            extra.append(f'{owners.moving:.1f}s moving')
+        if owners.unowned:
+            extra.append(f'{owners.unowned:.1f}s unowned')
+        lines.append(f'  {node}: {held}; {", ".join(extra)}')
+    return lines
 
 
 def record_files(run_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
@@ -209,26 +382,52 @@ def render_report(
     workers: dict[str, set[int]] = collections.defaultdict(set)
     for call in calls:
         workers[call.node].add(call.worker)
-    lanes = [
-        (node, worker)
-        for index in nodes
-        for node in nodes[index]
-        for worker in sorted(workers.get(node) or {0})
-    ]
-    directors = sorted({c.director for c in calls}, key=lambda d: (len(d), d))
+    # A node that moved between partitions gets its lanes once (where first listed).
+    lane_nodes = list(dict.fromkeys(node for index in nodes for node in nodes[index]))
+    lanes = [(node, worker) for node in lane_nodes for worker in sorted(workers.get(node) or {0})]
+    moves = read_moves(root)
+    owned = ownership_intervals(moves, max(c.end for c in calls)) if moves else []
+    directors = sorted(
+        {c.director for c in calls} | {i.owner for i in owned if i.owner is not None},
+        key=lambda d: (len(d), d),
+    )
     colors = {d: plt.get_cmap('tab10')(i % 10) for i, d in enumerate(directors)}
     usage = utilization(calls, nodes)
     height = min(2.0 + 0.28 * len(lanes), 40.0)
-    fig, (gantt, bars) = plt.subplots(
-        2,
-        1,
-        figsize=(12, height + 2.2),
-        gridspec_kw={'height_ratios': [height, 2.2]},
-    )
+    rows = lane_nodes + sorted({i.node for i in owned} - set(lane_nodes))
+    if owned:
+        ownership_height = min(1.2 + 0.3 * len(rows), 20.0)
+        fig, (gantt, ownership, bars) = plt.subplots(
+            3,
+            1,
+            figsize=(12, height + ownership_height + 2.2),
+            gridspec_kw={'height_ratios': [height, ownership_height, 2.2]},
+        )
+        ownership.sharex(gantt)
+    else:
+        fig, (gantt, bars) = plt.subplots(
+            2,
+            1,
+            figsize=(12, height + 2.2),
+            gridspec_kw={'height_ratios': [height, 2.2]},
+        )
     drawn, span = _draw_gantt(gantt, calls, lanes, colors)
+    if owned:
+        t0 = min(c.start for c in calls)
+        # The first layout is journaled while the Directors start, often seconds before
+        # the first call: the chart begins at the first call unless a node moved earlier.
+        since = min([t0] + [float(m['at']) for m in moves if m.get('event') != 'start'])
+        shown = [i._replace(start=max(i.start, since)) for i in owned if i.end > since]
+        _draw_ownership(ownership, shown or owned, rows, colors, t0=t0, span=span)
+        events = collections.Counter(str(m.get('event')) for m in moves)
+        ownership.set_title(
+            f'who owned each node: {_count(events["moved"], "move")}, '
+            f'{events["back"]} taken back, {events["lost"]} lost with their Director',
+        )
+        gantt.set_xlabel('')
     gantt.set_title(
         f'{len(calls)} calls on {len(lanes)} worker slots of '
-        f'{sum(len(n) for n in nodes.values())} nodes, {span:.2f}s'
+        f'{len(lane_nodes)} nodes, {span:.2f}s'
         + (f' ({unplaced} never reached a worker)' if unplaced else ''),
     )
     owner = {c.partition: c.director for c in calls}
@@ -252,6 +451,7 @@ def render_report(
         lanes=lanes,
         utilization=usage,
         span=span,
+        nodes=node_owners(owned, moves),
     )
 
 
@@ -304,3 +504,59 @@ def _draw_utilization(ax: Any, usage: dict[int, float], colors: Sequence[Any]) -
     ax.set_xlim(0, 110)
     ax.invert_yaxis()
     ax.set_xlabel("utilization: busy slot-seconds / (slots x the partition's span), %")
+
+
+def _draw_ownership(
+    ax: Any,
+    intervals: Sequence[Ownership],
+    rows: Sequence[str],
+    colors: dict[str, Any],
+    *,
+    t0: float,
+    span: float,
+) -> None:
+    """One row per node, a bar per interval a Director owned it; widens the shared x axis."""
+    from matplotlib.patches import Patch
+
+    row_of = {node: i for i, node in enumerate(rows)}
+    styles: dict[str, dict[str, Any]] = {
+        MOVING: {'facecolors': 'lightgrey', 'edgecolors': 'grey', 'hatch': '////'},
+        FREE: {'facecolors': '#eeeeee', 'edgecolors': 'none'},
+        LOST: {'facecolors': '#eeeeee', 'edgecolors': 'red', 'hatch': 'xx'},
+    }
+    for interval in intervals:
+        row = row_of[interval.node]
+        segment = [(interval.start - t0, interval.end - interval.start)]
+        if interval.owner is not None:
+            ax.broken_barh(
+                segment, (row - 0.4, 0.8), facecolors=colors[interval.owner], linewidth=0
+            )
+        else:
+            ax.broken_barh(segment, (row - 0.4, 0.8), linewidth=0.5, **styles[interval.state])
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    low = min(0.0, min(i.start for i in intervals) - t0)
+    high = max(span, max(i.end for i in intervals) - t0)
+    ax.set_xlim(low, high + 0.01 * (high - low) if high > low else low + 1)
+    ax.set_xlabel('seconds since the first call started')
+    ax.grid(axis='x', alpha=0.3)
+    owners = {i.owner for i in intervals if i.owner is not None}
+    legend = [Patch(color=color, label=d) for d, color in colors.items() if d in owners]
+    labels = {MOVING: 'moving', FREE: 'free', LOST: 'lost (Director gone)'}
+    for state, label in labels.items():
+        if any(i.state == state for i in intervals):
+            style = styles[state]
+            legend.append(
+                Patch(
+                    facecolor=style['facecolors'],
+                    edgecolor=style['edgecolors'],
+                    hatch=style.get('hatch'),
+                    label=label,
+                ),
+            )
+    ax.legend(handles=legend, loc='upper left', bbox_to_anchor=(1.01, 1), fontsize='small')
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 move``, ``2 moves``."""
+    return f'{n} {noun}{"" if n == 1 else "s"}'

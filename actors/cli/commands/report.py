@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actors.cli.parser import Parser
+from actors.cli.report import node_lines
 from actors.cli.report import render_report
 from actors.common.errors import ConfigurationError
 
@@ -40,4 +41,7 @@ def main(argv: list[str]) -> int:
         f'{report.span:.2f}s; utilization {usage}'
         + (f'; {report.unplaced} record(s) never reached a worker' if report.unplaced else ''),
     )
+    if report.nodes:
+        print('node owners (seconds each Director owned it; moves):')
+        print('\n'.join(node_lines(report.nodes)))
     return 0
