@@ -63,12 +63,13 @@ def test_directors_start_through_execute_task_and_answer(tmp_path, monkeypatch):
     )
     plan = plan_run(args)
     assert all(isinstance(p, PartitionRequest) for p in plan.partitions)
-    executor = EndpointTaskExecutor(2, tmp_path / 'endpoint-tasks', job)
+    executor = EndpointTaskExecutor(3, tmp_path / 'endpoint-tasks', job)
     results = asyncio.run(run(plan, executor=executor))
 
-    # Two Directors ran as two endpoint tasks in processes other than this one.
-    assert len(executor.task_ids) == 2
-    assert len(executor.worker_pids) == 2
+    # Two Directors and the node coordinator ran as endpoint tasks in processes
+    # other than this one.
+    assert len(executor.task_ids) == 3
+    assert len(executor.worker_pids) == 3
     assert os.getpid() not in executor.worker_pids
 
     # Each resolved its own slice of the job's nodes on the "lead node".

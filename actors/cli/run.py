@@ -122,7 +122,8 @@ async def open_directors(
         # Before the exchange: a missing Globus login fails here, before anything starts.
         executor = make_executor(
             plan.executor,
-            directors=len(plan.partitions),
+            # The node coordinator holds a worker of its own, as each Director does.
+            directors=len(plan.partitions) + (1 if plan.elastic else 0),
             endpoint=plan.endpoint,
             endpoint_config=plan.endpoint_config,
         )
