@@ -374,3 +374,48 @@ def test_an_mpi_call_larger_than_its_director_borrows_nodes_and_gives_them_back(
     whys = [m['why'] for m in read_moves(run_dir) if m['event'] == 'moved']
     assert 'return' in whys
     assert sorted(statuses[0].nodes) == sorted(parts[0].nodes)
+
+
+# Across processes, and durable.
+
+
+@pytest.mark.timeout(240)
+def test_nodes_move_between_directors_in_separate_processes(run_dir: pathlib.Path):
+    from academy.exchange.cloud.client import spawn_http_exchange
+
+    from actors.client.deploy import ProcessPerAgentExecutor
+    from actors.client.exchange import free_port
+
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
+        with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
+            async with running_directors(
+                run_dir, factory=factory, executor=ProcessPerAgentExecutor(), policy=policy
+            ) as (manager, handles, parts):
+                heavy = await call(
+                    manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1}
+                )
+                return parts, heavy
+
+    parts, heavy = asyncio.run(main())
+    assert all(r.ok for r in heavy) and len(heavy) == 30
+    assert {r.node for r in heavy} & set(parts[0].nodes)
+    moved = [m for m in read_moves(run_dir) if m['event'] == 'moved']
+    assert moved and {m['to'] for m in moved} == {'director-1'}
+
+
+def test_resume_starts_from_the_last_layout(tmp_path: pathlib.Path):
+    from actors.cli.plan import partitions_from_layout
+    from actors.job.partition import write_partitions
+    from actors.store.moves import MoveJournal
+
+    first = write_partitions([['a', 'b'], ['c', 'd'], ['e']], tmp_path)
+    journal = MoveJournal(tmp_path)
+    # b moved to director-1; director-2 died and its node e is free.
+    journal.write_layout({'director-0': ['a'], 'director-1': ['c', 'd', 'b']}, free=['e'])
+    journal.close()
+    resumed = partitions_from_layout(list(first), tmp_path)
+    # The free node goes to the Director with the fewest.
+    assert [p.nodes for p in resumed] == [('a',), ('c', 'd', 'b'), ('e',)]
+    for p in resumed:
+        assert pathlib.Path(p.nodefile).read_text().split() == list(p.nodes)
