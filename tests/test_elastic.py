@@ -181,6 +181,29 @@ def test_nodes_move_to_the_director_with_work_and_no_node_is_oversubscribed(run_
     )
 
 
+@pytest.mark.timeout(180)
+def test_nodes_move_on_a_simulated_pbs_job(run_dir: pathlib.Path):
+    # mpiexec (hydra, fork launcher) starts each node's pool, as PALS would on a PBS job.
+    profile = load_site('pbs').with_overrides(launcher_args='-launcher fork --ppn 1')
+
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
+        async with running_directors(run_dir, policy=policy, profile=profile) as (
+            manager,
+            handles,
+            parts,
+        ):
+            heavy = await call(
+                manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1}
+            )
+            return parts, heavy
+
+    parts, heavy = asyncio.run(main())
+    assert all(r.ok for r in heavy) and len(heavy) == 30
+    assert {r.node for r in heavy} & set(parts[0].nodes)
+    assert max(_overlaps(heavy, 2).values()) <= 2
+
+
 @pytest.mark.timeout(120)
 def test_static_partitions_keep_their_nodes(run_dir: pathlib.Path):
     async def main():
