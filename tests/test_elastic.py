@@ -442,3 +442,38 @@ def test_resume_starts_from_the_last_layout(tmp_path: pathlib.Path):
     assert [p.nodes for p in resumed] == [('a',), ('c', 'd', 'b'), ('e',)]
     for p in resumed:
         assert pathlib.Path(p.nodefile).read_text().split() == list(p.nodes)
+
+
+@pytest.mark.timeout(180)
+def test_moves_racing_a_walltime_drain_lose_no_call(run_dir: pathlib.Path):
+    import time
+
+    from actors.job.walltime import Walltime
+
+    async def main():
+        policy = ElasticPolicy(floor=0, patience=0.3, settle=1.0, period=0.2)
+        # Nodes move in the first seconds; the drain begins ~8 s in, while calls still wait.
+        walltime = Walltime(time.time() + 40, 32)
+        async with running_directors(run_dir, policy=policy, walltime=walltime) as (
+            manager,
+            handles,
+            parts,
+        ):
+            job = [n for p in parts for n in p.nodes]
+            seen: list = []
+            stop = asyncio.Event()
+            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
+            heavy = await call(
+                manager, handles[1], 'md_sim_batch', iterations=60, params={'duration': 1}
+            )
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            stop.set()
+            await watch
+            return heavy, statuses
+
+    heavy, statuses = asyncio.run(main())
+    # Every call answered once: run, or refused by the drain; none lost.
+    assert len(heavy) == 60 and len({r.call_id for r in heavy}) == 60
+    assert {r.status for r in heavy} <= {'ok', 'refused', 'cancelled'}, {r.status for r in heavy}
+    assert any(r.ok for r in heavy) and all(s.draining for s in statuses)
+    assert statuses[1].moves_in >= 1
