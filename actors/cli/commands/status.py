@@ -103,6 +103,12 @@ def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> N
             )
             continue
         st = r.status
+        # The nodes it owns now (they move between Directors), and how many moved.
+        nodes = escape(', '.join(st.nodes))
+        if st.moves_in or st.moves_out:
+            nodes += f' ({st.moves_in} in, {st.moves_out} out)'
+        if st.borrowed:
+            nodes += f' [{len(st.borrowed)} borrowed]'
         table.add_row(
             st.director,
             str(st.partition),
