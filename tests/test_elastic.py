@@ -428,16 +428,16 @@ def test_nodes_move_between_directors_in_separate_processes(run_dir: pathlib.Pat
 
 
 def test_resume_starts_from_the_last_layout(tmp_path: pathlib.Path):
-    from actors.cli.plan import partitions_from_layout
     from actors.job.partition import write_partitions
     from actors.store.moves import MoveJournal
+    from actors.store.moves import resumed_partitions
 
     first = write_partitions([['a', 'b'], ['c', 'd'], ['e']], tmp_path)
     journal = MoveJournal(tmp_path)
     # b moved to director-1; director-2 died and its node e is free.
     journal.write_layout({'director-0': ['a'], 'director-1': ['c', 'd', 'b']}, free=['e'])
     journal.close()
-    resumed = partitions_from_layout(list(first), tmp_path)
+    resumed = resumed_partitions(list(first), tmp_path)
     # The free node goes to the Director with the fewest.
     assert [p.nodes for p in resumed] == [('a',), ('c', 'd', 'b'), ('e',)]
     for p in resumed:

@@ -91,7 +91,8 @@ def test_a_director_on_the_simulated_job_listens_on_loopback_only(run_dir: pathl
 def test_the_simulated_job_starts_its_pools_with_the_fork_launcher(tmp_path: pathlib.Path):
     (partition,) = make_partitions(tmp_path, nodes=2, partitions=1)
     config = build_config(partition, load_site('local'), run_dir=str(tmp_path / 'parsl'))
-    launcher = config.executors[0].provider.launcher
+    # One block per node, each with its own launcher.
+    _, launcher = config.executors[0].provider.block('sim-node-001')
     assert isinstance(launcher, ForkLauncher)
     script = launcher('process_worker_pool.py', 1, 2)
     assert not [line for line in script.splitlines() if line.lstrip().startswith('mpiexec')]

@@ -12,17 +12,17 @@ import pytest
 from rich.console import Console
 
 from actors.cli.commands import report as report_command
+from actors.cli.node_owners import FREE
+from actors.cli.node_owners import LOST
+from actors.cli.node_owners import MOVING
+from actors.cli.node_owners import OWNED
+from actors.cli.node_owners import Ownership
+from actors.cli.node_owners import node_lines
+from actors.cli.node_owners import node_owners
+from actors.cli.node_owners import ownership_intervals
 from actors.cli.progress import DirectorBars
 from actors.cli.progress import describe
 from actors.cli.progress import make_progress
-from actors.cli.report import FREE
-from actors.cli.report import LOST
-from actors.cli.report import MOVING
-from actors.cli.report import OWNED
-from actors.cli.report import Ownership
-from actors.cli.report import node_lines
-from actors.cli.report import node_owners
-from actors.cli.report import ownership_intervals
 from actors.cli.report import render_report
 from actors.common.results import DirectorStatus
 

@@ -30,7 +30,6 @@ from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
 from actors.director.options import DirectorOptions
-from actors.director.options import director_name
 from actors.job.partition import MAX_SIMULATED_NODES
 from actors.job.partition import NodeSource
 from actors.job.partition import Partition
@@ -38,7 +37,6 @@ from actors.job.partition import PartitionRequest
 from actors.job.partition import discover_nodes
 from actors.job.partition import parse_sizes
 from actors.job.partition import split_nodes
-from actors.job.partition import write_partition
 from actors.job.partition import write_partitions
 from actors.job.walltime import Walltime
 from actors.job.walltime import allocation_end
@@ -48,7 +46,7 @@ from actors.store.journal import DEFAULT_SYNC
 from actors.store.journal import JOURNAL_DIR
 from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
-from actors.store.moves import read_layout
+from actors.store.moves import resumed_partitions
 from actors.tools.mock import MAX_DURATION
 
 REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
@@ -411,7 +409,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
     elastic = bool(work.get('elastic', False)) and not args.static
     partitions = [entry.partition for entry in manifest.directors]
     if elastic:
-        partitions = partitions_from_layout(partitions, pathlib.Path(manifest.run_dir))
+        partitions = resumed_partitions(partitions, pathlib.Path(manifest.run_dir))
     return RunPlan(
         partitions=partitions,
         elastic=elastic,
@@ -431,28 +429,6 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         reattach=not copied,
         progress=not (args.quiet or args.json),
     )
-
-
-def partitions_from_layout(
-    partitions: list[Partition | PartitionRequest], run_dir: pathlib.Path
-) -> list[Partition | PartitionRequest]:
-    """The partitions of a resumed elastic run: each Director's nodes in the last layout.
-
-    Nodes that were free (their Director died) go to the Directors with the fewest.
-    """
-    layout = read_layout(run_dir)
-    if layout is None or not all(isinstance(p, Partition) for p in partitions):
-        return partitions
-    known = {n for p in partitions for n in p.nodes}  # type: ignore[union-attr]
-    parts = {
-        p.index: [n for n in layout.get(director_name(p.index), []) if n in known]
-        for p in partitions
-    }
-    placed = {n for nodes in parts.values() for n in nodes}
-    for node in sorted(known - placed):
-        smallest = min(parts, key=lambda index: len(parts[index]))
-        parts[smallest].append(node)
-    return [write_partition(index, nodes, run_dir) for index, nodes in sorted(parts.items())]
 
 
 def _moved(manifest: RunManifest, run_dir: pathlib.Path) -> RunManifest:

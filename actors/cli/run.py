@@ -145,8 +145,11 @@ async def open_directors(
         try:
             async with manager:
                 try:
-                    attached, handles, statuses = await _ready(manager, plan, on_directors)
+                    attached, handles, statuses, coordinator = await _ready(
+                        manager, plan, on_directors
+                    )
                     yield manager, handles, statuses
+                    await stop_coordinator(manager, coordinator)
                 except ExchangeStateLostError as e:
                     # Nobody can reach them to ask them to stop (the Manager's
                     # shutdown request would fail): they notice it themselves.
@@ -162,12 +165,22 @@ async def open_directors(
             raise lost from None
 
 
+async def stop_coordinator(manager: Manager[Any], coordinator: Any) -> None:
+    """Stop the node coordinator before the Directors (no move starts while they stop)."""
+    if coordinator is None:
+        return
+    try:
+        await manager.shutdown(coordinator.agent_id, blocking=True)
+    except Exception as e:
+        logger.debug('stopping the node coordinator: %r', e)
+
+
 async def _ready(
     manager: Manager[Any],
     plan: RunPlan,
     on_directors: Callable[[int, int], None] | None,
-) -> tuple[list[Any], list[Any], list[DirectorStatus]]:
-    """Get every Director ready: ``(re-attached handles, all handles, statuses)``."""
+) -> tuple[list[Any], list[Any], list[DirectorStatus], Any]:
+    """Get every Director ready: ``(re-attached handles, all handles, statuses, coordinator)``."""
     found = await attach(manager, plan)
     attached = [h for h in found if h is not None]
     missing = [p for p, h in zip(plan.partitions, found, strict=True) if h is None]
@@ -183,9 +196,10 @@ async def _ready(
         ),
     )
     handles = [h if h is not None else next(started) for h in found]
+    coordinator = None
     if plan.elastic:
         # Over every Director, re-attached ones too.
-        await launch_coordinator(manager, handles, plan.director_run_dir, plan.policy)
+        coordinator = await launch_coordinator(manager, handles, plan.director_run_dir, plan.policy)
     if all(isinstance(p, Partition) for p in plan.partitions):
         # Already now: a run whose Directors cannot start (a full disk) is --resume'd once fixed.
         write_manifest(plan, handles)
@@ -201,7 +215,7 @@ async def _ready(
     write_manifest(plan, handles)
     if on_directors is not None:
         on_directors(len(attached), len(missing))
-    return attached, handles, list(statuses)
+    return attached, handles, list(statuses), coordinator
 
 
 async def attach(manager: Manager[Any], plan: RunPlan) -> list[Any | None]:

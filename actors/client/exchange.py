@@ -16,6 +16,7 @@ for it again ([`require_password`][actors.client.exchange.require_password]).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import urllib.parse
@@ -192,7 +193,11 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
     if spec == 'local':
         yield LocalExchangeFactory()
     elif spec == 'http':
-        with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
+        # Its server logs to this process's stdout, which holds the CLI's results
+        # (--json); what goes wrong there reaches the clients as errors anyway.
+        with spawn_http_exchange(
+            '127.0.0.1', free_port(), level=logging.CRITICAL, timeout=30
+        ) as factory:
             yield factory
     elif spec == 'hosted':
         # Connecting logs in through Globus Auth: fail now rather than wait on stdin.

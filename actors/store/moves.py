@@ -27,6 +27,9 @@ from typing import Any
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.private import write_private
+from actors.director.options import director_name
+from actors.job.partition import Partition
+from actors.job.partition import write_partition
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +130,23 @@ def current_nodes(director: str, partition: Any, run_dir: str | os.PathLike[str]
     if layout is None or director not in layout:
         return list(partition.nodes)
     return layout[director]
+
+
+def resumed_partitions(partitions: list[Any], run_dir: pathlib.Path) -> list[Any]:
+    """The partitions of a resumed elastic run: each Director's nodes in the last layout.
+
+    Nodes that were free (their Director died) go to the Directors with the fewest.
+    """
+    layout = read_layout(run_dir)
+    if layout is None or not all(isinstance(p, Partition) for p in partitions):
+        return partitions
+    known = {n for p in partitions for n in p.nodes}  # type: ignore[union-attr]
+    parts = {
+        p.index: [n for n in layout.get(director_name(p.index), []) if n in known]
+        for p in partitions
+    }
+    placed = {n for nodes in parts.values() for n in nodes}
+    for node in sorted(known - placed):
+        smallest = min(parts, key=lambda index: len(parts[index]))
+        parts[smallest].append(node)
+    return [write_partition(index, nodes, run_dir) for index, nodes in sorted(parts.items())]

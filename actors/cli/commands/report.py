@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from actors.cli.node_owners import node_lines
 from actors.cli.parser import Parser
-from actors.cli.report import node_lines
 from actors.cli.report import render_report
 from actors.common.errors import ConfigurationError
 
