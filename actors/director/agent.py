@@ -433,7 +433,7 @@ class Director(Agent):
     @action
     async def node_load(self) -> dict[str, Any]:
         """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
-        return node_load(self)
+        return await node_load(self)
 
     @action
     async def release_nodes(

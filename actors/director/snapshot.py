@@ -50,9 +50,15 @@ async def director_status(director: Any) -> DirectorStatus:
     )
 
 
-def node_load(director: Any) -> dict[str, Any]:
-    """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
+async def node_load(director: Any) -> dict[str, Any]:
+    """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs.
+
+    The pools are looked at now, not at the watch's last look: calls handed
+    to a pool since then must not count as queued (a node would move for them).
+    """
     pools = director.pools
+    if director.host is not None and director.host.started:
+        await pools.look()
     in_flight, _, _ = director.ledger.counts()
     held = sum(pools.tasks().values())
     mpi = director.admission.waiting + director.admission.queue.running
