@@ -134,6 +134,25 @@ def _overlaps(results, workers_per_node: int) -> dict[str, int]:
     return most
 
 
+def _batch(manager, handle, calls: int, duration: float):
+    """``calls`` mock MD calls of ``duration`` seconds as one ``md_sim_batch``."""
+    return call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': duration})
+
+
+@contextlib.asynccontextmanager
+async def watching_layout(manager, handles, parts):
+    """Check, all along the ``with`` block, that no node is owned twice; yields the samples."""
+    job = [n for p in parts for n in p.nodes]
+    seen: list = []
+    stop = asyncio.Event()
+    watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
+    try:
+        yield seen
+    finally:
+        stop.set()
+        await watch
+
+
 async def _watch_layout(manager, handles, job_nodes, seen: list, stop: asyncio.Event):
     """Check, every 0.1 s, that no node is owned by two Directors at once."""
     while not stop.is_set():
@@ -151,17 +170,12 @@ def test_nodes_move_to_the_director_with_work_and_no_node_is_oversubscribed(run_
     async def main():
         policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
         async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
-            job = [n for p in parts for n in p.nodes]
-            seen: list = []
-            stop = asyncio.Event()
-            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
-            light = call(manager, handles[0], 'md_sim_batch', iterations=2, params={'duration': 1})
-            heavy = call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
-            results = await asyncio.gather(light, heavy)
-            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
-            layout = await handles.coordinator.node_layout()
-            stop.set()
-            await watch
+            async with watching_layout(manager, handles, parts) as seen:
+                light = _batch(manager, handles[0], 2, 1)
+                heavy = _batch(manager, handles[1], 40, 1)
+                results = await asyncio.gather(light, heavy)
+                statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+                layout = await handles.coordinator.node_layout()
             return parts, results, statuses, layout, seen
 
     parts, (light, heavy), statuses, layout, seen = asyncio.run(main())
@@ -193,9 +207,7 @@ def test_nodes_move_on_a_simulated_pbs_job(run_dir: pathlib.Path):
             handles,
             parts,
         ):
-            heavy = await call(
-                manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1}
-            )
+            heavy = await _batch(manager, handles[1], 30, 1)
             return parts, heavy
 
     parts, heavy = asyncio.run(main())
@@ -208,9 +220,7 @@ def test_nodes_move_on_a_simulated_pbs_job(run_dir: pathlib.Path):
 def test_static_partitions_keep_their_nodes(run_dir: pathlib.Path):
     async def main():
         async with running_directors(run_dir, elastic=False) as (manager, handles, parts):
-            heavy = await call(
-                manager, handles[1], 'md_sim_batch', iterations=8, params={'duration': 0.5}
-            )
+            heavy = await _batch(manager, handles[1], 8, 0.5)
             return parts, heavy, handles.coordinator
 
     parts, heavy, coordinator = asyncio.run(main())
@@ -248,18 +258,11 @@ def test_a_node_whose_pool_will_not_start_at_the_receiver_goes_back(run_dir: pat
             handles,
             parts,
         ):
-            job = [n for p in parts for n in p.nodes]
-            seen: list = []
-            stop = asyncio.Event()
-            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
-            heavy = asyncio.ensure_future(
-                call(manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1})
-            )
-            back = await _first_event(run_dir, 'back', timeout=90)
-            results = await heavy
-            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
-            stop.set()
-            await watch
+            async with watching_layout(manager, handles, parts):
+                heavy = asyncio.ensure_future(_batch(manager, handles[1], 30, 1))
+                back = await _first_event(run_dir, 'back', timeout=90)
+                results = await heavy
+                statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
             return back, results, statuses
 
     back, results, statuses = asyncio.run(main())
@@ -274,9 +277,7 @@ def test_a_node_whose_pool_will_not_start_at_the_receiver_goes_back(run_dir: pat
 def test_a_leaving_node_past_its_deadline_reruns_its_calls_once(run_dir: pathlib.Path):
     async def main():
         async with running_directors(run_dir, partitions=1, nodes=2) as (manager, (h,), _):
-            batch = asyncio.ensure_future(
-                call(manager, h, 'md_sim_batch', iterations=4, params={'duration': 3})
-            )
+            batch = asyncio.ensure_future(_batch(manager, h, 4, 3))
             await asyncio.sleep(1.5)
             load = await call(manager, h, 'node_load')
             # The pool that prefetched the calls (its node is not idle) leaves.
@@ -303,9 +304,7 @@ def test_a_director_that_stops_loses_its_nodes_to_the_others(run_dir: pathlib.Pa
     async def main():
         policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2)
         async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
-            heavy = asyncio.ensure_future(
-                call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
-            )
+            heavy = asyncio.ensure_future(_batch(manager, handles[1], 40, 1))
             # Mid-run, while nodes move to director-1: director-0 goes away.
             await _first_event(run_dir, 'moving')
             await manager.shutdown(handles[0].agent_id, blocking=True)
@@ -328,9 +327,7 @@ def test_leaving_while_nodes_move_leaves_no_parsl_process(run_dir: pathlib.Path)
     async def main():
         policy = ElasticPolicy(floor=0, patience=0.2, settle=1.0, period=0.1)
         async with running_directors(run_dir, policy=policy) as (manager, handles, _):
-            heavy = asyncio.ensure_future(
-                call(manager, handles[1], 'md_sim_batch', iterations=40, params={'duration': 1})
-            )
+            heavy = asyncio.ensure_future(_batch(manager, handles[1], 40, 1))
             await _first_event(run_dir, 'moving')
         heavy.cancel()
         with contextlib.suppress(BaseException):
@@ -354,7 +351,7 @@ def _mpi(manager, handle, nodes: int, duration: float = 1.0):
 def test_mpi_and_single_slot_calls_never_share_a_node(run_dir: pathlib.Path):
     async def main():
         async with running_directors(run_dir, nodes=4, partitions=1) as (manager, (h,), _):
-            single = call(manager, h, 'md_sim_batch', iterations=16, params={'duration': 1})
+            single = _batch(manager, h, 16, 1)
             mpi = [_mpi(manager, h, n) for n in (2, 1, 3, 2)]
             results = await asyncio.gather(single, *mpi)
             status = await call(manager, h, 'status')
@@ -415,9 +412,7 @@ def test_nodes_move_between_directors_in_separate_processes(run_dir: pathlib.Pat
             async with running_directors(
                 run_dir, factory=factory, executor=ProcessPerAgentExecutor(), policy=policy
             ) as (manager, handles, parts):
-                heavy = await call(
-                    manager, handles[1], 'md_sim_batch', iterations=30, params={'duration': 1}
-                )
+                heavy = await _batch(manager, handles[1], 30, 1)
                 return parts, heavy
 
     parts, heavy = asyncio.run(main())
@@ -459,16 +454,9 @@ def test_moves_racing_a_walltime_drain_lose_no_call(run_dir: pathlib.Path):
             handles,
             parts,
         ):
-            job = [n for p in parts for n in p.nodes]
-            seen: list = []
-            stop = asyncio.Event()
-            watch = asyncio.create_task(_watch_layout(manager, handles, job, seen, stop))
-            heavy = await call(
-                manager, handles[1], 'md_sim_batch', iterations=60, params={'duration': 1}
-            )
-            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
-            stop.set()
-            await watch
+            async with watching_layout(manager, handles, parts):
+                heavy = await _batch(manager, handles[1], 60, 1)
+                statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
             return heavy, statuses
 
     heavy, statuses = asyncio.run(main())

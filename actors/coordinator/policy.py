@@ -77,10 +77,6 @@ class ElasticPolicy:
         """Nodes ``director`` may own at most."""
         return self.maximum.get(director, math.inf)
 
-    def to_record(self) -> dict[str, Any]:
-        """Plain data for the manifest."""
-        return dataclasses.asdict(self)
-
 
 @dataclasses.dataclass(frozen=True)
 class Load:
