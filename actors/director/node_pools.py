@@ -74,7 +74,7 @@ class NodePools:
         mpi_waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
-        self.ownership = NodeOwnership.of(name, nodes, keep_history=True)
+        self.ownership = NodeOwnership.of(name, nodes)
         self._executor = executor
         self._mpi_waiting = mpi_waiting
         self._blocks: dict[str, str] = {}
