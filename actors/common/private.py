@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import threading
 from typing import IO
 from typing import Any
 
@@ -58,7 +59,9 @@ def write_private(
 ) -> None:
     """Write ``data`` to ``path`` atomically (a reader sees all of it or the old file)."""
     path = pathlib.Path(path)
-    part = path.with_name(f'.{path.name}.part')
+    # A name of this writer's own: two threads writing the same file (blocks
+    # starting while a DFK is replaced) must not rename each other's part.
+    part = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.part')
     raw = data.encode() if isinstance(data, str) else data
     descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
