@@ -117,3 +117,27 @@ def test_default_run_prints_a_table_per_director(tmp_path: pathlib.Path):
     assert "director-0: partition 0 ['sim-node-001', 'sim-node-002']" in result.stdout
     assert "director-1: partition 1 ['sim-node-003', 'sim-node-004']" in result.stdout
     assert '6 calls, 6 ok, 0 failed' in result.stdout
+
+
+@pytest.mark.timeout(180)
+def test_runs_with_the_venv_not_activated(tmp_path: pathlib.Path):
+    # How MCP hosts and batch scripts start it: the venv's python named, its bin not on PATH.
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ('VIRTUAL_ENV', 'PYTHONHOME')}
+    env['PATH'] = '/usr/bin:/bin'
+    done = subprocess.run(
+        [sys.executable, LAUNCH, '--duration', '0.1', '--iterations', '1', '--json'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'interchange.py' not in done.stderr
+    results = json.loads(done.stdout)['results']
+    assert len(results) == 2 * (1 + 1)
+    assert all(r['ok'] for r in results), results

@@ -142,7 +142,8 @@ def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path
     shadow = str(tmp_path.resolve() / 'run' / 'lean-imports')
     for executor in config.executors:
         command = executor.interchange_launch_cmd
-        assert command[0] == 'env' and command[-1] == 'interchange.py'
+        assert command[0] == 'env' and command[2] == sys.executable
+        assert command[-1].endswith('parsl/executors/high_throughput/interchange.py')
         assert command[1].startswith(f'PYTHONPATH={shadow}')
         # Last, after the profile's own worker_init.
         provider = executor.provider
@@ -153,7 +154,8 @@ def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path
     plain = load_site('local').with_overrides(lean_imports=False)
     config = build_config(partition, plain, tmp_path / 'plain', mpi=True)
     for executor in config.executors:
-        assert executor.interchange_launch_cmd == ['interchange.py']
+        assert executor.interchange_launch_cmd[0] == sys.executable
+        assert len(executor.interchange_launch_cmd) == 2
         assert 'PYTHONPATH' not in executor.provider.worker_init
 
 

@@ -161,13 +161,14 @@ def open_client(options: ModelOptions, *, retries: int | None = None) -> openai.
         ConfigurationError: If no API key is set for a remote endpoint.
 
     """
-    import httpx
     import openai
 
+    # The SDK's own Timeout class: openai 1.x/2.x build on httpx, 3.x on httpx2, and each
+    # rejects the other's Timeout.
     return openai.AsyncOpenAI(
         base_url=options.url,
         api_key=api_key(options),
-        timeout=httpx.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout)),
+        timeout=openai.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout)),
         max_retries=options.retries if retries is None else retries,
     )
 

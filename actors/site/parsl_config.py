@@ -22,6 +22,7 @@ the block's shell sets to the partition only.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import shlex
@@ -34,7 +35,6 @@ from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors import MPIExecutor
-from parsl.executors.high_throughput.executor import DEFAULT_INTERCHANGE_LAUNCH_CMD
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SimpleLauncher
 from parsl.launchers import SrunLauncher
@@ -148,13 +148,25 @@ def _lean_lines(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[
 def interchange_command(profile: SiteProfile, work_dir: str | os.PathLike[str]) -> list[str]:
     """How an executor starts its interchange (a child of the Director's process).
 
-    Parsl's own command, run with ``actors.site.lean_imports``'s shadows first on
-    ``PYTHONPATH`` unless the profile turns them off.
+    Parsl's own interchange script, run by this interpreter: never looked up on
+    ``PATH`` (Parsl's default), which misses it when the venv is not activated
+    (an MCP host or a batch script naming ``.venv/bin/python`` directly). The
+    shadows of ``actors.site.lean_imports`` come first on ``PYTHONPATH`` unless
+    the profile turns them off.
     """
+    command = [sys.executable, _interchange_script()]
     if not profile.lean_imports:
-        return list(DEFAULT_INTERCHANGE_LAUNCH_CMD)
+        return command
     path = python_path(shadow_dir(work_dir), os.environ.get('PYTHONPATH'))
-    return ['env', f'PYTHONPATH={path}', *DEFAULT_INTERCHANGE_LAUNCH_CMD]
+    return ['env', f'PYTHONPATH={path}', *command]
+
+
+def _interchange_script() -> str:
+    """Path of Parsl's interchange module (run as a script, as Parsl's ``interchange.py``)."""
+    spec = importlib.util.find_spec('parsl.executors.high_throughput.interchange')
+    if spec is None or spec.origin is None:  # pragma: no cover - Parsl is a dependency
+        raise ConfigurationError('Parsl is installed without its HTEX interchange')
+    return spec.origin
 
 
 def make_mpi_executor(
