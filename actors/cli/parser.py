@@ -99,6 +99,12 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
         help="replace the site profile's launcher flags, e.g. "
         '"-launcher fork --ppn 1" to simulate a PBS job on one machine',
     )
+    nodes.add_argument(
+        '--unencrypted-workers',
+        action='store_true',
+        help='worker pools talk to their interchange in the clear (default: CurveZMQ with keys '
+        'private to the run dir); only on a machine no other user can reach',
+    )
 
 
 def _add_work(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import pathlib
 import time
 from typing import Any
@@ -48,6 +49,8 @@ from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
 from actors.store.moves import resumed_partitions
 from actors.tools.mock import MAX_DURATION
+
+logger = logging.getLogger(__name__)
 
 REMOTE_RUN_ROOT = '~/hpc-tool-calling/runs'
 """Default parent of the Directors' run directory on a Globus Compute endpoint."""
@@ -135,7 +138,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     remote = executor == 'globus-compute'
     exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
     validate_executor(executor, exchange, args.endpoint)
-    profile = load_site(args.site).with_overrides(launcher_args=args.launcher_args)
+    profile = _site_profile(args.site, args)
     if remote:
         # This machine's batch variables say nothing of the endpoint's job.
         remote_walltime = walltime if args.walltime else Walltime(None, args.drain_margin)
@@ -312,6 +315,21 @@ def new_run_dir(path: str | pathlib.Path) -> pathlib.Path:
     return run_dir
 
 
+def _site_profile(site: str, args: argparse.Namespace) -> SiteProfile:
+    """The site's profile with the command line's launcher flags and encryption choice."""
+    profile = load_site(site).with_overrides(launcher_args=args.launcher_args)
+    if getattr(args, 'unencrypted_workers', False):
+        profile = profile.with_overrides(encrypted=False)
+    if not profile.encrypted:
+        logger.warning(
+            'worker pools of site %s are not encrypted: anyone who can reach the '
+            "Directors' interchange ports can register as a pool, read tool calls and "
+            'return results; use this only on a machine no other user can reach',
+            profile.name,
+        )
+    return profile
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     if not 0 <= args.iterations <= MAX_BATCH:
         raise ConfigurationError(
@@ -415,7 +433,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         elastic=elastic,
         policy=ElasticPolicy(floor=args.node_floor),
         source=NodeSource('resume', f'manifest of {manifest.run_dir}'),
-        profile=load_site(manifest.site).with_overrides(launcher_args=args.launcher_args),
+        profile=_site_profile(manifest.site, args),
         run_dir=pathlib.Path(manifest.run_dir),
         iterations=int(work.get('iterations', args.iterations)),
         duration=float(work.get('duration', args.duration)),

@@ -138,6 +138,7 @@ class Director(Agent):
             nodes,
             executor=lambda: self._host().executor,
             mpi_waiting=lambda: self.admission.waiting,
+            real_hosts=not self.profile.simulated_hosts,
         )
         # The admission asks the ownership of the Director's nodes how many it has now.
         self.admission = NodeAdmission(

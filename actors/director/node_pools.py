@@ -63,6 +63,9 @@ class NodePools:
         executor: The current DFK's worker-pool executor (it changes when a
             lost DFK is replaced).
         mpi_waiting: How many MPI calls wait for nodes (held nodes wait for them).
+        real_hosts: Pools run on the hosts they stand for (not a simulated
+            job): a pool that reports another host than its block's node is
+            refused and its block started again.
 
     """
 
@@ -72,6 +75,8 @@ class NodePools:
         nodes: Iterable[str],
         executor: Callable[[], Any],
         mpi_waiting: Callable[[], int] = lambda: 0,
+        *,
+        real_hosts: bool = False,
     ) -> None:
         self.name = name
         self.ownership = NodeOwnership.of(name, nodes)
@@ -84,6 +89,9 @@ class NodePools:
         """Nodes being drained, started or given to an MPI call: no other step takes them."""
         self._leaving: set[str] = set()
         self._failures: dict[str, int] = {}
+        self._real_hosts = real_hosts
+        self._misplaced: dict[str, str] = {}
+        """Nodes whose block's pool reported another host -> that host (restarted by ``revive``)."""
         self.failed: list[str] = []
         """Nodes given up because no pool would start there."""
         self.moves_in = 0
@@ -142,12 +150,34 @@ class NodePools:
         by_block: dict[str, list[dict[str, Any]]] = {}
         for manager in managers:
             by_block.setdefault(block_of_manager(manager), []).append(manager)
-        for node, block in self._blocks.items():
+        for node, block in list(self._blocks.items()):
             held = by_block.get(block, [])
+            if self._real_hosts:
+                held = await self._refuse_misplaced(node, block, held)
             if held:
                 self._connected.add(node)
             self._tasks[node] = sum(int(m['tasks']) for m in held)
         return managers
+
+    async def _refuse_misplaced(
+        self, node: str, block: str, managers: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The block's pools that run on ``node``; the others are held, their block marked."""
+        placed = [m for m in managers if same_host(str(m.get('hostname', '')), node)]
+        if len(placed) == len(managers) or node in self._misplaced:
+            return placed if node not in self._misplaced else []
+        stranger = next(str(m.get('hostname')) for m in managers if m not in placed)
+        logger.error(
+            '%s: a pool of block %s (meant for %s) runs on %s; refusing it and starting '
+            'the block again',
+            self.name,
+            block,
+            node,
+            stranger,
+        )
+        self._misplaced[node] = stranger
+        await hold_block(self._executor(), block, managers)
+        return []
 
     async def revive(self) -> None:
         """Start a new block on each pool node whose block ended (its pool exited or was killed).
@@ -161,6 +191,8 @@ class NodePools:
             block = self._blocks.get(node)
             if node in self._busy or block is None:
                 continue
+            if self._misplaced.pop(node, None) is not None:
+                await asyncio.to_thread(stop_node_block, executor, block)
             state = block_state(executor, block)
             if state is None or not state.terminal:
                 continue
@@ -171,7 +203,8 @@ class NodePools:
             self._connected.discard(node)
             if self._failures.get(node, 0) >= MAX_FAILED_STARTS:
                 logger.error(
-                    '%s: %d blocks on %s ended before their pool connected; giving the node up',
+                    '%s: %d blocks on %s ended before their pool connected there; '
+                    'giving the node up',
                     self.name,
                     self._failures[node],
                     node,
@@ -372,3 +405,8 @@ class NodePools:
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error('restarting a pool failed: %s', task.exception())
+
+
+def same_host(reported: str, node: str) -> bool:
+    """Whether a pool's reported host name is ``node`` (short names, any case)."""
+    return reported.split('.', 1)[0].lower() == node.split('.', 1)[0].lower()

@@ -31,13 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 import hostlist
-from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors import MPIExecutor
 from parsl.launchers import MpiExecLauncher
 from parsl.launchers import SimpleLauncher
-from parsl.launchers import SrunLauncher
 from parsl.launchers.base import Launcher
 from parsl.providers import LocalProvider
 
@@ -45,11 +43,13 @@ from actors.common.errors import ConfigurationError
 from actors.common.private import private_dir
 from actors.job.partition import Partition
 from actors.job.partition import write_partition
+from actors.site.addresses import worker_address
 from actors.site.fork_launcher import ForkLauncher
 from actors.site.lean_imports import python_path
 from actors.site.lean_imports import shadow_dir
 from actors.site.node_provider import NodeProvider
 from actors.site.profile import SiteProfile
+from actors.site.srun_launcher import BlockSrunLauncher
 from actors.worker.control import CONTROL_DIR_VARIABLE
 
 
@@ -71,7 +71,7 @@ def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
             f'--nodes={partition.size} --ntasks-per-node=1 '
             f'--nodelist={shlex.quote(nodelist)} {profile.launcher_args}'
         )
-        return SrunLauncher(debug=False, overrides=overrides.strip())
+        return BlockSrunLauncher(overrides=overrides.strip())
     if profile.launcher == 'fork':
         return ForkLauncher()
     return MpiExecLauncher(
@@ -208,31 +208,12 @@ def make_mpi_executor(
         heartbeat_period=profile.heartbeat_period,
         heartbeat_threshold=profile.heartbeat_threshold,
         block_error_handler=False,
-        encrypted=False,
+        encrypted=profile.encrypted,
     )
     # Set after construction: MPIExecutor annotates this argument as a string
     # (typeguard-checked) though it is handed to Popen as HTEX's list.
     executor.interchange_launch_cmd = interchange_command(profile, work_dir)
     return executor
-
-
-def worker_address(profile: SiteProfile) -> str | None:
-    """Address the worker pools use to reach this Director's interchange.
-
-    Raises:
-        ConfigurationError: If the profile names an interface this host lacks.
-
-    """
-    if not profile.interface:
-        return '127.0.0.1' if profile.scheduler == 'none' else None
-    try:
-        return address_by_interface(profile.interface)
-    except OSError:
-        raise ConfigurationError(
-            f'site {profile.name!r}: network interface {profile.interface!r} '
-            'does not exist on this host; set `interface` in its site.toml to '
-            'one listed by `ip -br addr`',
-        ) from None
 
 
 def build_config(
@@ -309,9 +290,10 @@ def build_config(
         # strategy replaces the block instead (a block that never starts is
         # the guard's to judge).
         block_error_handler=block_error_handler,
-        # Tool calls stay inside the batch job's network; CurveZMQ adds ~40%
-        # per-task cost for no gain there.
-        encrypted=False,
+        # A job's network is shared with every other user's jobs: without
+        # CurveZMQ anyone reaching the port could register as a pool, read calls
+        # and return pickles the Director loads. Keys live in the run dir (0700).
+        encrypted=profile.encrypted,
     )
     executors: list[HighThroughputExecutor] = [executor]
     if mpi:

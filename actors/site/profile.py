@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import tomllib
 from typing import Any
 from typing import Literal
@@ -22,6 +23,7 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'configs'
 Scheduler = Literal['none', 'pbs', 'slurm']
 LauncherKind = Literal['mpiexec', 'srun', 'fork']
 
+_HYDRA_FORK = re.compile(r'(^|\s)--?launcher[=\s]+fork(\s|$)')
 _SCHEDULERS = ('none', 'pbs', 'slurm')
 _LAUNCHERS = ('mpiexec', 'srun', 'fork')
 _MPI_LAUNCHERS = ('mpiexec', 'srun', 'aprun')
@@ -55,7 +57,13 @@ class SiteProfile:
         accelerators: Explicit accelerator IDs to pin workers to; empty means
             ``range(accelerators_per_node)`` when that is > 0.
         interface: Network interface whose address workers connect to; an
-            empty string means loopback (everything on this machine).
+            empty string means loopback on a simulated job and, in a real
+            job, the address this host's own name resolves to
+            (``actors.site.addresses``).
+        encrypted: Worker pools and interchanges talk CurveZMQ with keys
+            private to the run directory (Parsl's ``encrypted=True``), so that
+            no other user on the job's network can register as a pool or read
+            the calls; ``false`` only for a single-user machine.
         worker_init: Shell lines run before workers start (modules, venvs).
         queue: Default queue/partition for the endpoint template.
         walltime: Default walltime ``HH:MM:SS`` for the endpoint template.
@@ -87,6 +95,7 @@ class SiteProfile:
     accelerators_per_node: int = 0
     accelerators: tuple[str, ...] = ()
     interface: str = ''
+    encrypted: bool = True
     worker_init: str = ''
     queue: str = ''
     walltime: str = '01:00:00'
@@ -132,10 +141,22 @@ class SiteProfile:
                 f'site {self.name!r}: lean_imports must be true or false, '
                 f'got {self.lean_imports!r}',
             )
+        if not isinstance(self.encrypted, bool):
+            raise ConfigurationError(
+                f'site {self.name!r}: encrypted must be true or false, got {self.encrypted!r}',
+            )
         if self.cores_per_worker <= 0:
             raise ConfigurationError(
                 f'site {self.name!r}: cores_per_worker must be > 0, got {self.cores_per_worker}',
             )
+
+    @property
+    def simulated_hosts(self) -> bool:
+        """Whether every pool runs on this machine (fork launcher, or hydra's ``-launcher fork``).
+
+        Such pools all report this machine's name, not the node they stand for.
+        """
+        return self.launcher == 'fork' or bool(_HYDRA_FORK.search(self.launcher_args))
 
     def with_overrides(self, **changes: Any) -> SiteProfile:
         """Return a copy with some fields replaced (``None`` values ignored)."""

@@ -1,0 +1,47 @@
+"""Parsl's ``SrunLauncher`` with one command file per block.
+
+Parsl's launcher writes the pool command to ``cmd_$SLURM_JOB_NAME.sh``: the
+allocation's name, the same for every block started inside it. A Director
+starts one block per node, so its blocks overwrote each other's command:
+pools on different nodes registered under one block ID, and a block could
+read a half-written file and start nothing. This launcher names the file after
+``$JOBNAME`` (set by ``LocalProvider`` for each block, as Parsl's own
+``MpiExecLauncher`` uses) and moves it into place whole.
+"""
+
+from __future__ import annotations
+
+from parsl.launchers import SrunLauncher
+
+SCRIPT = """set -e
+export CORES=$SLURM_CPUS_ON_NODE
+export NODES=$SLURM_JOB_NUM_NODES
+CMD="cmd_${{JOBNAME:?LocalProvider sets JOBNAME for each block}}.sh"
+cat << SRUN_EOF > "$CMD.part"
+{command}
+SRUN_EOF
+chmod u+x "$CMD.part"
+mv -f "$CMD.part" "$CMD"
+srun --ntasks {tasks} -l {overrides} bash "$CMD"
+"""
+
+
+class BlockSrunLauncher(SrunLauncher):
+    """Start a block's pools with ``srun``, from a command file of the block's own."""
+
+    def __init__(self, overrides: str = '') -> None:
+        super().__init__(debug=False, overrides=overrides)
+
+    def __call__(
+        self,
+        command: str,
+        tasks_per_node: int,
+        nodes_per_block: int,
+        script_dir: str = '',
+    ) -> str:
+        """The block's script lines that write its command file and ``srun`` it."""
+        return SCRIPT.format(
+            command=command,
+            tasks=tasks_per_node * nodes_per_block,
+            overrides=self.overrides,
+        )
