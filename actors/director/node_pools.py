@@ -36,6 +36,7 @@ from actors.execution.node_blocks import block_state
 from actors.execution.node_blocks import hold_block
 from actors.execution.node_blocks import start_node_block
 from actors.execution.node_blocks import stop_node_block
+from actors.execution.pool_hosts import PoolHosts
 from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
 
@@ -90,6 +91,7 @@ class NodePools:
         self._leaving: set[str] = set()
         self._failures: dict[str, int] = {}
         self._real_hosts = real_hosts
+        self._hosts = PoolHosts()
         self._misplaced: dict[str, str] = {}
         """Nodes whose block's pool reported another host -> that host (restarted by ``revive``)."""
         self.failed: list[str] = []
@@ -162,20 +164,26 @@ class NodePools:
     async def _refuse_misplaced(
         self, node: str, block: str, managers: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """The block's pools that run on ``node``; the others are held, their block marked."""
-        placed = [m for m in managers if same_host(str(m.get('hostname', '')), node)]
-        if len(placed) == len(managers) or node in self._misplaced:
-            return placed if node not in self._misplaced else []
-        stranger = next(str(m.get('hostname')) for m in managers if m not in placed)
+        """The block's pools known to run on ``node``; any other is held, its block marked.
+
+        A pool whose registration is not read yet counts as not connected.
+        """
+        if node in self._misplaced:
+            return []
+        hosts = self._hosts.of(self._executor())
+        known = [(m, hosts[str(m['manager'])]) for m in managers if str(m['manager']) in hosts]
+        strangers = [host for _, host in known if not same_host(host, node)]
+        if not strangers:
+            return [m for m, _ in known]
         logger.error(
             '%s: a pool of block %s (meant for %s) runs on %s; refusing it and starting '
             'the block again',
             self.name,
             block,
             node,
-            stranger,
+            strangers[0],
         )
-        self._misplaced[node] = stranger
+        self._misplaced[node] = strangers[0]
         await hold_block(self._executor(), block, managers)
         return []
 
