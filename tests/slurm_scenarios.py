@@ -1,0 +1,139 @@
+"""Scenarios that run inside a Slurm allocation of the test cluster, as a user's script would.
+
+``python -m tests.slurm_scenarios NAME RUN_DIR`` (from ``salloc``/``sbatch`` on
+the cluster's hosts) starts real Directors on the allocation's nodes with the
+``slurm`` site profile, runs the scenario, and prints one JSON document on
+stdout for the test (in the root namespace) to check. Everything in it is
+measured here; nothing is asserted (the tests do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+from academy.exchange import LocalExchangeFactory
+from academy.manager import Manager
+
+from actors.client.calls import call
+from actors.client.calls import launch_directors
+from actors.client.calls import wait_ready
+from actors.coordinator.policy import ElasticPolicy
+from actors.job.partition import discover_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
+from actors.site.profile import load_site
+
+
+def _result(r: Any) -> dict[str, Any]:
+    return {
+        'call_id': r.call_id,
+        'ok': r.ok,
+        'node': r.node,
+        'nodes': list(r.nodes or []),
+        'start': r.start,
+        'end': r.end,
+        'attempts': getattr(r, 'attempts', 1),
+    }
+
+
+def _status(s: Any) -> dict[str, Any]:
+    return {
+        'director': s.director,
+        'nodes': list(s.nodes),
+        'moves_in': s.moves_in,
+        'moves_out': s.moves_out,
+        'workers_connected': s.workers_connected,
+        'queued': s.queued,
+        'running': s.running,
+    }
+
+
+async def _views(manager: Any, handles: list[Any]) -> dict[str, list[str]]:
+    statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+    return {s.director: list(s.nodes) for s in statuses}
+
+
+async def _watch(manager: Any, handles: list[Any], seen: list[Any], stop: asyncio.Event) -> None:
+    """Sample every Director's nodes every 0.2 s (the test checks no node had two owners)."""
+    while not stop.is_set():
+        views = await _views(manager, handles)
+        owned = [n for nodes in views.values() for n in nodes]
+        if len(owned) != len(set(owned)):
+            # Two answers are not one instant: a node handed over between them shows
+            # twice once; a node really owned twice stays so.
+            await asyncio.sleep(0.5)
+            views = await _views(manager, handles)
+        seen.append(views)
+        await asyncio.sleep(0.2)
+
+
+def _batch(manager: Any, handle: Any, calls: int, duration: float) -> Any:
+    return call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': duration})
+
+
+async def moves(run_dir: pathlib.Path) -> dict[str, Any]:
+    """Uneven load: nodes move from director-0 to director-1; then director-0 gets calls again."""
+    nodes, _ = discover_nodes()
+    parts = write_partitions(split_nodes(nodes, count=2), run_dir)
+    policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
+    manager = await Manager.from_exchange_factory(LocalExchangeFactory())
+    async with manager:
+        handles = await launch_directors(
+            manager, parts, load_site('slurm'), str(run_dir), workers_per_node=2, policy=policy
+        )
+        await wait_ready(manager, handles, timeout=120)
+        seen: list[Any] = []
+        stop = asyncio.Event()
+        watch = asyncio.create_task(_watch(manager, handles, seen, stop))
+        try:
+            light, heavy = await asyncio.gather(
+                _batch(manager, handles[0], 2, 1.0), _batch(manager, handles[1], 40, 1.0)
+            )
+            moved = await _views(manager, handles)
+            # The giver's next calls: run on what it kept or got back, never held for ever.
+            started = time.monotonic()
+            after = await asyncio.wait_for(_batch(manager, handles[0], 8, 0.5), timeout=120)
+            after_seconds = time.monotonic() - started
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            layout = await handles.coordinator.node_layout()
+        finally:
+            stop.set()
+            await watch
+    return {
+        'partitions': [list(p.nodes) for p in parts],
+        'light': [_result(r) for r in light],
+        'heavy': [_result(r) for r in heavy],
+        'after': [_result(r) for r in after],
+        'after_seconds': after_seconds,
+        'moved_views': moved,
+        'statuses': [_status(s) for s in statuses],
+        'violations': layout['violations'],
+        'moves': layout['moves'],
+        'samples': seen,
+    }
+
+
+SCENARIOS = {'moves': moves}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scenario; its JSON on stdout."""
+    parser = argparse.ArgumentParser(prog='python -m tests.slurm_scenarios')
+    parser.add_argument('name', choices=sorted(SCENARIOS))
+    parser.add_argument('run_dir', type=pathlib.Path)
+    args = parser.parse_args(argv)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    found = asyncio.run(SCENARIOS[args.name](args.run_dir))
+    json.dump(found, sys.stdout, default=dataclasses.asdict)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

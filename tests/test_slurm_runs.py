@@ -1,0 +1,150 @@
+"""The project on the real Slurm cluster, run as users run it: ``salloc``, ``sbatch``, moves.
+
+Each test starts ``launch.py`` (or a scenario of ``tests.slurm_scenarios``) on
+the cluster's login host ``ctl`` inside a real allocation; worker pools start
+through ``srun`` on ``n1``..``n4`` and reach the Director over the cluster's
+own network. Beyond "every call ok", they check where every pool really ran
+(``tests.pool_placement``): each registered under its own block, on the node
+its block was started for.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.pool_placement import misplaced
+from tests.pool_placement import pool_placements
+from tests.slurm_cluster import ADDRESSES
+from tests.slurm_cluster import NODES
+from tests.slurm_cluster import on_host
+from tests.slurm_cluster import slurm_cluster  # noqa: F401
+from tests.slurm_cluster import wait_for_job
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures('slurm_cluster')]
+
+PYTHON = sys.executable
+LAUNCH = str(REPO / 'launch.py')
+
+
+def _json_of(stdout: str) -> dict:
+    """The JSON document a run printed (salloc's own lines go to stderr)."""
+    return json.loads(stdout[stdout.index('{') :])
+
+
+def _check_placements(run_dir: pathlib.Path, nodes: set[str]) -> None:
+    placements = [p for p in pool_placements(run_dir) if p.meant_for is not None]
+    assert placements, f'no pool registered under {run_dir}'
+    assert misplaced(placements) == []
+    assert {p.hostname for p in placements} == nodes
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('mode', ['elastic', 'static'])
+def test_launch_in_an_salloc_allocation(mode: str, tmp_path: pathlib.Path):
+    run_dir = tmp_path / 'run'
+    flags = ['--static'] if mode == 'static' else []
+    done = on_host(
+        'ctl',
+        [
+            'salloc',
+            '-N',
+            '4',
+            PYTHON,
+            LAUNCH,
+            '--site',
+            'slurm',
+            *flags,
+            '--iterations',
+            '6',
+            '--duration',
+            '0.5',
+            '--run-dir',
+            str(run_dir),
+            '--json',
+        ],
+        cwd=tmp_path,
+        timeout=220,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = _json_of(done.stdout)
+    assert doc['node_source']['kind'] == 'slurm'
+    partitions = {p['index']: p['nodes'] for p in doc['partitions']}
+    assert sorted(n for nodes in partitions.values() for n in nodes) == list(NODES)
+    assert len(doc['results']) == 2 * (1 + 6)
+    for result in doc['results']:
+        assert result['ok'], result
+        assert result['node'] in NODES
+        if mode == 'static':
+            assert result['node'] in partitions[result['partition']], result
+    _check_placements(run_dir, set(NODES))
+
+
+@pytest.mark.timeout(240)
+def test_launch_from_an_sbatch_script_runs_the_directors_on_the_batch_host(
+    tmp_path: pathlib.Path,
+):
+    run_dir = tmp_path / 'run'
+    script = tmp_path / 'job.sh'
+    script.write_text(
+        '#!/bin/bash\n'
+        f'cd {tmp_path}\n'
+        f'hostname > {tmp_path}/batch-host\n'
+        f'{PYTHON} {LAUNCH} --site slurm --partitions 2 --iterations 4 --duration 0.5 '
+        f'--run-dir {run_dir} --json > {tmp_path}/out.json 2> {tmp_path}/err.txt\n'
+    )
+    submitted = on_host(
+        'ctl', ['sbatch', '--parsable', '-N', '3', str(script)], cwd=tmp_path, timeout=30
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(';')[0]
+    state = wait_for_job(job, timeout=200)
+    err = (tmp_path / 'err.txt').read_text() if (tmp_path / 'err.txt').exists() else ''
+    assert state == 'COMPLETED', err[-3000:]
+    batch_host = (tmp_path / 'batch-host').read_text().strip()
+    doc = json.loads((tmp_path / 'out.json').read_text())
+    nodes = {n for p in doc['partitions'] for n in p['nodes']}
+    assert batch_host in nodes and len(nodes) == 3
+    assert len(doc['results']) == 2 * (1 + 4) and all(r['ok'] for r in doc['results'])
+    _check_placements(run_dir, nodes)
+    # The pools reached the Directors at the batch host's own address.
+    urls = {
+        line.split('interchange url: ')[1].strip()
+        for log in run_dir.rglob('manager.log')
+        for line in log.read_text().splitlines()
+        if 'interchange url: ' in line
+    }
+    assert urls and all(u.startswith(f'tcp://{ADDRESSES[batch_host]}:') for u in urls), urls
+
+
+@pytest.mark.timeout(300)
+def test_nodes_move_and_the_giver_keeps_serving(tmp_path: pathlib.Path):
+    run_dir = tmp_path / 'run'
+    done = on_host(
+        'ctl',
+        ['salloc', '-N', '4', PYTHON, '-m', 'tests.slurm_scenarios', 'moves', str(run_dir)],
+        cwd=REPO,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = _json_of(done.stdout)
+    giver_nodes, receiver_nodes = (set(p) for p in found['partitions'])
+    heavy = found['heavy']
+    assert len(heavy) == 40 and all(r['ok'] for r in heavy)
+    # Director 1 ran calls on nodes that were director-0's: they moved.
+    assert {r['node'] for r in heavy} & giver_nodes
+    statuses = {s['director']: s for s in found['statuses']}
+    assert statuses['director-0']['moves_out'] >= 1 and statuses['director-1']['moves_in'] >= 1
+    assert found['violations'] == [] and found['moves'] >= 1
+    # Then the giver got calls again: all ran, on nodes of the job.
+    assert len(found['after']) == 8 and all(r['ok'] for r in found['after'])
+    assert {r['node'] for r in found['after']} <= giver_nodes | receiver_nodes
+    # No node was owned by two Directors at any sample.
+    for views in found['samples']:
+        owned = [n for nodes in views.values() for n in nodes]
+        assert len(owned) == len(set(owned)), views
+    _check_placements(run_dir, giver_nodes | receiver_nodes)
