@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import os
 import pathlib
 import time
 
@@ -86,3 +88,23 @@ def test_director_refuses_late_calls_and_drains(run_dir: pathlib.Path):
 def test_bad_walltime_is_rejected(bad: str):
     with pytest.raises(ConfigurationError, match='walltime'):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ('printed', 'code', 'expected'),
+    [
+        ('2026-12-06T19:01:48\n', 0, datetime.datetime(2026, 12, 6, 19, 1, 48).timestamp()),
+        ('NONE\n', 0, None),
+        ('', 1, None),
+    ],
+)
+def test_slurm_without_end_time_variable_asks_squeue(
+    printed, code, expected, tmp_path: pathlib.Path, monkeypatch
+):
+    # Slurm before 23.02 sets no SLURM_JOB_END_TIME, in salloc or sbatch.
+    squeue = tmp_path / 'squeue'
+    squeue.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\nprintf "{printed}"\nexit {code}\n')
+    squeue.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{tmp_path}:{os.environ["PATH"]}')
+    assert allocation_end(None, {'SLURM_JOB_ID': '42'}, 1000.0) == expected
+    assert '--jobs=42' in (tmp_path / 'args').read_text()

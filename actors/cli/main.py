@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import importlib
 import logging
 import os
@@ -97,7 +98,7 @@ def run_job(argv: list[str]) -> int:
         return 1
     wall = time.time() - start
     try:
-        return _report(args, plan, outcome, wall)
+        return _report(args, plan, outcome, wall, parser.prog)
     except OSError as e:  # results.jsonl on a full disk: the journals have everything
         return _failed(parser.prog, plan, e)
 
@@ -127,8 +128,13 @@ def _report(
     plan: RunPlan,
     outcome: list[CallResult] | CampaignReport,
     wall: float,
+    prog: str,
 ) -> int:
-    """Write ``results.jsonl``, print the tables or JSON; 0 if every call succeeded."""
+    """Write ``results.jsonl``, print the tables or JSON; 0 if every call succeeded.
+
+    Calls the run could not finish (cancelled by the walltime drain, lost,
+    refused) get one line on stderr with the ``--resume`` that finishes them.
+    """
     if isinstance(outcome, list):
         campaign, results = None, outcome
     else:
@@ -140,7 +146,20 @@ def _report(
         render_tables(plan, results, wall)
         if campaign is not None:
             render_campaign(campaign)
+    unfinished = collections.Counter(r.status for r in results if r.status in _RESUMABLE)
+    if unfinished and campaign is None:
+        counts = ', '.join(f'{n} {status}' for status, n in sorted(unfinished.items()))
+        print(
+            f'{prog}: {sum(unfinished.values())} of {len(results)} call(s) did not finish '
+            f'({counts}); finished calls are in {plan.run_dir}/journal; finish with: '
+            f'{prog} --resume {plan.run_dir}',
+            file=sys.stderr,
+        )
     return 0 if all(r.ok for r in results) else 1
+
+
+_RESUMABLE = frozenset({'cancelled', 'lost', 'refused', 'timed_out'})
+"""Statuses of calls that ``--resume`` runs again (a tool that raised ran to its end)."""
 
 
 def _announcer(plan: RunPlan, prog: str) -> Callable[[], None]:

@@ -1,20 +1,30 @@
 """Walltime awareness: when the batch job's allocation ends.
 
 The end comes from a flag (``launch.py --walltime``), else the scheduler:
-Slurm's ``SLURM_JOB_END_TIME`` (Unix time), or ``PBS_WALLTIME`` (seconds,
-set by Torque/PBS; counted from the time the launcher starts, which is a
-little after the job started, so keep a margin).
+Slurm's ``SLURM_JOB_END_TIME`` (Unix time; Slurm 23.02 and later), else the
+job's end time as ``squeue`` tells it (older Slurm sets no variable: 22.05's
+``salloc`` and ``sbatch`` do not), or ``PBS_WALLTIME`` (seconds, set by
+Torque/PBS; counted from the time the launcher starts, which is a little
+after the job started, so keep a margin).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import logging
 import math
 import os
+import subprocess
 import time
 from collections.abc import Mapping
 
 from actors.common.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+SQUEUE_TIMEOUT = 10.0
+"""Seconds ``squeue`` gets to tell a Slurm job's end time."""
 
 
 def parse_duration(text: str) -> float:
@@ -74,10 +84,36 @@ def allocation_end(
             raise ConfigurationError(
                 f'SLURM_JOB_END_TIME={end!r} is not a Unix time',
             ) from None
+    if env.get('SLURM_JOB_ID'):
+        return slurm_job_end(env['SLURM_JOB_ID'])
     pbs = env.get('PBS_WALLTIME')
     if pbs:
         return now + parse_duration(pbs)
     return None
+
+
+def slurm_job_end(job_id: str) -> float | None:
+    """Unix time a Slurm job ends, from ``squeue`` (``None``: no limit, or no answer)."""
+    command = ['squeue', '--noheader', f'--jobs={job_id}', '--format=%e']
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        logger.warning('cannot ask squeue when job %s ends (%s); no walltime drain', job_id, e)
+        return None
+    text = done.stdout.strip()
+    try:
+        # Slurm prints the cluster's local time, without a zone.
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        if done.returncode != 0:
+            logger.warning(
+                'squeue could not tell when job %s ends (%s); no walltime drain',
+                job_id,
+                (done.stderr.strip() or f'exit {done.returncode}')[:200],
+            )
+        return None  # 'N/A', 'NONE', 'Unknown': no time limit
 
 
 @dataclasses.dataclass(frozen=True)
