@@ -10,9 +10,11 @@ its block was started for.
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import sys
+import time
 
 import pytest
 
@@ -148,3 +150,138 @@ def test_nodes_move_and_the_giver_keeps_serving(tmp_path: pathlib.Path):
         owned = [n for nodes in views.values() for n in nodes]
         assert len(owned) == len(set(owned)), views
     _check_placements(run_dir, giver_nodes | receiver_nodes)
+
+
+def _ok_keys(run_dir: pathlib.Path) -> collections.Counter[str]:
+    """How many times each call is journaled ``ok`` (twice would be a call run twice)."""
+    keys: collections.Counter[str] = collections.Counter()
+    for journal in (run_dir / 'journal').glob('*.jsonl'):
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get('status') == 'ok':
+                keys[entry['call_key']] += 1
+    return keys
+
+
+def _resume_in_a_new_allocation(run_dir: pathlib.Path, nodes: int, cwd: pathlib.Path) -> dict:
+    done = on_host(
+        'ctl',
+        ['salloc', '-N', str(nodes), PYTHON, LAUNCH, '--resume', str(run_dir), '--json'],
+        cwd=cwd,
+        timeout=200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _json_of(done.stdout)
+
+
+@pytest.mark.timeout(300)
+def test_the_allocations_time_limit_drains_the_run_and_resume_finishes_it(
+    tmp_path: pathlib.Path,
+):
+    # salloc --time=1: one minute; Slurm 22.05 sets no SLURM_JOB_END_TIME (squeue tells).
+    run_dir = tmp_path / 'run'
+    work = ['--static', '--iterations', '40', '--duration', '3', '--drain-margin', '45']
+    done = on_host(
+        'ctl',
+        [
+            'salloc',
+            '-N',
+            '2',
+            '--time=1',
+            PYTHON,
+            LAUNCH,
+            '--site',
+            'slurm',
+            *work,
+            '--run-dir',
+            str(run_dir),
+            '--json',
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert 'draining: the allocation ends in' in done.stderr
+    assert f'finish with: launch.py --resume {run_dir}' in done.stderr
+    first = _json_of(done.stdout)['results']
+    statuses = collections.Counter(r['status'] for r in first)
+    assert statuses['cancelled'] > 0 and statuses['ok'] > 0, statuses
+    resumed = _resume_in_a_new_allocation(run_dir, 2, tmp_path)
+    assert len(resumed['results']) == len(first) == 2 * (1 + 40)
+    assert all(r['ok'] for r in resumed['results'])
+    keys = _ok_keys(run_dir)
+    assert len(keys) == len(first) and set(keys.values()) == {1}
+
+
+@pytest.mark.timeout(300)
+def test_scancel_mid_run_stops_with_the_resume_hint_and_resume_finishes_it(
+    tmp_path: pathlib.Path,
+):
+    run_dir = tmp_path / 'run'
+    err = tmp_path / 'err.txt'
+    script = tmp_path / 'job.sh'
+    script.write_text(
+        '#!/bin/bash\n'
+        f'{PYTHON} {LAUNCH} --site slurm --iterations 30 --duration 2 '
+        f'--run-dir {run_dir} --json > {tmp_path}/out.json 2> {err}\n'
+    )
+    submitted = on_host('ctl', ['sbatch', '--parsable', '-N', '2', str(script)], cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(';')[0]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not (run_dir / 'journal').exists() or sum(_ok_keys(run_dir).values()) < 6
+    ):
+        time.sleep(0.2)
+    assert sum(_ok_keys(run_dir).values()) >= 6, err.read_text()[-2000:]
+    assert on_host('ctl', ['scancel', job]).returncode == 0
+    assert wait_for_job(job, timeout=90) == 'CANCELLED'
+    # launch.py took the scheduler's SIGTERM as Ctrl-C: Directors stopped, one line said how
+    # to finish (it outlives the batch script by the few seconds its cleanup takes).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and 'stopped' not in err.read_text():
+        time.sleep(0.2)
+    said = err.read_text()
+    assert f'launch.py: stopped; finished calls are in {run_dir}/journal' in said, said
+    assert f'finish with: launch.py --resume {run_dir}' in said
+    before = _ok_keys(run_dir)
+    assert 0 < sum(before.values()) < 2 * (1 + 30)
+    resumed = _resume_in_a_new_allocation(run_dir, 2, tmp_path)
+    assert len(resumed['results']) == 2 * (1 + 30)
+    assert all(r['ok'] for r in resumed['results'])
+    keys = _ok_keys(run_dir)
+    assert len(keys) == 2 * (1 + 30) and set(keys.values()) == {1}
+
+
+@pytest.mark.timeout(240)
+def test_directors_in_separate_processes_over_the_http_exchange(tmp_path: pathlib.Path):
+    run_dir = tmp_path / 'run'
+    done = on_host(
+        'ctl',
+        [
+            'salloc',
+            '-N',
+            '4',
+            PYTHON,
+            LAUNCH,
+            '--site',
+            'slurm',
+            '--executor',
+            'process',
+            '--exchange',
+            'http',
+            '--iterations',
+            '6',
+            '--duration',
+            '0.5',
+            '--run-dir',
+            str(run_dir),
+            '--json',
+        ],
+        cwd=tmp_path,
+        timeout=220,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = _json_of(done.stdout)['results']
+    assert len(results) == 2 * (1 + 6) and all(r['ok'] for r in results)
+    _check_placements(run_dir, set(NODES))

@@ -8,11 +8,15 @@ import collections
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from collections.abc import Coroutine
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypeVar
 
 from globus_compute_sdk.errors import TaskExecutionFailed
 
@@ -48,6 +52,8 @@ with YAML and Jinja, matplotlib, the status query).
 
 PRIVATE_UMASK = 0o077
 """No access for the group and others to what a run creates."""
+
+T = TypeVar('T')
 
 _FAILURES = (DirectorFailedError, TimeoutError, OSError, ConnectionError)
 """Errors that end a started run; its journals hold what finished, for --resume."""
@@ -87,7 +93,16 @@ def run_job(argv: list[str]) -> int:
     start = time.time()
     try:
         on_start, on_directors = _announcer(plan, parser.prog), _counter(plan, parser.prog)
-        outcome = asyncio.run(run(plan, on_start=on_start, on_directors=on_directors))
+        outcome = asyncio.run(
+            until_terminated(run(plan, on_start=on_start, on_directors=on_directors))
+        )
+    except KeyboardInterrupt:
+        finish = '' if plan.campaign else f'; finish with: {parser.prog} --resume {plan.run_dir}'
+        print(
+            f'{parser.prog}: stopped; finished calls are in {plan.run_dir}/journal{finish}',
+            file=sys.stderr,
+        )
+        return 130
     except ConfigurationError as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     except _FAILURES as e:
@@ -101,6 +116,34 @@ def run_job(argv: list[str]) -> int:
         return _report(args, plan, outcome, wall, parser.prog)
     except OSError as e:  # results.jsonl on a full disk: the journals have everything
         return _failed(parser.prog, plan, e)
+
+
+async def until_terminated(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; SIGTERM stops it as Ctrl-C does (``KeyboardInterrupt``).
+
+    A batch scheduler ends a cancelled or timed-out job with SIGTERM to every
+    process (``scancel``, ``qdel``): the run's own cleanup then stops the
+    Directors, and the user learns how to finish the run.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def on_terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_terminate)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _failed(prog: str, plan: RunPlan, error: BaseException) -> int:

@@ -229,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--parent', type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s watchdog: %(message)s')
-    # Signals sent to the Director's session (Ctrl-C, SIGHUP) must not stop us.
+    # Signals sent to the Director's session (Ctrl-C, SIGHUP) must not stop us, nor the
+    # SIGTERM a batch scheduler sends every process of a cancelled job at once (scancel,
+    # qdel): we stop the Director's Parsl processes once it is gone, then exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return _serve(args.parent)
 
 
