@@ -120,7 +120,51 @@ async def moves(run_dir: pathlib.Path) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {'moves': moves}
+async def mpi(run_dir: pathlib.Path) -> dict[str, Any]:
+    """MPI tool calls across 2 nodes each, launched by ``srun``, on one Director of 4 nodes."""
+    nodes, _ = discover_nodes()
+    parts = write_partitions(split_nodes(nodes, count=1), run_dir)
+    manager = await Manager.from_exchange_factory(LocalExchangeFactory())
+    async with manager:
+        handles = await launch_directors(
+            manager, parts, load_site('slurm'), str(run_dir), workers_per_node=2, elastic=False
+        )
+        await wait_ready(manager, handles, timeout=120)
+        (handle,) = handles
+        probes = await asyncio.gather(
+            *(
+                call(
+                    manager,
+                    handle,
+                    'call_tool',
+                    'mpi_probe',
+                    {'duration': 1.0, 'num_nodes': 2, 'ranks_per_node': 2},
+                )
+                for _ in range(3)
+            )
+        )
+        md = await call(
+            manager,
+            handle,
+            'md_sim',
+            tool='ase_md_mpi',
+            steps=20,
+            size=1,
+            seed=3,
+            num_nodes=2,
+            ranks_per_node=2,
+        )
+        # Single-slot calls still run on every node afterwards (the pools came back).
+        after = await _batch(manager, handle, 16, 0.2)
+    return {
+        'nodes': list(parts[0].nodes),
+        'probes': [{**_result(r), 'value': r.value, 'error': r.error_message} for r in probes],
+        'md': {**_result(md), 'value': md.value, 'error': md.error_message},
+        'after': [_result(r) for r in after],
+    }
+
+
+SCENARIOS = {'moves': moves, 'mpi': mpi}
 
 
 def main(argv: list[str] | None = None) -> int:

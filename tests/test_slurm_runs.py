@@ -285,3 +285,45 @@ def test_directors_in_separate_processes_over_the_http_exchange(tmp_path: pathli
     results = _json_of(done.stdout)['results']
     assert len(results) == 2 * (1 + 6) and all(r['ok'] for r in results)
     _check_placements(run_dir, set(NODES))
+
+
+@pytest.mark.timeout(240)
+def test_mpi_calls_run_their_ranks_on_two_nodes_through_srun(tmp_path: pathlib.Path):
+    done = on_host(
+        'ctl',
+        # Whole nodes, as HPC centres allocate them: 2 ranks per node need 2 CPUs per node.
+        [
+            'salloc',
+            '-N',
+            '4',
+            '--exclusive',
+            PYTHON,
+            '-m',
+            'tests.slurm_scenarios',
+            'mpi',
+            str(tmp_path / 'r'),
+        ],
+        cwd=REPO,
+        timeout=220,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = _json_of(done.stdout)
+    spans = []
+    for probe in found['probes']:
+        assert probe['ok'], probe['error']
+        assert len(probe['nodes']) == 2 and set(probe['nodes']) <= set(NODES)
+        # srun put the ranks on exactly the call's nodes, 2 per node.
+        assert probe['value']['hosts'] == sorted(probe['nodes'])
+        assert probe['value']['size'] == 4
+        ranks = collections.Counter(r['host'] for r in probe['value']['ranks'])
+        assert ranks == dict.fromkeys(probe['nodes'], 2)
+        spans.append((set(probe['nodes']), probe['value']['start'], probe['value']['end']))
+    for i, (nodes_a, start_a, end_a) in enumerate(spans):
+        for nodes_b, start_b, end_b in spans[i + 1 :]:
+            if start_a < end_b and start_b < end_a:
+                assert not nodes_a & nodes_b, 'two MPI calls shared a node while running'
+    md = found['md']
+    assert md['ok'], md['error']
+    assert md['value']['hosts'] == sorted(md['nodes'])
+    assert [r['result']['seed'] for r in md['value']['ranks']] == [3, 4, 5, 6]
+    assert all(r['ok'] for r in found['after'])
