@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
+import re
+import subprocess
 import sys
 import time
 
@@ -24,6 +26,7 @@ from tests.pool_placement import pool_placements
 from tests.slurm_cluster import ADDRESSES
 from tests.slurm_cluster import NODES
 from tests.slurm_cluster import on_host
+from tests.slurm_cluster import popen_on_host
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 from tests.slurm_cluster import wait_for_job
 
@@ -327,3 +330,110 @@ def test_mpi_calls_run_their_ranks_on_two_nodes_through_srun(tmp_path: pathlib.P
     assert md['value']['hosts'] == sorted(md['nodes'])
     assert [r['result']['seed'] for r in md['value']['ranks']] == [3, 4, 5, 6]
     assert all(r['ok'] for r in found['after'])
+
+
+def _worker_port(run_dir: pathlib.Path, deadline: float) -> tuple[str, str]:
+    """The interchange address and worker port a Director's pools were told (its block files)."""
+    while time.monotonic() < deadline:
+        for command in run_dir.rglob('cmd_*.sh'):
+            text = command.read_text()
+            address = re.search(r' -a (\S+)', text)
+            port = re.search(r'--port=(\d+)', text)
+            if address and port:
+                return address[1], port[1]
+        time.sleep(0.1)
+    raise AssertionError(f'no block command file under {run_dir}')
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('encrypted', [True, False], ids=['encrypted', 'unencrypted'])
+def test_a_stranger_on_the_network_without_the_runs_keys_gets_no_call(
+    encrypted: bool, tmp_path: pathlib.Path
+):
+    # Another user's job on n4 (outside the allocation) runs Parsl's own worker pool
+    # against a Director's worker port, without the run's certificates.
+    run_dir = tmp_path / 'run'
+    flags = [] if encrypted else ['--unencrypted-workers']
+    run = popen_on_host(
+        'ctl',
+        [
+            'salloc',
+            '-N',
+            '2',
+            '-w',
+            'n1,n2',
+            PYTHON,
+            LAUNCH,
+            '--site',
+            'slurm',
+            '--static',
+            *flags,
+            '--iterations',
+            '30',
+            '--duration',
+            '1',
+            '--run-dir',
+            str(run_dir),
+            '--json',
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stranger_logs = tmp_path / 'stranger'
+    try:
+        address, port = _worker_port(run_dir, time.monotonic() + 120)
+        stranger = on_host(
+            'n4',
+            [
+                'timeout',
+                '-s',
+                'KILL',
+                '12',
+                PYTHON,
+                str(pathlib.Path(PYTHON).parent / 'process_worker_pool.py'),
+                '--max_workers_per_node=1',
+                '-a',
+                address,
+                '-p',
+                '0',
+                '-c',
+                '1.0',
+                '-m',
+                'None',
+                '--poll',
+                '10',
+                f'--port={port}',
+                '--cert_dir',
+                'None',
+                f'--logdir={stranger_logs}',
+                '--logconf=None',
+                '--block_id=999',
+                '--hb_period=1',
+                '--hb_threshold=30',
+                '--drain_period=None',
+                '--cpu-affinity',
+                'none',
+                '--mpi-launcher=mpiexec',
+                '--available-accelerators',
+            ],
+            cwd=tmp_path,
+            timeout=60,
+        )
+        stdout, stderr = run.communicate(timeout=200)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, stderr[-3000:]
+    assert stranger.returncode != 0  # it never served; `timeout` ended it
+    results = _json_of(stdout)['results']
+    assert len(results) == 2 * (1 + 30) and all(r['ok'] for r in results)
+    registered = {p.block for p in pool_placements(run_dir)}
+    if encrypted:
+        # Nothing of the stranger's reached an interchange: no registration, no call.
+        assert '999' not in registered
+        assert {r['node'] for r in results} <= {'n1', 'n2'}
+    else:
+        # Without CurveZMQ the same stranger registers as a pool of the run: the risk.
+        assert '999' in registered
