@@ -10,6 +10,7 @@ its block was started for.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import pathlib
@@ -437,3 +438,61 @@ def test_a_stranger_on_the_network_without_the_runs_keys_gets_no_call(
     else:
         # Without CurveZMQ the same stranger registers as a pool of the run: the risk.
         assert '999' in registered
+
+
+@pytest.mark.timeout(240)
+def test_mcp_server_in_an_allocation_answers_the_sdks_client(tmp_path: pathlib.Path):
+    # What an MCP host does: start `launch.py mcp` (here through salloc on the login host)
+    # as a stdio subprocess of the MCP SDK's own client, list its tools and call one.
+    from mcp import ClientSession
+    from mcp import StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from tests.slurm_cluster import SCRIPT
+
+    run_dir = tmp_path / 'run'
+    params = StdioServerParameters(
+        command=str(SCRIPT),
+        args=[
+            'exec',
+            'ctl',
+            'salloc',
+            '-N',
+            '2',
+            PYTHON,
+            LAUNCH,
+            'mcp',
+            '--site',
+            'slurm',
+            '--partitions',
+            '2',
+            '--run-dir',
+            str(run_dir),
+        ],
+        cwd=str(tmp_path),
+    )
+
+    async def session() -> tuple[set[str], list[dict], dict]:
+        with open(tmp_path / 'mcp.err', 'w') as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as mcp_session,
+            ):
+                await mcp_session.initialize()
+                tools = {t.name for t in (await mcp_session.list_tools()).tools}
+                calls = await asyncio.gather(
+                    *(
+                        mcp_session.call_tool('mock_md', {'duration': 0.5, 'call_key': f'k{i}'})
+                        for i in range(6)
+                    )
+                )
+                status = await mcp_session.call_tool('directors_status', {})
+                return tools, [c.structuredContent for c in calls], status.structuredContent
+
+    tools, calls, status = asyncio.run(session())
+    assert {'mock_md', 'directors_status'} <= tools
+    assert [c['status'] for c in calls] == ['ok'] * 6
+    assert {c['node'] for c in calls} <= set(NODES)
+    directors = status['directors']
+    assert len(directors) == 2 and sum(d['done'] for d in directors) == 6
+    _check_placements(run_dir, {n for d in directors for n in d['nodes']})
