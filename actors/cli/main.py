@@ -32,6 +32,7 @@ from actors.client.calls import DirectorFailedError
 from actors.common.errors import ConfigurationError
 from actors.common.errors import describe_os_error
 from actors.common.results import CallResult
+from actors.store.run_lock import release_run_dir
 
 if TYPE_CHECKING:
     from actors.client.planner import CampaignReport
@@ -90,6 +91,14 @@ def run_job(argv: list[str]) -> int:
             f'{parser.prog}: error: cannot prepare the run: {describe_os_error(e)}; '
             'nothing was started\n',
         )
+    try:
+        return _drive(args, parser, plan)
+    finally:
+        release_run_dir(plan.run_dir)
+
+
+def _drive(args: argparse.Namespace, parser: argparse.ArgumentParser, plan: RunPlan) -> int:
+    """Run the planned work; its exit status (the run dir is locked throughout)."""
     start = time.time()
     try:
         on_start, on_directors = _announcer(plan, parser.prog), _counter(plan, parser.prog)

@@ -48,6 +48,9 @@ from actors.store.journal import JOURNAL_DIR
 from actors.store.manifest import MANIFEST_NAME
 from actors.store.manifest import RunManifest
 from actors.store.moves import resumed_partitions
+from actors.store.run_lock import RunDirInUseError
+from actors.store.run_lock import holds
+from actors.store.run_lock import lock_run_dir
 from actors.tools.mock import MAX_DURATION
 
 logger = logging.getLogger(__name__)
@@ -154,7 +157,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     )
     sizes = parse_sizes(args.partition_sizes) if args.partition_sizes else None
     parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
-    run_dir = new_run_dir(args.run_dir or f'runs/{time.strftime("%Y%m%d-%H%M%S")}')
+    run_dir = new_run_dir(args.run_dir) if args.run_dir else fresh_run_dir()
     work = _work_options(args, walltime)
     if work['elastic']:
         # An MPI call may borrow nodes up to the whole job.
@@ -197,11 +200,10 @@ def plan_remote_run(
     if count is not None and count < 1:
         raise ConfigurationError(f'--partitions {count} is invalid; need at least 1 partition')
     options = _endpoint_options(profile.name, args.endpoint_options)
-    stamp = time.strftime('%Y%m%d-%H%M%S')
     total = len(sizes) if sizes else count
     assert total is not None
     # Here only the manifest; the Directors' files stay on the endpoint.
-    local_dir = new_run_dir(f'runs/{stamp}')
+    local_dir = fresh_run_dir()
     return RunPlan(
         partitions=[
             PartitionRequest(index=i, count=count, sizes=sizes, nodes_file=args.nodes_file)
@@ -213,7 +215,7 @@ def plan_remote_run(
         exchange=exchange,
         executor=args.executor,
         endpoint=args.endpoint,
-        director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{stamp}',
+        director_run_dir=args.run_dir or f'{REMOTE_RUN_ROOT}/{local_dir.name}',
         endpoint_config=options,
         **_work_options(args, walltime),
     )
@@ -285,6 +287,29 @@ def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
     return {'steps': steps}
 
 
+def fresh_run_dir(root: str | pathlib.Path = 'runs') -> pathlib.Path:
+    """A new ``<root>/<YYYYmmdd-HHMMSS>[-N]`` run directory, locked for this process.
+
+    Runs started in the same second (an MCP host that starts a server per tool
+    call) each get their own: a directory another process holds, or that holds
+    a run, is passed over for the next suffix.
+    """
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for attempt in range(1, 1000):
+        candidate = pathlib.Path(root, stamp if attempt == 1 else f'{stamp}-{attempt}')
+        if (
+            holds(candidate)
+            or (candidate / MANIFEST_NAME).exists()
+            or (candidate / JOURNAL_DIR).exists()
+        ):
+            continue
+        try:
+            return new_run_dir(candidate)
+        except RunDirInUseError:
+            continue
+    raise ConfigurationError(f'no free run directory under {root}/{stamp}; give --run-dir')
+
+
 def new_run_dir(path: str | pathlib.Path) -> pathlib.Path:
     """Create a run directory private to the user; refuse one that holds a run.
 
@@ -312,6 +337,8 @@ def new_run_dir(path: str | pathlib.Path) -> pathlib.Path:
             f'--run-dir {str(path)!r} cannot be written ({e.strerror}); '
             'give a directory you can write to',
         ) from None
+    # Two runs started in the same second would otherwise both take runs/<second>.
+    lock_run_dir(run_dir)
     return run_dir
 
 
@@ -410,6 +437,13 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
         )
     manifest = RunManifest.read(args.resume)
     given = pathlib.Path(args.resume).resolve()
+    try:
+        lock_run_dir(given)
+    except PermissionError as e:
+        raise ConfigurationError(
+            f'--resume {args.resume!r}: cannot take its lock ({e.strerror}); a resumed run '
+            'writes its journals there, so it must be writable',
+        ) from None
     copied = pathlib.Path(manifest.run_dir) != given
     if copied:
         # A copy (or a moved run): resume here, never the directory it came from.
