@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 
@@ -117,3 +118,24 @@ def test_partitions_are_disjoint_and_get_own_nodefiles(tmp_path: pathlib.Path):
         assert pathlib.Path(part.nodefile).is_relative_to(tmp_path)
     assert seen == set(simulated_nodes(7))
     assert len({p.nodefile for p in parts}) == 3
+
+
+@pytest.mark.parametrize(
+    ('line', 'shown'),
+    [('node a', "'node a'"), ('n1 slots=4', "'n1 slots=4'"), ('n1:4', "'n1:4'"), ('-x', "'-x'")],
+)
+def test_a_nodefile_line_that_is_not_one_host_name_is_refused(
+    line: str, shown: str, tmp_path: pathlib.Path
+):
+    # Once, `node a` ran as host `node` and `n1 slots=4` would have too.
+    path = tmp_path / 'nodes'
+    path.write_text(f'nid001\n# a comment\n{line}\nnid003  # trailing comment\n')
+    with pytest.raises(ConfigurationError, match=rf'line 3: {re.escape(shown)} is not one host'):
+        read_nodefile(path)
+    path.write_text('nid001\n  nid002  \n10.0.0.7\nx4102c5s0b0n0.hsn.cm.aurora.alcf.anl.gov\n')
+    assert read_nodefile(path) == [
+        'nid001',
+        'nid002',
+        '10.0.0.7',
+        'x4102c5s0b0n0.hsn.cm.aurora.alcf.anl.gov',
+    ]

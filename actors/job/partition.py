@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 
@@ -59,6 +60,10 @@ class Partition:
         return len(self.nodes)
 
 
+_HOST_NAME = re.compile(r'[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?')
+"""A host name as nodefiles give it (also an IPv4 address)."""
+
+
 def dedupe(hosts: Sequence[str]) -> list[str]:
     """Drop repeated and blank host names, keeping first-seen order.
 
@@ -86,7 +91,16 @@ def read_nodefile(path: str | os.PathLike[str]) -> list[str]:
             f'nodes file {str(path)!r} cannot be read ({e.__class__.__name__}); '
             'give a readable text file with one host name per line',
         ) from None
-    nodes = dedupe(line.split('#', 1)[0] for line in text.splitlines())
+    lines = [line.split('#', 1)[0].strip() for line in text.splitlines()]
+    for number, line in enumerate(lines, start=1):
+        if line and not _HOST_NAME.fullmatch(line):
+            shown = line if len(line) <= 80 else line[:77] + '...'
+            raise ConfigurationError(
+                f'nodes file {str(path)!r} line {number}: {shown!r} is not one host name; '
+                'give one host name per line (letters, digits, ".", "-", "_"), without '
+                'slot counts or other fields',
+            )
+    nodes = dedupe(lines)
     if not nodes:
         raise ConfigurationError(
             f'nodes file {str(path)!r} lists no host; give a file with one host name per line',
