@@ -92,6 +92,8 @@ class ScriptedOpenAI:
         script: Replies to the chat requests, in order.
         repeat: Repeat the last item once the script is done.
         delay: Seconds to wait before each chat reply.
+        trickle: Seconds between the bytes of each chat reply's body (a server that
+            keeps the connection alive but never finishes).
         models: What ``GET /v1/models`` lists.
 
     """
@@ -102,11 +104,13 @@ class ScriptedOpenAI:
         *,
         repeat: bool = False,
         delay: float = 0.0,
+        trickle: float = 0.0,
         models: Sequence[str] = (MODEL,),
     ) -> None:
         self.script = list(script)
         self.repeat = repeat
         self.delay = delay
+        self.trickle = trickle
         self.models = list(models)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -158,14 +162,19 @@ class ScriptedOpenAI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, data: Any) -> None:
+            def _send(self, status: int, data: Any, trickle: float = 0.0) -> None:
                 payload = json.dumps(data).encode()
                 self.send_response(status)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Content-Length', str(len(payload)))
                 self.end_headers()
                 try:
-                    self.wfile.write(payload)
+                    if not trickle:
+                        self.wfile.write(payload)
+                    for index in range(len(payload) if trickle else 0):
+                        self.wfile.write(payload[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a timeout test)
 
@@ -192,6 +201,6 @@ class ScriptedOpenAI:
                 if reply is None:
                     self._send(500, {'error': {'message': 'the script is over'}})
                 else:
-                    self._send(200, reply)
+                    self._send(200, reply, trickle=server.trickle)
 
         return Handler

@@ -178,6 +178,11 @@ def test_budgets_and_a_failing_endpoint(run_dir: pathlib.Path):
             with ScriptedOpenAI([text(ANSWER)], delay=3) as slow_server:
                 with pytest.raises(ModelEndpointError) as slow:
                     await _campaign(manager, handles, _options(slow_server.url, timeout=0.5))
+            # A byte every 0.3 s never trips a read timeout of 1 s; the request's deadline does.
+            with ScriptedOpenAI([text(ANSWER)], trickle=0.3) as trickling:
+                with pytest.raises(ModelEndpointError) as trickled:
+                    await _campaign(manager, handles, _options(trickling.url, timeout=1))
+            assert 'did not finish its answer within 2s (--llm-timeout 1s' in str(trickled.value)
             return (
                 by_steps,
                 steps_server.chats,

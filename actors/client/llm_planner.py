@@ -34,6 +34,7 @@ from actors.client.model_endpoint import ModelEndpointError
 from actors.client.model_endpoint import ModelOptions
 from actors.client.model_endpoint import explain
 from actors.client.model_endpoint import open_client
+from actors.client.model_endpoint import request_deadline
 from actors.client.planner import DEFAULT_TEMPERATURES
 from actors.client.planner import CampaignReport
 from actors.client.planner import steepest_interval
@@ -230,13 +231,22 @@ class ModelCampaign:
         """One chat completion; its message. Counts the tokens."""
         import openai
 
+        # The SDK's timeout bounds each read, so a server that trickles a byte at a time
+        # never trips it: the whole request (with the SDK's retries) gets a deadline too.
+        deadline = request_deadline(self.options)
         try:
-            completion = await self.client.chat.completions.create(
-                model=self.options.model,
-                messages=messages,
-                tools=self.schemas,
-                tool_choice='auto',
-            )
+            async with asyncio.timeout(deadline):
+                completion = await self.client.chat.completions.create(
+                    model=self.options.model,
+                    messages=messages,
+                    tools=self.schemas,
+                    tool_choice='auto',
+                )
+        except TimeoutError:
+            raise ModelEndpointError(
+                f'the model endpoint {self.options.shown_url} did not finish its answer within '
+                f'{deadline:g}s (--llm-timeout {self.options.timeout:g}s per attempt)',
+            ) from None
         except openai.OpenAIError as e:
             raise ModelEndpointError(explain(self.options, e)) from None
         usage = getattr(completion, 'usage', None)

@@ -16,6 +16,7 @@ services such as ALCF's or NERSC's, or OpenAI itself.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
@@ -173,6 +174,15 @@ def open_client(options: ModelOptions, *, retries: int | None = None) -> openai.
     )
 
 
+def request_deadline(options: ModelOptions, retries: int | None = None) -> float:
+    """Seconds one model request may take in all: each attempt's timeout, retries included.
+
+    A second per attempt more than the SDK's own timeouts, so that a server that
+    is merely slow still gets the SDK's own (clearer) error.
+    """
+    return (options.timeout + 1.0) * (1 + (options.retries if retries is None else retries))
+
+
 class ModelEndpointError(ConnectionError):
     """The model endpoint failed during a campaign (unreachable, refused, bad answer)."""
 
@@ -244,7 +254,13 @@ async def probe(options: ModelOptions) -> None:
     probing = dataclasses.replace(options, timeout=min(options.timeout, PROBE_TIMEOUT))
     client = open_client(probing, retries=1)
     try:
-        listed = [model.id async for model in client.models.list()]
+        async with asyncio.timeout(request_deadline(probing, retries=1)):
+            listed = [model.id async for model in client.models.list()]
+    except TimeoutError:
+        raise ConfigurationError(
+            f'the model endpoint {options.shown_url} did not answer GET /models within '
+            f'{request_deadline(probing, retries=1):g}s; check --llm and the server',
+        ) from None
     except (openai.APIConnectionError, openai.AuthenticationError) as e:
         raise ConfigurationError(f'{explain(probing, e)}; check --llm and the server') from None
     except openai.OpenAIError as e:
