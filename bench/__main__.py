@@ -25,6 +25,7 @@ import psutil
 
 from bench import cli
 from bench import elastic
+from bench import encryption
 from bench import mcp_layer
 from bench import mpi
 from bench import overhead
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     'mcp': mcp_layer,
     'cli': cli,
     'elastic': elastic,
+    'encryption': encryption,
 }
 
 

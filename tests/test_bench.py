@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from collections import namedtuple
 
+import psutil
 import pytest
 
 from bench.__main__ import steal_fraction
@@ -18,6 +20,14 @@ from bench.elastic import move_times
 from bench.elastic import oversubscribed
 from bench.elastic import shared
 from bench.elastic import utilisation
+from bench.encryption import check_certificates
+from bench.encryption import cpu_seconds
+from bench.encryption import paired_ratios
+from bench.encryption import per_round
+from bench.encryption import session_rounds
+from bench.encryption import side_order
+from bench.encryption import side_processes
+from bench.encryption import spread
 from bench.scale import flatness
 from bench.utilization import ideal_makespan
 from bench.utilization import makespan
@@ -107,3 +117,35 @@ def test_elastic_oversubscription_check():
         'a at 2.600: 0 MPI + 3 single-slot',
         'b at 1.000: 1 MPI + 1 single-slot',
     ]
+
+
+def test_encryption_arithmetic():
+    # ABBA: encrypted first in even rounds, so every pair of rounds is symmetric.
+    sides = [side for i in range(4) for side in side_order(i)]
+    assert ''.join(side[0] for side in sides) == 'eppeeppe'
+    # Rounds split over sessions; their indices run on, so ABBA holds across them.
+    assert session_rounds(6) == [range(0, 3), range(3, 6)]
+    assert session_rounds(5) == [range(0, 3), range(3, 5)]
+    assert session_rounds(1) == [range(0, 1)]
+    assert spread([3.0, 1.0, 2.0, 10.0]) == (2.5, 1.0, 10.0)
+    assert paired_ratios([2.0, 3.0], [4.0, 3.0]) == [0.5, 1.0]
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [1.0, 2.0])
+    assert per_round([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3) == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    with pytest.raises(ValueError):
+        per_round([1.0, 2.0, 3.0], 2)
+
+
+def test_encryption_certificates_check(tmp_path):
+    for layer in ('director', 'executor'):
+        (tmp_path / f'{layer}-encrypted' / 'run' / 'certificates').mkdir(parents=True)
+        (tmp_path / f'{layer}-plain' / 'run').mkdir(parents=True)
+    check_certificates(tmp_path)
+    (tmp_path / 'executor-plain' / 'run' / 'certificates').mkdir()
+    with pytest.raises(RuntimeError, match='executor plain: CurveZMQ certificates found'):
+        check_certificates(tmp_path)
+    # A process's CPU clock, read by process id, is its own CPU time.
+    assert cpu_seconds([psutil.Process()]) == pytest.approx(time.process_time(), abs=0.05)
+    # No interchange or pool runs under an empty directory: its CPU cannot be counted.
+    with pytest.raises(RuntimeError, match='found 0 interchange'):
+        side_processes(tmp_path)
