@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import pathlib
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -49,13 +50,17 @@ START_TIMEOUT = 120.0
 
 @contextlib.contextmanager
 def _http_server(run_dir: pathlib.Path) -> Any:
-    """``launch.py mcp --http 127.0.0.1:0``; yields its URL."""
+    """``launch.py mcp --http 127.0.0.1:0``; yields its URL and bearer token."""
     log = run_dir.with_suffix('.log')
+    token = secrets.token_hex(32)
+    token_file = run_dir.with_suffix('.token')
+    token_file.touch(mode=0o600)
+    token_file.write_text(token)
     with open(log, 'wb') as err:
         proc = subprocess.Popen(
             [
                 *(sys.executable, str(REPO / 'launch.py'), 'mcp', '--http', '127.0.0.1:0'),
-                *(*JOB, '--run-dir', str(run_dir)),
+                *(*JOB, '--run-dir', str(run_dir), '--token-file', str(token_file)),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -67,7 +72,7 @@ def _http_server(run_dir: pathlib.Path) -> Any:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f'launch.py mcp did not start: {log.read_text()}')
             time.sleep(0.1)
-        yield found.group(1)
+        yield found.group(1), token
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -78,9 +83,10 @@ def _http_server(run_dir: pathlib.Path) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _http_session(url: str) -> AsyncIterator[ClientSession]:
+async def _http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+    headers = {'Authorization': f'Bearer {token}'}
     async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(30, read=600)) as client,
+        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=600)) as client,
         streamable_http_client(url, http_client=client) as (read, write, _),
         ClientSession(read, write) as session,
     ):
@@ -127,12 +133,12 @@ async def measure(root: pathlib.Path, calls: int, ensemble: int) -> dict[str, An
     part = partitions(root / 'academy', 1, 1)[0]
     with (
         open(root / 'stdio.log', 'w') as errlog,
-        _http_server(root / 'http') as url,
+        _http_server(root / 'http') as (url, token),
     ):
         async with (
             directors(root / 'academy', [part], 1) as (_, handles),
             _stdio_session(root / 'stdio', errlog) as stdio,
-            _http_session(url) as http,
+            _http_session(url, token) as http,
         ):
             (handle,) = handles
             await wait_workers(handles)

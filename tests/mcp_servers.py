@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import re
 import signal
@@ -18,24 +19,36 @@ from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from actors.mcp.transport import TOKEN_FILE_VARIABLE
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMALL_JOB = ('--simulate-nodes', '2', '--partitions', '1', '--workers-per-node', '2')
 """One Director on a simulated 2-node job with 2 workers per node: 4 slots."""
 
 
 class HttpServer:
-    """``launch.py mcp --http 127.0.0.1:0 ARGS`` until ``stop()``; ``url`` once it serves."""
+    """``launch.py mcp --http 127.0.0.1:0 ARGS`` until ``stop()``; ``url`` once it serves.
+
+    Its generated bearer token goes to a file next to ``log`` (never the user's own);
+    ``token`` is what it says clients must send.
+    """
 
     def __init__(self, *args: str, log: pathlib.Path) -> None:
         self.log = log
+        env = {**os.environ, TOKEN_FILE_VARIABLE: str(log.with_suffix('.token'))}
         with open(log, 'wb') as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO / 'launch.py'), 'mcp', '--http', '127.0.0.1:0', *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=env,
             )
         self.url = self._wait_url(timeout=120)
+        said = re.search(r'TOKEN from (\S+)\n', self.log.read_text())
+        assert said, self.log.read_text()
+        self.token_file = pathlib.Path(said.group(1))
+        self.token = self.token_file.read_text().strip()
 
     def _wait_url(self, timeout: float) -> str:
         deadline = time.time() + timeout

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import time
@@ -158,7 +159,7 @@ def test_http_ensemble_progress_tasks_and_submit(run_dir: pathlib.Path) -> None:
     with http_server(*SMALL_JOB, '--run-dir', str(run_dir), log=run_dir.parent / 'mcp.log') as srv:
 
         async def main() -> None:
-            async with http_session(srv.url) as session:
+            async with http_session(srv.url, token=srv.token) as session:
                 progress: list[tuple[float, float | None, str | None]] = []
 
                 async def on_progress(done: float, total: float | None, message: str | None):
@@ -217,7 +218,7 @@ def test_http_cancel_stops_the_tool(run_dir: pathlib.Path) -> None:
     with http_server(*SMALL_JOB, '--run-dir', str(run_dir), log=run_dir.parent / 'mcp.log') as srv:
 
         async def main() -> None:
-            async with http_session(srv.url) as session:
+            async with http_session(srv.url, token=srv.token) as session:
                 # notifications/cancelled: the SDK's client does not send it when a
                 # request is abandoned, so it is sent here with the request's id.
                 request_id = session._request_id
@@ -273,7 +274,7 @@ def test_http_disconnect_then_reconnect_gets_the_result(run_dir: pathlib.Path) -
     with http_server(*SMALL_JOB, '--run-dir', str(run_dir), log=run_dir.parent / 'mcp.log') as srv:
 
         async def leave_mid_call() -> None:
-            async with http_session(srv.url) as session:
+            async with http_session(srv.url, token=srv.token) as session:
                 call = asyncio.ensure_future(
                     session.call_tool('mock_md', {'duration': 3, 'call_key': 'left'})
                 )
@@ -281,7 +282,7 @@ def test_http_disconnect_then_reconnect_gets_the_result(run_dir: pathlib.Path) -
                 call.cancel()  # the client goes away; nothing tells the server to cancel
 
         async def come_back() -> None:
-            async with http_session(srv.url) as session:
+            async with http_session(srv.url, token=srv.token) as session:
                 fetched = await session.call_tool('call_result', {'call_key': 'left', 'wait': 60})
                 assert fetched.structuredContent['state']['state'] == 'completed'
                 first = fetched.structuredContent['result']
@@ -330,6 +331,76 @@ def test_http_bearer_token(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> Non
                 assert result.structuredContent['status'] == 'ok'
 
         anyio.run(allowed)
+
+
+def test_http_on_loopback_needs_a_token_by_default(run_dir: pathlib.Path, tmp_path: pathlib.Path):
+    """No --token-file: a private token is made once, reused, and required; another
+    local account reads neither the token nor anything the server serves."""
+    hello = {
+        'jsonrpc': '2.0',
+        'id': 1,
+        'method': 'initialize',
+        'params': {
+            'protocolVersion': '2025-06-18',
+            'capabilities': {},
+            'clientInfo': {'name': 'test', 'version': '0'},
+        },
+    }
+    accept = {'Accept': 'application/json, text/event-stream'}
+    with http_server(*SMALL_JOB, '--run-dir', str(run_dir), log=tmp_path / 'mcp.log') as srv:
+        assert stat.S_IMODE(srv.token_file.stat().st_mode) == 0o600
+        assert len(srv.token) == 64
+        assert srv.token not in (tmp_path / 'mcp.log').read_text()  # the file is named, not it
+        assert httpx.post(srv.url, json=hello, headers=accept).status_code == 401
+        if os.geteuid() == 0 and os.path.exists('/usr/bin/python3'):
+            # Another account on the same host (a login node's loopback is everyone's),
+            # with the system's Python (the project's venv may be private to its owner).
+            stranger = subprocess.run(
+                ['/usr/bin/python3', '-c', NOBODY, srv.url, str(srv.token_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                user='nobody',
+                check=False,
+            )
+            assert stranger.stdout.split() == ['token-unreadable', '401'], stranger.stderr
+
+        async def allowed() -> None:
+            async with http_session(srv.url, token=srv.token) as session:
+                result = await session.call_tool('mock_md', {'duration': 0})
+                assert result.structuredContent['status'] == 'ok'
+
+        anyio.run(allowed)
+        first = srv.token
+    # The next server on this account reuses the same token (hosts' configs keep working).
+    with http_server('--resume', str(run_dir), log=tmp_path / 'mcp.log') as again:
+        assert again.token == first
+
+
+NOBODY = """
+import json, sys, urllib.error, urllib.request
+try:
+    open(sys.argv[2]).read()
+    print('token-read')
+except PermissionError:
+    print('token-unreadable')
+hello = {'jsonrpc': '2.0', 'id': 1, 'method': 'initialize', 'params': {}}
+request = urllib.request.Request(
+    sys.argv[1],
+    data=json.dumps(hello).encode(),
+    headers={'Accept': 'application/json, text/event-stream', 'Content-Type': 'application/json'},
+)
+try:
+    print(urllib.request.urlopen(request, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def test_token_file_is_checked_before_it_is_read(tmp_path: pathlib.Path) -> None:
+    done = _mcp('--http', '127.0.0.1:0', '--token-file', '/dev/zero')
+    assert done.returncode == 2
+    assert '/dev/zero: not a regular file' in done.stderr
 
 
 def _mcp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -403,7 +474,7 @@ def test_attach_serves_a_running_run(redis_server: Any, tmp_path: pathlib.Path) 
         with http_server('--attach', str(run_dir), log=tmp_path / 'attached.log') as attached:
 
             async def main() -> None:
-                async with http_session(attached.url) as session:
+                async with http_session(attached.url, token=attached.token) as session:
                     result = await session.call_tool('mock_md', {'duration': 0.1, 'call_key': 'a'})
                     assert result.structuredContent['status'] == 'ok'
                     assert result.structuredContent['director'] == 'director-0'

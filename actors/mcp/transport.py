@@ -1,9 +1,13 @@
 """How clients reach the server: stdio (one client, the host that spawned it) or Streamable HTTP.
 
-HTTP binds 127.0.0.1 unless told otherwise. Any other address needs a bearer
-token (``--token-file``): the server refuses to start without one, and with
-one every request must carry ``Authorization: Bearer <token>``. The token
-file must be private to the user (mode 0600 or stricter), as an SSH key.
+HTTP binds 127.0.0.1 unless told otherwise, and every request must carry
+``Authorization: Bearer <token>``, loopback included (a login node's loopback
+is shared by every user on it). Without ``--token-file`` a loopback bind uses
+the token in ``~/.hpc-tool-calling/mcp-token`` (``$HPC_TOOL_CALLING_MCP_TOKEN_FILE``),
+made once, private, as Jupyter does; any other address needs ``--token-file``
+(the server refuses to start without one). A token file must be a regular file
+private to the user (mode 0600 or stricter), as an SSH key; it is checked
+before it is read, and read only so far.
 Host and Origin headers are checked too (DNS rebinding) for loopback binds.
 """
 
@@ -15,7 +19,9 @@ import hmac
 import io
 import ipaddress
 import logging
+import os
 import pathlib
+import secrets
 import socket
 import stat
 import sys
@@ -75,12 +81,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_token(path: str | None, host: str) -> str | None:
-    """The bearer token from ``--token-file`` (required off loopback).
+TOKEN_FILE_VARIABLE = 'HPC_TOOL_CALLING_MCP_TOKEN_FILE'
+"""Where the generated token of loopback binds lives (default ``~/.hpc-tool-calling/mcp-token``)."""
+
+MAX_TOKEN_FILE = 4096
+"""Bytes of a token file read at most (``--token-file /dev/zero`` must not fill memory)."""
+
+
+def read_token(path: str | None, host: str) -> tuple[str, pathlib.Path]:
+    """The bearer token clients must send, and the file it is in.
 
     Raises:
-        ConfigurationError: If a non-loopback bind has no token, or the file
-            is missing, empty, or readable by others.
+        ConfigurationError: If a non-loopback bind has no ``--token-file``, or
+            the file is missing, not a regular file, readable by others or short.
 
     """
     if path is None:
@@ -90,21 +103,51 @@ def read_token(path: str | None, host: str) -> str | None:
                 'write one to a private file (umask 077; openssl rand -hex 32 > FILE) and give '
                 '--token-file FILE, or bind 127.0.0.1',
             )
-        return None
-    file = pathlib.Path(path)
+        return generated_token()
+    return _token_from(pathlib.Path(path), '--token-file'), pathlib.Path(path)
+
+
+def generated_token() -> tuple[str, pathlib.Path]:
+    """The token of loopback binds: made once (random, 256 bits) in a private file, then reused."""
+    default = pathlib.Path.home() / '.hpc-tool-calling' / 'mcp-token'
+    file = pathlib.Path(os.environ.get(TOKEN_FILE_VARIABLE) or default)
+    if not file.exists():
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another server made it just now: use theirs
+        except OSError as e:
+            raise ConfigurationError(
+                f'cannot write the MCP token file {file}: {e.strerror or e}; give --token-file'
+            ) from None
+        else:
+            with os.fdopen(descriptor, 'w') as out:
+                out.write(secrets.token_hex(32) + '\n')
+    return _token_from(file, 'token file'), file
+
+
+def _token_from(file: pathlib.Path, what: str) -> str:
     try:
-        mode = file.stat().st_mode
-        token = file.read_text().strip()
+        info = file.stat()
     except OSError as e:
-        raise ConfigurationError(f'--token-file {path}: {e.strerror or e}') from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(f'{what} {file}: {e.strerror or e}') from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigurationError(f'{what} {file}: not a regular file; give a file with the token')
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigurationError(
-            f'--token-file {path}: mode {stat.S_IMODE(mode):04o} lets others read the token; '
-            f'chmod 600 {path}',
+            f'{what} {file}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the token; '
+            f'chmod 600 {file}',
         )
-    if len(token) < 16:
+    try:
+        with file.open('rb') as stream:
+            token = stream.read(MAX_TOKEN_FILE).decode(errors='replace').strip()
+    except OSError as e:
+        raise ConfigurationError(f'{what} {file}: {e.strerror or e}') from None
+    if not 16 <= len(token) < MAX_TOKEN_FILE - 1 or any(c.isspace() for c in token):
         raise ConfigurationError(
-            f'--token-file {path}: the token must be at least 16 characters (openssl rand -hex 32)',
+            f'{what} {file}: the token must be one word of 16 to 4000 characters '
+            '(openssl rand -hex 32)',
         )
     return token
 
@@ -172,7 +215,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def serve_http(
     server: Server[Any, Any],
     sock: socket.socket,
-    token: str | None,
+    token: str,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve Streamable HTTP at ``http://HOST:PORT/mcp`` on a bound socket until cancelled."""
@@ -192,8 +235,7 @@ async def serve_http(
 
     # A Route (not a Mount): /mcp itself, without a redirect to /mcp/ on every request.
     app: Any = Starlette(routes=[Route(MCP_PATH, _Endpoint(sessions))], lifespan=lifespan)
-    if token is not None:
-        app = BearerAuth(app, token)
+    app = BearerAuth(app, token)
     config = uvicorn.Config(
         app, log_level='warning', lifespan='on', access_log=False, timeout_graceful_shutdown=5
     )

@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import os
+import pathlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -50,7 +51,9 @@ def build_parser() -> Parser:
         '--http',
         metavar='HOST:PORT',
         help='serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio (port 0: a free '
-        'one; an address other than loopback needs --token-file)',
+        'one). Clients must send a bearer token: on loopback the one in '
+        '~/.hpc-tool-calling/mcp-token (made once) unless --token-file; any other address '
+        'needs --token-file',
     )
     parser.add_argument(
         '--token-file',
@@ -169,7 +172,7 @@ async def _serve(
     *,
     inline_limit: int,
     sock: Any,
-    token: str | None,
+    token: tuple[str, pathlib.Path] | None,
     channel: io.BufferedWriter | None,
 ) -> None:
     from actors.mcp import transport
@@ -189,15 +192,20 @@ async def _serve(
                 assert channel is not None
                 await transport.serve_stdio(server, channel)
             else:
+                assert token is not None
+                secret, token_file = token
 
                 def ready(url: str) -> None:
+                    # The file, never the token: stderr may end in a batch log others read.
                     print(
-                        f'{prog}: run dir {front.run_dir}; serving MCP on {url}{said}',
+                        f'{prog}: run dir {front.run_dir}; serving MCP on {url}{said}\n'
+                        f'{prog}: clients send "Authorization: Bearer TOKEN", TOKEN from '
+                        f'{token_file}',
                         file=sys.stderr,
                         flush=True,
                     )
 
-                await transport.serve_http(server, sock, token, ready)
+                await transport.serve_http(server, sock, secret, ready)
         finally:
             await book.close()
 
