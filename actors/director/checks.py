@@ -237,6 +237,10 @@ def batch_keys(
     return list(call_keys)
 
 
+DEFAULT_BATCH = 4
+"""Calls in an ``md_sim_batch`` given neither ``iterations`` nor a list of ``params``."""
+
+
 def expand_batch(
     iterations: int | None,
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
@@ -252,9 +256,8 @@ def expand_batch(
         )
     if params is None or isinstance(params, Mapping):
         if iterations is None:
-            raise ConfigurationError(
-                'md_sim_batch needs iterations=N, or params as a list of one mapping per call',
-            )
+            # The pattern's own client calls md_sim_batch() bare, meaning its default of 4.
+            iterations = DEFAULT_BATCH
         return [dict(params or {})] * iterations
     if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
         raise ConfigurationError(
