@@ -7,6 +7,7 @@ a simulated job) and talks to it only through the protocol.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import pathlib
@@ -122,6 +123,7 @@ def test_stdio_tools_schemas_results_and_restart(run_dir: pathlib.Path) -> None:
             assert content['value'] is None
             link = content['value_ref']
             read = await session.read_resource(link['uri'])
+            assert read.contents[0].mimeType == 'application/json'  # as the listing says
             value = json.loads(read.contents[0].text)
             assert value == journaled(run_dir, 'first')[0]['value']
             resources = {str(r.uri) for r in (await session.list_resources()).resources}
@@ -179,9 +181,10 @@ def test_http_ensemble_progress_tasks_and_submit(run_dir: pathlib.Path) -> None:
                     f'ens/{i}' for i in range(12)
                 ]
                 done = [p[0] for p in progress]
-                assert done == sorted(done)
+                # MCP: each notification's progress MUST increase (heartbeats included).
+                assert all(a < b for a, b in itertools.pairwise(done)), done
                 assert len({d for d in done if 0 < d < 12}) >= 1  # seen part-way
-                assert progress[-1][:2] == (12, 12)
+                assert progress[-1][:2] == (pytest.approx(12), 12)
                 assert 'director-0' in progress[-1][2]
 
                 # MCP tasks: the request returns at once; the task id is the call key.
@@ -481,3 +484,18 @@ def test_attach_serves_a_running_run(redis_server: Any, tmp_path: pathlib.Path) 
 
             anyio.run(main)
     assert len(journaled(run_dir, 'a')) == 1
+
+
+def test_progress_always_increases_even_while_nothing_finishes(monkeypatch) -> None:
+    from actors.mcp import server as mcp_server
+
+    now = [100.0]
+    monkeypatch.setattr(mcp_server.time, 'monotonic', lambda: now[0])
+    progress = mcp_server.Progress()
+    values = [progress.value(0, 3)]
+    for done, later in [(0, 0), (0, 5), (0, 600), (1, 0), (1, 0), (1, 30), (3, 0), (3, 0)]:
+        now[0] += later
+        values.append(progress.value(done, 3))
+    assert all(a < b for a, b in itertools.pairwise(values)), values
+    assert values[0] == 0 and 0 < values[3] < 1 and 1 <= values[4] < 2
+    assert values[-2] == 3 and values[-1] > 3  # the total itself, first time all are done

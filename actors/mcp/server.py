@@ -21,10 +21,13 @@ import datetime
 import importlib.metadata
 import json
 import logging
+import math
+import time
 from typing import Any
 
 import mcp.types as mt
 from mcp.server.lowlevel import Server
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.shared.exceptions import McpError
 from mcp.shared.session import RequestResponder
 from pydantic import AnyUrl
@@ -113,8 +116,9 @@ def build_server(book: CallBook) -> Server[Any, Any]:
         return handlers.resources()
 
     @server.read_resource()
-    async def read_resource(uri: AnyUrl) -> str:
-        return await handlers.read(str(uri))
+    async def read_resource(uri: AnyUrl) -> list[ReadResourceContents]:
+        # Every resource is JSON, as the listing says (a bare str would go out as text/plain).
+        return [ReadResourceContents(await handlers.read(str(uri)), 'application/json')]
 
     experimental = server.experimental
     experimental.get_task()(handlers.get_task)
@@ -167,22 +171,25 @@ class _Handlers:
         """Wait for the call's end, with progress; cancel it if the client cancels."""
         context = self.server.request_context
         token = context.meta.progressToken if context.meta is not None else None
+        progress = Progress()
+
+        async def notify() -> None:
+            if token is not None:
+                value = progress.value(entry.done, entry.total)
+                await context.session.send_progress_notification(
+                    token, value, entry.total, _progress_message(entry)
+                )
+
         try:
             while not entry.ended:
-                if token is not None:
-                    await context.session.send_progress_notification(
-                        token, entry.done, entry.total, _progress_message(entry)
-                    )
+                await notify()
                 await entry.changed(HEARTBEAT)
         except asyncio.CancelledError:
             if _client_cancelled():
                 logger.info('client cancelled %s; stopping it', entry.key)
                 await asyncio.shield(self.book.cancel(entry.key))
             raise
-        if token is not None:
-            await context.session.send_progress_notification(
-                token, entry.done, entry.total, _progress_message(entry)
-            )
+        await notify()
         return _entry_result(entry)
 
     async def _status(self) -> dict[str, Any]:
@@ -345,6 +352,41 @@ def _check_sets(tool: str, sets: Any) -> list[dict[str, Any]]:
         more = f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''
         raise ConfigurationError('; '.join(problems[:5]) + more)
     return checked
+
+
+class Progress:
+    """Progress values that always increase, as MCP requires of one request's notifications.
+
+    The value is the calls done plus a share of the current step that grows with
+    the time spent on it (never reaching the next whole number), so a heartbeat
+    while nothing finishes still moves forward, and a host that resets its
+    timeout on progress keeps waiting for a long call.
+    """
+
+    def __init__(self) -> None:
+        self._last = -1.0
+        self._step = -1
+        self._since = time.monotonic()
+
+    def value(self, done: int, total: int | None = None) -> float:
+        """The next value for ``done`` calls finished: greater than every earlier one.
+
+        Once every call is done, the value is the total itself (the first time).
+        """
+        now = time.monotonic()
+        if done != self._step:
+            self._step, self._since = done, now
+        waited = now - self._since
+        finished = total is not None and done >= total
+        value = float(done) if finished else done + waited / (waited + STEP_SCALE)
+        if value <= self._last:
+            value = math.nextafter(self._last, math.inf)
+        self._last = value
+        return value
+
+
+STEP_SCALE = 60.0
+"""Seconds on one step after which its share of progress is one half."""
 
 
 def _progress_message(entry: Entry) -> str:
