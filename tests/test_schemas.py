@@ -104,3 +104,21 @@ def test_tool_call_shapes():
     ]:
         with pytest.raises(ConfigurationError, match=message):
             parse_tool_call(bad)
+
+
+def test_refusals_quote_at_most_a_few_hundred_characters():
+    # A model once sent a 10 MB argument; the refusal quoted it whole back to the model,
+    # and every later request grew by as much (31 MB).
+    huge = 'x' * 10_000_000
+    cases = [
+        ('mock_md', {'temperature': huge}),
+        ('mock_md', {huge[:5000]: 1}),
+        ('md_sim', {'tool': huge}),
+        ('mock_md', {f'bad{i}': huge[:1000] for i in range(50)}),
+    ]
+    for name, arguments in cases:
+        with pytest.raises(ConfigurationError) as refused:
+            validate_call(name, arguments)
+        assert len(str(refused.value)) < 1500, (name, len(str(refused.value)))
+    with pytest.raises(ConfigurationError, match=r"'xxx.*\.\.\. \(10000000 characters\)"):
+        validate_call('mock_md', {'temperature': huge})

@@ -42,6 +42,7 @@ from actors.client.tool_messages import error_text
 from actors.client.tool_messages import result_text
 from actors.client.tool_messages import statuses_text
 from actors.common.errors import ConfigurationError
+from actors.common.errors import quoted
 from actors.common.results import CallResult
 from actors.director.specs import export
 from actors.director.specs import validate_call
@@ -343,7 +344,7 @@ class ModelCampaign:
         """
         if call.name not in self.offered:
             raise ConfigurationError(
-                f'unknown tool {call.name!r}; available: {", ".join(self.offered)}',
+                f'unknown tool {quoted(call.name)}; available: {", ".join(self.offered)}',
             )
         return validate_call(call.name, call.arguments)
 

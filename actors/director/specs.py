@@ -15,6 +15,7 @@ from typing import Literal
 import docstring_parser
 
 from actors.common.errors import ConfigurationError
+from actors.common.errors import quoted
 from actors.director.agent import Director
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import TOOLS
@@ -117,7 +118,7 @@ def validate_call(name: str, arguments: Mapping[str, Any] | str | None) -> dict[
         tool = parsed.get('tool', DEFAULT_TOOL)
         if not isinstance(tool, str) or tool not in TOOLS:
             raise ConfigurationError(
-                f'bad arguments for {name!r}: tool {tool!r} is not one of '
+                f'bad arguments for {name!r}: tool {quoted(tool)} is not one of '
                 f'{", ".join(sorted(TOOLS))}',
             )
         rest = {k: v for k, v in parsed.items() if k != 'tool'}

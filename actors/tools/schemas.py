@@ -32,7 +32,9 @@ import docstring_parser
 import jsonschema
 import pydantic
 
+from actors.common.errors import QUOTE_LIMIT
 from actors.common.errors import ConfigurationError
+from actors.common.errors import quoted
 from actors.tools.registry import Tool
 from actors.tools.registry import get_tool
 from actors.tools.resources import RESOURCE_SCHEMA
@@ -232,11 +234,16 @@ def _tool_validator(tool: Tool) -> Any:
     return _Validator(tool_spec(tool.name).parameters)
 
 
+MAX_ERRORS = 5
+"""Problems one refusal names at most (the count of the rest is given)."""
+
+
 def _raise_errors(name: str, errors: Iterable[jsonschema.ValidationError]) -> None:
     found = sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
     if found:
-        described = '; '.join(_describe(error) for error in found)
-        raise ConfigurationError(f'bad arguments for {name!r}: {described}')
+        described = '; '.join(_describe(error) for error in found[:MAX_ERRORS])
+        more = f' (and {len(found) - MAX_ERRORS} more)' if len(found) > MAX_ERRORS else ''
+        raise ConfigurationError(f'bad arguments for {quoted(name)}: {described}{more}')
 
 
 MAX_DEPTH = 32
@@ -260,7 +267,8 @@ def check_plain(name: str, arguments: Mapping[str, Any]) -> None:
         path, value, depth = todo.pop()
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigurationError(
-                f'bad arguments for {name!r}: {path}: {value!r} is not a finite number; '
+                f'bad arguments for {name!r}: {quoted(path)[1:-1]}: {value!r} is not a finite '
+                'number; '
                 'give a finite value',
             )
         if isinstance(value, (list, tuple, dict)):
@@ -274,7 +282,14 @@ def check_plain(name: str, arguments: Mapping[str, Any]) -> None:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    path = '.'.join(str(p) for p in error.absolute_path)
+    """One problem, quoting at most ``QUOTE_LIMIT`` characters of any value."""
+    path = quoted('.'.join(str(p) for p in error.absolute_path))[1:-1]
+    message = error.message
+    whole = repr(error.instance)
+    if len(whole) > QUOTE_LIMIT:
+        message = message.replace(whole, quoted(error.instance))
+    if len(message) > 4 * QUOTE_LIMIT:  # e.g. many unexpected names, each long
+        message = message[: 4 * QUOTE_LIMIT - 3] + '...'
     if error.validator == 'additionalProperties' and not path:
-        return f'{error.message}; valid arguments: {", ".join(error.schema["properties"])}'
-    return f'{path}: {error.message}' if path else error.message
+        return f'{message}; valid arguments: {", ".join(error.schema["properties"])}'
+    return f'{path}: {message}' if path else message
