@@ -5,6 +5,12 @@ the cluster's hosts) starts real Directors on the allocation's nodes with the
 ``slurm`` site profile, runs the scenario, and prints one JSON document on
 stdout for the test (in the root namespace) to check. Everything in it is
 measured here; nothing is asserted (the tests do that).
+
+``moves`` also runs with another profile: ``--site pbs --launcher-args '-launcher
+ssh --ppn 1'`` from the PBS "mom" host with ``$PBS_NODEFILE`` set (the nodes come
+from it, pools start through ``mpiexec`` over ssh; ``tests/test_pbs_cluster.py``),
+and ``--override KEY=VALUE`` replaces one text field of the profile (e.g.
+``bind_cmd=--bind-to`` for a PALS profile run with MPICH's hydra).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from actors.coordinator.policy import ElasticPolicy
 from actors.job.partition import discover_nodes
 from actors.job.partition import split_nodes
 from actors.job.partition import write_partitions
+from actors.site.profile import SiteProfile
 from actors.site.profile import load_site
 
 
@@ -78,15 +85,19 @@ def _batch(manager: Any, handle: Any, calls: int, duration: float) -> Any:
     return call(manager, handle, 'md_sim_batch', iterations=calls, params={'duration': duration})
 
 
-async def moves(run_dir: pathlib.Path) -> dict[str, Any]:
-    """Uneven load: nodes move from director-0 to director-1; then director-0 gets calls again."""
+async def moves(run_dir: pathlib.Path, site: SiteProfile | None = None) -> dict[str, Any]:
+    """Uneven load: nodes move from director-0 to director-1; then director-0 gets calls again.
+
+    ``site`` is the ``slurm`` profile unless given (``main``'s ``--site``).
+    """
+    profile = site if site is not None else load_site('slurm')
     nodes, _ = discover_nodes()
     parts = write_partitions(split_nodes(nodes, count=2), run_dir)
     policy = ElasticPolicy(floor=0, patience=0.5, settle=2.0, period=0.2)
     manager = await Manager.from_exchange_factory(LocalExchangeFactory())
     async with manager:
         handles = await launch_directors(
-            manager, parts, load_site('slurm'), str(run_dir), workers_per_node=2, policy=policy
+            manager, parts, profile, str(run_dir), workers_per_node=2, policy=policy
         )
         await wait_ready(manager, handles, timeout=120)
         seen: list[Any] = []
@@ -107,6 +118,13 @@ async def moves(run_dir: pathlib.Path) -> dict[str, Any]:
             stop.set()
             await watch
     return {
+        'site': {
+            'name': profile.name,
+            'launcher': profile.launcher,
+            'launcher_args': profile.launcher_args,
+            'bind_cmd': profile.bind_cmd,
+            'interface': profile.interface,
+        },
         'partitions': [list(p.nodes) for p in parts],
         'light': [_result(r) for r in light],
         'heavy': [_result(r) for r in heavy],
@@ -165,6 +183,26 @@ async def mpi(run_dir: pathlib.Path) -> dict[str, Any]:
 
 
 SCENARIOS = {'moves': moves, 'mpi': mpi}
+WITH_SITE = frozenset({'moves'})
+"""Scenarios that take another site profile (``--site``, ``--launcher-args``, ``--override``)."""
+
+
+def _profile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SiteProfile | None:
+    """The profile ``--site``/``--launcher-args``/``--override`` ask for (None: the default)."""
+    if args.site is None and args.launcher_args is None and not args.override:
+        return None
+    if args.name not in WITH_SITE:
+        parser.error(f'{args.name} runs with the slurm profile only')
+    texts = {f.name for f in dataclasses.fields(SiteProfile) if f.type in ('str', str)}
+    texts.discard('name')
+    changes: dict[str, str] = {}
+    for item in args.override:
+        key, sep, value = item.partition('=')
+        if not sep or key not in texts:
+            parser.error(f'--override {item!r}: give KEY=VALUE, KEY one of {sorted(texts)}')
+        changes[key] = value
+    profile = load_site(args.site or 'slurm').with_overrides(launcher_args=args.launcher_args)
+    return profile.with_overrides(**changes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m tests.slurm_scenarios')
     parser.add_argument('name', choices=sorted(SCENARIOS))
     parser.add_argument('run_dir', type=pathlib.Path)
+    parser.add_argument('--site', help='site profile (moves only; default slurm)')
+    parser.add_argument('--launcher-args', help="replace the profile's launcher_args")
+    parser.add_argument(
+        '--override',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='replace a text field of the profile (bind_cmd, interface, ...)',
+    )
     args = parser.parse_args(argv)
+    profile = _profile(args, parser)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    found = asyncio.run(SCENARIOS[args.name](args.run_dir))
+    if profile is None:
+        found = asyncio.run(SCENARIOS[args.name](args.run_dir))
+    else:
+        found = asyncio.run(moves(args.run_dir, profile))
     json.dump(found, sys.stdout, default=dataclasses.asdict)
     return 0
 
