@@ -141,3 +141,53 @@ def test_runs_with_the_venv_not_activated(tmp_path: pathlib.Path):
     results = json.loads(done.stdout)['results']
     assert len(results) == 2 * (1 + 1)
     assert all(r['ok'] for r in results), results
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ('how', 'exchange'),
+    [('ctrl-c', 'http'), ('ctrl-c', 'local'), ('sigterm', 'local')],
+)
+def test_stopping_a_run_says_one_line_and_how_to_finish(
+    how: str, exchange: str, tmp_path: pathlib.Path
+):
+    # Ctrl-C at a terminal signals the whole foreground process group (the spawned HTTP
+    # exchange and the interchanges died first: 2,256 lines ending in ECONNREFUSED);
+    # a batch scheduler's scancel or qdel sends SIGTERM.
+    import os
+    import signal
+    import time
+
+    run_dir = tmp_path / 'run'
+    err = tmp_path / 'err.txt'
+    with open(err, 'w') as stream:
+        run = subprocess.Popen(
+            [sys.executable, LAUNCH, '--exchange', exchange, '--simulate-nodes', '2',
+             '--partitions', '1', '--iterations', '30', '--duration', '1',
+             '--run-dir', str(run_dir), '--quiet'],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )  # fmt: skip
+    try:
+        journal = run_dir / 'journal' / 'director-0.jsonl'
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and journal.read_text().count('\n') >= 2):
+            assert run.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        if how == 'ctrl-c':
+            os.killpg(run.pid, signal.SIGINT)
+        else:
+            run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=90) == 130
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    said = err.read_text()
+    assert 'Traceback' not in said and 'ECONNREFUSED' not in said, said[-3000:]
+    assert said.count('\n') <= 3, said[-3000:]
+    assert f'launch.py: stopped; finished calls are in {run_dir}/journal' in said
+    assert f'finish with: launch.py --resume {run_dir}' in said

@@ -144,6 +144,7 @@ def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path
         command = executor.interchange_launch_cmd
         assert command[0] == 'env' and command[2] == sys.executable
         assert command[-1].endswith('parsl/executors/high_throughput/interchange.py')
+        assert 'os.setsid()' in command[-2]  # Ctrl-C at the terminal is the Director's
         assert command[1].startswith(f'PYTHONPATH={shadow}')
         # Last, after the profile's own worker_init.
         provider = executor.provider
@@ -155,7 +156,7 @@ def test_lean_imports_reach_the_block_and_the_interchange(tmp_path: pathlib.Path
     config = build_config(partition, plain, tmp_path / 'plain', mpi=True)
     for executor in config.executors:
         assert executor.interchange_launch_cmd[0] == sys.executable
-        assert len(executor.interchange_launch_cmd) == 2
+        assert executor.interchange_launch_cmd[-1].endswith('interchange.py')
         assert 'PYTHONPATH' not in executor.provider.worker_init
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import urllib.parse
@@ -27,8 +28,11 @@ from academy.exchange import ExchangeFactory
 from academy.exchange import HttpExchangeFactory
 from academy.exchange import LocalExchangeFactory
 from academy.exchange import RedisExchangeFactory
+from academy.exchange.cloud.app import _run as serve_exchange
 from academy.exchange.cloud.client import DEFAULT_EXCHANGE_URL
-from academy.exchange.cloud.client import spawn_http_exchange
+from academy.exchange.cloud.client import wait_connection
+from academy.exchange.cloud.config import ExchangeServingConfig
+from academy.exchange.cloud.config import LogConfig
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError
@@ -182,6 +186,39 @@ def validate_exchange(spec: str) -> str:
 
 
 @contextlib.contextmanager
+def spawned_http_exchange(host: str, port: int, timeout: float) -> Iterator[HttpExchangeFactory]:
+    """Academy's HTTP exchange in a child process of its own session, until the block ends.
+
+    As Academy's ``spawn_http_exchange``, except that the child leaves this
+    process's session: a Ctrl-C at the terminal reaches the client, which then
+    stops its Directors over the exchange, instead of killing the exchange
+    first (thousands of lines of ``ECONNREFUSED``). Its server logs only
+    critical errors (they would go to this process's stdout, which holds the
+    CLI's ``--json``).
+    """
+    config = ExchangeServingConfig(host=host, port=port, logger=LogConfig(level=logging.CRITICAL))
+    process = multiprocessing.get_context('spawn').Process(
+        target=_serve_in_own_session, args=(config,), name='http-exchange'
+    )
+    process.start()
+    try:
+        wait_connection(host, port, timeout=timeout)
+        yield HttpExchangeFactory(f'http://{host}:{port}')
+    finally:
+        process.terminate()
+        process.join(timeout=5)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+        process.close()
+
+
+def _serve_in_own_session(config: ExchangeServingConfig) -> None:
+    os.setsid()
+    serve_exchange(config)
+
+
+@contextlib.contextmanager
 def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
     """Yield an exchange factory for ``spec``; tear down what was spawned.
 
@@ -195,9 +232,7 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
     elif spec == 'http':
         # Its server logs to this process's stdout, which holds the CLI's results
         # (--json); what goes wrong there reaches the clients as errors anyway.
-        with spawn_http_exchange(
-            '127.0.0.1', free_port(), level=logging.CRITICAL, timeout=30
-        ) as factory:
+        with spawned_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
             yield factory
     elif spec == 'hosted':
         # Connecting logs in through Globus Auth: fail now rather than wait on stdin.

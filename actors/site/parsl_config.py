@@ -154,11 +154,21 @@ def interchange_command(profile: SiteProfile, work_dir: str | os.PathLike[str]) 
     shadows of ``actors.site.lean_imports`` come first on ``PYTHONPATH`` unless
     the profile turns them off.
     """
-    command = [sys.executable, _interchange_script()]
+    # In a session of its own: a Ctrl-C at the terminal (SIGINT to the foreground process
+    # group) is the Director's to handle; it stops the interchange in order, not mid-poll
+    # with a traceback.
+    command = [sys.executable, '-c', _OWN_SESSION, _interchange_script()]
     if not profile.lean_imports:
         return command
     path = python_path(shadow_dir(work_dir), os.environ.get('PYTHONPATH'))
     return ['env', f'PYTHONPATH={path}', *command]
+
+
+_OWN_SESSION = (
+    'import os, runpy, sys; os.setsid(); sys.argv = sys.argv[1:]; '
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+"""Runs the script named first on the command line in a new session (same process)."""
 
 
 def _interchange_script() -> str:
