@@ -298,6 +298,20 @@ def test_http_disconnect_then_reconnect_gets_the_result(run_dir: pathlib.Path) -
     assert record['status'] == 'ok'
 
 
+HELLO = {
+    'jsonrpc': '2.0',
+    'id': 1,
+    'method': 'initialize',
+    'params': {
+        'protocolVersion': '2025-06-18',
+        'capabilities': {},
+        'clientInfo': {'name': 'test', 'version': '0'},
+    },
+}
+"""A raw ``initialize`` request, as a client without the SDK sends it."""
+ACCEPT = {'Accept': 'application/json, text/event-stream'}
+
+
 def test_http_bearer_token(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
     """With --token-file, a request without the token or with a wrong one gets 401."""
     token = 'a' * 24 + 'b' * 8
@@ -306,20 +320,9 @@ def test_http_bearer_token(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> Non
     token_file.chmod(0o600)
     args = (*SMALL_JOB, '--run-dir', str(run_dir), '--token-file', str(token_file))
     with http_server(*args, log=tmp_path / 'mcp.log') as srv:
-        hello = {
-            'jsonrpc': '2.0',
-            'id': 1,
-            'method': 'initialize',
-            'params': {
-                'protocolVersion': '2025-06-18',
-                'capabilities': {},
-                'clientInfo': {'name': 'test', 'version': '0'},
-            },
-        }
-        accept = {'Accept': 'application/json, text/event-stream'}
-        assert httpx.post(srv.url, json=hello, headers=accept).status_code == 401
-        wrong = {**accept, 'Authorization': 'Bearer ' + 'x' * 32}
-        assert httpx.post(srv.url, json=hello, headers=wrong).status_code == 401
+        assert httpx.post(srv.url, json=HELLO, headers=ACCEPT).status_code == 401
+        wrong = {**ACCEPT, 'Authorization': 'Bearer ' + 'x' * 32}
+        assert httpx.post(srv.url, json=HELLO, headers=wrong).status_code == 401
 
         async def refused() -> None:
             async with http_session(srv.url) as session:
@@ -339,22 +342,11 @@ def test_http_bearer_token(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> Non
 def test_http_on_loopback_needs_a_token_by_default(run_dir: pathlib.Path, tmp_path: pathlib.Path):
     """No --token-file: a private token is made once, reused, and required; another
     local account reads neither the token nor anything the server serves."""
-    hello = {
-        'jsonrpc': '2.0',
-        'id': 1,
-        'method': 'initialize',
-        'params': {
-            'protocolVersion': '2025-06-18',
-            'capabilities': {},
-            'clientInfo': {'name': 'test', 'version': '0'},
-        },
-    }
-    accept = {'Accept': 'application/json, text/event-stream'}
     with http_server(*SMALL_JOB, '--run-dir', str(run_dir), log=tmp_path / 'mcp.log') as srv:
         assert stat.S_IMODE(srv.token_file.stat().st_mode) == 0o600
         assert len(srv.token) == 64
         assert srv.token not in (tmp_path / 'mcp.log').read_text()  # the file is named, not it
-        assert httpx.post(srv.url, json=hello, headers=accept).status_code == 401
+        assert httpx.post(srv.url, json=HELLO, headers=ACCEPT).status_code == 401
         if os.geteuid() == 0 and os.path.exists('/usr/bin/python3'):
             # Another account on the same host (a login node's loopback is everyone's),
             # with the system's Python (the project's venv may be private to its owner).

@@ -42,6 +42,19 @@ def _json_of(stdout: str) -> dict:
     return json.loads(stdout[stdout.index('{') :])
 
 
+def _launch_in_allocation(
+    allocation: list[str], run_dir: pathlib.Path, *flags: str, timeout: float = 220
+) -> subprocess.CompletedProcess[str]:
+    """``salloc ALLOCATION launch.py --site slurm FLAGS --run-dir RUN --json`` on the login host."""
+    return on_host(
+        'ctl',
+        ['salloc', *allocation, PYTHON, LAUNCH, '--site', 'slurm', *flags,
+         '--run-dir', str(run_dir), '--json'],
+        cwd=run_dir.parent,
+        timeout=timeout,
+    )  # fmt: skip
+
+
 def _check_placements(run_dir: pathlib.Path, nodes: set[str]) -> None:
     placements = [p for p in pool_placements(run_dir) if p.meant_for is not None]
     assert placements, f'no pool registered under {run_dir}'
@@ -54,27 +67,8 @@ def _check_placements(run_dir: pathlib.Path, nodes: set[str]) -> None:
 def test_launch_in_an_salloc_allocation(mode: str, tmp_path: pathlib.Path):
     run_dir = tmp_path / 'run'
     flags = ['--static'] if mode == 'static' else []
-    done = on_host(
-        'ctl',
-        [
-            'salloc',
-            '-N',
-            '4',
-            PYTHON,
-            LAUNCH,
-            '--site',
-            'slurm',
-            *flags,
-            '--iterations',
-            '6',
-            '--duration',
-            '0.5',
-            '--run-dir',
-            str(run_dir),
-            '--json',
-        ],
-        cwd=tmp_path,
-        timeout=220,
+    done = _launch_in_allocation(
+        ['-N', '4'], run_dir, *flags, '--iterations', '6', '--duration', '0.5'
     )
     assert done.returncode == 0, done.stderr[-3000:]
     doc = _json_of(done.stdout)
@@ -185,25 +179,7 @@ def test_the_allocations_time_limit_drains_the_run_and_resume_finishes_it(
     # salloc --time=1: one minute; Slurm 22.05 sets no SLURM_JOB_END_TIME (squeue tells).
     run_dir = tmp_path / 'run'
     work = ['--static', '--iterations', '40', '--duration', '3', '--drain-margin', '45']
-    done = on_host(
-        'ctl',
-        [
-            'salloc',
-            '-N',
-            '2',
-            '--time=1',
-            PYTHON,
-            LAUNCH,
-            '--site',
-            'slurm',
-            *work,
-            '--run-dir',
-            str(run_dir),
-            '--json',
-        ],
-        cwd=tmp_path,
-        timeout=120,
-    )
+    done = _launch_in_allocation(['-N', '2', '--time=1'], run_dir, *work, timeout=120)
     assert done.returncode == 1, done.stderr[-3000:]
     assert 'draining: the allocation ends in' in done.stderr
     assert f'finish with: launch.py --resume {run_dir}' in done.stderr
@@ -260,31 +236,10 @@ def test_scancel_mid_run_stops_with_the_resume_hint_and_resume_finishes_it(
 @pytest.mark.timeout(240)
 def test_directors_in_separate_processes_over_the_http_exchange(tmp_path: pathlib.Path):
     run_dir = tmp_path / 'run'
-    done = on_host(
-        'ctl',
-        [
-            'salloc',
-            '-N',
-            '4',
-            PYTHON,
-            LAUNCH,
-            '--site',
-            'slurm',
-            '--executor',
-            'process',
-            '--exchange',
-            'http',
-            '--iterations',
-            '6',
-            '--duration',
-            '0.5',
-            '--run-dir',
-            str(run_dir),
-            '--json',
-        ],
-        cwd=tmp_path,
-        timeout=220,
-    )
+    done = _launch_in_allocation(
+        ['-N', '4'], run_dir, '--executor', 'process', '--exchange', 'http', '--iterations', '6',
+        '--duration', '0.5',
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = _json_of(done.stdout)['results']
     assert len(results) == 2 * (1 + 6) and all(r['ok'] for r in results)
