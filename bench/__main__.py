@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from actors.common.errors import ConfigurationError
 from bench import cli
 from bench import elastic
 from bench import encryption
@@ -33,8 +34,11 @@ from bench import scale
 from bench import startup
 from bench import throughput
 from bench import utilization
+from bench.common import SITE
+from bench.common import AllocationError
 from bench.common import Options
 from bench.common import Ratio
+from bench.common import use_site
 
 BENCHMARKS: dict[str, ModuleType] = {
     'throughput': throughput,
@@ -48,6 +52,9 @@ BENCHMARKS: dict[str, ModuleType] = {
     'elastic': elastic,
     'encryption': encryption,
 }
+
+REAL_SITE = ('elastic',)
+"""Benchmarks that run on a real allocation (``--site``); the others simulate their job."""
 
 
 def render_table(rows: Sequence[Ratio]) -> None:
@@ -84,6 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         '--rounds', type=int, default=6, help='alternating throughput/startup rounds per side'
     )
+    parser.add_argument(
+        '--imbalanced',
+        type=_imbalanced,
+        default=Options.imbalanced,
+        metavar='LIGHT,HEAVY,SECONDS',
+        help="elastic's uneven load: calls to Director 0 and to Director 1, seconds each "
+        '(default 8,72,2)',
+    )
+    parser.add_argument(
+        '--site',
+        default=SITE,
+        help=f'site profile (default {SITE}, a simulated job); another runs inside a batch '
+        f'allocation on its nodes, only for: {", ".join(REAL_SITE)}',
+    )
     parser.add_argument('--output', default='bench-results.json', help='JSON results file')
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -91,13 +112,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f'unknown benchmark {unknown[0]!r}; choose from {", ".join(BENCHMARKS)}')
     if args.calls < 1 or args.rounds < 1:
         parser.error('--calls and --rounds must be >= 1')
+    if args.site != SITE:
+        if not args.names or set(args.names) - set(REAL_SITE):
+            parser.error(f'--site {args.site} runs only: {", ".join(REAL_SITE)} (name it)')
+        try:
+            use_site(args.site)
+        except ConfigurationError as e:
+            parser.error(str(e))
     logging.basicConfig(level=logging.WARNING)
-    options = Options(quick=args.quick, calls=args.calls, rounds=args.rounds)
+    options = Options(
+        quick=args.quick, calls=args.calls, rounds=args.rounds, imbalanced=args.imbalanced
+    )
     results: dict[str, Any] = {
         'created': time.time(),
         'host': platform.node(),
         'python': platform.python_version(),
         'quick': args.quick,
+        'site': args.site,
         'load_average_before': os.getloadavg(),
         'seconds': {},
         'steal_fraction': {},
@@ -106,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='bench-') as tmp:
         for name in args.names or list(BENCHMARKS):
             start, cpu_before = time.perf_counter(), psutil.cpu_times()
-            found, ratios = BENCHMARKS[name].run(_fresh_dir(tmp, name), options)
+            try:
+                found, ratios = BENCHMARKS[name].run(_fresh_dir(tmp, name), options)
+            except AllocationError as e:
+                parser.exit(2, f'python -m bench: {name}: {e}\n')
             results['seconds'][name] = time.perf_counter() - start
             stolen = steal_fraction(cpu_before, psutil.cpu_times())
             results['steal_fraction'][name] = stolen
@@ -141,6 +175,18 @@ def steal_fraction(before: Any, after: Any) -> float:
     total = sum(after) - sum(before)
     stolen = getattr(after, 'steal', 0.0) - getattr(before, 'steal', 0.0)
     return stolen / total if total > 0 else 0.0
+
+
+def _imbalanced(text: str) -> tuple[int, int, float]:
+    """``--imbalanced LIGHT,HEAVY,SECONDS``: two call counts >= 1 and a duration > 0."""
+    try:
+        light, heavy, seconds = text.split(',')
+        load = (int(light), int(heavy), float(seconds))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not LIGHT,HEAVY,SECONDS') from None
+    if min(load[:2]) < 1 or not load[2] > 0:
+        raise argparse.ArgumentTypeError(f'{text!r}: counts must be >= 1 and seconds > 0')
+    return load
 
 
 def _fresh_dir(tmp: str, name: str) -> pathlib.Path:

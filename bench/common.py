@@ -3,6 +3,10 @@
 Both sides of every comparison are built from the same site profile and
 ``actors.site.parsl_config.build_config`` for a partition of the same shape, so a
 ratio measures what the Director layer adds and nothing else.
+
+The profile is the simulated job (``local``) unless ``python -m bench --site
+NAME`` chose a real one (``use_site``); there the partitions are the batch
+allocation's nodes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from parsl.dataflow.dflow import DataFlowKernel
 from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
 from actors.job.partition import Partition
+from actors.job.partition import discover_nodes
 from actors.job.partition import simulated_nodes
 from actors.job.partition import split_nodes
 from actors.job.partition import write_partitions
@@ -42,6 +47,16 @@ SITE = 'local'
 READY_TIMEOUT = 180.0
 
 
+@dataclasses.dataclass
+class _Chosen:
+    """What ``python -m bench`` chose for every benchmark of the run."""
+
+    site: str = SITE
+
+
+_CHOSEN = _Chosen()
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Knobs shared by all benchmarks.
@@ -50,12 +65,15 @@ class Options:
         quick: Smaller sizes (about a minute per benchmark instead of several).
         calls: No-op calls per throughput measurement.
         rounds: Alternating rounds per side where a benchmark alternates.
+        imbalanced: ``elastic``'s uneven load: calls to Director 0, calls to
+            Director 1, seconds per call.
 
     """
 
     quick: bool = False
     calls: int = 3000
     rounds: int = 6
+    imbalanced: tuple[int, int, float] = (8, 72, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +103,53 @@ class Ratio:
         return self.value <= self.target if self.at_most else self.value >= self.target
 
 
+class AllocationError(RuntimeError):
+    """A real site's batch allocation cannot hold a benchmark (too few nodes, or none)."""
+
+
+def use_site(name: str) -> None:
+    """Run the benchmarks on the site profile ``name`` (``python -m bench --site``).
+
+    Args:
+        name: A profile under ``configs/``; ``local`` is the simulated job.
+
+    """
+    load_site(name)  # an unknown or broken profile fails here, before anything starts
+    _CHOSEN.site = name
+
+
 def profile() -> SiteProfile:
-    """The site profile every benchmark uses (a simulated job on this machine)."""
-    return load_site(SITE)
+    """The site profile every benchmark uses (the simulated job unless ``use_site`` chose one)."""
+    return load_site(_CHOSEN.site)
+
+
+def job_nodes(nodes: int) -> list[str]:
+    """The first ``nodes`` nodes of the job: made up on the simulated job, else the allocation's.
+
+    Raises:
+        AllocationError: On a real site, outside an allocation or in one of fewer nodes.
+
+    """
+    site = profile()
+    if site.scheduler == 'none':
+        return simulated_nodes(nodes)
+    found, source = discover_nodes()
+    if source.kind == 'simulated':
+        raise AllocationError(
+            f'--site {site.name} runs inside a batch allocation of {nodes} nodes '
+            f'(no SLURM_JOB_NODELIST or PBS_NODEFILE here), e.g. salloc -N {nodes}'
+        )
+    if len(found) < nodes:
+        raise AllocationError(
+            f'the allocation has {len(found)} node(s) ({source.kind} {source.detail}); '
+            f'this benchmark needs {nodes}'
+        )
+    return found[:nodes]
 
 
 def partitions(root: pathlib.Path, nodes: int, count: int) -> list[Partition]:
-    """Write ``count`` partitions of a simulated ``nodes``-node job under ``root``."""
-    return write_partitions(split_nodes(simulated_nodes(nodes), count=count), root)
+    """Write ``count`` partitions of a ``nodes``-node job (``job_nodes``) under ``root``."""
+    return write_partitions(split_nodes(job_nodes(nodes), count=count), root)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
 """Elastic nodes: do idle nodes move to the Director with the work, and what does a move cost?
 
-On a simulated 4-node job (2 partitions x 2 nodes x 2 workers per node),
+On a 4-node job (2 partitions x 2 nodes x 2 workers per node), simulated on
+this machine or, with ``--site``, the first 4 nodes of a real allocation,
 measured in the same run:
 
-1. Imbalanced load: Director 0 gets ``LIGHT`` calls of ``IMBALANCED_S``
-   seconds, Director 1 gets ``HEAVY``, all sent at once; static partitions
+1. Imbalanced load (``Options.imbalanced``, ``--imbalanced``): Director 0 gets
+   ``LIGHT`` calls of ``SECONDS``, Director 1 gets ``HEAVY``, all sent at once; static partitions
    (``elastic=False``) against elastic ones. Job utilisation is busy
    slot-seconds (each call's end - start) / (all 8 slots x makespan, first
    call sent to last call ended). With the default floor of 1 node per
@@ -54,6 +55,7 @@ from actors.store.moves import read_moves
 from bench.common import READY_TIMEOUT
 from bench.common import Options
 from bench.common import Ratio
+from bench.common import job_nodes
 from bench.common import partitions
 from bench.common import profile
 
@@ -61,7 +63,6 @@ NODES = 4
 DIRECTORS = 2
 WORKERS_PER_NODE = 2
 SLOTS = NODES * WORKERS_PER_NODE
-LIGHT, HEAVY, IMBALANCED_S = 8, 72, 2.0
 BALANCED, BALANCED_S = 36, 1.0
 MPI_CALLS = ((1, 2.0), (2, 2.0), (1, 1.5), (2, 2.0), (1, 2.0), (2, 1.5))
 SINGLE_CALLS, SINGLE_S = 20, 1.0
@@ -233,6 +234,8 @@ async def _side(
     elastic: bool,
     policy: ElasticPolicy | None,
     balanced_rounds: int,
+    *,
+    load: tuple[int, int, float],
 ) -> dict[str, Any]:
     """One group of Directors: balanced rounds first (nodes stay put), then the imbalanced load."""
     found: dict[str, Any] = {'balanced': []}
@@ -252,7 +255,8 @@ async def _side(
                 flush=True,
             )
         before = [tuple((await call(manager, h, 'status')).nodes) for h in handles]
-        sent, spans = await _batches(manager, handles, [LIGHT, HEAVY], IMBALANCED_S)
+        light, heavy, seconds = load
+        sent, spans = await _batches(manager, handles, [light, heavy], seconds)
         statuses = [await call(manager, h, 'status') for h in handles]
     found.update(
         names=names,
@@ -267,7 +271,7 @@ async def _side(
     found['utilisation'] = utilisation(spans, SLOTS, sent)
     found['makespan'] = max(s.end for s in spans) - sent
     print(
-        f'  {label}: imbalanced {LIGHT}+{HEAVY} calls of {IMBALANCED_S:g}s: makespan '
+        f'  {label}: imbalanced {light}+{heavy} calls of {seconds:g}s: makespan '
         f'{found["makespan"]:.2f}s, job utilisation {found["utilisation"]:.3f}; nodes '
         f'{" / ".join(",".join(n) for n in found["after"])}',
         flush=True,
@@ -307,8 +311,10 @@ async def _mpi_mix(root: pathlib.Path) -> tuple[list[Span], int]:
     return [Span.of(r) for r in results], WORKERS_PER_NODE
 
 
-async def measure(root: pathlib.Path, rounds: int) -> dict[str, Any]:
-    """Every part, one group of Directors at a time."""
+async def measure(
+    root: pathlib.Path, rounds: int, load: tuple[int, int, float] = Options.imbalanced
+) -> dict[str, Any]:
+    """Every part, one group of Directors at a time (``load``: the imbalanced calls)."""
     found: dict[str, Any] = {}
     sides = (
         ('static', False, None),
@@ -320,7 +326,12 @@ async def measure(root: pathlib.Path, rounds: int) -> dict[str, Any]:
         balanced = rounds if label != 'elastic floor=1' else 0
         print(f'  {label}: starting Directors', flush=True)
         found[label] = await _side(
-            root / label.replace(' ', '-').replace('=', ''), label, elastic, policy, balanced
+            root / label.replace(' ', '-').replace('=', ''),
+            label,
+            elastic,
+            policy,
+            balanced,
+            load=load,
         )
     print('  mpi mix: starting one Director', flush=True)
     found['mpi'] = await _mpi_mix(root / 'mpi')
@@ -356,13 +367,16 @@ def _median_max(values: Sequence[float]) -> str:
 def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Ratio]]:
     """``python -m bench elastic``: static vs elastic partitions, move times, the MPI check."""
     rounds = 1 if options.quick else 3
+    light, heavy, seconds = options.imbalanced
+    nodes = job_nodes(NODES)  # a real allocation too small is refused before anything starts
     print(
         f'elastic: {DIRECTORS} partitions x {NODES // DIRECTORS} nodes x {WORKERS_PER_NODE} '
-        f'workers; imbalanced {LIGHT} vs {HEAVY} calls of {IMBALANCED_S:g}s, balanced '
-        f'{BALANCED}+{BALANCED} calls of {BALANCED_S:g}s x{rounds}; policy {POLICY}',
+        f'workers on {",".join(nodes)} (site {profile().name}); imbalanced {light} vs {heavy} '
+        f'calls of {seconds:g}s, balanced {BALANCED}+{BALANCED} calls of {BALANCED_S:g}s '
+        f'x{rounds}; policy {POLICY}',
         flush=True,
     )
-    found = asyncio.run(measure(root, rounds))
+    found = asyncio.run(measure(root, rounds, options.imbalanced))
     static, elastic, floor1 = found['static'], found['elastic floor=0'], found['elastic floor=1']
     ratio = elastic['utilisation'] / static['utilisation']
     moves = _moves(elastic)
@@ -380,7 +394,7 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     )
     print(
         f'  makespans: static {static["makespan"]:.2f}s, floor=0 {elastic["makespan"]:.2f}s, '
-        f'floor=1 {floor1["makespan"]:.2f}s (ideal {(LIGHT + HEAVY) * IMBALANCED_S / SLOTS:.1f}s)'
+        f'floor=1 {floor1["makespan"]:.2f}s (ideal {(light + heavy) * seconds / SLOTS:.1f}s)'
     )
     for label, m in (('floor=0', moves), ('floor=1', moves1)):
         print(
@@ -404,6 +418,9 @@ def run(root: pathlib.Path, options: Options) -> tuple[dict[str, Any], list[Rati
     for line in violations[:10]:
         print(f'    {line}')
     results = {
+        'elastic_site': profile().name,
+        'elastic_nodes': nodes,
+        'elastic_imbalanced': [light, heavy, seconds],
         'elastic_utilisation_static': static['utilisation'],
         'elastic_utilisation': elastic['utilisation'],
         'elastic_utilisation_floor1': floor1['utilisation'],
