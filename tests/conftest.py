@@ -188,3 +188,11 @@ def run_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Made-up test hosts resolve on loopback for the session (``tests/made_up_hosts.py``)."""
+    from tests.made_up_hosts import made_up_hosts
+    from tests.made_up_hosts import resolve_locally
+
+    config.made_up_hosts_unresolved = resolve_locally(made_up_hosts())  # type: ignore[attr-defined]

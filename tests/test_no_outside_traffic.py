@@ -127,3 +127,30 @@ def test_a_run_connects_to_nothing_outside_the_machine(site_args, tmp_path: path
     trace = trace_file.read_text()
     assert 'connect(' in trace  # the trace saw the run's own loopback connections
     assert outside_addresses(trace) == []
+
+
+def test_hydra_finds_the_made_up_hosts_without_dns(
+    tmp_path: pathlib.Path, pytestconfig: pytest.Config
+):
+    # MPICH's hydra looks up every host it is given; the session gives the tests' made-up
+    # hosts loopback addresses (tests/made_up_hosts.py) so no lookup leaves the machine.
+    import socket
+
+    unresolved = getattr(pytestconfig, 'made_up_hosts_unresolved', 'not configured')
+    if unresolved:
+        pytest.skip(f'made-up hosts resolve through DNS here: {unresolved}')
+    if shutil.which('strace') is None:
+        pytest.skip('strace is not installed (apt-get install strace)')
+    assert socket.gethostbyname('sim-node-001') == '127.0.0.1'
+    trace = tmp_path / 'hydra.trace'
+    mpiexec = pathlib.Path(sys.executable).parent / 'mpiexec'
+    done = subprocess.run(
+        ['strace', '-f', '-qq', '-e', 'trace=connect', '-o', str(trace), str(mpiexec),
+         '-launcher', 'fork', '-hosts', 'sim-node-001,x4102c5s0b0n0', '-n', '2', 'true'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert outside_addresses(trace.read_text()) == []
