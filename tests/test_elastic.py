@@ -375,6 +375,8 @@ def test_mpi_and_single_slot_calls_never_share_a_node(run_dir: pathlib.Path):
         assert len(r.nodes) == r.resources['num_nodes']
     # From the calls' recorded nodes and times: no node ever held more than its 2 slots.
     assert max(_overlaps(single + mpi, 2).values()) <= 2
+    # A node drained for an MPI call let its running calls finish: none was stopped and rerun.
+    assert [r.attempts for r in single] == [1] * 16
     # After the MPI calls every node has its pool back.
     assert set(status.node_roles.values()) == {'pool'} and status.slots == 8
 

@@ -252,6 +252,9 @@ class NodePools:
         if block is not None:
             managers = await self.look() or []
             await hold_block(executor, block, managers)
+            # Look again once held: calls handed to the pool between the first look and the
+            # hold must finish too (they were stopped with the block and run again).
+            await self.look()
             until = time.monotonic() + deadline
             while node in self._connected and self._tasks.get(node) and time.monotonic() < until:
                 await asyncio.sleep(LOOK_INTERVAL)
