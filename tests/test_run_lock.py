@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from actors.cli.plan import fresh_run_dir
+from actors.store.run_dirs import fresh_run_dir
 from actors.store.run_lock import RunDirInUseError
 from actors.store.run_lock import lock_run_dir
 from actors.store.run_lock import release_run_dir
