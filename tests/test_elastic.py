@@ -288,13 +288,29 @@ def test_a_leaving_node_past_its_deadline_reruns_its_calls_once(run_dir: pathlib
     async def main():
         async with running_directors(run_dir, partitions=1, nodes=2) as (manager, (h,), _):
             batch = asyncio.ensure_future(_batch(manager, h, 4, 3))
-            await asyncio.sleep(1.5)
-            load = await call(manager, h, 'node_load')
-            # The pool that prefetched the calls (its node is not idle) leaves.
-            busy = next(n for n in load['nodes'] if n not in load['idle'])
-            left = await call(
-                manager, h, 'release_nodes', [busy], keep=0, idle_only=False, deadline=0.5
-            )
+
+            async def busy_node() -> str | None:
+                # Wait for the state (every call held by a pool), not for a guessed time.
+                status = await call(manager, h, 'status')
+                if status.running < 4 or batch.done():
+                    return None
+                load = await call(manager, h, 'node_load')
+                busy = [n for n in load['nodes'] if n not in load['idle']]
+                return busy[0] if busy else None
+
+            busy, left = None, []
+            for _ in range(600):
+                busy = await busy_node()
+                if busy is not None:
+                    # The pool running the calls leaves (once the Director sees it serving).
+                    left = await call(
+                        manager, h, 'release_nodes', [busy], keep=0, idle_only=False,
+                        deadline=0.5,
+                    )  # fmt: skip
+                    if left:
+                        break
+                await asyncio.sleep(0.1)
+            assert busy is not None, 'no pool ran the calls within 60 s'
             results = await batch
             status = await call(manager, h, 'status')
             return busy, left, results, status
