@@ -191,3 +191,52 @@ def test_redis_restart_without_persistence_fails_with_the_resume_hint(tmp_path: 
         assert len(list(read_journal(journal))) == len(expected)
     finally:
         server.stop()
+
+
+def test_academy_meeting_a_lost_mailbox_is_one_line_each(capsys: pytest.CaptureFixture[str]):
+    """The Director's listener, its restart and the Manager meet the loss before the watch does."""
+    import logging
+
+    from academy.exception import BadEntityIdError
+    from academy.identifier import AgentId
+    from academy.logging.helpers import execute_and_log_traceback
+
+    from actors.director.startup import quiet_start_failures
+
+    quiet_start_failures()
+    handler = logging.StreamHandler()
+    logging.getLogger('academy').addHandler(handler)
+    try:
+
+        async def listener_meets_the_loss():
+            # What Academy's Redis transport raises when its listener's mailbox vanished.
+            lost = asyncio.get_running_loop().create_future()
+            lost.set_exception(
+                AssertionError(
+                    'Status for mailbox AgentId<director-0> did not exist in Redis server. '
+                    'This means that something incorrectly deleted the key.'
+                )
+            )
+            with pytest.raises(AssertionError):
+                await execute_and_log_traceback(lost)
+
+        asyncio.run(listener_meets_the_loss())
+        try:
+            try:
+                raise BadEntityIdError(AgentId.new())
+            except BadEntityIdError as e:
+                raise RuntimeError('the restarted agent could not start') from e
+        except RuntimeError:
+            logging.getLogger('academy.manager').exception('Restarting director-0 due to exception')
+        try:
+            raise ValueError('something else')
+        except ValueError:
+            logging.getLogger('academy.manager').exception('an unrelated failure')
+    finally:
+        logging.getLogger('academy').removeHandler(handler)
+    stderr = capsys.readouterr().err
+    lines = stderr.splitlines()
+    assert lines[0].startswith('Background task raised an exception. (Status for mailbox')
+    assert lines[1].startswith('Restarting director-0 due to exception (Unknown identifier')
+    assert lines[2] == 'an unrelated failure'  # other failures keep their traceback
+    assert stderr.count('Traceback') == 1 and 'ValueError: something else' in stderr

@@ -10,8 +10,9 @@ the Director asks the exchange about its own mailbox every
 and, once it is missing, shuts down as if asked to: calls in flight get the
 drain time to finish and be journaled, then the DFK stops.
 
-Each answer that fails meanwhile is logged by Academy with a traceback;
-[`QuietLostAnswers`][actors.director.mailbox.QuietLostAnswers] makes that one line.
+Academy logs each answer that fails meanwhile with a traceback, and so its
+listener and the Manager if they meet the loss first;
+[`QuietLostAnswers`][actors.director.mailbox.QuietLostAnswers] makes each one line.
 """
 
 from __future__ import annotations
@@ -29,27 +30,56 @@ from actors.common.timing import DIRECTOR_MAILBOX_POLL
 logger = logging.getLogger(__name__)
 
 
-ACADEMY_RUNTIME_LOGGER = 'academy.runtime'
-"""Academy's logger of an agent's failed answers (``Failed to send response ...``)."""
+ACADEMY_LOSS_LOGGERS = ('academy.runtime', 'academy.manager', 'academy.logging.helpers')
+"""Academy's loggers that record, with a traceback, an agent meeting a lost mailbox.
+
+``academy.runtime``: ``Failed to send response ...``; ``academy.logging.helpers``:
+the agent's listener ending (``Background task raised an exception.``);
+``academy.manager``: the agent failing on its worker, its restart, and the
+Manager's record of it.
+"""
+
+_REDIS_LOST_STATUS = 'did not exist in Redis server'
+"""Academy's Redis transport says a listener's mailbox vanished with an ``AssertionError``."""
+
+
+def lost_mailbox(error: BaseException | None) -> BaseException | None:
+    """The error in ``error``'s chain that says the exchange forgot a mailbox, if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, BadEntityIdError) or (
+            isinstance(error, AssertionError) and _REDIS_LOST_STATUS in str(error)
+        ):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 class QuietLostAnswers(logging.Filter):
-    """One line, not a traceback, for an answer to a mailbox the exchange does not know."""
+    """One line, not a traceback, for Academy meeting a mailbox the exchange forgot.
+
+    The Director's [`MailboxWatch`][actors.director.mailbox.MailboxWatch] and
+    the client say what happened and what to do; Academy's tracebacks of the
+    same loss (its listener, the agent's restart, each failed answer) would
+    bury that line.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record; drop the traceback of an unknown-mailbox error."""
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, BadEntityIdError):
+        """Keep every record; drop the traceback of a lost-mailbox error."""
+        error = lost_mailbox(record.exc_info[1] if record.exc_info else None)
+        if error is not None:
+            logger.debug('%s', record.getMessage(), exc_info=record.exc_info)
             record.msg, record.args = f'{record.getMessage()} ({error})', ()
             record.exc_info, record.exc_text = None, None
         return True
 
 
 def quiet_lost_answers() -> None:
-    """Put ``QuietLostAnswers`` on Academy's runtime logger (once per process)."""
-    runtime_logger = logging.getLogger(ACADEMY_RUNTIME_LOGGER)
-    if not any(isinstance(f, QuietLostAnswers) for f in runtime_logger.filters):
-        runtime_logger.addFilter(QuietLostAnswers())
+    """Put ``QuietLostAnswers`` on Academy's loggers of a lost mailbox (once per process)."""
+    for name in ACADEMY_LOSS_LOGGERS:
+        academy_logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietLostAnswers) for f in academy_logger.filters):
+            academy_logger.addFilter(QuietLostAnswers())
 
 
 class MailboxWatch:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 
 from actors.common.errors import describe_os_error
+from actors.director.mailbox import quiet_lost_answers
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,12 @@ class QuietCancelledRequests(logging.Filter):
 
 
 def quiet_start_failures() -> None:
-    """Put the filters on Academy's manager and HTTP client loggers (once per process)."""
+    """Put the filters on Academy's loggers (once per process).
+
+    Start failures and cancelled requests here; a lost mailbox in
+    [`quiet_lost_answers`][actors.director.mailbox.quiet_lost_answers].
+    """
+    quiet_lost_answers()
     for name, kind in (
         (ACADEMY_MANAGER_LOGGER, QuietStartFailures),
         (ACADEMY_HTTP_LOGGER, QuietCancelledRequests),
