@@ -52,6 +52,7 @@ from actors.director.options import DirectorOptions
 from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
 from actors.director.runner import CallRunner
+from actors.director.seed_args import director_args
 from actors.director.snapshot import director_status
 from actors.director.snapshot import node_load
 from actors.director.startup import DirectorStartError
@@ -70,31 +71,42 @@ logger = logging.getLogger(__name__)
 class Director(Agent):
     """Runs tool calls on the workers of one partition.
 
+    Also ``Director(run_dir, nodefile)``, as the seed pattern's client
+    launches it (``manager.launch(Director, args=(run_dir, nodefile))``): the
+    nodefile's hosts are its partition, the batch system here picks the site
+    profile (``pbs``, ``slurm``, else the simulated ``local``), and its files
+    go under ``run_dir`` ([`director_args`][actors.director.seed_args.director_args]).
+
     Args:
         partition: The nodes this Director owns, or a request resolved
-            against the batch job's nodes when the Director starts.
-        profile: Site profile that says how to place workers on them.
+            against the batch job's nodes when the Director starts (in the
+            seed's form: the run directory).
+        profile: Site profile that says how to place workers on them (in
+            the seed's form: the nodefile).
         run_dir: Directory for this run; the Director's Parsl files go to
-            ``<run_dir>/parsl/director-<index>``.
+            ``<run_dir>/parsl/director-<index>`` (omitted in the seed's form).
         options: How it runs (see
             [`DirectorOptions`][actors.director.options.DirectorOptions]).
         changes: Changes to ``options`` (``retries=3``, ``mpi=False``, ...).
 
     Raises:
-        ConfigurationError: If an option is invalid (at launch, not start-up).
+        ConfigurationError: If an option is invalid (at launch, not start-up),
+            or the arguments are neither form, or the seed's nodefile is
+            missing, empty or malformed.
 
     """
 
     def __init__(
         self,
-        partition: Partition | PartitionRequest,
-        profile: SiteProfile,
-        run_dir: str,
+        partition: Partition | PartitionRequest | str,
+        profile: SiteProfile | str,
+        run_dir: str | None = None,
         options: DirectorOptions | None = None,
         **changes: Any,
     ) -> None:
         super().__init__()
         self.options = options = (options or DirectorOptions()).replace(**changes)
+        partition, profile, run_dir = director_args(partition, profile, run_dir)
         self.partition = partition
         self.profile = profile
         self.run_dir = run_dir
