@@ -14,11 +14,12 @@ import pytest
 from academy.exchange.cloud.client import spawn_http_exchange
 from academy.manager import Manager
 
+from actors.client.calls import DirectorFailedError
 from actors.client.calls import call
-from actors.client.calls import call_resilient
 from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
 from actors.client.deploy import ProcessPerAgentExecutor
+from actors.client.dispatcher import Dispatcher
 from actors.client.exchange import free_port
 from actors.common.timing import ORPHAN_BOUND
 from actors.site.profile import load_site
@@ -42,54 +43,77 @@ def director_process(interchange_parent_of: int) -> psutil.Process | None:
     return None
 
 
-def test_killed_director_restarts_and_answers_pending_calls(run_dir: pathlib.Path):
-    calls = 8
-
-    async def main():
-        with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
-            manager = await Manager.from_exchange_factory(
-                factory,
-                executors=ProcessPerAgentExecutor(),
-                max_retries=2,  # two attempts in all: one restart
+async def _kill_mid_call(run_dir: pathlib.Path, send):
+    """Start ``send(manager, handle)``, kill the Director once 2 calls are journaled, await it."""
+    with spawn_http_exchange('127.0.0.1', free_port(), timeout=30) as factory:
+        manager = await Manager.from_exchange_factory(
+            factory,
+            executors=ProcessPerAgentExecutor(),
+            max_retries=2,  # two attempts in all: one restart
+        )
+        async with manager:
+            parts = make_partitions(run_dir, nodes=1, partitions=1)
+            (handle,) = await launch_directors(
+                manager, parts, load_site('local'), str(run_dir), workers_per_node=2
             )
-            async with manager:
-                parts = make_partitions(run_dir, nodes=1, partitions=1)
-                (handle,) = await launch_directors(
-                    manager, parts, load_site('local'), str(run_dir), workers_per_node=2
-                )
-                (first,) = await wait_ready(manager, [handle], timeout=120)
-                batch = asyncio.ensure_future(
-                    call_resilient(
-                        manager,
-                        handle,
-                        'md_sim_batch',
-                        iterations=calls,
-                        params={'duration': 1.5},
-                        batch_key='batch',
-                        probe_interval=1.0,
-                    ),
-                )
-                journal = journal_path(run_dir, 'director-0')
-                await wait_for(lambda: len(list(read_journal(journal))) >= 2, timeout=90)
-                director = director_process(os.getpid())
-                assert director is not None
-                old_parsl = parsl_processes_of(run_dir)
-                assert old_parsl
-                director.send_signal(signal.SIGKILL)
-                killed = time.time()
-                await wait_for(
-                    lambda: not any(p.is_running() for p in old_parsl),
-                    timeout=ORPHAN_BOUND + 5,
-                )
-                orphan_time = time.time() - killed
-                before = {r['call_key']: r for r in read_journal(journal)}
-                results = await asyncio.wait_for(batch, timeout=150)
-                status = await call(manager, handle, 'status')
-                return first, before, results, status, orphan_time
+            (first,) = await wait_ready(manager, [handle], timeout=120)
+            pending = asyncio.ensure_future(send(manager, handle))
+            journal = journal_path(run_dir, 'director-0')
+            await wait_for(lambda: len(list(read_journal(journal))) >= 2, timeout=90)
+            director = director_process(os.getpid())
+            assert director is not None
+            old_parsl = parsl_processes_of(run_dir)
+            assert old_parsl
+            director.send_signal(signal.SIGKILL)
+            killed = time.time()
+            await wait_for(
+                lambda: not any(p.is_running() for p in old_parsl),
+                timeout=ORPHAN_BOUND + 5,
+            )
+            orphan_time = time.time() - killed
+            before = {r['call_key']: r for r in read_journal(journal)}
+            try:
+                results = await asyncio.wait_for(pending, timeout=150)
+            except Exception as e:
+                results = e
+            status = await call(manager, handle, 'status')
+            return first, before, results, status, orphan_time
 
-    first, before, results, status, orphan_time = asyncio.run(main())
+
+def _sent_by(path: str, calls: int):
+    """A keyed batch of ``calls`` sent through one client path."""
+
+    async def send(manager, handle):
+        if path == 'call':
+            return await call(
+                manager,
+                handle,
+                'md_sim_batch',
+                iterations=calls,
+                params={'duration': 1.5},
+                batch_key='batch',
+            )
+        # The MCP server's and the planners' path.
+        dispatcher = Dispatcher([handle], manager=manager if path == 'dispatcher' else None)
+        return await dispatcher.run_batch(
+            'mock_md',
+            [{'duration': 1.5}] * calls,
+            call_keys=[f'batch/{i}' for i in range(calls)],
+        )
+
+    return send
+
+
+@pytest.mark.parametrize('path', ['call', 'dispatcher', 'dispatcher-in-an-agent'])
+def test_killed_director_restarts_and_answers_pending_calls(run_dir: pathlib.Path, path: str):
+    """Every client path sends a keyed call again to the restarted Director."""
+    calls = 8
+    first, before, results, status, orphan_time = asyncio.run(
+        _kill_mid_call(run_dir, _sent_by(path, calls))
+    )
     assert orphan_time <= ORPHAN_BOUND + 1
     assert status.incarnation != first.incarnation  # it was restarted
+    assert not isinstance(results, Exception), results
     assert [r.call_key for r in results] == [f'batch/{i}' for i in range(calls)]
     assert all(r.ok for r in results), results
     # Calls finished before the kill were answered from the journal, the others re-ran.
@@ -97,7 +121,20 @@ def test_killed_director_restarts_and_answers_pending_calls(run_dir: pathlib.Pat
         if r.call_key in before:
             assert r.call_id == before[r.call_key]['call_id']
     ok_keys = [j['call_key'] for j in read_journal(journal_path(run_dir, 'director-0')) if j['ok']]
-    assert sorted(ok_keys) == sorted(r.call_key for r in results)
+    assert sorted(ok_keys) == sorted(r.call_key for r in results)  # none ran twice
+
+
+def test_a_call_without_keys_to_a_restarted_director_fails_saying_why(run_dir: pathlib.Path):
+    """Not sent again (it may have run): a clear error instead of a wait for ever."""
+
+    async def send(manager, handle):
+        return await call(manager, handle, 'md_sim_batch', iterations=6, params={'duration': 1.5})
+
+    first, _, error, status, _ = asyncio.run(_kill_mid_call(run_dir, send))
+    assert status.incarnation != first.incarnation
+    assert isinstance(error, DirectorFailedError), error
+    assert 'restarted while the call was pending' in str(error)
+    assert 'give call_key=' in str(error)
 
 
 def test_director_killed_while_starting_leaves_no_interchange(run_dir: pathlib.Path):

@@ -30,7 +30,6 @@ from actors.cli.plan import campaign_arguments
 from actors.cli.progress import DirectorBars
 from actors.cli.progress import make_progress
 from actors.client.calls import call
-from actors.client.calls import call_resilient
 from actors.client.calls import launch_coordinator
 from actors.client.calls import launch_directors
 from actors.client.calls import wait_ready
@@ -329,7 +328,7 @@ async def drive(
     """Send one Director the run's calls that are not done yet; all results in order."""
     single_key, batch_keys = call_keys(partition, plan.iterations)
     params = {'duration': plan.duration}
-    send = call_resilient if plan.restarts > 0 else call
+    send = call  # a keyed call survives a Director's restart
     todo = [key for key in batch_keys if key not in done]
     requests = []
     if single_key not in done:

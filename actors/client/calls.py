@@ -25,6 +25,7 @@ from academy.manager import Manager
 
 from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.mailbox_watch import mailbox_watch
+from actors.client.restarts import restart_watch
 from actors.coordinator.agent import COORDINATOR_NAME
 from actors.coordinator.agent import NodeCoordinator
 from actors.coordinator.policy import ElasticPolicy
@@ -131,36 +132,95 @@ async def launch_coordinator(
     )
 
 
+RESENDS = 3
+"""Times a keyed call is sent again to a Director that restarted while it was pending."""
+
+
 async def call(
-    manager: Manager[Any],
+    manager: Manager[Any] | None,
     handle: Handle[Any],
     action: str,
     /,
     *args: Any,
+    resends: int = RESENDS,
     **kwargs: Any,
 ) -> Any:
-    """Invoke ``action`` on a Director; fail if the Director dies meanwhile.
+    """Invoke ``action`` on a Director: the one way every client path calls one.
+
+    The call fails if the Director stops for good (its task in ``manager``
+    ends; pass ``None`` inside an agent, where there is no Manager) or the
+    exchange loses it. If the Director is restarted while the call is pending
+    (noticed by its [`RestartWatch`][actors.client.restarts.RestartWatch]),
+    the new incarnation has forgotten the call: a call with keys
+    (``call_key``, ``call_keys``, ``batch_key``) is sent again, up to
+    ``resends`` times, and is answered from the journal if it had finished; a
+    call without keys fails with a ``DirectorFailedError`` saying so (it may
+    have run, and running it again could run it twice).
 
     If the caller cancels this coroutine (``task.cancel()``, ``asyncio.timeout``)
-    and the call carries a ``call_key`` or ``batch_key``, the Director is told
-    to stop the running tool processes too.
+    and the call carries keys, the Director is told to stop the running tool
+    processes too.
 
     Raises:
-        DirectorFailedError: If the Director's task ended before answering.
+        DirectorFailedError: If the Director's task ended before answering, or
+            it restarted (more than ``resends`` times for a keyed call).
 
     """
-    request = asyncio.ensure_future(handle.action(action, *args, **kwargs))
-    try:
-        return await _race(manager, handle, action, request)
-    except asyncio.CancelledError:
-        await _cancel_remote(handle, kwargs)
-        raise
+    watch = restart_watch(handle)
+    for _ in range(resends + 1):
+        answer = asyncio.ensure_future(
+            _race(
+                manager,
+                handle,
+                action,
+                asyncio.ensure_future(handle.action(action, *args, **kwargs)),
+            ),
+        )
+        restarted = asyncio.ensure_future(watch.restarted())
+        try:
+            await asyncio.wait({answer, restarted}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            answer.cancel()
+            await _cancel_remote(handle, kwargs)
+            raise
+        finally:
+            restarted.cancel()
+        if answer.done():
+            return answer.result()
+        answer.cancel()
+        if not _keys(kwargs) and action not in SAFE_TO_RESEND:
+            raise DirectorFailedError(
+                f'{action} on {handle.agent_id} failed: the Director restarted while the call '
+                'was pending and has forgotten it; it was not sent again because it has no '
+                'call_key (it may have run): give call_key=... to make it safe to send again',
+            )
+        logger.warning(
+            '%s restarted (incarnation %s); sending %s again under its key',
+            handle.agent_id,
+            restarted.result()[:8],
+            action,
+        )
+    raise DirectorFailedError(
+        f'{action} on {handle.agent_id} failed: the Director restarted more than {resends} times',
+    )
+
+
+SAFE_TO_RESEND = frozenset({'status', 'node_load', 'incarnation_id', 'cancel'})
+"""Actions that change nothing (or nothing twice): sent again after a restart without keys."""
+
+call_resilient = call
+"""The same as [`call`][actors.client.calls.call] (every call survives a restart now)."""
+
+
+def _keys(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The call's keys, one ``cancel`` argument each."""
+    keys = [{k: kwargs[k]} for k in ('call_key', 'batch_key') if kwargs.get(k) is not None]
+    keys += [{'call_key': key} for key in kwargs.get('call_keys') or ()]
+    return keys
 
 
 async def _cancel_remote(handle: Handle[Any], kwargs: dict[str, Any]) -> None:
-    keys = [{k: kwargs[k]} for k in ('call_key', 'batch_key') if kwargs.get(k) is not None]
-    keys += [{'call_key': key} for key in kwargs.get('call_keys') or ()]
-    for key in keys:
+    for key in _keys(kwargs):
         try:
             await asyncio.shield(asyncio.wait_for(handle.action('cancel', **key), timeout=10))
         except Exception as e:
@@ -168,17 +228,17 @@ async def _cancel_remote(handle: Handle[Any], kwargs: dict[str, Any]) -> None:
 
 
 async def _race(
-    manager: Manager[Any],
+    manager: Manager[Any] | None,
     handle: Handle[Any],
     action: str,
     request: asyncio.Future[Any],
 ) -> Any:
     """Await ``request``; fail if the Director stops or the exchange loses the call first."""
     # A Director this manager did not launch (re-attached) has no task to watch.
-    launched = handle.agent_id in manager._acbs
+    launched = manager is not None and handle.agent_id in manager._acbs
     died = asyncio.ensure_future(
         manager.wait([handle], return_when=asyncio.FIRST_COMPLETED)
-        if launched
+        if manager is not None and launched
         else asyncio.Event().wait(),
     )
     try:
@@ -204,6 +264,7 @@ async def _race(
                 raise ExchangeStateLostError(
                     f'{action} on {handle.agent_id} cannot be answered: {lost.result()}',
                 )
+        assert manager is not None  # only a launched Director's task ends
         raise DirectorFailedError(_stopped_message(manager, handle, action))
     finally:
         died.cancel()
@@ -256,87 +317,6 @@ def _agent_error(manager: Manager[Any], handle: Handle[Any]) -> BaseException | 
     if acb is None or not acb.task.done() or acb.task.cancelled():
         return None
     return acb.task.exception()
-
-
-async def call_resilient(
-    manager: Manager[Any],
-    handle: Handle[Any],
-    action: str,
-    /,
-    *args: Any,
-    probe_interval: float = 2.0,
-    resends: int = 3,
-    **kwargs: Any,
-) -> Any:
-    """Like ``call``, but survive a Director restart (same identity).
-
-    While the call is pending, the Director's ``status`` is probed every
-    ``probe_interval`` seconds. If its incarnation changed, the Director was
-    restarted and has forgotten the call, so it is sent again: with call keys
-    the new incarnation answers finished calls from its journal and runs only
-    the rest.
-
-    Raises:
-        DirectorFailedError: If the Director stopped for good, or restarted
-            more than ``resends`` times during the call.
-
-    """
-    first = await call(manager, handle, 'status')
-    incarnation = first.incarnation
-    for _ in range(resends + 1):
-        request = asyncio.ensure_future(
-            _race(
-                manager,
-                handle,
-                action,
-                asyncio.ensure_future(handle.action(action, *args, **kwargs)),
-            ),
-        )
-        restarted = asyncio.ensure_future(
-            _wait_restart(handle, incarnation, probe_interval, action),
-        )
-        try:
-            done, _ = await asyncio.wait(
-                {request, restarted},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        except asyncio.CancelledError:
-            request.cancel()
-            await _cancel_remote(handle, kwargs)
-            raise
-        finally:
-            restarted.cancel()
-        if request in done:
-            return request.result()
-        request.cancel()
-        incarnation = restarted.result()
-        logger.warning('%s restarted; sending %s again', handle.agent_id, action)
-    raise DirectorFailedError(
-        f'{action} on {handle.agent_id} failed: the Director restarted more than {resends} times',
-    )
-
-
-async def _wait_restart(
-    handle: Handle[Any],
-    incarnation: str,
-    interval: float,
-    action: str,
-) -> str:
-    """Return the new incarnation once the Director's status shows one (``action`` waits)."""
-    while True:
-        await asyncio.sleep(interval)
-        probe = asyncio.ensure_future(handle.action('status'))
-        try:
-            done, _ = await asyncio.wait({probe}, timeout=interval * 5)
-        except asyncio.CancelledError:
-            _abandon(probe)
-            raise
-        if not done:
-            _abandon(probe)
-            continue  # busy or restarting: ask again
-        status = _answer(handle, action, probe)
-        if status.incarnation != incarnation:
-            return status.incarnation
 
 
 async def wait_ready(

@@ -30,7 +30,9 @@ from academy.exception import AgentTerminatedError
 from academy.exception import BadEntityIdError
 from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
+from academy.manager import Manager
 
+from actors.client.calls import call as call_director
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
@@ -89,8 +91,15 @@ class Dispatcher:
     Works wherever the handles are usable: in a client under a ``Manager``
     or inside an agent (such as [`Planner`][actors.client.planner.Planner]).
 
+    Every call goes through [`call`][actors.client.calls.call], as every
+    client's does: a keyed call held by a Director that is restarted is sent
+    again to its new incarnation.
+
     Args:
         directors: Handles of the Directors to route to.
+        manager: The Manager that launched them, if this client has one (a
+            Director whose task ended fails its calls at once, with its error).
+        status_timeout: Seconds a Director has to answer ``status``.
 
     """
 
@@ -98,11 +107,13 @@ class Dispatcher:
         self,
         directors: Sequence[Handle[Any]],
         *,
+        manager: Manager[Any] | None = None,
         status_timeout: float = STATUS_TIMEOUT,
     ) -> None:
         if not directors:
             raise ConfigurationError('a dispatcher needs at least one Director')
         self.directors = list(directors)
+        self.manager = manager
         self.status_timeout = status_timeout
         self.unavailable: dict[int, str] = {}
         """Directors left out of routing (by index), and why: gone, silent or draining."""
@@ -191,7 +202,9 @@ class Dispatcher:
             return await self.statuses()
         if name in TOOLS:
             return await self.run_tool(name, arguments)
-        return await self._send(name, arguments, 1, lambda h: h.action(name, **arguments))
+        return await self._send(
+            name, arguments, 1, lambda h: call_director(self.manager, h, name, **arguments)
+        )
 
     async def run_tool(
         self,
@@ -216,7 +229,9 @@ class Dispatcher:
             tool,
             arguments,
             1,
-            lambda h: h.action('call_tool', tool, arguments, call_key=call_key, timeout=timeout),
+            lambda h: call_director(
+                self.manager, h, 'call_tool', tool, arguments, call_key=call_key, timeout=timeout
+            ),
             on_route,
         )
 
@@ -236,7 +251,14 @@ class Dispatcher:
             # Only a Director whose partition fits the largest call can take the batch.
             max(arguments, key=lambda a: _nodes_needed(tool, a), default={}),
             len(params),
-            lambda h: h.action('md_sim_batch', params=params, call_keys=call_keys, timeout=timeout),
+            lambda h: call_director(
+                self.manager,
+                h,
+                'md_sim_batch',
+                params=params,
+                call_keys=call_keys,
+                timeout=timeout,
+            ),
             on_route,
         )
 

@@ -28,3 +28,9 @@ EXCHANGE_POLL = 2.0
 
 DIRECTOR_MAILBOX_POLL = 5.0
 """Seconds between a Director's checks that the exchange still knows its own mailbox."""
+
+RESTART_PROBE = 2.0
+"""Seconds between two questions for a Director's incarnation while calls to it are pending."""
+
+RESTART_PROBE_TIMEOUT = 10.0
+"""Seconds a Director has to say its incarnation before the question counts as unanswered."""

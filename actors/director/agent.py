@@ -437,6 +437,15 @@ class Director(Agent):
         return self.cancels.cancel_prefix(f'{batch_key}/', 'cancelled by the caller')
 
     @action
+    async def incarnation_id(self) -> str:
+        """This incarnation's id: it changes each time the Director (re)starts.
+
+        Cheaper than ``status`` (no question to the interchange): clients ask
+        it while their calls are pending, to notice a restart that forgot them.
+        """
+        return self.incarnation
+
+    @action
     async def status(self) -> DirectorStatus:
         """Report the partition, its slots and the calls queued/running/done."""
         return await director_status(self)

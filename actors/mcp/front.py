@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from academy.handle import Handle
+from academy.manager import Manager
 
 from actors.client.dispatcher import Dispatcher
 from actors.client.status_query import joined
@@ -35,13 +36,16 @@ class Front:
     Args:
         handles: One handle per Director, in partition order.
         run_dir: The run directory (journals, manifest, the server's records).
+        manager: The Manager that launched them (``None`` when attached).
 
     """
 
-    def __init__(self, handles: Sequence[Handle[Any]], run_dir: str) -> None:
+    def __init__(
+        self, handles: Sequence[Handle[Any]], run_dir: str, manager: Manager[Any] | None = None
+    ) -> None:
         self.handles = list(handles)
         self.run_dir = run_dir
-        self.dispatcher = Dispatcher(self.handles)
+        self.dispatcher = Dispatcher(self.handles, manager=manager)
 
     async def cancel(
         self, index: int, *, call_key: str | None = None, prefix: str | None = None

@@ -29,10 +29,19 @@ from typing import Any
 from actors.cli.parser import Parser
 from actors.cli.parser import add_log_level
 from actors.common.errors import ConfigurationError
+from actors.common.errors import describe_os_error
 
 logger = logging.getLogger('launch.mcp')
 
 PRIVATE_UMASK = 0o077
+
+START_MARGIN = 60.0
+"""Seconds beyond the Directors' own start-up timeout that a request waits for them
+(making the executor and the exchange, launching, the manifest)."""
+JOIN_LIMIT = 60.0
+"""Seconds a request waits for ``--attach`` to join a running run (its own timeout is 15 s)."""
+READY = 'Directors ready'
+"""What stderr says once the Directors are up (requests stop waiting then)."""
 
 
 def build_parser() -> Parser:
@@ -126,13 +135,18 @@ def _prepare(parser: Parser, args: argparse.Namespace, rest: list[str]) -> Any:
                 f'--attach serves a running run: launch.py flags ({" ".join(rest)}) do not apply'
             )
         directors = _attached(args.attach)
+        run_dir, limit = str(args.attach), JOIN_LIMIT
     else:
-        directors = _launched(_plan(rest))
+        plan = _plan(rest)
+        directors = _launched(plan)
+        run_dir, limit = str(plan.run_dir), _start_limit(plan)
 
     async def serve(channel: io.BufferedWriter | None) -> None:
         await _serve(
             parser.prog,
             directors,
+            run_dir=run_dir,
+            limit=limit,
             inline_limit=args.inline_limit,
             sock=sock,
             token=token,
@@ -140,6 +154,15 @@ def _prepare(parser: Parser, args: argparse.Namespace, rest: list[str]) -> Any:
         )
 
     return serve
+
+
+def _start_limit(plan: Any) -> float:
+    """Seconds a request waits for the plan's Directors: their own start-up timeout, and some."""
+    from actors.cli.run import REMOTE_STARTUP_TIMEOUT
+    from actors.cli.run import STARTUP_TIMEOUT
+
+    remote = plan.executor == 'globus-compute'
+    return (REMOTE_STARTUP_TIMEOUT if remote else STARTUP_TIMEOUT) + START_MARGIN
 
 
 def _plan(rest: list[str]) -> Any:
@@ -156,8 +179,8 @@ async def _launched(plan: Any) -> AsyncIterator[Any]:
     from actors.cli.run import open_directors
     from actors.mcp.front import Front
 
-    async with open_directors(plan) as (_, handles, _statuses):
-        yield Front(handles, plan.run_dir)
+    async with open_directors(plan) as (manager, handles, _statuses):
+        yield Front(handles, plan.run_dir, manager)
 
 
 def _attached(run_dir: str) -> Any:
@@ -170,44 +193,116 @@ async def _serve(
     prog: str,
     directors: Any,
     *,
+    run_dir: str,
+    limit: float,
     inline_limit: int,
     sock: Any,
     token: tuple[str, pathlib.Path] | None,
     channel: io.BufferedWriter | None,
 ) -> None:
+    """Serve at once; bring the Directors up meanwhile.
+
+    An MCP host gives a server about 60 s for its first answer, less than
+    worker pools can take to start: ``initialize`` and ``tools/list`` are
+    answered while the Directors start, and a request that needs them waits
+    ([`Readiness`][actors.mcp.readiness.Readiness]). If they cannot start,
+    requests are told why; the error then ends the server as it did before
+    serving: at once over HTTP, when its client leaves over stdio (so that the
+    client can still learn why).
+
+    Raises:
+        Exception: Why the Directors did not start (``ConfigurationError``,
+            ``OSError``...), once the server has stopped.
+
+    """
     from actors.mcp import transport
-    from actors.mcp.book import CallBook
-    from actors.mcp.outputs import Outputs
+    from actors.mcp.readiness import Readiness
     from actors.mcp.server import build_server
 
-    async with directors as front:
-        book = CallBook(front, Outputs(front.run_dir, inline_limit))
-        resent = book.open()
-        server = build_server(book)
-        said = f'; sent {resent} unfinished call(s) again' if resent else ''
-        try:
-            if sock is None:
-                where = f'run dir {front.run_dir}; serving MCP on stdio{said}'
-                print(f'{prog}: {where}', file=sys.stderr, flush=True)
-                assert channel is not None
-                await transport.serve_stdio(server, channel)
-            else:
-                assert token is not None
-                secret, token_file = token
+    readiness = Readiness(limit)
+    stop = asyncio.Event()
+    serving = asyncio.current_task()
+    starter = asyncio.create_task(
+        _bring_up(prog, directors, readiness, inline_limit=inline_limit, stop=stop)
+    )
+    if sock is not None and serving is not None:
+        # Over HTTP nobody else ends the server: a failed start does.
+        starter.add_done_callback(lambda task: _failed(task) and serving.cancel())
+    server = build_server(readiness)
+    try:
+        if sock is None:
+            where = f'run dir {run_dir}; serving MCP on stdio; starting the Directors'
+            print(f'{prog}: {where}', file=sys.stderr, flush=True)
+            assert channel is not None
+            await transport.serve_stdio(server, channel)
+        else:
+            assert token is not None
+            secret, token_file = token
 
-                def ready(url: str) -> None:
-                    # The file, never the token: stderr may end in a batch log others read.
-                    print(
-                        f'{prog}: run dir {front.run_dir}; serving MCP on {url}{said}\n'
-                        f'{prog}: clients send "Authorization: Bearer TOKEN", TOKEN from '
-                        f'{token_file}',
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            def ready(url: str) -> None:
+                # The file, never the token: stderr may end in a batch log others read.
+                print(
+                    f'{prog}: run dir {run_dir}; serving MCP on {url}; starting the Directors\n'
+                    f'{prog}: clients send "Authorization: Bearer TOKEN", TOKEN from '
+                    f'{token_file}',
+                    file=sys.stderr,
+                    flush=True,
+                )
 
-                await transport.serve_http(server, sock, secret, ready)
-        finally:
-            await book.close()
+            await transport.serve_http(server, sock, secret, ready)
+    except asyncio.CancelledError:
+        if not _failed(starter) or serving is None:
+            raise
+        serving.uncancel()  # cancelled by the failed start, whose error follows
+    finally:
+        stop.set()
+        if not starter.done():
+            # A start under way finishes, then stops: no Director is left half up.
+            await asyncio.shield(starter)
+    starter.result()
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    """True if ``task`` ended with an error."""
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
+async def _bring_up(
+    prog: str,
+    directors: Any,
+    readiness: Any,
+    *,
+    inline_limit: int,
+    stop: asyncio.Event,
+) -> None:
+    """Start (or join) the Directors, serve them through ``readiness`` until ``stop``.
+
+    Raises:
+        Exception: Why they did not start, after ``readiness`` was told.
+
+    """
+    from academy.exchange.client import exchange_context
+
+    from actors.mcp.book import CallBook
+    from actors.mcp.outputs import Outputs
+
+    try:
+        async with directors as front:
+            book = CallBook(front, Outputs(front.run_dir, inline_limit))
+            try:
+                resent = book.open()
+                # A launch's handles find their exchange in the Manager's context, set in this task.
+                readiness.ready(book, exchange_context.get(None))
+                said = f'; sent {resent} unfinished call(s) again' if resent else ''
+                print(f'{prog}: {READY}{said}', file=sys.stderr, flush=True)
+                await stop.wait()
+            finally:
+                await book.close()
+    except Exception as e:
+        reason = describe_os_error(e) if isinstance(e, OSError) else str(e)
+        readiness.failed(f'{type(e).__name__}: {reason}')
+        print(f'{prog}: the Directors did not start: {reason}', file=sys.stderr, flush=True)
+        raise
 
 
 def _interrupt(signum: int, frame: Any) -> None:
