@@ -9,6 +9,10 @@ made once, private, as Jupyter does; any other address needs ``--token-file``
 private to the user (mode 0600 or stricter), as an SSH key; it is checked
 before it is read, and read only so far.
 Host and Origin headers are checked too (DNS rebinding) for loopback binds.
+
+Every message is checked before the MCP SDK sees it, and every reply can be
+written ([`actors.mcp.checked_io`][actors.mcp.checked_io]). An HTTP session idle
+for 30 minutes (``$HPC_TOOL_CALLING_MCP_SESSION_IDLE_TIMEOUT`` seconds) is closed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hmac
 import io
 import ipaddress
 import logging
+import math
 import os
 import pathlib
 import secrets
@@ -32,13 +37,16 @@ import anyio
 import uvicorn
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from actors.common.errors import ConfigurationError
+from actors.mcp.checked_io import CheckedBodies
+from actors.mcp.checked_io import GuardedServer
+from actors.mcp.checked_io import checked_stdio
+from actors.mcp.strict import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +56,9 @@ LOOPBACK_NAMES = ('localhost',)
 
 async def serve_stdio(server: Server[Any, Any], channel: io.BufferedWriter) -> None:
     """Serve one client over stdin and ``channel`` (the process's original stdout)."""
-    stdin = anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding='utf-8'))
-    stdout = anyio.wrap_file(io.TextIOWrapper(channel, encoding='utf-8'))
-    async with stdio_server(stdin, stdout) as (read, write):
+    stdin = anyio.wrap_file(sys.stdin.buffer)
+    stdout = anyio.wrap_file(channel)
+    async with checked_stdio(stdin, stdout) as (read, write):
         await server.run(read, write, server.create_initialization_options(NotificationOptions()))
 
 
@@ -79,6 +87,34 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+"""Seconds an HTTP session may sit idle before it is closed."""
+IDLE_TIMEOUT_VARIABLE = 'HPC_TOOL_CALLING_MCP_SESSION_IDLE_TIMEOUT'
+"""Sets the seconds an idle HTTP session lives (default ``DEFAULT_IDLE_TIMEOUT``)."""
+
+
+def idle_timeout_from_environment() -> float:
+    """Seconds an idle HTTP session lives: ``$HPC_TOOL_CALLING_MCP_SESSION_IDLE_TIMEOUT`` or 1800.
+
+    Raises:
+        ConfigurationError: If the variable is set to anything but a positive number.
+
+    """
+    text = os.environ.get(IDLE_TIMEOUT_VARIABLE, '').strip()
+    if not text:
+        return DEFAULT_IDLE_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigurationError(
+            f'{IDLE_TIMEOUT_VARIABLE}={text!r:.40}: give the seconds an idle HTTP session '
+            f'lives (a positive number; default {DEFAULT_IDLE_TIMEOUT:g})'
+        )
+    return seconds
 
 
 TOKEN_FILE_VARIABLE = 'HPC_TOOL_CALLING_MCP_TOKEN_FILE'
@@ -217,8 +253,18 @@ async def serve_http(
     sock: socket.socket,
     token: str,
     on_ready: Callable[[str], None] | None = None,
+    *,
+    idle_timeout: float | None = None,
 ) -> None:
-    """Serve Streamable HTTP at ``http://HOST:PORT/mcp`` on a bound socket until cancelled."""
+    """Serve Streamable HTTP at ``http://HOST:PORT/mcp`` on a bound socket until cancelled.
+
+    A session without a request in flight (and no open event stream) for
+    ``idle_timeout`` seconds (default: ``idle_timeout_from_environment()``) is
+    closed; its id then answers 404 and its client opens a new one (calls it
+    started run on: their keys answer them).
+    """
+    if idle_timeout is None:
+        idle_timeout = idle_timeout_from_environment()
     host, port = sock.getsockname()[:2]
     loopback = is_loopback(host)
     security = TransportSecuritySettings(
@@ -226,7 +272,12 @@ async def serve_http(
         allowed_hosts=[f'{name}:*' for name in ('127.0.0.1', 'localhost', '[::1]')],
         allowed_origins=[f'http://{name}:*' for name in ('127.0.0.1', 'localhost', '[::1]')],
     )
-    sessions = StreamableHTTPSessionManager(app=server, security_settings=security)
+    sessions = StreamableHTTPSessionManager(
+        app=GuardedServer(server),
+        security_settings=security,
+        session_idle_timeout=idle_timeout,
+        max_request_body_size=MAX_MESSAGE_BYTES,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
@@ -235,7 +286,8 @@ async def serve_http(
 
     # A Route (not a Mount): /mcp itself, without a redirect to /mcp/ on every request.
     app: Any = Starlette(routes=[Route(MCP_PATH, _Endpoint(sessions))], lifespan=lifespan)
-    app = BearerAuth(app, token)
+    # The token first: nobody without it gets a body read, let alone parsed.
+    app = BearerAuth(CheckedBodies(app), token)
     config = uvicorn.Config(
         app, log_level='warning', lifespan='on', access_log=False, timeout_graceful_shutdown=5
     )
