@@ -39,6 +39,8 @@ from actors.mcp.book import COMPLETED
 from actors.mcp.book import CallBook
 from actors.mcp.book import Entry
 from actors.mcp.outputs import OUTPUTS_URI
+from actors.mcp.readiness import DirectorsUnavailableError
+from actors.mcp.readiness import Readiness
 from actors.tools.registry import TOOLS
 from actors.tools.schemas import validate_arguments
 
@@ -85,8 +87,13 @@ def _client_cancelled() -> bool:
     return responder is not None and responder.cancelled
 
 
-def build_server(book: CallBook) -> Server[Any, Any]:
-    """An MCP server whose tools run on ``book``'s Directors."""
+def build_server(book: CallBook | Readiness) -> Server[Any, Any]:
+    """An MCP server whose tools run on ``book``'s Directors.
+
+    Given a [`Readiness`][actors.mcp.readiness.Readiness] whose Directors are
+    still starting, it answers ``initialize`` and ``tools/list`` at once; a
+    request that needs the Directors waits for them.
+    """
     try:
         version = importlib.metadata.version('hpc-tool-calling')
     except importlib.metadata.PackageNotFoundError:
@@ -100,7 +107,7 @@ def build_server(book: CallBook) -> Server[Any, Any]:
             '(call_result), or use submit / call_status / call_result / cancel_call.'
         ),
     )
-    handlers = _Handlers(server, book)
+    handlers = _Handlers(server, book if isinstance(book, Readiness) else Readiness.of(book))
     tools = shapes.list_tools()
 
     @server.list_tools()
@@ -113,37 +120,82 @@ def build_server(book: CallBook) -> Server[Any, Any]:
 
     @server.list_resources()
     async def list_resources() -> list[mt.Resource]:
+        await handlers.ready()
         return handlers.resources()
 
     @server.read_resource()
     async def read_resource(uri: AnyUrl) -> list[ReadResourceContents]:
         # Every resource is JSON, as the listing says (a bare str would go out as text/plain).
+        await handlers.ready()
         return [ReadResourceContents(await handlers.read(str(uri)), 'application/json')]
 
     experimental = server.experimental
-    experimental.get_task()(handlers.get_task)
-    experimental.get_task_result()(handlers.get_task_result)
-    experimental.list_tasks()(handlers.list_tasks)
-    experimental.cancel_task()(handlers.cancel_task)
+    experimental.get_task()(handlers.after_start(handlers.get_task))
+    experimental.get_task_result()(handlers.after_start(handlers.get_task_result))
+    experimental.list_tasks()(handlers.after_start(handlers.list_tasks))
+    experimental.cancel_task()(handlers.after_start(handlers.cancel_task))
     return server
 
 
 class _Handlers:
     """What each request does, over one call book."""
 
-    def __init__(self, server: Server[Any, Any], book: CallBook) -> None:
+    def __init__(self, server: Server[Any, Any], readiness: Readiness) -> None:
         self.server = server
-        self.book = book
+        self.readiness = readiness
+
+    @property
+    def book(self) -> CallBook:
+        """The call book; only once the Directors are up (every handler waits first)."""
+        return self.readiness.book
+
+    # Start-up: requests that need the Directors wait for them.
+
+    async def ready(self) -> None:
+        """Wait for the Directors (a JSON-RPC error if they did not come up)."""
+        try:
+            await self.readiness.wait()
+        except DirectorsUnavailableError as e:
+            raise McpError(mt.ErrorData(code=mt.INTERNAL_ERROR, message=str(e))) from None
+
+    def after_start(self, handler: Any) -> Any:
+        """``handler``, run once the Directors are up."""
+
+        async def waiting(request: Any) -> Any:
+            await self.ready()
+            return await handler(request)
+
+        return waiting
+
+    async def _call_ready(self, progress: Progress) -> None:
+        """Wait for the Directors, with progress notifications if the client asked for them."""
+        context = self.server.request_context
+        token = context.meta.progressToken if context.meta is not None else None
+
+        async def notify(waited: float) -> None:
+            if token is not None:
+                message = f'starting the Directors ({waited:.0f}s so far)'
+                await context.session.send_progress_notification(
+                    token, progress.value(0), None, message
+                )
+
+        await self.readiness.wait(notify)
 
     # tools/call
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        # One Progress for the whole request: MCP wants its values to increase throughout.
+        progress = Progress()
+        try:
+            await self._call_ready(progress)
+        except DirectorsUnavailableError as e:
+            return _error(str(e))
         try:
             if name in TOOLS or name == shapes.ENSEMBLE:
                 entry = self._submit(name, arguments)
                 if self.server.request_context.experimental.is_task:
                     return mt.CreateTaskResult(task=_task(entry))
-                return await self._follow(entry)
+                return await self._follow(entry, progress)
             if name == shapes.STATUS:
                 return _reply(await self._status())
             return await self._durable(name, arguments)
@@ -167,11 +219,10 @@ class _Handlers:
         control = _control(name, rest)
         return self.book.submit(name, validate_arguments(name, rest), **control)
 
-    async def _follow(self, entry: Entry) -> mt.CallToolResult:
+    async def _follow(self, entry: Entry, progress: Progress) -> mt.CallToolResult:
         """Wait for the call's end, with progress; cancel it if the client cancels."""
         context = self.server.request_context
         token = context.meta.progressToken if context.meta is not None else None
-        progress = Progress()
 
         async def notify() -> None:
             if token is not None:

@@ -231,7 +231,7 @@ async def _serve(
     server = build_server(readiness)
     try:
         if sock is None:
-            where = f'run dir {run_dir}; serving MCP on stdio; starting the Directors'
+            where = f'run dir {run_dir}; serving MCP on stdio while the Directors start'
             print(f'{prog}: {where}', file=sys.stderr, flush=True)
             assert channel is not None
             await transport.serve_stdio(server, channel)
@@ -242,7 +242,7 @@ async def _serve(
             def ready(url: str) -> None:
                 # The file, never the token: stderr may end in a batch log others read.
                 print(
-                    f'{prog}: run dir {run_dir}; serving MCP on {url}; starting the Directors\n'
+                    f'{prog}: run dir {run_dir}; serving MCP on {url} while the Directors start\n'
                     f'{prog}: clients send "Authorization: Bearer TOKEN", TOKEN from '
                     f'{token_file}',
                     file=sys.stderr,
