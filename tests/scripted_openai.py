@@ -12,10 +12,15 @@ header) is recorded for the test to check what the client sent.
 A script item is a reply (``tool_calls(...)``, ``text(...)``), or a function of
 the request body and its index that returns one. After the last item, the
 last one is repeated if ``repeat`` is set, else the server answers 500.
+
+A [`Raw`][tests.scripted_openai.Raw] reply is sent byte for byte (status, body and
+content type as given), to script a server that answers wrongly: HTML, a
+truncated body, an empty 200, a completion of the wrong shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import itertools
 import json
@@ -25,8 +30,18 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
+
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    """A reply sent exactly as given, not wrapped in a ``chat.completion``."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = 'application/json'
+
+
 Reply = dict[str, Any]
-ScriptItem = Reply | Callable[[dict[str, Any], int], Reply]
+ScriptItem = Reply | Raw | Callable[[dict[str, Any], int], Reply | Raw]
 
 MODEL = 'scripted'
 USAGE = {'prompt_tokens': 100, 'completion_tokens': 10, 'total_tokens': 110}
@@ -59,6 +74,11 @@ def tool_calls(*calls: tuple[str, Any], content: str | None = None) -> Reply:
 def text(content: str) -> Reply:
     """An assistant turn that answers without tool calls."""
     return {'content': content}
+
+
+def as_is(body: Any) -> Raw:
+    """``body`` as the whole JSON answer (e.g. a completion with a field of the wrong type)."""
+    return Raw(json.dumps(body).encode())
 
 
 def completion(reply: Reply, model: str = MODEL, usage: dict[str, int] | None = USAGE) -> Reply:
@@ -95,6 +115,8 @@ class ScriptedOpenAI:
         trickle: Seconds between the bytes of each chat reply's body (a server that
             keeps the connection alive but never finishes).
         models: What ``GET /v1/models`` lists.
+        models_reply: Sent for ``GET /v1/models`` instead of the list.
+        models_trickle: Seconds between the bytes of the ``GET /v1/models`` answer.
 
     """
 
@@ -106,12 +128,16 @@ class ScriptedOpenAI:
         delay: float = 0.0,
         trickle: float = 0.0,
         models: Sequence[str] = (MODEL,),
+        models_reply: Raw | None = None,
+        models_trickle: float = 0.0,
     ) -> None:
         self.script = list(script)
         self.repeat = repeat
         self.delay = delay
         self.trickle = trickle
         self.models = list(models)
+        self.models_reply = models_reply
+        self.models_trickle = models_trickle
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         """Each chat request's headers, names in lower case."""
@@ -140,7 +166,7 @@ class ScriptedOpenAI:
         self._server.server_close()
         self._thread.join(timeout=10)
 
-    def _reply(self, body: dict[str, Any]) -> Reply | None:
+    def _reply(self, body: dict[str, Any]) -> Reply | Raw | None:
         with self.lock:
             index = len(self.requests)
             self.requests.append(body)
@@ -151,6 +177,8 @@ class ScriptedOpenAI:
         else:
             item = self.script[index]
         reply = item(body, index) if callable(item) else item
+        if isinstance(reply, Raw):
+            return reply
         return completion(reply, model=body.get('model', MODEL))
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
@@ -163,9 +191,10 @@ class ScriptedOpenAI:
                 pass
 
             def _send(self, status: int, data: Any, trickle: float = 0.0) -> None:
-                payload = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header('Content-Type', 'application/json')
+                raw = data if isinstance(data, Raw) else Raw(json.dumps(data).encode(), status)
+                payload = raw.body
+                self.send_response(raw.status)
+                self.send_header('Content-Type', raw.content_type)
                 self.send_header('Content-Length', str(len(payload)))
                 self.end_headers()
                 try:
@@ -179,11 +208,14 @@ class ScriptedOpenAI:
                     pass  # the client gave up waiting (a timeout test)
 
             def do_GET(self) -> None:
-                if self.path.rstrip('/') == '/v1/models':
+                if self.path.rstrip('/') == '/v1/models' and server.models_reply is not None:
+                    self._send(200, server.models_reply, trickle=server.models_trickle)
+                elif self.path.rstrip('/') == '/v1/models':
                     models = [
                         {'id': m, 'object': 'model', 'owned_by': 'test'} for m in server.models
                     ]
-                    self._send(200, {'object': 'list', 'data': models})
+                    listing = {'object': 'list', 'data': models}
+                    self._send(200, listing, trickle=server.models_trickle)
                 else:
                     self._send(404, {'error': {'message': f'no route {self.path}'}})
 

@@ -35,6 +35,11 @@ from actors.client.model_endpoint import ModelOptions
 from actors.client.model_endpoint import explain
 from actors.client.model_endpoint import open_client
 from actors.client.model_endpoint import request_deadline
+from actors.client.model_reply import USAGE_KEYS
+from actors.client.model_reply import ModelReplyError
+from actors.client.model_reply import ModelTurn
+from actors.client.model_reply import ToolCallRequest
+from actors.client.model_reply import read_completion
 from actors.client.planner import DEFAULT_TEMPERATURES
 from actors.client.planner import CampaignReport
 from actors.client.planner import steepest_interval
@@ -204,16 +209,15 @@ class ModelCampaign:
         report = self.report
         messages = self.messages()
         for step in range(1, self.options.max_steps + 1):
-            message = await self._complete(messages)
+            turn = await self._complete(messages)
             report.steps = step
-            raw_calls = list(getattr(message, 'tool_calls', None) or [])
-            if not raw_calls:
-                report.final_answer = message.content or ''
+            if not turn.tool_calls:
+                report.final_answer = turn.content or ''
                 report.stopped = f'the model answered after {step} turn(s)'
                 break
-            calls = [self._read(step, i, c) for i, c in enumerate(raw_calls)]
-            messages.append(_assistant(message, calls))
-            await self._run_turn(step, message.content, calls)
+            calls = [self._read(step, i, c) for i, c in enumerate(turn.tool_calls)]
+            messages.append(_assistant(turn, calls))
+            await self._run_turn(step, turn.content, calls)
             messages.extend(
                 {'role': 'tool', 'tool_call_id': c.id, 'content': c.answer} for c in calls
             )
@@ -228,8 +232,13 @@ class ModelCampaign:
         logger.info('model campaign: %s', report.stopped)
         return report
 
-    async def _complete(self, messages: list[dict[str, Any]]) -> Any:
-        """One chat completion; its message. Counts the tokens."""
+    async def _complete(self, messages: list[dict[str, Any]]) -> ModelTurn:
+        """One chat completion; its first choice. Counts the tokens.
+
+        Raises:
+            ModelEndpointError: If the request fails or its answer is malformed.
+
+        """
         import openai
 
         # The SDK's timeout bounds each read, so a server that trickles a byte at a time
@@ -237,12 +246,15 @@ class ModelCampaign:
         deadline = request_deadline(self.options)
         try:
             async with asyncio.timeout(deadline):
-                completion = await self.client.chat.completions.create(
+                # The raw body: the SDK does not check a completion's shape, so a bad one
+                # would fail later, far from the reply (read_completion says what is wrong).
+                response = await self.client.chat.completions.with_raw_response.create(
                     model=self.options.model,
                     messages=messages,
                     tools=self.schemas,
                     tool_choice='auto',
                 )
+                body = response.text
         except TimeoutError:
             raise ModelEndpointError(
                 f'the model endpoint {self.options.shown_url} did not finish its answer within '
@@ -250,26 +262,20 @@ class ModelCampaign:
             ) from None
         except openai.OpenAIError as e:
             raise ModelEndpointError(explain(self.options, e)) from None
-        usage = getattr(completion, 'usage', None)
-        if usage is not None:
+        try:
+            turn = read_completion(body, response.headers.get('content-type', ''))
+        except ModelReplyError as e:
+            raise ModelEndpointError(f'the model endpoint {self.options.shown_url} {e}') from None
+        if turn.usage is not None:
             total = self.report.usage or {}
-            for key in ('prompt_tokens', 'completion_tokens', 'total_tokens'):
-                total[key] = total.get(key, 0) + int(getattr(usage, key, 0) or 0)
+            for key in USAGE_KEYS:
+                total[key] = total.get(key, 0) + turn.usage.get(key, 0)
             self.report.usage = total
-        if not completion.choices:
-            raise ModelEndpointError(
-                f'the model endpoint {self.options.shown_url} answered with no choices',
-            )
-        return completion.choices[0].message
+        return turn
 
-    def _read(self, step: int, index: int, raw: Any) -> _Call:
-        """A tool call as the SDK gives it, with an id even if the server left it out."""
-        function = getattr(raw, 'function', None)
-        name = getattr(function, 'name', None) or ''
-        arguments = getattr(function, 'arguments', None)
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments) if arguments is not None else ''
-        return _Call(getattr(raw, 'id', None) or f'call_{step}_{index}', name, arguments)
+    def _read(self, step: int, index: int, request: ToolCallRequest) -> _Call:
+        """A tool call of the turn, with an id even if the server left it out."""
+        return _Call(request.id or f'call_{step}_{index}', request.name, request.arguments)
 
     async def _run_turn(self, step: int, content: str | None, calls: list[_Call]) -> None:
         """Check a turn's calls, send the valid ones together, fill in every answer."""
@@ -389,18 +395,18 @@ class ModelCampaign:
         report.steepest = steepest_interval(measured)
 
 
-def _assistant(message: Any, calls: Sequence[_Call]) -> dict[str, Any]:
+def _assistant(turn: ModelTurn, calls: Sequence[_Call]) -> dict[str, Any]:
     """The model's turn as it goes back into the conversation (with the ids used)."""
-    turn: dict[str, Any] = {
+    said: dict[str, Any] = {
         'role': 'assistant',
         'tool_calls': [
             {'id': c.id, 'type': 'function', 'function': {'name': c.name, 'arguments': c.arguments}}
             for c in calls
         ],
     }
-    if message.content:
-        turn['content'] = message.content
-    return turn
+    if turn.content:
+        said['content'] = turn.content
+    return said
 
 
 class LLMPlanner(Agent):

@@ -246,16 +246,23 @@ async def probe(options: ModelOptions) -> None:
     logged, not refused (some gateways route more models than they list).
 
     Raises:
-        ConfigurationError: If it cannot be reached, times out or refuses the key.
+        ConfigurationError: If it cannot be reached, times out, refuses the
+            key, or answers with something that is not a model list (an HTML
+            page: the URL is not the API's).
 
     """
     import openai
+
+    from actors.client.model_reply import ModelReplyError
+    from actors.client.model_reply import read_model_list
 
     probing = dataclasses.replace(options, timeout=min(options.timeout, PROBE_TIMEOUT))
     client = open_client(probing, retries=1)
     try:
         async with asyncio.timeout(request_deadline(probing, retries=1)):
-            listed = [model.id async for model in client.models.list()]
+            # The raw body: the SDK does not check its shape (HTML fails deep inside it).
+            response = await client.models.with_raw_response.list()
+            body = response.text
     except TimeoutError:
         raise ConfigurationError(
             f'the model endpoint {options.shown_url} did not answer GET /models within '
@@ -268,6 +275,12 @@ async def probe(options: ModelOptions) -> None:
         return
     finally:
         await client.close()
+    try:
+        listed = read_model_list(body, response.headers.get('content-type', ''))
+    except ModelReplyError as e:
+        raise ConfigurationError(
+            f'the model endpoint {options.shown_url} {e}; check --llm and the server'
+        ) from None
     if listed and options.model not in listed:
         logger.warning(
             'model endpoint %s does not list model %r (it lists: %s)',
