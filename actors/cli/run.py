@@ -37,6 +37,7 @@ from actors.client.deploy import make_executor
 from actors.client.exchange import open_exchange
 from actors.client.exchange import redact
 from actors.client.mailbox_watch import ExchangeStateLostError
+from actors.client.shutdown import closing
 from actors.client.status_query import ExchangeUnreachableError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
@@ -60,6 +61,8 @@ RELEASE_TIMEOUT = 60.0
 """Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
 LOST_STOP_TIMEOUT = 120.0
 """Seconds Directors started here get to stop by themselves once the exchange lost its state."""
+COORDINATOR_STOP_TIMEOUT = 30.0
+"""Seconds the node coordinator gets to stop before the Directors stop without it."""
 REMOTE_STARTUP_TIMEOUT = 3600.0
 """Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
 
@@ -142,7 +145,7 @@ async def open_directors(
             on_start()
         lost: ExchangeStateLostError | None = None
         try:
-            async with manager:
+            async with closing(manager):
                 try:
                     attached, handles, statuses, coordinator = await _ready(
                         manager, plan, on_directors
@@ -169,7 +172,17 @@ async def stop_coordinator(manager: Manager[Any], coordinator: Any) -> None:
     if coordinator is None:
         return
     try:
-        await manager.shutdown(coordinator.agent_id, blocking=True)
+        await manager.shutdown(
+            coordinator.agent_id, blocking=True, timeout=COORDINATOR_STOP_TIMEOUT
+        )
+    except TimeoutError:
+        # The Manager's bounded close kills it, if it can.
+        logger.error(
+            '%s did not stop within %.0fs (a stopped or hung process?); the Directors stop '
+            'without it',
+            coordinator.agent_id,
+            COORDINATOR_STOP_TIMEOUT,
+        )
     except Exception as e:
         logger.debug('stopping the node coordinator: %r', e)
 

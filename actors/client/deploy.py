@@ -56,6 +56,23 @@ class ProcessPerAgentExecutor(Executor):
             self._pools.discard(pool)
         pool.shutdown(wait=False)
 
+    def kill(self) -> int:
+        """Kill the process of every agent still running; how many were killed.
+
+        SIGKILL ends a stopped (SIGSTOP) or hung process too; the agent's
+        future then fails, and a Director's watchdog stops its Parsl processes.
+        """
+        with self._lock:
+            pools = list(self._pools)
+        killed = 0
+        for pool in pools:
+            # ProcessPoolExecutor has no public way to its processes.
+            for process in list((pool._processes or {}).values()):
+                if process.is_alive():
+                    process.kill()
+                    killed += 1
+        return killed
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Shut every process down."""
         with self._lock:

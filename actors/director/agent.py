@@ -438,7 +438,7 @@ class Director(Agent):
 
     @action
     async def incarnation_id(self) -> str:
-        """This incarnation's id: it changes each time the Director (re)starts.
+        """The id of this incarnation: it changes each time the Director (re)starts.
 
         Cheaper than ``status`` (no question to the interchange): clients ask
         it while their calls are pending, to notice a restart that forgot them.
