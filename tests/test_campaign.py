@@ -57,7 +57,7 @@ def test_planner_campaign_and_dispatcher(run_dir: pathlib.Path):
                 {'name': 'ase_md', 'arguments': {'steps': 10, 'colour': 'red'}},
                 {'name': 'no_such_tool', 'arguments': {}},
                 {'name': 'ase_md', 'arguments': '{"steps": 10'},
-                {'name': 'mpi_probe', 'arguments': {'num_nodes': 2}},
+                {'name': 'mpi_probe', 'arguments': {'num_nodes': 3}},  # the job has 2
             ]:
                 with pytest.raises(ConfigurationError) as info:
                     await dispatcher.dispatch(bad)
@@ -81,10 +81,14 @@ def test_planner_campaign_and_dispatcher(run_dir: pathlib.Path):
             mpi = await dispatcher.dispatch(
                 {'name': 'mpi_probe', 'arguments': {'num_nodes': 1, 'ranks_per_node': 2}},
             )
+            # Larger than either Director: routed anyway, the Director borrows a node.
+            whole_job = await dispatcher.dispatch(
+                {'name': 'mpi_probe', 'arguments': {'num_nodes': 2, 'ranks_per_node': 1}},
+            )
             statuses = await dispatcher.dispatch({'name': 'status', 'arguments': '{}'})
-            return parts, report, errors, before, after_bad, good, mpi, statuses
+            return parts, report, errors, before, after_bad, good, (mpi, whole_job), statuses
 
-    parts, report, errors, before, after_bad, good, mpi, statuses = asyncio.run(main())
+    parts, report, errors, before, after_bad, good, (mpi, whole_job), statuses = asyncio.run(main())
 
     # The campaign: 2 grid points, then the midpoint of the steepest interval.
     assert [r['temperatures'] for r in report.rounds] == [[300.0, 1500.0], [900.0]]
@@ -107,7 +111,7 @@ def test_planner_campaign_and_dispatcher(run_dir: pathlib.Path):
     assert "'colour' was unexpected" in errors[1]
     assert "unknown tool 'no_such_tool'" in errors[2]
     assert 'not valid JSON' in errors[3]
-    assert 'num_nodes=2 is more than the largest partition (1 node(s))' in errors[4]
+    assert 'num_nodes=3 is more than any Director can take (2 node(s))' in errors[4]
     # Nothing was submitted for the rejected calls.
     assert [(s.done, s.failed, s.queued) for s in after_bad] == [
         (s.done, s.failed, s.queued) for s in before
@@ -115,4 +119,5 @@ def test_planner_campaign_and_dispatcher(run_dir: pathlib.Path):
     assert good.ok and good.params == {'temperature': 450, 'steps': 10, 'size': 1}
     assert good.node in {n for p in parts for n in p.nodes}
     assert mpi.ok and mpi.value['size'] == 2 and len(mpi.nodes) == 1
-    assert sum(s.done for s in statuses) == 3 + 2
+    assert whole_job.ok and sorted(whole_job.nodes) == sorted(n for p in parts for n in p.nodes)
+    assert sum(s.done for s in statuses) == 3 + 3

@@ -311,11 +311,12 @@ class Dispatcher:
         nodes = _nodes_needed(name, arguments)
         answering = await self._routing_statuses()
         statuses = dict(answering)
-        candidates = [i for i, s in answering if len(s.nodes) >= nodes]
+        # In an elastic run a Director borrows the nodes it lacks (up to the job's).
+        candidates = [i for i, s in answering if _most_nodes(s) >= nodes]
         if not candidates:
-            largest = max(len(s.nodes) for s in statuses.values())
+            largest = max(_most_nodes(s) for s in statuses.values())
             raise ConfigurationError(
-                f'{name}: num_nodes={nodes} is more than the largest partition '
+                f'{name}: num_nodes={nodes} is more than any Director can take '
                 f'({largest} node(s)); give num_nodes=1..{largest}',
             )
         turn = next(self._turn)
@@ -330,6 +331,11 @@ class Dispatcher:
             return (-(free - self._since[i]), self._outstanding[i], (i - turn) % count)
 
         return min(candidates, key=score)
+
+
+def _most_nodes(status: DirectorStatus) -> int:
+    """The most nodes one MPI call to this Director may ask for."""
+    return max(status.mpi_max_nodes, len(status.nodes))
 
 
 def _nodes_needed(name: str, arguments: Mapping[str, Any]) -> int:

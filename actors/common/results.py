@@ -114,6 +114,8 @@ class DirectorStatus:
         moves_in: Nodes that moved in from other Directors.
         moves_out: Nodes that moved out to other Directors.
         borrowed: Nodes lent to it for an MPI call -> the Director that lent each.
+        mpi_max_nodes: The most nodes one MPI call to it may ask for: its
+            nodes, or in an elastic run the job's (it borrows the rest).
 
     """
 
@@ -139,6 +141,7 @@ class DirectorStatus:
     moves_in: int = 0
     moves_out: int = 0
     borrowed: dict[str, str] = dataclasses.field(default_factory=dict)
+    mpi_max_nodes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

@@ -47,6 +47,7 @@ async def director_status(director: Any) -> DirectorStatus:
         moves_in=pools.moves_in,
         moves_out=pools.moves_out,
         borrowed=dict(pools.borrowed),
+        mpi_max_nodes=max(director.admission.most or 0, len(pools.nodes)),
     )
 
 
