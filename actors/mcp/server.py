@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime
+import functools
 import importlib.metadata
 import json
 import logging
@@ -161,6 +162,8 @@ class _Handlers:
     def after_start(self, handler: Any) -> Any:
         """``handler``, run once the Directors are up."""
 
+        # wraps: the SDK passes the request only to a handler whose signature takes it by type.
+        @functools.wraps(handler)
         async def waiting(request: Any) -> Any:
             await self.ready()
             return await handler(request)
