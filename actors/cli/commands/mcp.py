@@ -171,7 +171,13 @@ def _plan(rest: list[str]) -> Any:
 
     run_parser = build_run_parser()
     run_parser.prog = 'launch.py mcp'
-    return plan_run(run_parser.parse_args([*rest, '--quiet']))
+    try:
+        return plan_run(run_parser.parse_args([*rest, '--quiet']))
+    except OSError as e:
+        # The run directory cannot be laid out (a full disk, a read-only file system).
+        raise ConfigurationError(
+            f'cannot prepare the run: {describe_os_error(e)}; nothing was started'
+        ) from None
 
 
 @contextlib.asynccontextmanager
