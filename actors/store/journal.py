@@ -27,6 +27,7 @@ from typing import get_args
 import orjson
 
 from actors.common.errors import ConfigurationError
+from actors.common.errors import describe_os_error
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.private import write_private
@@ -143,6 +144,8 @@ class Journal:
         self._first_queued = 0.0
         self._cv = threading.Condition()
         self._closing = False
+        self._failing: int | None = None
+        """The errno of the last failed write or fsync, until one succeeds."""
         self._writer = threading.Thread(target=self._write_loop, name='journal', daemon=True)
         self._writer.start()
         # after-answer: commits written but not yet fsync'ed, and who fsyncs them.
@@ -264,11 +267,16 @@ class Journal:
             self._file.flush()
             if self.sync == 'before-answer':
                 os.fsync(self._file.fileno())
+        except OSError as e:
+            outcome: BaseException | None = self._failed('write', e)
         except Exception as e:
             logger.exception('cannot write journal %s', self.path)
-            outcome: BaseException | None = e
+            outcome = e
         else:
             outcome = None
+            if self._failing is not None:
+                self._failing = None
+                logger.warning('journal %s: writing again', self.path)
         for _, durable in group:
             try:
                 durable(outcome)
@@ -291,10 +299,24 @@ class Journal:
                 self._unsynced = False
             try:
                 os.fsync(self._file.fileno())
-            except OSError:
+            except OSError as e:
                 # Its callers are answered and the lines are in the OS: only a
                 # node crash could still lose them.
-                logger.exception('cannot fsync journal %s', self.path)
+                self._failed('fsync', e)
+
+    def _failed(self, what: str, error: OSError) -> OSError:
+        """``error`` with the journal's path in it, said in one line.
+
+        A full disk fails every later commit the same way: one line when the
+        failure starts (or changes), not a traceback per call.
+        """
+        if error.filename is None:
+            # A file object's write says no path; the caller (and the user) needs it.
+            error = OSError(error.errno, error.strerror or str(error), str(self.path))
+        if self._failing != error.errno:
+            self._failing = error.errno
+            logger.error('cannot %s the journal: %s', what, describe_os_error(error))
+        return error
 
     def close(self) -> None:
         """Write what is queued, fsync it, then close the file; later writes fail."""
@@ -309,7 +331,11 @@ class Journal:
             with self._sync_cv:
                 self._sync_cv.notify()
             self._syncer.join()
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as e:
+            # The lines a full disk refused are still buffered; their callers were told.
+            self._failed('close', e)
 
 
 def encode(result: CallResult) -> bytes:

@@ -22,6 +22,7 @@ import pathlib
 import shutil
 import threading
 
+from actors.common.errors import describe_os_error
 from actors.common.private import private_dir
 from actors.common.private import write_private
 
@@ -157,9 +158,21 @@ class CancelFiles:
         return self._cancel(calls, reason)
 
     def cancel_all(self, reason: str) -> None:
-        """Cancel every call of this incarnation, running, queued or still to come."""
-        self._make()
-        write_private(cancel_file(self.directory, ALL), reason)
+        """Cancel every call of this incarnation, running, queued or still to come.
+
+        A file system that takes no file (full, read-only) is one line: the
+        Director still stops (shutdown, drain), and stopping its blocks ends
+        the tool processes the file would have stopped.
+        """
+        path = cancel_file(self.directory, ALL)
+        try:
+            self._make()
+            write_private(path, reason)
+        except OSError as e:
+            if e.filename is None:  # a write through a descriptor names no file
+                e = OSError(e.errno, e.strerror, str(path))
+            logger.warning('cannot cancel every call (%s): %s', reason, describe_os_error(e))
+            return
         logger.info('cancelled every call: %s', reason)
 
     def close(self) -> None:
