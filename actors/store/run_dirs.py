@@ -8,6 +8,7 @@ writable, and is locked for this process (``actors.store.run_lock``).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -62,7 +63,8 @@ def new_run_dir(path: str | pathlib.Path) -> pathlib.Path:
         )
     try:
         private_dir(run_dir)
-        probe = run_dir / '.write-test'
+        # A name of this process's own: two runs may probe the same directory at once.
+        probe = run_dir / f'.write-test.{os.getpid()}'
         probe.touch()
         probe.unlink()
     except OSError as e:
