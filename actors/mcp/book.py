@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import pathlib
@@ -28,14 +29,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from actors.common.errors import ConfigurationError
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.results import CallResult
 from actors.director.options import director_name
 from actors.mcp.front import Front
+from actors.mcp.jsonsafe import dumps
+from actors.mcp.jsonsafe import json_safe
+from actors.mcp.outputs import ENSEMBLE_RESULTS
+from actors.mcp.outputs import TOOL_VALUE
 from actors.mcp.outputs import Outputs
 from actors.store.journal import final_by_key
 from actors.store.journal import read_run
@@ -141,11 +144,11 @@ class Entry:
 
     def same_call(self, tool: str, arguments: Any, ensemble: bool) -> bool:
         """True if ``tool(arguments)`` is the call this entry holds."""
-        return (self.tool, self.ensemble, _plain(self.arguments)) == (
-            tool,
-            ensemble,
-            _plain(arguments),
-        )
+        try:
+            given = _plain(arguments)
+        except (TypeError, ValueError):
+            return False  # not even writable: not the call the book recorded
+        return (self.tool, self.ensemble, _plain(self.arguments)) == (tool, ensemble, given)
 
 
 class CallBook:
@@ -226,9 +229,12 @@ class CallBook:
         """Start a call (arguments already validated), or return the one with the same key.
 
         Raises:
-            ConfigurationError: If ``call_key`` was used for another call.
+            ConfigurationError: If ``call_key`` was used for another call, is
+                not text (a lone surrogate), or the call cannot be recorded.
 
         """
+        if call_key is not None:
+            _check_key(call_key)
         if call_key is not None and call_key in self.entries:
             entry = self.entries[call_key]
             if not entry.same_call(tool, arguments, ensemble):
@@ -248,18 +254,26 @@ class CallBook:
             total=len(arguments) if ensemble else 1,
             message='submitted',
         )
+        record = {
+            'event': 'submit',
+            'key': key,
+            'tool': tool,
+            'ensemble': ensemble,
+            'arguments': entry.arguments,
+            'timeout': timeout,
+            'created': entry.created,
+        }
+        try:
+            # Only what can be written is kept: a call the book cannot record
+            # would be one that tasks/list, call_status... could not answer.
+            line = dumps(record)
+        except (TypeError, ValueError) as e:
+            raise ConfigurationError(
+                f'{tool}: the call cannot be recorded as JSON ({str(e)[:120]}); '
+                'send arguments that are JSON text and numbers',
+            ) from None
         self.entries[key] = entry
-        self._write(
-            {
-                'event': 'submit',
-                'key': key,
-                'tool': tool,
-                'ensemble': ensemble,
-                'arguments': entry.arguments,
-                'timeout': timeout,
-                'created': entry.created,
-            },
-        )
+        self._write_line(key, line)
         self._start(entry)
         return entry
 
@@ -380,7 +394,7 @@ class CallBook:
         await asyncio.gather(*(run_chunk(c) for c in chunks))
         structured = [self.structured(r) for r in results if r is not None]
         counts = collections.Counter(r['status'] for r in structured)
-        inline, reference = self.outputs.inline_or_link(f'{entry.key}-results', structured)
+        inline, reference = self.outputs.inline_or_link(ENSEMBLE_RESULTS, entry.key, structured)
         return {
             'call_key': entry.key,
             'tool': entry.tool,
@@ -391,11 +405,13 @@ class CallBook:
         }
 
     def structured(self, result: CallResult) -> dict[str, Any]:
-        """A call's result as ``structuredContent`` (``CALL_RESULT_SCHEMA``)."""
-        value, reference = self.outputs.inline_or_link(
-            result.call_key or result.call_id, result.value
-        )
-        return {
+        """A call's result as ``structuredContent`` (``CALL_RESULT_SCHEMA``).
+
+        What JSON cannot hold (NaN, infinities, lone surrogates...) is written
+        as a string and listed in ``replaced`` ([`json_safe`][actors.mcp.jsonsafe.json_safe]):
+        the result says what the tool returned, not ``null``.
+        """
+        raw = {
             'call_key': result.call_key or '',
             'call_id': result.call_id,
             'status': result.status or ('ok' if result.ok else 'failed'),
@@ -410,14 +426,21 @@ class CallBook:
             'wall_time': result.wall_time,
             'attempts': result.attempts,
             'params': result.params,
-            'value': value,
-            'value_ref': reference,
+            'value': result.value,
+            'value_ref': None,
             'error_type': result.error_type,
             'error_message': result.error_message,
             'resources': result.resources,
         }
+        structured, replaced = json_safe(raw)
+        # A key names the call's output; a call without one (never from the book) has its id.
+        key = result.call_key or f'id:{result.call_id}'
+        value, reference = self.outputs.inline_or_link(TOOL_VALUE, key, structured['value'])
+        structured.update(value=value, value_ref=reference, replaced=replaced)
+        return structured
 
     def _end(self, entry: Entry, state: str, result: dict[str, Any] | None, message: str) -> None:
+        message = json_safe(message)[0]  # an error's text may hold a lone surrogate
         entry.touch(state=state, result=result, message=message, done=entry.total)
         self._write(
             {
@@ -433,14 +456,22 @@ class CallBook:
         )
 
     def _write(self, record: Mapping[str, Any]) -> None:
+        try:
+            line = dumps(record)
+        except (TypeError, ValueError) as e:
+            # The Directors' journals still hold every result under its key.
+            logger.warning('could not record %s in %s: %s', record.get('key'), self.path, e)
+            return
+        self._write_line(record.get('key'), line)
+
+    def _write_line(self, key: Any, line: bytes) -> None:
         if self._log is None:
             return
         try:
-            self._log.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b'\n')
+            self._log.write(line + b'\n')
             self._log.flush()
-        except (OSError, TypeError) as e:
-            # The Directors' journals still hold every result under its key.
-            logger.warning('could not record %s in %s: %s', record.get('key'), self.path, e)
+        except OSError as e:
+            logger.warning('could not record %s in %s: %s', key, self.path, e)
 
 
 def _read_log(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -450,8 +481,9 @@ def _read_log(path: pathlib.Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_bytes().splitlines():
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            # json, not orjson: an integer beyond 64 bits reads back as itself, not a float.
+            record = json.loads(line)
+        except ValueError:
             logger.warning('skipping a garbled line of %s', path)
             continue
         if isinstance(record, dict):
@@ -482,9 +514,25 @@ def _summary(entry: Entry, result: Mapping[str, Any]) -> str:
 
 
 def _plain(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return dumps(value, sort_keys=True)
+
+
+def _check_key(call_key: str) -> None:
+    """Refuse a key that is not text: it could be neither recorded nor sent in a reply.
+
+    Raises:
+        ConfigurationError: If it holds a lone surrogate.
+
+    """
+    _, replaced = json_safe(call_key)
+    if replaced:
+        shown = json.dumps(call_key)[:60]
+        raise ConfigurationError(
+            f'call_key {shown} is not text (it holds a lone UTF-16 surrogate); give a key of '
+            'letters, digits and punctuation',
+        )
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = orjson.dumps(value).decode()
+    text = dumps(value).decode()
     return text if len(text) <= limit else text[: limit - 3] + '...'

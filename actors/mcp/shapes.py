@@ -88,6 +88,13 @@ CALL_RESULT_SCHEMA: dict[str, Any] = {
         'params': {'type': 'object'},
         'value': {'description': "The tool's return value (null if value_ref is set)."},
         'value_ref': REFERENCE_SCHEMA,
+        'replaced': {
+            'type': 'array',
+            'items': {'type': 'string'},
+            'description': 'What JSON cannot hold, written as a string instead, by JSON Pointer: '
+            'a float NaN or infinity is the string "NaN", "Infinity" or "-Infinity" (not null); '
+            'a lone surrogate is \\uXXXX text. Empty if nothing was replaced.',
+        },
         'error_type': _NULLABLE_STRING,
         'error_message': _NULLABLE_STRING,
         'resources': {'type': ['object', 'null']},
