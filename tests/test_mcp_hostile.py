@@ -310,3 +310,31 @@ def test_refusals_name_the_problem_within_bounds() -> None:
     with pytest.raises(Refused) as refused:
         check(late)
     assert refused.value.request_id == 'late'
+
+
+def test_the_book_keeps_only_what_it_can_write(tmp_path: pathlib.Path) -> None:
+    """Unit: behind the transport, the book itself refuses a call it could not record."""
+    import types
+
+    from actors.common.errors import ConfigurationError
+    from actors.mcp.book import CallBook
+    from actors.mcp.outputs import Outputs
+
+    async def main() -> None:
+        book = CallBook(types.SimpleNamespace(run_dir=str(tmp_path)), Outputs(str(tmp_path)))
+        book.open()
+        try:
+            refused = [
+                ('\ud800', {'duration': 0}, 'lone UTF-16 surrogate'),
+                ('nan', {'duration': float('nan')}, '/duration: float NaN'),
+                ('text', {'fail': 'x\udcff'}, '/fail: a string with lone surrogates'),
+            ]
+            for key, arguments, says in refused:
+                with pytest.raises(ConfigurationError, match=says):
+                    book.submit('mock_md', arguments, call_key=key)
+            assert book.entries == {}
+        finally:
+            await book.close()
+        assert (tmp_path / 'mcp' / 'calls.jsonl').read_bytes() == b''
+
+    anyio.run(main)

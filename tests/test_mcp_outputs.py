@@ -36,7 +36,7 @@ def _strict(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def test_an_ensemble_and_a_call_keyed_like_its_results_do_not_share_an_output(
+def test_an_ensemble_and_a_call_keyed_like_its_results_or_calls_do_not_collide(
     run_dir: pathlib.Path,
 ) -> None:
     async def main() -> None:
@@ -61,6 +61,18 @@ def test_an_ensemble_and_a_call_keyed_like_its_results_do_not_share_an_output(
                 assert value['steps'] == 1000 and set(value) == {'steps', 'temperature', 'energy'}
                 listed = {str(r.uri) for r in (await session.list_resources()).resources}
                 assert {ensemble_uri, single_uri} <= listed
+
+                # Nor do keys: call 0 of ensemble E is keyed E/0, and the Directors answer
+                # a key from their journals (a call keyed E/0 got E's call 0, seed 1).
+                member = await session.call_tool('mock_md', {'seed': 9, 'call_key': 'E/0'})
+                assert member.isError
+                assert "call 0 of ensemble 'E'" in member.content[0].text
+                await session.call_tool('mock_md', {'duration': 0, 'call_key': 'F/1'})
+                owner = await session.call_tool(
+                    'ensemble', {'tool': 'mock_md', 'arguments': sets, 'call_key': 'F'}
+                )
+                assert owner.isError
+                assert "calls keyed 'F'/<i> exist" in owner.content[0].text
 
     anyio.run(main)
 

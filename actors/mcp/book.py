@@ -233,8 +233,7 @@ class CallBook:
                 not text (a lone surrogate), or the call cannot be recorded.
 
         """
-        if call_key is not None:
-            _check_key(call_key)
+        _check_writable(tool, call_key, arguments)
         if call_key is not None and call_key in self.entries:
             entry = self.entries[call_key]
             if not entry.same_call(tool, arguments, ensemble):
@@ -244,6 +243,8 @@ class CallBook:
                     'tool and arguments to get that call',
                 )
             return entry
+        if call_key is not None:
+            self._check_not_a_member(call_key, ensemble)
         key = call_key or f'mcp-{uuid.uuid4().hex[:16]}'
         entry = Entry(
             key=key,
@@ -276,6 +277,29 @@ class CallBook:
         self._write_line(key, line)
         self._start(entry)
         return entry
+
+    def _check_not_a_member(self, call_key: str, ensemble: bool) -> None:
+        """Refuse a key an ensemble's calls share (call i of ensemble E is keyed ``E/i``).
+
+        The Directors answer a key from their journals: a call keyed ``E/0``
+        would get call 0 of ensemble ``E``'s result, whatever its arguments.
+
+        Raises:
+            ConfigurationError: If ``call_key`` is ``E/<i>`` of an ensemble
+                ``E``, or (for an ensemble) some call is keyed ``<call_key>/<i>``.
+
+        """
+        parent, _, index = call_key.rpartition('/')
+        owner = self.entries.get(parent)
+        if index.isdigit() and owner is not None and owner.ensemble:
+            clash = f'it is the key of call {index} of ensemble {parent!r}'
+        elif ensemble and any(
+            k.startswith(f'{call_key}/') and k[len(call_key) + 1 :].isdigit() for k in self.entries
+        ):
+            clash = f'calls keyed {call_key!r}/<i> exist, and its calls would take those keys'
+        else:
+            return
+        raise ConfigurationError(f'call_key {call_key!r}: {clash}; give another call_key')
 
     def get(self, call_key: str) -> Entry:
         """The call with this key.
@@ -517,19 +541,25 @@ def _plain(value: Any) -> bytes:
     return dumps(value, sort_keys=True)
 
 
-def _check_key(call_key: str) -> None:
-    """Refuse a key that is not text: it could be neither recorded nor sent in a reply.
+def _check_writable(tool: str, call_key: str | None, arguments: Any) -> None:
+    """Refuse a call the book could not record as it is, nor a reply quote.
 
     Raises:
-        ConfigurationError: If it holds a lone surrogate.
+        ConfigurationError: If the key is not text (a lone surrogate), or the
+            arguments hold what JSON cannot (NaN would be recorded as null).
 
     """
-    _, replaced = json_safe(call_key)
-    if replaced:
+    if call_key is not None and json_safe(call_key)[1]:
         shown = json.dumps(call_key)[:60]
         raise ConfigurationError(
             f'call_key {shown} is not text (it holds a lone UTF-16 surrogate); give a key of '
             'letters, digits and punctuation',
+        )
+    replaced = json_safe(arguments)[1]
+    if replaced:
+        raise ConfigurationError(
+            f'{tool}: arguments hold what JSON cannot: '
+            + '; '.join(note.split(', written')[0] for note in replaced[:3])[:200]
         )
 
 
