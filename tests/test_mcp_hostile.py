@@ -338,3 +338,31 @@ def test_the_book_keeps_only_what_it_can_write(tmp_path: pathlib.Path) -> None:
         assert (tmp_path / 'mcp' / 'calls.jsonl').read_bytes() == b''
 
     anyio.run(main)
+
+
+def test_a_reply_that_cannot_be_written_becomes_an_error_with_its_id() -> None:
+    """Unit: the outgoing check: an unwritable response goes out as -32603, not lost."""
+    from mcp.shared.message import SessionMessage
+
+    from actors.mcp.checked_io import writable
+    from actors.mcp.checked_io import writable_only
+
+    bad = mt.JSONRPCResponse(jsonrpc='2.0', id=5, result={'x': '\ud800'})
+    notice = mt.JSONRPCNotification(jsonrpc='2.0', method='n', params={'x': '\ud800'})
+    good = mt.JSONRPCResponse(jsonrpc='2.0', id=6, result={'x': 'fine'})
+
+    async def main() -> list[SessionMessage]:
+        out, received = anyio.create_memory_object_stream[SessionMessage](10)
+        async with writable_only(out) as send:
+            for root in (bad, notice, good):
+                await send.send(SessionMessage(mt.JSONRPCMessage(root)))
+        return [m async for m in received]
+
+    passed = anyio.run(main)
+    assert [m.message.root.id for m in passed] == [5, 6]  # the notification was dropped
+    error = passed[0].message.root
+    assert isinstance(error, mt.JSONRPCError)
+    assert error.error.code == mt.INTERNAL_ERROR
+    assert 'could not be written as JSON' in error.error.message
+    passed[0].message.model_dump_json()  # and this one can be
+    assert writable(SessionMessage(mt.JSONRPCMessage(good))) is not None
