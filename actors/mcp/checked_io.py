@@ -174,7 +174,7 @@ async def checked_stdio(
 
 
 async def _read_line(stdin: anyio.AsyncFile[bytes]) -> bytes | None:
-    """The next line (None at end of input); a line over the limit comes back whole-but-marked.
+    """The next line (None at end of input); of a line over the limit, only its first bytes.
 
     A line longer than ``MAX_MESSAGE_BYTES`` is read to its end and dropped,
     and its first bytes plus one come back so ``check`` refuses it by size
