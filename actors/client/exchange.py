@@ -1,9 +1,10 @@
 """Open the Academy exchange named on the command line.
 
 ``local`` is Academy's in-process exchange; ``http`` spawns Academy's HTTP
-exchange on 127.0.0.1 for the run; ``http://``/``https://`` URLs connect to a
-running HTTP exchange (the hosted Academy exchange with Globus auth); and
-``redis://HOST:PORT`` uses a Redis server.
+exchange on 127.0.0.1 for the run, behind a bearer token of its own;
+``http://``/``https://`` URLs connect to a running HTTP exchange (the hosted
+Academy exchange with Globus auth); and ``redis://HOST:PORT`` uses a Redis
+server.
 
 A Redis password comes from the URL (``redis://:PASSWORD@HOST:PORT``) or,
 better (a command line is visible to every user of the host), from
@@ -16,9 +17,11 @@ for it again ([`require_password`][actors.client.exchange.require_password]).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import multiprocessing
 import os
+import secrets
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -28,11 +31,13 @@ from academy.exchange import ExchangeFactory
 from academy.exchange import HttpExchangeFactory
 from academy.exchange import LocalExchangeFactory
 from academy.exchange import RedisExchangeFactory
-from academy.exchange.cloud.app import _run as serve_exchange
+from academy.exchange.cloud.app import create_app
 from academy.exchange.cloud.client import DEFAULT_EXCHANGE_URL
 from academy.exchange.cloud.client import wait_connection
 from academy.exchange.cloud.config import ExchangeServingConfig
 from academy.exchange.cloud.config import LogConfig
+from aiohttp import web
+from aiohttp.web import run_app
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError
@@ -189,21 +194,34 @@ def validate_exchange(spec: str) -> str:
 def spawned_http_exchange(host: str, port: int, timeout: float) -> Iterator[HttpExchangeFactory]:
     """Academy's HTTP exchange in a child process of its own session, until the block ends.
 
-    As Academy's ``spawn_http_exchange``, except that the child leaves this
-    process's session: a Ctrl-C at the terminal reaches the client, which then
-    stops its Directors over the exchange, instead of killing the exchange
-    first (thousands of lines of ``ECONNREFUSED``). Its server logs only
-    critical errors (they would go to this process's stdout, which holds the
-    CLI's ``--json``).
+    As Academy's ``spawn_http_exchange``, with two differences:
+
+    * Every request must carry ``Authorization: Bearer TOKEN``, a token made
+      for this exchange alone (256 random bits). Academy's HTTP exchange has
+      no credential of its own, and 127.0.0.1 is reachable by every user of
+      the host: without one, anybody there could call, cancel and stop the
+      run's Directors. The token reaches the child through its spawn pipe and
+      the Directors inside the factory (never a command line or a file);
+      the factory yielded here sends it.
+    * The child leaves this process's session: a Ctrl-C at the terminal
+      reaches the client, which then stops its Directors over the exchange,
+      instead of killing the exchange first (thousands of lines of
+      ``ECONNREFUSED``).
+
+    Its server logs only critical errors (they would go to this process's
+    stdout, which holds the CLI's ``--json``).
     """
     config = ExchangeServingConfig(host=host, port=port, logger=LogConfig(level=logging.CRITICAL))
+    token = secrets.token_urlsafe(32)
     process = multiprocessing.get_context('spawn').Process(
-        target=_serve_in_own_session, args=(config,), name='http-exchange'
+        target=_serve_in_own_session, args=(config, token), name='http-exchange'
     )
     process.start()
     try:
         wait_connection(host, port, timeout=timeout)
-        yield HttpExchangeFactory(f'http://{host}:{port}')
+        yield HttpExchangeFactory(
+            f'http://{host}:{port}', additional_headers={'Authorization': f'Bearer {token}'}
+        )
     finally:
         process.terminate()
         process.join(timeout=5)
@@ -213,9 +231,27 @@ def spawned_http_exchange(host: str, port: int, timeout: float) -> Iterator[Http
         process.close()
 
 
-def _serve_in_own_session(config: ExchangeServingConfig) -> None:
+def _serve_in_own_session(config: ExchangeServingConfig, token: str) -> None:
+    """Serve Academy's exchange app, behind the token (the child's entry point)."""
     os.setsid()
-    serve_exchange(config)
+    config.logger.init_logger()
+    app = create_app(config)
+    app.middlewares.insert(0, bearer_token_required(token))  # before Academy's own
+    run_app(app, host=config.host, port=config.port, print=None)
+
+
+def bearer_token_required(token: str) -> Any:
+    """An aiohttp middleware: 401 for a request without ``Authorization: Bearer TOKEN``."""
+    expected = f'Bearer {token}'.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get('Authorization', '').encode()
+        if not hmac.compare_digest(given, expected):
+            return web.Response(status=401, text='this exchange needs its bearer token')
+        return await handler(request)
+
+    return check
 
 
 @contextlib.contextmanager
