@@ -11,6 +11,7 @@ a full parallel file system. The same namespace then frees the space and runs
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -21,6 +22,10 @@ import time
 
 import pytest
 
+from actors.cli.output import write_results
+from actors.cli.report import RESULTS_NAME
+from actors.common.errors import describe_os_error
+from actors.common.results import CallResult
 from actors.store.journal import read_journal
 from tests.conftest import REPO
 
@@ -140,3 +145,16 @@ def test_a_disk_full_mid_run_is_one_line_and_resume_finishes(tmp_path: pathlib.P
     keys = [r['call_key'] for r in final]
     assert len(keys) == len(set(keys)) == ITERATIONS + 1
     assert {r['call_key'] for r in kept} <= set(keys)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='no /dev/full')
+def test_results_on_a_full_disk_name_their_file(tmp_path: pathlib.Path):
+    # /dev/full fails every write with ENOSPC, as a full disk does, and names no file.
+    (tmp_path / RESULTS_NAME).symlink_to('/dev/full')
+    result = CallResult('c1', 'director-0', 0, 'md_sim', 'md_sim', {}, True, status='ok')
+    with pytest.raises(OSError) as raised:
+        write_results(tmp_path, [result])
+    assert describe_os_error(raised.value) == (
+        f'{tmp_path / RESULTS_NAME}: No space left on device (ENOSPC)'
+    )

@@ -31,9 +31,15 @@ PIPED_WIDTH = 140
 def write_results(run_dir: pathlib.Path, results: Sequence[CallResult]) -> pathlib.Path:
     """Write the client's results to ``<run_dir>/results.jsonl``, one per line."""
     path = run_dir / RESULTS_NAME
-    with open(path, 'w', encoding='utf-8') as out:
-        for result in results:
-            out.write(json.dumps(result.to_dict()) + '\n')
+    try:
+        with open(path, 'w', encoding='utf-8') as out:
+            for result in results:
+                out.write(json.dumps(result.to_dict()) + '\n')
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        # A write through the file object (a full disk) names no file: the user needs it.
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     return path
 
 
