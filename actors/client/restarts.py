@@ -102,7 +102,7 @@ class RestartWatch:
 
     async def _ask(self) -> str | None:
         """The Director's incarnation now; ``None`` if it did not say within the timeout."""
-        question = asyncio.ensure_future(self.handle.action(INCARNATION_ACTION))
+        question = asyncio.ensure_future(_asked(self.handle))
         try:
             done, _ = await asyncio.wait({question}, timeout=self.timeout)
         except asyncio.CancelledError:
@@ -123,6 +123,22 @@ class RestartWatch:
             return None
         self.seen, self._seen_at = incarnation, time.monotonic()
         return incarnation
+
+
+async def _asked(handle: Handle[Any]) -> str:
+    """The Director's incarnation; a question cancelled ends as a cancellation.
+
+    Academy tells the agent that a cancelled request is withdrawn; if that
+    fails (the Director is gone at the client's exit), the request would end
+    with that error instead, and ``asyncio.run`` reports it as unhandled.
+    """
+    try:
+        return await handle.action(INCARNATION_ACTION)
+    except Exception as e:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from e
+        raise
 
 
 def _discard(question: asyncio.Future[Any]) -> None:
