@@ -7,10 +7,17 @@ node and stops its pool; the node is ``moving``; the receiver's
 ``adopt_node`` starts a pool pinned to it. A receiver that cannot start a
 pool there gives it back to the giver (or the node is ``free``, and goes to
 the next Director that wants one). A Director that stops answering for
-``DEAD_AFTER`` seconds loses its nodes to the ``free`` set (its pools died
-with it: the watchdog stops them within ``ORPHAN_BOUND``), and the others
-take them. Each change is journaled (``actors.store.moves``) before the
-next one starts.
+``DEAD_AFTER`` seconds may only be silent, its pools still running calls:
+its nodes are fenced (``actors.coordinator.fencing``: its watchdog stops its
+pools and the Director) and go to the ``free`` set, and to the others, only
+once that is confirmed. Each change is journaled (``actors.store.moves``)
+before the next one starts; a layout with a node under two owners is never
+written.
+
+A Director's reported nodes are checked against this ownership: nodes it
+reports that belong to another are not taken into the layout (it is asked
+to release them); nodes it no longer reports (it restarted) go home to
+their lender if it had borrowed them, else to the ``free`` set.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from academy.agent import action
 from academy.agent import loop
 from academy.handle import Handle
 
-from actors.common.timing import ORPHAN_BOUND
+from actors.coordinator.fencing import Fences
 from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import Move
@@ -50,7 +57,7 @@ FREE_RETRY = 60.0
 """Seconds before a node on which no pool would start is offered again (to that Director)."""
 
 DEAD_AFTER = 15.0
-"""Seconds without an answer after which a Director's nodes are reclaimed."""
+"""Seconds without an answer after which a Director is fenced and its nodes reclaimed."""
 
 
 class NodeCoordinator(Agent):
@@ -88,6 +95,9 @@ class NodeCoordinator(Agent):
         self._retry_at: dict[str, float] = {}
         self._refused: dict[tuple[str, str], float] = {}
         self._journal: MoveJournal | None = None
+        self.loans: dict[str, str] = {}
+        self._fences = Fences(run_dir, COORDINATOR_NAME)
+        self._tasks: dict[str, asyncio.Future[Any]] = {}
 
     async def agent_on_startup(self) -> None:
         """Open the move journal."""
@@ -119,6 +129,8 @@ class NodeCoordinator(Agent):
             'moves': self.moves,
             'dead': sorted(self._dead),
             'violations': list(self.violations),
+            'fencing': self._fences.nodes(),
+            'loans': dict(self.loans),
         }
 
     # One step.
@@ -132,19 +144,28 @@ class NodeCoordinator(Agent):
         loads = [load for load in answers if load is not None]
         first = not self.layout
         for load in loads:
-            self.layout[load.director] = list(load.nodes)
+            if load.director in self._fences:
+                await self._answers_again(load.director)
+        for load in loads:
+            if first:
+                self.layout[load.director] = list(load.nodes)
+                self.loans.update(load.borrowed)
+            else:
+                await self._accept(load)
             self.job_nodes.update(load.nodes)
             if load.queued or load.mpi_need:
                 self._calm_since[load.director] = now
             else:
                 self._calm_since.setdefault(load.director, now)
+        loads = [self._checked(load) for load in loads]
         if first and loads:
             for load in loads:
                 for node in load.nodes:
                     self._record('start', node, None, load.director)
             self._write_layout()
         self._check()
-        await self._reclaim(now)
+        # Not ``now``: asking a silent Director took up to LOAD_TIMEOUT of its silence.
+        await self._reclaim(time.monotonic())
         await self._give_free(loads)
         moves = plan_moves(
             [load for load in loads if load.director not in self._dead],
@@ -184,7 +205,7 @@ class NodeCoordinator(Agent):
             check_layout(
                 self.job_nodes,
                 {d: n for d, n in self.layout.items() if d not in self._dead},
-                moving=self.moving,
+                moving=[*self.moving, *self._fences.nodes()],
                 free=self.free,
             )
         except OwnershipError as e:
@@ -192,25 +213,112 @@ class NodeCoordinator(Agent):
             self.violations.append(str(e))
 
     async def _reclaim(self, now: float) -> None:
-        """Free the nodes of Directors that stopped answering."""
+        """Fence the Directors that stopped answering; free their nodes once fenced."""
         for director, last in list(self._last_answer.items()):
             if director in self._dead or now - last < DEAD_AFTER:
                 continue
             self._dead.add(director)
-            nodes = self.layout.pop(director, [])
+            nodes = self.layout.get(director, [])
+            # Listed under nobody before the fence: a restart must not take them back.
+            self.layout[director] = []
             logger.warning(
-                '%s: %s has not answered for %.0fs; its %d node(s) go to the others',
+                '%s: %s has not answered for %.0fs; fencing it before its %d node(s) go '
+                'to the others',
                 COORDINATOR_NAME,
                 director,
                 now - last,
                 len(nodes),
             )
-            # Its pools die with it (its watchdog); give them the time to.
-            await asyncio.sleep(ORPHAN_BOUND)
+            for node in nodes:
+                self.loans.pop(node, None)
+                self._record('fencing', node, director, None, 'no answer')
+            self._fences.hold(director, nodes)
+            self._write_layout()
+            await asyncio.to_thread(self._fences.request, director)
+        for director in list(self._fences.pending):
+            at = await asyncio.to_thread(self._fences.confirmed, director)
+            if at is None:
+                await asyncio.to_thread(self._fences.retry, director)
+                continue
+            nodes = await asyncio.to_thread(self._fences.finish, director)
             for node in nodes:
                 self.free.append(node)
-                self._record('lost', node, director, None, 'no answer')
+                self._record('lost', node, director, None, f'no answer; fenced at {at:.3f}')
             self._write_layout()
+
+    async def _answers_again(self, director: str) -> None:
+        """A fenced Director answers: restarted after its fence, or the fence never took."""
+        if await asyncio.to_thread(self._fences.confirmed, director) is not None:
+            return  # a new incarnation; _reclaim frees the fenced nodes this step
+        nodes = await asyncio.to_thread(self._fences.finish, director)
+        logger.warning(
+            '%s: %s answers again before its fence was confirmed; it keeps its node(s) %s',
+            COORDINATOR_NAME,
+            director,
+            ', '.join(nodes) or 'none',
+        )
+        self.layout[director] = [*self.layout.get(director, []), *nodes]
+        self._write_layout()
+
+    async def _accept(self, load: Load) -> None:
+        """Take a Director's reported nodes into the layout, checked against ours."""
+        director = load.director
+        taken = {n: d for d, nodes in self.layout.items() if d != director for n in nodes}
+        taken.update((n, 'free') for n in self.free)
+        taken.update((n, 'moving') for n in self.moving)
+        taken.update((n, f'fencing {d}') for n, d in self._fences.nodes().items())
+        had = self.layout.get(director, [])
+        conflicts = [n for n in load.nodes if n in taken]
+        self.layout[director] = [n for n in load.nodes if n not in taken]
+        for node in self.layout[director]:
+            if node in load.borrowed:
+                self.loans[node] = load.borrowed[node]
+        if conflicts:
+            said = ', '.join(f'{n} ({taken[n]})' for n in conflicts)
+            message = f'{director} reports node(s) owned by others, not taken: {said}'
+            logger.error('%s: %s; asking it to release them', COORDINATOR_NAME, message)
+            self.violations.append(message)
+            self._release(director, conflicts)
+        for node in [n for n in had if n not in load.nodes]:
+            await self._gone(director, node)
+
+    def _checked(self, load: Load) -> Load:
+        """``load`` with only the nodes the layout gives its Director (what the policy moves)."""
+        mine = set(self.layout.get(load.director, []))
+        return dataclasses.replace(
+            load,
+            nodes=tuple(n for n in load.nodes if n in mine),
+            idle=tuple(n for n in load.idle if n in mine),
+            borrowed={n: d for n, d in load.borrowed.items() if n in mine},
+        )
+
+    def _release(self, director: str, nodes: list[str]) -> None:
+        handle = self._handles.get(director)
+        if handle is None or director in self._tasks:
+            return  # one release at a time: the next step asks again if it is needed
+        action = handle.action('release_nodes', nodes, keep=0, idle_only=False)
+        task = asyncio.ensure_future(
+            asyncio.wait_for(action, RELEASE_DEADLINE + LOAD_TIMEOUT)  # type: ignore[arg-type]
+        )
+        self._tasks[director] = task
+        task.add_done_callback(lambda done: self._released(director, done))
+
+    def _released(self, director: str, task: asyncio.Future[Any]) -> None:
+        self._tasks.pop(director, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning(
+                '%s: %s did not release: %s', COORDINATOR_NAME, director, task.exception()
+            )
+
+    async def _gone(self, director: str, node: str) -> None:
+        """A node ``director`` no longer reports (it restarted): home to its lender, or free."""
+        lender = self.loans.pop(node, None)
+        if lender is not None and await self._adopt(lender, node, why='home'):
+            self._record('home', node, director, lender, f'{director} restarted')
+        else:
+            self.free.append(node)
+            self._record('free', node, director, None, f'no longer reported by {director}')
+        self._write_layout()
 
     async def _give_free(self, loads: Sequence[Load]) -> None:
         """Hand free nodes to the Directors that want nodes most (or to the fewest-noded)."""
@@ -247,6 +355,7 @@ class NodeCoordinator(Agent):
             logger.warning('%s: %s did not release %s: %s', COORDINATOR_NAME, move.giver, move, e)
             return
         for node in left:
+            self.loans.pop(node, None)
             self._own(node, move.giver, None)
             self.moving[node] = (move.giver, move.receiver)
             self._record('moving', node, move.giver, move.receiver, move.why)
@@ -255,6 +364,8 @@ class NodeCoordinator(Agent):
     async def _deliver(self, node: str, move: Move) -> None:
         lender = move.giver if move.why == 'borrow' else None
         if await self._adopt(move.receiver, node, lender=lender, why=move.why):
+            if lender is not None:
+                self.loans[node] = lender
             self.moving.pop(node, None)
             self.moves += 1
             self._arrived[node] = time.monotonic()
@@ -304,11 +415,16 @@ class NodeCoordinator(Agent):
     ) -> None:
         if self._journal is not None:
             self._journal.record(event, node, giver, receiver, why)
-        if event in ('moved', 'back', 'lost', 'free', 'reclaimed'):
+        if event in ('moved', 'back', 'lost', 'free', 'reclaimed', 'home'):
             logger.info(
                 '%s: %s %s: %s -> %s (%s)', COORDINATOR_NAME, node, event, giver, receiver, why
             )
 
     def _write_layout(self) -> None:
-        if self._journal is not None:
-            self._journal.write_layout(self.layout, self.free)
+        if self._journal is None:
+            return
+        written = self._journal.write_layout(
+            self.layout, self.free, fencing=self._fences.nodes(), loans=self.loans
+        )
+        if not written:
+            self.violations.append('a layout with a node under two owners was not written')

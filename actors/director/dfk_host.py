@@ -30,6 +30,7 @@ from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
 from actors.execution.executor_app import Call
 from actors.execution.executor_app import ExecutorApp
+from actors.execution.fence import fence_dir
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import InterchangeWatch
 from actors.execution.interchange import connected_managers
@@ -102,7 +103,8 @@ class DfkHost:
         self.retries = retries
         self.pools = pools
         self.max_nodes = max_nodes
-        self.watchdog = Watchdog()
+        # The coordinator fences this Director through it if it goes silent.
+        self.watchdog = Watchdog(fence=(fence_dir(run_dir), name))
         self._stopped_on_purpose = stopped_on_purpose
         self._label = executor_label(partition)
         self._parsl_dir = pathlib.Path(run_dir, 'parsl', name)

@@ -22,6 +22,12 @@ parent's PID there.
 
 Bound: everything is gone within ``ORPHAN_BOUND`` seconds of the Director's
 death.
+
+Fencing: a Director that stops answering without dying still runs calls on
+its nodes. Given a fence directory (``--fence DIR --name DIRECTOR``), the
+watchdog says in ``DIR`` whether it is watching, and on the coordinator's
+request (``actors.execution.fence``) stops everything it watches, SIGKILLs the
+Director (so it cannot wake up and use nodes it lost) and confirms.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pathlib
 import select
 import signal
 import subprocess
@@ -45,6 +52,9 @@ from actors.common.processes import family
 from actors.common.processes import stop_processes
 from actors.common.timing import PARENT_POLL
 from actors.common.timing import STOP_GRACE
+from actors.execution.fence import request_path
+from actors.execution.fence import state_path
+from actors.execution.fence import write_state
 from actors.worker.control import CONTROL_DIR_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -56,9 +66,15 @@ PARSL_MARKERS = ('interchange', 'process_worker_pool', 'mpiexec', 'hydra_pmi_pro
 
 
 class Watchdog:
-    """The Director's side: start the watchdog and tell it what to watch."""
+    """The Director's side: start the watchdog and tell it what to watch.
 
-    def __init__(self) -> None:
+    Args:
+        fence: The fence directory and the Director's name (no fencing without).
+
+    """
+
+    def __init__(self, fence: tuple[str | os.PathLike[str], str] | None = None) -> None:
+        self._fence = fence
         self._proc: subprocess.Popen[bytes] | None = None
         self._sent: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
@@ -72,8 +88,11 @@ class Watchdog:
         """Start the watchdog process for this (the Director's) process."""
         # Inherited by every process started from now on (see the module).
         os.environ[LINEAGE_VARIABLE] = str(os.getpid())
+        argv = [sys.executable, '-m', 'actors.execution.watchdog', '--parent', str(os.getpid())]
+        if self._fence is not None:
+            argv += ['--fence', str(self._fence[0]), '--name', self._fence[1]]
         self._proc = subprocess.Popen(
-            [sys.executable, '-m', 'actors.execution.watchdog', '--parent', str(os.getpid())],
+            argv,
             stdin=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
@@ -187,13 +206,19 @@ def reap(
     return stop_processes(lambda: targets(trees, groups, lineage), grace=grace, also=also)
 
 
-def _serve(parent: int) -> int:
+def _serve(parent: int, state: pathlib.Path | None = None) -> int:
     trees: set[int] = set()
     groups: set[int] = set()
     stdin = sys.stdin.buffer
     buffer = b''
+    if state is not None:
+        _say(state, 'watching', director=parent, watchdog=os.getpid())
+    why = 'died'
     while True:
         if os.getppid() != parent:
+            break
+        if state is not None and request_path(state).exists():
+            why = 'fenced'
             break
         ready, _, _ = select.select([stdin], [], [], PARENT_POLL)
         if not ready:
@@ -204,29 +229,65 @@ def _serve(parent: int) -> int:
             break
         buffer += chunk
         *lines, buffer = buffer.split(b'\n')
-        for line in lines:
-            kind, _, value = line.decode().partition(' ')
-            if kind == 'stop':
-                return 0
-            if kind == 'tree':
-                trees.add(int(value))
-            elif kind == 'group':
-                groups.add(int(value))
+        if not _read_lines(lines, trees, groups):
+            # The Director stopped its Parsl processes itself.
+            if state is not None:
+                _say(state, 'stopped', director=parent, why='stop', stopped=0)
+            return 0
     noticed = time.time()
+    if why == 'fenced':
+        _kill_parent(parent)
     count = reap(trees, groups, lineage=Lineage(parent, noticed))
     logger.warning(
-        'Director process %d died: stopped %d Parsl process(es) in %.1fs',
+        'Director process %d %s: stopped %d Parsl process(es) in %.1fs',
         parent,
+        why,
         count,
         time.time() - noticed,
     )
+    if state is not None:
+        _say(state, 'stopped', director=parent, why=why, stopped=count)
+        request_path(state).unlink(missing_ok=True)
     return 0
+
+
+def _say(state: pathlib.Path, what: str, **fields: int | str) -> None:
+    """Write the fence state; a full or broken disk is one line (no fence is confirmed then)."""
+    try:
+        write_state(state, what, **fields)
+    except OSError as e:
+        logger.warning('cannot write the fence state %s (%s): %s', state, what, e)
+
+
+def _read_lines(lines: list[bytes], trees: set[int], groups: set[int]) -> bool:
+    """Add the trees and groups the Director named; False once it says ``stop``."""
+    for line in lines:
+        kind, _, value = line.decode().partition(' ')
+        if kind == 'stop':
+            return False
+        if kind == 'tree':
+            trees.add(int(value))
+        elif kind == 'group':
+            groups.add(int(value))
+    return True
+
+
+def _kill_parent(parent: int) -> None:
+    """SIGKILL the (silent) Director and wait until it is gone (STONITH)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(parent, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_GRACE * 5
+    # Its exit reparents us (it may stay a zombie until its own parent reaps it).
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the watchdog (``python -m actors.execution.watchdog --parent PID``)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--parent', type=int, required=True)
+    parser.add_argument('--fence', help='the fence directory (actors.execution.fence)')
+    parser.add_argument('--name', help="the Director's name (with --fence)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s watchdog: %(message)s')
     # Signals sent to the Director's session (Ctrl-C, SIGHUP) must not stop us, nor the
@@ -235,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return _serve(args.parent)
+    state = None
+    if args.fence and args.name:
+        state = state_path(args.fence, args.name, args.parent)
+    return _serve(args.parent, state)
 
 
 if __name__ == '__main__':

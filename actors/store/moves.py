@@ -10,7 +10,14 @@ restarts start from the layout; ``launch.py report`` draws the lines.
 Events: ``start`` (the first layout), ``moving`` (released by ``from``),
 ``moved`` (adopted by ``to``), ``back`` (the receiver could not start a
 pool; the giver took it again), ``free`` (nobody took it), ``lost`` (its
-Director stopped answering), ``reclaimed`` (a free node given out again).
+Director stopped answering and was fenced), ``reclaimed`` (a free node given
+out again), ``fencing`` (its Director stopped answering; its pools are being
+stopped), ``home`` (a borrowed node went back to its lender when its borrower
+restarted).
+
+The layout also says which nodes are on loan (``loans``: node -> lender) and
+which are being fenced (``fencing``: node -> silent Director). A layout with
+a node under two owners is never written (the last good one stays).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.private import write_private
 from actors.director.options import director_name
+from actors.job.ownership import OwnershipError
+from actors.job.ownership import check_layout
 from actors.job.partition import Partition
 from actors.job.partition import write_partition
 
@@ -75,10 +84,45 @@ class MoveJournal:
         self._file.flush()
         return line
 
-    def write_layout(self, layout: Mapping[str, Sequence[str]], free: Sequence[str] = ()) -> None:
-        """Replace the latest layout."""
-        record = {'directors': {d: list(n) for d, n in layout.items()}, 'free': list(free)}
+    def write_layout(
+        self,
+        layout: Mapping[str, Sequence[str]],
+        free: Sequence[str] = (),
+        *,
+        fencing: Mapping[str, str] | None = None,
+        loans: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Replace the latest layout, unless a node in it has two owners.
+
+        Args:
+            layout: Each Director's nodes.
+            free: Nodes nobody owns.
+            fencing: Nodes whose silent Director is being fenced -> that Director.
+            loans: Borrowed nodes -> their lender (the borrower lists them).
+
+        Returns:
+            Whether it was written (a breach is logged and the last good layout kept).
+
+        """
+        fencing = dict(fencing or {})
+        try:
+            check_layout(
+                {n for nodes in layout.values() for n in nodes} | set(free) | set(fencing),
+                layout,
+                free=free,
+                moving=fencing,
+            )
+        except OwnershipError as e:
+            logger.error('%s: not written, the last good layout stays: %s', LAYOUT_FILE, e)
+            return False
+        record = {
+            'directors': {d: list(n) for d, n in layout.items()},
+            'free': list(free),
+            'fencing': fencing,
+            'loans': dict(loans or {}),
+        }
         write_private(self.directory / LAYOUT_FILE, json.dumps(record, indent=1))
+        return True
 
     def close(self) -> None:
         """Close the file."""
@@ -101,24 +145,39 @@ def read_moves(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return moves
 
 
-def read_layout(run_dir: str | os.PathLike[str]) -> dict[str, list[str]] | None:
-    """The latest layout (each Director's nodes), or ``None`` if no node ever moved."""
+def read_layout_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The whole latest layout record (``directors``, ``free``, ``fencing``, ``loans``).
+
+    A layout written before loans and fencing were recorded reads with none.
+    """
     path = nodes_dir(run_dir) / LAYOUT_FILE
     try:
         record = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     directors = record.get('directors')
-    return (
-        {str(d): [str(n) for n in nodes] for d, nodes in directors.items()} if directors else None
-    )
+    if not directors:
+        return None
+    return {
+        'directors': {str(d): [str(n) for n in nodes] for d, nodes in directors.items()},
+        'free': [str(n) for n in record.get('free', [])],
+        'fencing': {str(n): str(d) for n, d in record.get('fencing', {}).items()},
+        'loans': {str(n): str(d) for n, d in record.get('loans', {}).items()},
+    }
+
+
+def read_layout(run_dir: str | os.PathLike[str]) -> dict[str, list[str]] | None:
+    """The latest layout (each Director's nodes), or ``None`` if no node ever moved."""
+    record = read_layout_record(run_dir)
+    return None if record is None else record['directors']
 
 
 def current_nodes(director: str, partition: Any, run_dir: str | os.PathLike[str]) -> list[str]:
     """The nodes a (re)starting Director owns: the layout's, if written after its partition.
 
     A Director restarted by its Manager mid-run must not take back nodes
-    that moved to others; a new run (or ``--resume``, which writes the
+    that moved to others (nor nodes it had borrowed: the coordinator sends
+    them home to their lender); a new run (or ``--resume``, which writes the
     partitions from the layout) writes its nodefiles after any old layout.
     """
     path = nodes_dir(run_dir) / LAYOUT_FILE
@@ -126,27 +185,47 @@ def current_nodes(director: str, partition: Any, run_dir: str | os.PathLike[str]
         newer = path.stat().st_mtime > os.stat(partition.nodefile).st_mtime
     except OSError:
         newer = False
-    layout = read_layout(run_dir) if newer else None
-    if layout is None or director not in layout:
+    record = read_layout_record(run_dir) if newer else None
+    if record is None or director not in record['directors']:
         return list(partition.nodes)
-    return layout[director]
+    return [n for n in record['directors'][director] if n not in record['loans']]
 
 
 def resumed_partitions(partitions: list[Any], run_dir: pathlib.Path) -> list[Any]:
     """The partitions of a resumed elastic run: each Director's nodes in the last layout.
 
-    Nodes that were free (their Director died) go to the Directors with the fewest.
+    Borrowed nodes go home to their lender. A node under two Directors (a
+    layout written before the writer refused such layouts) goes to one of
+    them, with a warning: the Director whose partition it came from, else the
+    first by name. Nodes that were free or being fenced go to the Directors
+    with the fewest.
     """
-    layout = read_layout(run_dir)
-    if layout is None or not all(isinstance(p, Partition) for p in partitions):
+    record = read_layout_record(run_dir)
+    if record is None or not all(isinstance(p, Partition) for p in partitions):
         return partitions
-    known = {n for p in partitions for n in p.nodes}  # type: ignore[union-attr]
-    parts = {
-        p.index: [n for n in layout.get(director_name(p.index), []) if n in known]
-        for p in partitions
-    }
-    placed = {n for nodes in parts.values() for n in nodes}
-    for node in sorted(known - placed):
+    home = {n: director_name(p.index) for p in partitions for n in p.nodes}
+    names = {director_name(p.index): p.index for p in partitions}
+    owners: dict[str, list[str]] = {}
+    for director, nodes in record['directors'].items():
+        for node in nodes:
+            lender = record['loans'].get(node)
+            owner = lender if lender in names else director
+            if node in home and owner in names and owner not in owners.get(node, []):
+                owners.setdefault(node, []).append(owner)
+    parts: dict[int, list[str]] = {p.index: [] for p in partitions}
+    for node, candidates in owners.items():
+        owner = candidates[0]
+        if len(candidates) > 1:
+            owner = home[node] if home[node] in candidates else min(candidates)
+            logger.warning(
+                '%s: node %s was under %s; resumed under %s only',
+                LAYOUT_FILE,
+                node,
+                ' and '.join(sorted(candidates)),
+                owner,
+            )
+        parts[names[owner]].append(node)
+    for node in sorted(set(home) - set(owners)):
         smallest = min(parts, key=lambda index: len(parts[index]))
         parts[smallest].append(node)
     return [write_partition(index, nodes, run_dir) for index, nodes in sorted(parts.items())]

@@ -1,0 +1,119 @@
+"""The coordinator's fences: a silent Director's nodes go to nobody until its pools are stopped.
+
+A Director that stops answering may be dead, or only silent (stopped, hung,
+its node swapping) with its pools still running calls on its nodes. Its
+nodes are therefore fenced, not freed: the coordinator asks the Director's
+watchdog to stop its Parsl processes and the Director itself
+(``actors.execution.fence``) and frees the nodes only once that is
+confirmed. Without a confirmation the nodes stay out of use, and the
+request is made again every ``FENCE_WAIT`` seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+from actors.common.timing import ORPHAN_BOUND
+from actors.common.timing import PARENT_POLL
+from actors.execution.fence import fenced
+from actors.execution.fence import request_fence
+from actors.execution.fence import withdraw
+
+logger = logging.getLogger(__name__)
+
+FENCE_WAIT = ORPHAN_BOUND + 5.0
+"""Seconds a watchdog gets to confirm a fence before it is asked again (and an error logged)."""
+
+
+@dataclasses.dataclass
+class Fence:
+    """One silent Director being fenced.
+
+    Attributes:
+        nodes: Its nodes (out of use until it is confirmed).
+        pids: Its watching processes asked to stop (``None``: no watchdog known).
+        deadline: ``time.monotonic()`` after which the request is made again.
+        tries: Requests made so far.
+
+    """
+
+    nodes: list[str]
+    pids: list[int] | None
+    deadline: float
+    tries: int = 1
+
+
+class Fences:
+    """The fences of one job's coordinator.
+
+    Args:
+        run_dir: The run directory (``<run>/nodes/fence``).
+        name: The coordinator's name (for the log).
+
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], name: str) -> None:
+        self.run_dir = run_dir
+        self.name = name
+        self.pending: dict[str, Fence] = {}
+
+    def __contains__(self, director: object) -> bool:
+        return director in self.pending
+
+    def nodes(self) -> dict[str, str]:
+        """Every fenced node -> its silent Director."""
+        return {n: d for d, fence in self.pending.items() for n in fence.nodes}
+
+    def hold(self, director: str, nodes: list[str]) -> None:
+        """Keep ``director``'s nodes out of use until it is fenced."""
+        self.pending[director] = Fence(list(nodes), None, time.monotonic() + FENCE_WAIT, 0)
+
+    def request(self, director: str) -> None:
+        """Ask ``director``'s watchdog to stop it (its nodes are out of the layout already)."""
+        fence = self.pending[director]
+        fence.pids = self._ask(director)
+        fence.tries += 1
+
+    def _ask(self, director: str) -> list[int] | None:
+        try:
+            return request_fence(self.run_dir, director)
+        except OSError as e:
+            # Nothing confirms a fence that was not asked for: the nodes stay out of use.
+            logger.error('%s: cannot ask to fence %s: %s', self.name, director, e)
+            return None
+
+    def confirmed(self, director: str) -> float | None:
+        """When ``director``'s fence was confirmed (``None`` while it is not)."""
+        fence = self.pending[director]
+        if fence.pids is None:
+            return None
+        return fenced(self.run_dir, director, fence.pids)
+
+    def finish(self, director: str) -> list[str]:
+        """Forget a confirmed fence (or withdraw one: it answers again); its nodes."""
+        fence = self.pending.pop(director)
+        withdraw(self.run_dir, director, fence.pids or [])
+        return fence.nodes
+
+    def retry(self, director: str) -> None:
+        """Past its deadline: log the nodes that stay out of use and ask again."""
+        fence = self.pending[director]
+        if time.monotonic() < fence.deadline:
+            return
+        logger.error(
+            '%s: %s stopped answering and its watchdog does not confirm that its pools '
+            'stopped (asked %d time(s)): its node(s) %s are not given to another Director',
+            self.name,
+            director,
+            fence.tries,
+            ', '.join(fence.nodes) or 'none',
+        )
+        pids = self._ask(director)
+        # Keep asking the processes asked before too (one may have said nothing yet).
+        if pids is not None:
+            fence.pids = sorted(set(fence.pids or []) | set(pids))
+        fence.tries += 1
+        fence.deadline = time.monotonic() + FENCE_WAIT + PARENT_POLL
