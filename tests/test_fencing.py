@@ -185,6 +185,18 @@ def test_no_confirmation_from_a_watchdog_that_cannot_answer(tmp_path: pathlib.Pa
         _end(proc, pool, dog)
 
 
+def test_a_director_in_the_askers_own_process_is_never_fenced(tmp_path: pathlib.Path):
+    """A thread executor runs Directors in the client's process: a fence would kill the run."""
+    from actors.execution.fence import SharedProcessError
+    from actors.execution.fence import state_path
+    from actors.execution.fence import write_state
+
+    write_state(state_path(fence_dir(tmp_path), 'director-0', os.getpid()), 'watching')
+    with pytest.raises(SharedProcessError, match='fencing it would kill the whole run'):
+        request_fence(tmp_path, 'director-0')
+    assert not list(fence_dir(tmp_path).glob('*.request'))  # nothing asked: nothing killed
+
+
 def test_a_director_that_shuts_down_says_so(tmp_path: pathlib.Path):
     from actors.execution.watchdog import Watchdog
 

@@ -18,6 +18,7 @@ import time
 
 from actors.common.timing import ORPHAN_BOUND
 from actors.common.timing import PARENT_POLL
+from actors.execution.fence import SharedProcessError
 from actors.execution.fence import fenced
 from actors.execution.fence import request_fence
 from actors.execution.fence import withdraw
@@ -80,6 +81,11 @@ class Fences:
     def _ask(self, director: str) -> list[int] | None:
         try:
             return request_fence(self.run_dir, director)
+        except SharedProcessError as e:
+            logger.error(
+                '%s: cannot fence %s: %s; its nodes stay out of use', self.name, director, e
+            )
+            return None
         except OSError as e:
             # Nothing confirms a fence that was not asked for: the nodes stay out of use.
             logger.error('%s: cannot ask to fence %s: %s', self.name, director, e)

@@ -34,6 +34,10 @@ STATE_SUFFIX = '.state'
 REQUEST_SUFFIX = '.request'
 
 
+class SharedProcessError(RuntimeError):
+    """The Director to fence runs in the process that asks (it cannot be killed alone)."""
+
+
 def fence_dir(run_dir: str | os.PathLike[str]) -> pathlib.Path:
     """Where a run's fence files go."""
     return pathlib.Path(run_dir, 'nodes', 'fence')
@@ -85,6 +89,13 @@ def request_fence(run_dir: str | os.PathLike[str], director: str) -> list[int] |
     if not known:
         return None
     watching = [pid for pid, s in known.items() if s['state'] == 'watching']
+    if os.getpid() in watching:
+        # A Director in the asker's own process (a thread executor): the fence would
+        # SIGKILL the whole run. Nothing is asked, so nothing confirms it.
+        raise SharedProcessError(
+            f'{director} runs in this process (pid {os.getpid()}): fencing it would kill the '
+            'whole run (run Directors in processes of their own: --executor process)'
+        )
     for pid in watching:
         path = request_path(state_path(fence_dir(run_dir), director, pid))
         write_private(path, json.dumps({'at': time.time(), 'pid': pid}))
