@@ -5,6 +5,7 @@ reaches the Directors over the Academy exchange like any other client:
 
 - `front`: the Directors it serves, launched for it or attached to by run dir;
 - `book`: durable keyed calls (submit, follow, cancel, answer after a restart);
+- `entry`: one durable call and where it stands;
 - `shapes`: the MCP tool list, its input and output schemas, structured results;
 - `outputs`: large values written under the run dir and returned by reference;
 - `server`: the MCP request handlers (tools, tasks, resources, progress);

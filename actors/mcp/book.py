@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -34,6 +33,12 @@ from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.results import CallResult
 from actors.director.options import director_name
+from actors.mcp.entry import CANCELLED
+from actors.mcp.entry import FAILED
+from actors.mcp.entry import Entry
+from actors.mcp.entry import ensemble_state
+from actors.mcp.entry import state_of
+from actors.mcp.entry import summary
 from actors.mcp.front import Front
 from actors.mcp.jsonsafe import dumps
 from actors.mcp.jsonsafe import json_safe
@@ -45,110 +50,9 @@ from actors.store.journal import read_run
 
 logger = logging.getLogger(__name__)
 
-WORKING = 'working'
-COMPLETED = 'completed'
-FAILED = 'failed'
-CANCELLED = 'cancelled'
-ENDED = (COMPLETED, FAILED, CANCELLED)
-
 CHUNKS_PER_DIRECTOR = 8
 """An ensemble goes out in about this many batches per Director: one batch per
 Director would be cheapest, but progress then moves in few large steps."""
-
-
-@dataclasses.dataclass
-class Entry:
-    """One durable call and where it stands.
-
-    Attributes:
-        key: Its call key (an ensemble's calls have ``<key>/<i>``).
-        tool: The tool it runs.
-        arguments: The tool's arguments (a list of them for an ensemble).
-        ensemble: True for an ensemble.
-        timeout: Seconds each tool call may run.
-        created: Unix time it was submitted.
-        updated: Unix time it last changed.
-        state: ``working``, ``completed``, ``failed`` or ``cancelled``.
-        done: Tool calls that ended.
-        total: Tool calls in all.
-        directors: Indexes of the Directors it was sent to.
-        message: What it is doing, or why it failed.
-        result: Its structured result once it ended (``None`` if it
-            ended without one: refused, or the Directors were unreachable).
-
-    """
-
-    key: str
-    tool: str
-    arguments: Any
-    ensemble: bool = False
-    timeout: float | None = None
-    created: float = dataclasses.field(default_factory=time.time)
-    updated: float = dataclasses.field(default_factory=time.time)
-    state: str = WORKING
-    done: int = 0
-    total: int = 1
-    directors: list[int] = dataclasses.field(default_factory=list)
-    message: str = ''
-    result: dict[str, Any] | None = None
-    _changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event, repr=False)
-    _task: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def ended(self) -> bool:
-        """True once the call can no longer change."""
-        return self.state in ENDED
-
-    def view(self) -> dict[str, Any]:
-        """Where the call stands (``CALL_STATE_SCHEMA``)."""
-        return {
-            'call_key': self.key,
-            'tool': self.tool if not self.ensemble else f'ensemble of {self.tool}',
-            'state': self.state,
-            'done': self.done,
-            'total': self.total,
-            'directors': [director_name(i) for i in sorted(set(self.directors))],
-            'message': self.message,
-            'created': self.created,
-            'updated': self.updated,
-        }
-
-    def touch(self, **changes: Any) -> None:
-        """Apply ``changes`` and wake whoever follows the call."""
-        for name, value in changes.items():
-            setattr(self, name, value)
-        self.updated = time.time()
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def changed(self, timeout: float | None = None) -> bool:
-        """Wait until the call changes (False after ``timeout`` seconds without a change)."""
-        if self.ended:
-            return True
-        event = self._changed
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the call ended (False if ``timeout`` seconds passed first)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.ended:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            await self.changed(left)
-        return True
-
-    def same_call(self, tool: str, arguments: Any, ensemble: bool) -> bool:
-        """True if ``tool(arguments)`` is the call this entry holds."""
-        try:
-            given = _plain(arguments)
-        except (TypeError, ValueError):
-            return False  # not even writable: not the call the book recorded
-        return (self.tool, self.ensemble, _plain(self.arguments)) == (tool, ensemble, given)
 
 
 class CallBook:
@@ -347,11 +251,11 @@ class CallBook:
         try:
             if entry.ensemble:
                 result = await self._run_ensemble(entry)
-                state = _ensemble_state(result['counts'])
+                state = ensemble_state(result['counts'])
             else:
                 result = await self._run_tool(entry)
-                state = _state_of(result['status'])
-            self._end(entry, state, result, _summary(entry, result))
+                state = state_of(result['status'])
+            self._end(entry, state, result, summary(entry, result))
         except asyncio.CancelledError:
             if entry.message == 'cancelling':
                 self._end(entry, CANCELLED, None, 'cancelled before it was sent')
@@ -513,32 +417,6 @@ def _read_log(path: pathlib.Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def _state_of(status: str) -> str:
-    if status == 'ok':
-        return COMPLETED
-    return CANCELLED if status == 'cancelled' else FAILED
-
-
-def _ensemble_state(counts: Mapping[str, int]) -> str:
-    if counts.get('cancelled'):
-        return CANCELLED
-    return COMPLETED if set(counts) <= {'ok'} else FAILED
-
-
-def _summary(entry: Entry, result: Mapping[str, Any]) -> str:
-    if entry.ensemble:
-        counts = ', '.join(f'{n} {status}' for status, n in sorted(result['counts'].items()))
-        return f'{entry.total} calls: {counts}'
-    where = result.get('node') or result.get('director')
-    if result['ok']:
-        return f'ok on {where} in {result["wall_time"]:.2f}s'
-    return f'{result["status"]} on {where}: {result.get("error_message") or ""}'.rstrip(': ')
-
-
-def _plain(value: Any) -> bytes:
-    return dumps(value, sort_keys=True)
 
 
 def _check_writable(tool: str, call_key: str | None, arguments: Any) -> None:

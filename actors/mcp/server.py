@@ -35,10 +35,10 @@ from pydantic import AnyUrl
 
 from actors.common.errors import ConfigurationError
 from actors.mcp import shapes
-from actors.mcp.book import CANCELLED
-from actors.mcp.book import COMPLETED
 from actors.mcp.book import CallBook
-from actors.mcp.book import Entry
+from actors.mcp.entry import CANCELLED
+from actors.mcp.entry import COMPLETED
+from actors.mcp.entry import Entry
 from actors.mcp.outputs import OUTPUTS_URI
 from actors.mcp.readiness import DirectorsUnavailableError
 from actors.mcp.readiness import Readiness
