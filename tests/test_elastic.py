@@ -502,3 +502,46 @@ def test_moves_racing_a_walltime_drain_lose_no_call(run_dir: pathlib.Path):
     assert {r.status for r in heavy} <= {'ok', 'refused', 'cancelled'}, {r.status for r in heavy}
     assert any(r.ok for r in heavy) and all(s.draining for s in statuses)
     assert statuses[1].moves_in >= 1
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_coordinator_frees_a_node_that_was_moving(run_dir: pathlib.Path):
+    """The coordinator dies between a release and the adoption: its successor frees the node."""
+    from actors.client.calls import launch_coordinator
+    from tests.helpers import wait_for
+
+    async def main():
+        # Slow moves: nothing moves by itself while the test plays the dead coordinator.
+        policy = ElasticPolicy(floor=0, patience=3600, settle=3600, period=0.2)
+        async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
+            await wait_for(lambda: read_layout(run_dir), timeout=30)  # its first layout
+            await manager.shutdown(handles.coordinator, blocking=True, timeout=30)
+            node = parts[0].nodes[-1]
+            # What the dead coordinator had started: the giver released the node (once
+            # its pool is seen idle: node_load looks at the pools).
+            while not (await call(manager, handles[0], 'node_load'))['idle'] or (
+                await call(manager, handles[0], 'release_nodes', [node], keep=0) != [node]
+            ):
+                await asyncio.sleep(0.1)
+            successor = await launch_coordinator(
+                manager, handles, str(run_dir), ElasticPolicy(floor=0, orphan_grace=1.0)
+            )
+
+            async def placed() -> dict[str, Any] | None:
+                layout = await successor.node_layout()
+                owners = [d for d, nodes in layout['directors'].items() if node in nodes]
+                return layout if owners else None
+
+            layout = None
+            while layout is None:
+                layout = await placed()
+                await asyncio.sleep(0.2)
+            statuses = await asyncio.gather(*(call(manager, h, 'status') for h in handles))
+            return node, layout, statuses
+
+    node, layout, statuses = asyncio.run(main())
+    assert layout['violations'] == []
+    assert sum(node in s.nodes for s in statuses) == 1  # one owner, with a pool there
+    events = [m for m in read_moves(run_dir) if m['node'] == node]
+    assert [m['event'] for m in events][-2:] == ['free', 'reclaimed'], events
+    assert events[-2]['why'] == 'owned by nobody after a coordinator restart'

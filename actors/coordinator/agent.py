@@ -45,6 +45,7 @@ from actors.director.node_pools import RELEASE_DEADLINE
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.store.moves import MoveJournal
+from actors.store.moves import nodes_of_this_run
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,17 @@ class NodeCoordinator(Agent):
         self._journal: MoveJournal | None = None
         self.loans: dict[str, str] = {}
         self._fences = Fences(run_dir, COORDINATOR_NAME)
+        self._known: set[str] = set()
+        self._orphans_at = 0.0
         self._tasks: dict[str, asyncio.Future[Any]] = {}
 
     async def agent_on_startup(self) -> None:
-        """Open the move journal."""
+        """Open the move journal; after a restart, learn the job's nodes from the layout."""
         self._journal = await asyncio.to_thread(MoveJournal, self.run_dir)
+        # Restarted mid-run: a node that was moving when the last incarnation died is
+        # reported by no Director, and would stay unused for the rest of the run.
+        self._known = await asyncio.to_thread(nodes_of_this_run, self.run_dir)
+        self._orphans_at = time.monotonic() + self.policy.orphan_grace
 
     async def agent_on_shutdown(self) -> None:
         """Close the move journal."""
@@ -163,6 +170,7 @@ class NodeCoordinator(Agent):
                 for node in load.nodes:
                     self._record('start', node, None, load.director)
             self._write_layout()
+        self._free_orphans(len(loads))
         self._check()
         # Not ``now``: asking a silent Director took up to LOAD_TIMEOUT of its silence.
         await self._reclaim(time.monotonic())
@@ -177,6 +185,23 @@ class NodeCoordinator(Agent):
         moves = [m for m in (self._not_refused(m, now) for m in moves) if m.nodes]
         if moves:
             await asyncio.gather(*(self._move(move) for move in moves))
+
+    def _free_orphans(self, answered: int) -> None:
+        """Once, after a restart: free the job's nodes that nobody reports (they were moving)."""
+        if not self._known or time.monotonic() < self._orphans_at:
+            return
+        if answered < len(self.directors) or self._dead:
+            return  # a Director that did not answer may hold them: look again next step
+        owned = {n for nodes in self.layout.values() for n in nodes}
+        held = owned | set(self.free) | set(self.moving) | set(self._fences.nodes())
+        orphans = sorted(self._known - held)
+        self._known = set()
+        for node in orphans:
+            self.job_nodes.add(node)
+            self.free.append(node)
+            self._record('free', node, None, None, 'owned by nobody after a coordinator restart')
+        if orphans:
+            self._write_layout()
 
     def _not_refused(self, move: Move, now: float) -> Move:
         """The move without nodes its receiver could not start a pool on lately."""

@@ -25,6 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.director.node_pools import POOL_START_TIMEOUT
+
+ORPHAN_GRACE = POOL_START_TIMEOUT + 10.0
+"""Default ``orphan_grace``: the longest an adoption takes, and a look at the Directors."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,9 @@ class ElasticPolicy:
         patience: Seconds a Director must have had no queued call before it gives nodes.
         settle: Seconds a node that moved stays before it may move again.
         period: Seconds between the coordinator's looks at the Directors.
+        orphan_grace: Seconds a restarted coordinator waits before it frees the
+            nodes that no Director reports (nodes that were moving when it
+            died): an adoption it started may still end meanwhile.
 
     """
 
@@ -47,6 +54,7 @@ class ElasticPolicy:
     patience: float = 1.0
     settle: float = 5.0
     period: float = 0.5
+    orphan_grace: float = ORPHAN_GRACE
 
     def __post_init__(self) -> None:
         if isinstance(self.floor, bool) or not isinstance(self.floor, int) or self.floor < 0:
@@ -62,7 +70,7 @@ class ElasticPolicy:
                 raise ConfigurationError(
                     f'maximum[{director!r}] = {most} is below its floor {self.keep(director)}'
                 )
-        for name in ('patience', 'settle', 'period'):
+        for name in ('patience', 'settle', 'period', 'orphan_grace'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigurationError(f'{name} must be seconds >= 0, got {value!r}')

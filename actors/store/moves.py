@@ -166,6 +166,28 @@ def read_layout_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None
     }
 
 
+def nodes_of_this_run(run_dir: str | os.PathLike[str]) -> set[str]:
+    """Every node the latest layout places, if it was written after the run's partitions.
+
+    A coordinator restarted by its Manager mid-run learns from it which nodes
+    the job has; a layout older than the partitions belongs to an earlier
+    run (``--resume`` in a new allocation may have other nodes).
+    """
+    path = nodes_dir(run_dir) / LAYOUT_FILE
+    nodefiles = list(pathlib.Path(run_dir, 'partitions').glob('*.nodes'))
+    try:
+        newer = path.stat().st_mtime > max(
+            (os.stat(f).st_mtime for f in nodefiles), default=float('inf')
+        )
+    except OSError:
+        return set()
+    record = read_layout_record(run_dir) if newer else None
+    if record is None:
+        return set()
+    placed = {n for nodes in record['directors'].values() for n in nodes}
+    return placed | set(record['free']) | set(record['fencing'])
+
+
 def read_layout(run_dir: str | os.PathLike[str]) -> dict[str, list[str]] | None:
     """The latest layout (each Director's nodes), or ``None`` if no node ever moved."""
     record = read_layout_record(run_dir)
