@@ -139,6 +139,19 @@ def test_encode_keeps_every_value(tmp_path: pathlib.Path):
     assert CallResult.from_dict(second) == _result(1, value=[1.5, None])
 
 
+def test_nan_and_infinities_come_back_as_computed(tmp_path: pathlib.Path):
+    """orjson writes NaN as null: a resumed result would say None where it said NaN."""
+    import math
+
+    value = {'energy': math.nan, 'bounds': [math.inf, -math.inf], 'unset': None}
+    path = tmp_path / 'j.jsonl'
+    path.write_bytes(encode(_result(0, value=value)))
+    (record,) = read_journal(path)
+    assert math.isnan(record['value']['energy'])
+    assert record['value']['bounds'] == [math.inf, -math.inf]
+    assert record['value']['unset'] is None
+
+
 class FsyncLog:
     """Wraps ``os.fsync`` to note, in order with the answers, when the disk was synced."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pathlib
 import threading
@@ -343,17 +344,37 @@ def encode(result: CallResult) -> bytes:
 
     Values JSON cannot hold (sets, custom objects) are written as their
     ``repr``; a result ``orjson`` rejects (an integer beyond 64 bits) falls
-    back to the standard library's encoder.
+    back to the standard library's encoder, and so does one with NaN or an
+    infinity (``orjson`` would write ``null``): the standard library writes
+    ``NaN``/``Infinity``, which [`read_journal`][actors.store.journal.read_journal]
+    reads back as the same floats, so a resumed result is the one computed.
     """
     try:
         # orjson writes a dataclass's fields itself, in order: no to_dict() copy.
-        return orjson.dumps(
+        line = orjson.dumps(
             result,
             default=repr,
             option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
         )
     except TypeError:
         return (json.dumps(result.to_dict(), default=repr) + '\n').encode()
+    # Only a line with a null can hide a NaN: most results skip the walk.
+    if b'null' in line and _has_non_finite(result.value):
+        return (json.dumps(result.to_dict(), default=repr) + '\n').encode()
+    return line
+
+
+def _has_non_finite(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds a float NaN or infinity (within 64 levels)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_has_non_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v, depth + 1) for v in value)
+    return False
 
 
 def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
