@@ -93,9 +93,7 @@ def test_one_batch_per_turn_errors_go_back_and_a_retry_runs(run_dir: pathlib.Pat
             statuses = await Dispatcher(handles).statuses()
             return report, server.chats, statuses
 
-    started = time.monotonic()
     report, requests, statuses = asyncio.run(main())
-    elapsed = time.monotonic() - started
 
     # What the client sent first: the campaign tool and status, with their exported schemas.
     exported = {t['function']['name']: t for t in export('openai')}
@@ -143,7 +141,6 @@ def test_one_batch_per_turn_errors_go_back_and_a_retry_runs(run_dir: pathlib.Pat
     assert sum(s.done for s in statuses) == 5 and sum(s.failed for s in statuses) == 0
     assert all(r.ok for r in report.results)
     json.dumps(report.to_dict())
-    assert elapsed < 40
 
 
 def test_budgets_and_a_failing_endpoint(run_dir: pathlib.Path):
