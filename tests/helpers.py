@@ -121,6 +121,15 @@ class Server:
             self.proc.wait(timeout=30)
 
 
+def is_interchange(proc: Any) -> bool:
+    """Whether ``proc`` is Parsl's interchange (not any process whose arguments say so:
+    a watchdog's run dir is named after its test, which may say "interchange")."""
+    return any(
+        part.endswith('interchange.py') or part.startswith('parsl: HTEX interchange')
+        for part in proc.cmdline()
+    )
+
+
 def director_processes(root: int) -> list[Any]:
     """Descendants of ``root`` that own an interchange (Director processes)."""
     import psutil
@@ -128,7 +137,7 @@ def director_processes(root: int) -> list[Any]:
     found = []
     for child in psutil.Process(root).children(recursive=True):
         try:
-            if any('interchange' in ' '.join(c.cmdline()) for c in child.children()):
+            if any(is_interchange(c) for c in child.children()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

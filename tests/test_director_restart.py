@@ -26,6 +26,7 @@ from actors.site.profile import load_site
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
 from tests.conftest import parsl_processes_of
+from tests.helpers import is_interchange
 from tests.helpers import make_partitions
 from tests.helpers import wait_for
 
@@ -36,7 +37,7 @@ def director_process(interchange_parent_of: int) -> psutil.Process | None:
     """The child of this test process that owns an interchange (the Director)."""
     for child in psutil.Process(interchange_parent_of).children(recursive=True):
         try:
-            if any('interchange' in ' '.join(c.cmdline()) for c in child.children()):
+            if any(is_interchange(c) for c in child.children()):
                 return child
         except psutil.NoSuchProcess:
             continue
@@ -183,7 +184,7 @@ def test_director_killed_while_starting_leaves_no_interchange(run_dir: pathlib.P
 
 def _interchange(proc: psutil.Process) -> bool:
     try:
-        return 'interchange' in ' '.join(proc.cmdline())
+        return is_interchange(proc)
     except psutil.NoSuchProcess:
         return False
 

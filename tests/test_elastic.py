@@ -328,7 +328,7 @@ def test_a_leaving_node_past_its_deadline_reruns_its_calls_once(run_dir: pathlib
 @pytest.mark.timeout(180)
 def test_a_director_that_stops_loses_its_nodes_to_the_others(run_dir: pathlib.Path):
     async def main():
-        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2)
+        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2, dead_after=15.0)
         async with running_directors(run_dir, policy=policy) as (manager, handles, parts):
             heavy = asyncio.ensure_future(_batch(manager, handles[1], 40, 1))
             # Mid-run, while nodes move to director-1: director-0 goes away.

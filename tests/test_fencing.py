@@ -34,6 +34,9 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
+SILENCE = 15.0
+"""Seconds of silence after which these tests' coordinators fence a Director."""
+
 
 # The layout file.
 
@@ -292,12 +295,11 @@ def _watching(run_dir: pathlib.Path, director: str) -> tuple[int, int]:
 
 async def _unconfirmed_fence_holds(run_dir: pathlib.Path, coordinator: Any, nodes: list) -> None:
     """A fence its watchdog cannot confirm: the nodes are fenced and given to nobody."""
-    from actors.coordinator.agent import DEAD_AFTER
     from actors.coordinator.agent import LOAD_TIMEOUT
     from actors.coordinator.fencing import FENCE_WAIT
 
     await wait_for(
-        lambda: _events(run_dir, 'fencing', nodes), timeout=DEAD_AFTER + 2 * LOAD_TIMEOUT + 10
+        lambda: _events(run_dir, 'fencing', nodes), timeout=SILENCE + 2 * LOAD_TIMEOUT + 10
     )
     deadline = time.monotonic() + FENCE_WAIT + 3
     while time.monotonic() < deadline:
@@ -311,13 +313,12 @@ async def _unconfirmed_fence_holds(run_dir: pathlib.Path, coordinator: Any, node
 @pytest.mark.timeout(300)
 def test_a_silent_director_is_fenced_before_its_nodes_move(run_dir: pathlib.Path):
     from actors.client.calls import call
-    from actors.coordinator.agent import DEAD_AFTER
     from actors.coordinator.policy import ElasticPolicy
     from actors.store.journal import journal_path
     from actors.store.journal import read_journal
 
     async def main():
-        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2)
+        policy = ElasticPolicy(patience=0.3, settle=1.0, period=0.2, dead_after=SILENCE)
         async with _directors_in_processes(run_dir, policy) as (manager, handles, parts):
             pending = asyncio.gather(
                 call(manager, handles[0], 'md_sim_batch', iterations=12,
@@ -357,7 +358,7 @@ def test_a_silent_director_is_fenced_before_its_nodes_move(run_dir: pathlib.Path
             return parts, nodes, stopped_at, fence, alive, results, statuses, bad
 
     parts, nodes, stopped_at, fence, alive, (silent, busy), statuses, bad = asyncio.run(main())
-    assert fence['why'] == 'fenced' and fence['at'] > stopped_at + DEAD_AFTER
+    assert fence['why'] == 'fenced' and fence['at'] > stopped_at + SILENCE
     # Its Parsl processes and the Director itself were gone when the fence was confirmed.
     assert alive == [] and _gone(fence['director'])
     # No node of it was given out before the confirmation.
@@ -380,7 +381,7 @@ def test_nodes_borrowed_by_a_killed_director_go_home_after_its_restart(run_dir: 
 
     async def main():
         # A long settle: the borrowed node would not go home on its own in this test.
-        policy = ElasticPolicy(patience=0.3, settle=600.0, period=0.2)
+        policy = ElasticPolicy(patience=0.3, settle=600.0, period=0.2, dead_after=SILENCE)
         async with _directors_in_processes(run_dir, policy) as (manager, handles, parts):
             arguments = {'duration': 1.0, 'num_nodes': 3, 'ranks_per_node': 2}
             result = await call(manager, handles[1], 'call_tool', 'mpi_probe', arguments)

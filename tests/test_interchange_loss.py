@@ -41,6 +41,7 @@ from actors.execution.interchange import interchange_loss
 from actors.execution.interchange import unblock_commands
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
+from tests.helpers import is_interchange
 from tests.helpers import running_directors
 from tests.helpers import wait_for
 
@@ -52,9 +53,7 @@ def interchanges() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and 'interchange' in ' '.join(
-                child.cmdline(),
-            ):
+            if child.status() != psutil.STATUS_ZOMBIE and is_interchange(child):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

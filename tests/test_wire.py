@@ -22,6 +22,7 @@ from parsl.serialize.facade import unpack_buffers
 from actors.director.agent import Director
 from actors.job.partition import simulated_nodes
 from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
 from actors.site.profile import load_site
 from actors.worker.run import run_tool
 from actors.worker.supervise import run_supervised
@@ -153,7 +154,7 @@ def test_the_director_answers_an_unreadable_outcome_with_a_lost_result(
     module, forget = worker_only_module
     packed = _packed_with_value(module, 'Trajectory')
     forget()
-    (partition,) = split_nodes(simulated_nodes(1), count=1)
+    (partition,) = write_partitions(split_nodes(simulated_nodes(1), count=1), tmp_path)
     director = Director(partition, load_site('local'), str(tmp_path))
     finished: Future[bytes] = Future()
     finished.set_result(packed)

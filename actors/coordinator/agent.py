@@ -7,7 +7,7 @@ node and stops its pool; the node is ``moving``; the receiver's
 ``adopt_node`` starts a pool pinned to it. A receiver that cannot start a
 pool there gives it back to the giver (or the node is ``free``, and goes to
 the next Director that wants one). A Director that stops answering for
-``DEAD_AFTER`` seconds may only be silent, its pools still running calls:
+``policy.dead_after`` seconds may only be silent, its pools still running calls:
 its nodes are fenced (``actors.coordinator.fencing``: its watchdog stops its
 pools and the Director) and go to the ``free`` set, and to the others, only
 once that is confirmed. Each change is journaled (``actors.store.moves``)
@@ -56,9 +56,6 @@ LOAD_TIMEOUT = 10.0
 
 FREE_RETRY = 60.0
 """Seconds before a node on which no pool would start is offered again (to that Director)."""
-
-DEAD_AFTER = 15.0
-"""Seconds without an answer after which a Director is fenced and its nodes reclaimed."""
 
 
 class NodeCoordinator(Agent):
@@ -240,7 +237,7 @@ class NodeCoordinator(Agent):
     async def _reclaim(self, now: float) -> None:
         """Fence the Directors that stopped answering; free their nodes once fenced."""
         for director, last in list(self._last_answer.items()):
-            if director in self._dead or now - last < DEAD_AFTER:
+            if director in self._dead or now - last < self.policy.dead_after:
                 continue
             self._dead.add(director)
             nodes = self.layout.get(director, [])

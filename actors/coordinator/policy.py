@@ -27,6 +27,9 @@ from typing import Any
 from actors.common.errors import ConfigurationError
 from actors.director.node_pools import POOL_START_TIMEOUT
 
+DEAD_AFTER = 60.0
+"""Default ``dead_after``: a fence kills, so silence must be long before it is called death."""
+
 ORPHAN_GRACE = POOL_START_TIMEOUT + 10.0
 """Default ``orphan_grace``: the longest an adoption takes, and a look at the Directors."""
 
@@ -42,6 +45,10 @@ class ElasticPolicy:
         patience: Seconds a Director must have had no queued call before it gives nodes.
         settle: Seconds a node that moved stays before it may move again.
         period: Seconds between the coordinator's looks at the Directors.
+        dead_after: Seconds without an answer after which a Director is fenced
+            (its processes stopped, SIGKILL included) and its nodes go to the
+            others: long enough that a Director merely slow on a busy node
+            is not killed for it.
         orphan_grace: Seconds a restarted coordinator waits before it frees the
             nodes that no Director reports (nodes that were moving when it
             died): an adoption it started may still end meanwhile.
@@ -54,6 +61,7 @@ class ElasticPolicy:
     patience: float = 1.0
     settle: float = 5.0
     period: float = 0.5
+    dead_after: float = DEAD_AFTER
     orphan_grace: float = ORPHAN_GRACE
 
     def __post_init__(self) -> None:
@@ -70,7 +78,7 @@ class ElasticPolicy:
                 raise ConfigurationError(
                     f'maximum[{director!r}] = {most} is below its floor {self.keep(director)}'
                 )
-        for name in ('patience', 'settle', 'period', 'orphan_grace'):
+        for name in ('patience', 'settle', 'period', 'dead_after', 'orphan_grace'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigurationError(f'{name} must be seconds >= 0, got {value!r}')
