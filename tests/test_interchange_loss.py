@@ -226,7 +226,8 @@ def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
             await wait_for(lambda: not interchange.is_running(), timeout=10)
             return await asyncio.wait_for(call(manager, handle, 'md_sim'), 60)
 
-    assert asyncio.run(main()).ok
+    result = asyncio.run(main())
+    assert result.ok, (result.status, result.error_type, result.error_message)
 
 
 def test_shutdown_right_after_the_interchange_died_does_not_hang(run_dir: pathlib.Path):
