@@ -43,6 +43,7 @@ from actors.director.ledger import Ledger
 from actors.director.outcomes import Outcomes
 from actors.director.outcomes import call_of
 from actors.director.outcomes import outcome
+from actors.execution.executor_app import TaskNotSent
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import interchange_loss
 from actors.tools.registry import get_tool
@@ -182,14 +183,20 @@ class CallRunner:
         Calls held by an interchange that died run again up to ``retries``
         times; calls refused by its executor afterwards (``InterchangeLost``
         itself) never ran, always wait for the replacement and count no
-        rerun. A call stopped on purpose (cancel, timeout) never runs again.
+        rerun; a call its dead interchange never took (``TaskNotSent``, sent
+        before the loss was noticed) runs again, counted. A call stopped on
+        purpose (cancel, timeout) never runs again.
         """
         call = call_of(future)
         if call is not None and self.outcomes.stopped_on_purpose(call):
             return None
         if isinstance(error, InterchangeLost):
             return reruns
-        if reruns < self.retries and interchange_loss(error) is not None:
+        if reruns < self.retries and (
+            interchange_loss(error) is not None
+            # Never sent (its interchange died before the Director noticed): it never ran.
+            or isinstance(error, TaskNotSent)
+        ):
             return reruns + 1
         return None
 
