@@ -28,6 +28,7 @@ from academy.handle import Handle
 
 from actors.common.timing import RESTART_PROBE
 from actors.common.timing import RESTART_PROBE_TIMEOUT
+from actors.director.startup import quiet_start_failures
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class RestartWatch:
         self._waiters: dict[asyncio.Future[str], str | None] = {}
         self._poller: asyncio.Task[None] | None = None
         self._question: asyncio.Future[str | None] | None = None
+        quiet_start_failures()  # a question cancelled is not an error in Academy's log
 
     async def restarted(self) -> str:
         """Return the new incarnation once the one that took a call just sent is gone.
@@ -77,6 +79,11 @@ class RestartWatch:
             return await waiter
         finally:
             self._waiters.pop(waiter, None)
+            if not self._waiters and self._poller is not None:
+                # Nobody waits: no question may outlive the calls (nor the exchange,
+                # whose client would log a refused connection with its traceback).
+                self._poller.cancel()
+                self._poller = None
 
     def _ensure_polling(self) -> None:
         if self._poller is None or self._poller.done():
