@@ -26,6 +26,20 @@ SMALL_JOB = ('--simulate-nodes', '2', '--partitions', '1', '--workers-per-node',
 """One Director on a simulated 2-node job with 2 workers per node: 4 slots."""
 
 
+def initialize_request(client: str) -> dict[str, Any]:
+    """A raw JSON-RPC ``initialize`` request from a client named ``client`` (id 0)."""
+    return {
+        'jsonrpc': '2.0',
+        'id': 0,
+        'method': 'initialize',
+        'params': {
+            'protocolVersion': '2025-06-18',
+            'capabilities': {},
+            'clientInfo': {'name': client, 'version': '0'},
+        },
+    }
+
+
 class HttpServer:
     """``launch.py mcp --http 127.0.0.1:0 ARGS`` until ``stop()``; ``url`` once it serves.
 

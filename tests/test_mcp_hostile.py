@@ -27,22 +27,14 @@ from tests.mcp_servers import REPO
 from tests.mcp_servers import SMALL_JOB
 from tests.mcp_servers import http_server
 from tests.mcp_servers import http_session
+from tests.mcp_servers import initialize_request
 
 pytestmark = [
     pytest.mark.timeout(240),
     pytest.mark.filterwarnings('ignore:The experimental tasks API is deprecated'),
 ]
 
-HELLO = {
-    'jsonrpc': '2.0',
-    'id': 0,
-    'method': 'initialize',
-    'params': {
-        'protocolVersion': '2025-06-18',
-        'capabilities': {},
-        'clientInfo': {'name': 'hostile', 'version': '0'},
-    },
-}
+HELLO = initialize_request('hostile')
 INITIALIZED = {'jsonrpc': '2.0', 'method': 'notifications/initialized'}
 ACCEPT = 'application/json, text/event-stream'
 

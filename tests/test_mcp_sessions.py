@@ -21,19 +21,11 @@ from actors.mcp import transport
 from tests.mcp_servers import SMALL_JOB
 from tests.mcp_servers import http_server
 from tests.mcp_servers import http_session
+from tests.mcp_servers import initialize_request
 
 pytestmark = [pytest.mark.timeout(180)]
 
-HELLO = {
-    'jsonrpc': '2.0',
-    'id': 0,
-    'method': 'initialize',
-    'params': {
-        'protocolVersion': '2025-06-18',
-        'capabilities': {},
-        'clientInfo': {'name': 'idle', 'version': '0'},
-    },
-}
+HELLO = initialize_request('idle')
 IDLE = 2.0
 """Seconds of idleness after which the test's server closes a session."""
 
