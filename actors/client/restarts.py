@@ -62,7 +62,6 @@ class RestartWatch:
         self._seen_at = float('-inf')
         self._waiters: dict[asyncio.Future[str], str | None] = {}
         self._poller: asyncio.Task[None] | None = None
-        self._question: asyncio.Future[str | None] | None = None
         quiet_start_failures()  # a question cancelled is not an error in Academy's log
 
     async def restarted(self) -> str:
