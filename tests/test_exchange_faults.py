@@ -240,3 +240,27 @@ def test_academy_meeting_a_lost_mailbox_is_one_line_each(capsys: pytest.CaptureF
     assert lines[1].startswith('Restarting director-0 due to exception (Unknown identifier')
     assert lines[2] == 'an unrelated failure'  # other failures keep their traceback
     assert stderr.count('Traceback') == 1 and 'ValueError: something else' in stderr
+
+
+def test_a_client_listener_ended_by_the_loss_says_the_exchange_lost_its_state():
+    """Academy's Redis listener can meet the lost mailbox before the client's watch asks."""
+    import types
+
+    from actors.client.mailbox_watch import _Watch
+
+    async def listener_ended() -> str | None:
+        async def listen() -> None:
+            raise AssertionError(
+                'Status for mailbox UserId<client> did not exist in Redis server. '
+                'This means that something incorrectly deleted the key.'
+            )
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait({listener})
+        # What the watch reads of Academy's user client.
+        return _Watch._listener_problem(types.SimpleNamespace(_listener_task=listener))
+
+    problem = asyncio.run(listener_ended())
+    assert problem is not None
+    assert 'the exchange no longer knows the mailbox of this client' in problem
+    assert 'restarted without persistence' in problem

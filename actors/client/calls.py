@@ -26,6 +26,7 @@ from academy.manager import Manager
 from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.mailbox_watch import mailbox_watch
 from actors.client.restarts import restart_watch
+from actors.common.lost_mailbox import LOST_STATE
 from actors.coordinator.agent import COORDINATOR_NAME
 from actors.coordinator.agent import NodeCoordinator
 from actors.coordinator.policy import ElasticPolicy
@@ -307,8 +308,7 @@ def _answer(handle: Handle[Any], action: str, request: asyncio.Future[Any]) -> A
             raise  # raised by the action itself, about another entity
         raise ExchangeStateLostError(
             f'{action} on {handle.agent_id} cannot be answered: the exchange no longer knows '
-            f'the mailbox of {e.uid}: it lost its state (was its server restarted without '
-            'persistence?)',
+            f'the mailbox of {e.uid}: {LOST_STATE}',
         ) from None
 
 

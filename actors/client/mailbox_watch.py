@@ -28,6 +28,8 @@ from typing import Any
 from academy.exchange.mailbox_status import MailboxStatus
 from academy.identifier import EntityId
 
+from actors.common.lost_mailbox import LOST_STATE
+from actors.common.lost_mailbox import lost_mailbox
 from actors.common.timing import EXCHANGE_POLL
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class _Watch:
         if task is None or not task.done():
             return None
         error = None if task.cancelled() else task.exception()
+        if lost_mailbox(error) is not None:
+            # Academy's listener met the loss before this watch asked.
+            return f'the exchange no longer knows the mailbox of this client: {LOST_STATE}'
         return f'this client stopped listening to the exchange ({error!r})'
 
     @staticmethod
@@ -94,10 +99,7 @@ class _Watch:
         except Exception as e:
             return f'the exchange does not answer ({type(e).__name__}: {e})'
         if status == MailboxStatus.MISSING:
-            return (
-                f'the exchange no longer knows the mailbox of {whose} ({uid}): it lost its '
-                'state (was its server restarted without persistence?)'
-            )
+            return f'the exchange no longer knows the mailbox of {whose} ({uid}): {LOST_STATE}'
         return None
 
     def _resolve(self, exchange: Any, agent_ids: list[EntityId], problem: str) -> None:

@@ -22,9 +22,10 @@ import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
 
-from academy.exception import BadEntityIdError
 from academy.exchange.mailbox_status import MailboxStatus
 
+from actors.common.lost_mailbox import LOST_STATE
+from actors.common.lost_mailbox import lost_mailbox
 from actors.common.timing import DIRECTOR_MAILBOX_POLL
 
 logger = logging.getLogger(__name__)
@@ -38,21 +39,6 @@ the agent's listener ending (``Background task raised an exception.``);
 ``academy.manager``: the agent failing on its worker, its restart, and the
 Manager's record of it.
 """
-
-_REDIS_LOST_STATUS = 'did not exist in Redis server'
-"""Academy's Redis transport says a listener's mailbox vanished with an ``AssertionError``."""
-
-
-def lost_mailbox(error: BaseException | None) -> BaseException | None:
-    """The error in ``error``'s chain that says the exchange forgot a mailbox, if any."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, BadEntityIdError) or (
-            isinstance(error, AssertionError) and _REDIS_LOST_STATUS in str(error)
-        ):
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return None
 
 
 class QuietLostAnswers(logging.Filter):
@@ -119,10 +105,10 @@ class MailboxWatch:
                 continue
             if status == MailboxStatus.MISSING:
                 logger.error(
-                    '%s: the exchange no longer knows this Director (it lost its state: was '
-                    'its server restarted without persistence?); no call can reach it or be '
-                    'answered, so it stops; its results are in its journal, for --resume',
+                    '%s: the exchange no longer knows this Director: %s; no call can reach it '
+                    'or be answered, so it stops; its results are in its journal, for --resume',
                     self.name,
+                    LOST_STATE,
                 )
                 self.stop()
                 return
