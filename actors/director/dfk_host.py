@@ -35,8 +35,11 @@ from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import InterchangeWatch
 from actors.execution.interchange import connected_managers
 from actors.execution.interchange import fail_executor
+from actors.execution.interchange import fail_tasks
 from actors.execution.interchange import has_interchange
+from actors.execution.interchange import interchange_exited
 from actors.execution.interchange import quiet_interchange_losses
+from actors.execution.interchange import unblock_commands
 from actors.execution.watchdog import Watchdog
 from actors.job.partition import Partition
 from actors.site.parsl_config import build_config
@@ -114,6 +117,8 @@ class DfkHost:
         self.command_app: ExecutorApp | None = None
         self.mpi_app: ExecutorApp | None = None
         self._mpi_starting = asyncio.Lock()
+        self._block_starts = asyncio.Lock()
+        """Held while the watch restarts blocks; a DFK is released after it."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._interchanges: InterchangeWatch | None = None
@@ -289,6 +294,7 @@ class DfkHost:
             )
         if isinstance(released, BaseException):
             logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
+        self._fail_leftovers(lost, error)
         failed = isinstance(started, BaseException)
         with self._lock:
             self._replacing -= 1
@@ -310,11 +316,31 @@ class DfkHost:
             # Thousands of submits would hold the event loop.
             await asyncio.to_thread(run_each, reruns)
 
+    def _fail_leftovers(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
+        """Fail what the released DFK still holds: those calls go to its replacement.
+
+        Its tasks were failed when the loss was noticed, unless that failed
+        or a call reached it in between; none may wait for it forever.
+        """
+        for each in list(lost.executors.values()):
+            if has_interchange(each):
+                left = fail_tasks(each, error)
+                if left:
+                    logger.warning(
+                        '%s: %d call(s) still held by the lost executor %s go to the new DFK',
+                        self.name,
+                        left,
+                        each.label,
+                    )
+
     async def _release_lost(self, lost: DataFlowKernel) -> None:
         """Stop a lost DFK's executors and processes (its cleanup gets a short time)."""
         # An MPI executor still joining it finishes first: shutting it down
         # mid-start would close its command socket under its start-up command.
         async with self._mpi_starting:
+            pass
+        # Marked lost before this runs: the watch starts no block on it after.
+        async with self._block_starts:
             pass
         await asyncio.to_thread(
             release_parsl,
@@ -432,13 +458,25 @@ class DfkHost:
                 if managers:
                     self._start_guard.connected = True
                 if managers is not None:
-                    broken = await asyncio.to_thread(doctor.check, executor, managers)
-                    if broken and executor is self.executor:
-                        await self.pools.replace_blocks(broken)
-                    await self.pools.revive()
+                    await self._mend_blocks(doctor, executor, managers)
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
             await asyncio.sleep(WATCH_INTERVAL)
+
+    async def _mend_blocks(
+        self, doctor: BlockDoctor, executor: Any, managers: list[dict[str, Any]]
+    ) -> None:
+        """Replace blocks that lost their pools and restart ended ones, on a DFK still in use."""
+        # A lost DFK's blocks end as it is released: restarting them would
+        # start pools after its release swept its processes (a leak).
+        async with self._block_starts:
+            dfk = self._dfk
+            if dfk is None or dfk in self._lost_dfks:
+                return
+            broken = await asyncio.to_thread(doctor.check, executor, managers)
+            if broken and executor is self.executor:
+                await self.pools.replace_blocks(broken)
+            await self.pools.revive()
 
     async def managers(self) -> list[dict[str, Any]]:
         """The worker pools connected now (none while the interchange is lost)."""
@@ -464,9 +502,16 @@ class DfkHost:
         if dfk is None:
             return
         executors: Sequence[Any] = list(dfk.executors.values())
-        lost = any(getattr(e, 'bad_state_is_set', False) for e in executors)
         if self._interchanges is not None:
             self._interchanges.release()
+        # An interchange that died just before (its watch reports nothing now)
+        # would block the cleanup's commands: they fail at once instead.
+        dead = [e for e in executors if interchange_exited(e)]
+        for each in dead:
+            unblock_commands(each)
+        lost = bool(dead) or any(getattr(e, 'bad_state_is_set', False) for e in executors)
+        async with self._block_starts:  # a block restart under way ends first
+            pass
         await asyncio.to_thread(
             release_parsl,
             self.watchdog,

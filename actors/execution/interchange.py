@@ -22,7 +22,10 @@ from concurrent.futures import InvalidStateError
 from typing import Any
 from typing import TypeVar
 
+import psutil
 from parsl.executors.errors import BadStateException
+
+from actors.common.processes import exited
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +141,19 @@ def fail_executor(executor: Any, error: InterchangeLost) -> None:
         executor.set_bad_state_and_fail_all(error)
     except Exception as e:
         logger.warning('%s: failing its tasks was interrupted (%s); going on', executor.label, e)
+    fail_tasks(executor, error)
+    unblock_commands(executor)
+
+
+def fail_tasks(executor: Any, error: InterchangeLost) -> int:
+    """Fail every task ``executor`` still holds with ``error``; how many there were."""
+    failed = 0
     for future in list(executor.tasks.values()):
         if not future.done():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(BadStateException(executor, error))
-    unblock_commands(executor)
+                failed += 1
+    return failed
 
 
 def unblock_commands(executor: Any) -> None:
@@ -303,6 +314,24 @@ async def ask_interchange(executor: Any, question: Callable[[], T]) -> T | None:
 async def connected_managers(executor: Any) -> list[dict[str, Any]] | None:
     """The worker pools connected to ``executor``'s interchange; ``None`` if it is lost."""
     return await ask_interchange(executor, executor.connected_managers)
+
+
+def interchange_exited(executor: Any) -> bool:
+    """Whether ``executor``'s interchange (a child of this process) has exited.
+
+    Asked of the system, not of the ``Popen``: the watch thread may have
+    reaped it and not yet recorded its exit code (on a busy machine, for a
+    while).
+    """
+    process = getattr(executor, 'interchange_proc', None)
+    if process is None:
+        return False
+    if process.returncode is not None:
+        return True
+    try:
+        return exited(psutil.Process(process.pid))
+    except psutil.NoSuchProcess:
+        return True
 
 
 def has_interchange(executor: Any) -> bool:
