@@ -24,7 +24,6 @@ from actors.common.loop import resolve
 from actors.director.node_pools import NodePools
 from actors.execution.blocks import CLEANUP_TIMEOUT
 from actors.execution.blocks import LOST_CLEANUP_TIMEOUT
-from actors.execution.blocks import BlockDoctor
 from actors.execution.blocks import BlockStartGuard
 from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
@@ -40,6 +39,7 @@ from actors.execution.interchange import has_interchange
 from actors.execution.interchange import interchange_exited
 from actors.execution.interchange import quiet_interchange_losses
 from actors.execution.interchange import unblock_commands
+from actors.execution.node_blocks import BlockDoctor
 from actors.execution.watchdog import Watchdog
 from actors.job.partition import Partition
 from actors.site.parsl_config import build_config

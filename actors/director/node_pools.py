@@ -229,8 +229,11 @@ class NodePools:
                 logger.error('%s: %s', self.name, e)
 
     async def replace_blocks(self, blocks: Iterable[str]) -> None:
-        """Start a new block on the node of each block that lost its pool (``BlockDoctor``)."""
+        """Stop each block that lost its pools (``BlockDoctor``); start another on its node."""
         lost = set(blocks)
+        executor = self._executor()
+        for block in lost:
+            await asyncio.to_thread(stop_node_block, executor, block)
         for node, block in list(self._blocks.items()):
             if block in lost and self.ownership.owner(node).role == 'pool':
                 self._connected.discard(node)

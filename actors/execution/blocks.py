@@ -193,58 +193,6 @@ def _bounded(function: Callable[[], Any], timeout: float) -> None:
     outcome.result()
 
 
-class BlockDoctor:
-    """Replace a block whose worker pools were all lost.
-
-    When a pool dies, ``mpiexec`` (and so the block's job) can live on,
-    waiting for the pool's orphaned workers; the provider keeps reporting the
-    block as running and Parsl's strategy never replaces it. Once the
-    interchange has given up on every pool of a block (after
-    ``heartbeat_threshold``), the doctor cancels the block's job and kills
-    what is left of it; the strategy (``min_blocks=1``) then starts a new
-    block, and the lost calls' retries run there. A block that still has a
-    live pool keeps running: retries use the surviving pools.
-    """
-
-    def __init__(self) -> None:
-        self._had_managers: set[str] = set()
-
-    def check(self, executor: Any, managers: list[dict[str, Any]]) -> list[str]:
-        """Cancel blocks that lost every pool; returns their block IDs.
-
-        Args:
-            executor: The HTEX executor.
-            managers: Its ``connected_managers()`` (see ``ask_interchange``).
-
-        """
-        # Held pools (a node being drained) are listed inactive, and are not lost.
-        live = {str(m['block_id']) for m in managers}
-        self._had_managers |= live
-        broken = []
-        for block_id, job_id in list(executor.blocks_to_job_id.items()):
-            status = executor._status.get(block_id)
-            if (
-                block_id in self._had_managers
-                and block_id not in live
-                and status is not None
-                and not status.terminal
-            ):
-                broken.append((block_id, job_id))
-        for block_id, job_id in broken:
-            logger.warning('block %s lost all its worker pools; replacing it', block_id)
-            self._had_managers.discard(block_id)
-            job = executor.provider.resources.get(job_id, {})
-            pid = job.get('remote_pid')
-            trees = {int(pid)} if pid else set()
-            groups: set[int] = set()
-            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-                groups.add(os.getpgid(int(pid)))
-            groups.discard(os.getpgid(0))
-            executor.provider.cancel([job_id])
-            reap(trees, groups, grace=1.0, also=block_leftovers(block_names(executor, [job_id])))
-        return [block_id for block_id, _ in broken]
-
-
 MAX_FAILED_STARTS = 3
 """Blocks that may end before any worker pool connected, before the Director gives up."""
 

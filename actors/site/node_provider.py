@@ -11,6 +11,13 @@ launcher (``srun --nodelist=<node>``), from ``block_for(node)``. Blocks are
 started by the Director (``actors.execution.node_blocks``), never by
 Parsl's strategy (the config's ``strategy='none'``), except, for a DFK used
 without a Director, one block per ``init_nodes`` at start.
+
+Parsl's job-status poller asks the provider for its jobs' status on its own
+thread while a Director starts and stops blocks on others;
+``LocalProvider`` walks its job table unlocked, so a block submitted mid-walk
+broke the poll (``dictionary changed size during iteration``). Every call
+into the provider (``submit``, ``status``, ``cancel``, ``pinned``) holds the
+provider's one lock.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ class NodeProvider(LocalProvider):
             worker_init='',
         )
         self._block_for = block_for
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._next: str | None = None
         self._init_nodes = list(init_nodes)
         self.node_of_job: dict[str, str] = {}
@@ -69,15 +76,28 @@ class NodeProvider(LocalProvider):
 
     def submit(self, command: str, tasks_per_node: int, job_name: str = 'parsl.node') -> Any:
         """Start the block on the pinned node; a block nobody pinned is refused."""
-        node = self._next
-        if node is None and self._init_nodes:
-            node = self._init_nodes.pop(0)
-        if node is None:
-            raise RuntimeError('NodeProvider: a block was asked for without a node to pin it to')
-        self.worker_init, self.launcher = self.block(node)
-        job_id = super().submit(command, tasks_per_node, job_name=f'{job_name}.{_safe(node)}')
-        self.node_of_job[str(job_id)] = node
-        return job_id
+        with self._lock:
+            node = self._next
+            if node is None and self._init_nodes:
+                node = self._init_nodes.pop(0)
+            if node is None:
+                raise RuntimeError(
+                    'NodeProvider: a block was asked for without a node to pin it to'
+                )
+            self.worker_init, self.launcher = self.block(node)
+            job_id = super().submit(command, tasks_per_node, job_name=f'{job_name}.{_safe(node)}')
+            self.node_of_job[str(job_id)] = node
+            return job_id
+
+    def status(self, job_ids: Sequence[Any]) -> list[Any]:
+        """``LocalProvider.status``, never while another thread submits or cancels."""
+        with self._lock:
+            return super().status(job_ids)
+
+    def cancel(self, job_ids: Sequence[Any]) -> list[bool]:
+        """``LocalProvider.cancel``, never while another thread submits or polls."""
+        with self._lock:
+            return super().cancel(job_ids)
 
 
 class _Pinned:
