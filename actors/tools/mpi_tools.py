@@ -28,12 +28,12 @@ from annotated_types import Ge
 from annotated_types import Gt
 from annotated_types import Le
 
+from actors.common.where import current_node
 from actors.tools.ase_md import MAX_STEPS
 from actors.tools.ase_md import Element
 from actors.tools.ase_md import Ensemble
 from actors.tools.ase_md import ase_md
 from actors.tools.ase_md import check_md_options
-from actors.worker.where import current_node
 
 # Rank and size variables, most specific first: MPICH hydra / PMI, Cray PALS,
 # Slurm, Open MPI.

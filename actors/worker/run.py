@@ -16,8 +16,8 @@ from typing import Any
 from actors.common.private import open_private
 from actors.common.private import write_private
 from actors.common.processes import kill_tree
+from actors.common.where import where
 from actors.tools.registry import get_tool
-from actors.worker.where import where
 
 
 def _outcome(where: Mapping[str, Any], start: float, value: Any, error: BaseException | None):

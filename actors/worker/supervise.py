@@ -24,13 +24,13 @@ from typing import Any
 
 from actors.common.processes import stop_child_group
 from actors.common.timing import CANCEL_POLL
+from actors.common.where import current_node
 from actors.worker.control import STOP_ERROR_TYPES
 from actors.worker.control import Control
 from actors.worker.control import cancel_reason
 from actors.worker.control import cancelled_by
 from actors.worker.control import worker_control_dir
 from actors.worker.run import run_tool
-from actors.worker.where import current_node
 from actors.worker.wire import pack_outcome
 
 PR_SET_PDEATHSIG = 1
