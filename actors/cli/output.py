@@ -14,8 +14,8 @@ from actors.cli.plan import RunPlan
 from actors.cli.report import RESULTS_NAME
 from actors.client.exchange import exchange_password
 from actors.client.exchange import redact
+from actors.common.names import director_name
 from actors.common.results import CallResult
-from actors.director.options import director_name
 from actors.job.partition import Partition
 from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest

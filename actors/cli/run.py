@@ -39,9 +39,9 @@ from actors.client.exchange import redact
 from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.shutdown import closing
 from actors.client.status_query import ExchangeUnreachableError
+from actors.common.names import director_name
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
-from actors.director.options import director_name
 from actors.job.partition import Partition
 from actors.store.journal import final_by_key
 from actors.store.journal import read_run

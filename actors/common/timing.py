@@ -34,3 +34,9 @@ RESTART_PROBE = 2.0
 
 RESTART_PROBE_TIMEOUT = 10.0
 """Seconds a Director has to say its incarnation before the question counts as unanswered."""
+
+POOL_START_TIMEOUT = 120.0
+"""Seconds a new node's worker pool gets to connect before the node is given up."""
+
+RELEASE_DEADLINE = 60.0
+"""Seconds a leaving node's running calls get to finish before they are stopped and rerun."""

@@ -35,13 +35,13 @@ from academy.agent import action
 from academy.agent import loop
 from academy.handle import Handle
 
+from actors.common.timing import POOL_START_TIMEOUT
+from actors.common.timing import RELEASE_DEADLINE
 from actors.coordinator.fencing import Fences
 from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import Move
 from actors.coordinator.policy import plan_moves
-from actors.director.node_pools import POOL_START_TIMEOUT
-from actors.director.node_pools import RELEASE_DEADLINE
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.store.moves import MoveJournal

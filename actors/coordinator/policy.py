@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.common.errors import ConfigurationError
-from actors.director.node_pools import POOL_START_TIMEOUT
+from actors.common.timing import POOL_START_TIMEOUT
 
 DEAD_AFTER = 60.0
 """Default ``dead_after``: a fence kills, so silence must be long before it is called death."""

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from actors.common.timing import POOL_START_TIMEOUT
+from actors.common.timing import RELEASE_DEADLINE
 from actors.execution.blocks import MAX_FAILED_STARTS
 from actors.execution.interchange import connected_managers
 from actors.execution.node_blocks import NodeBlockError
@@ -42,17 +44,11 @@ from actors.job.ownership import Owner
 
 logger = logging.getLogger(__name__)
 
-POOL_START_TIMEOUT = 120.0
-"""Seconds a new node's worker pool gets to connect before the node is given up."""
-
 LOOK_INTERVAL = 0.2
 """Seconds between looks at the pools while waiting for one to connect or drain."""
 
 TAKE_TIMEOUT = 30.0
 """Seconds an admitted MPI call waits for its nodes to stop being started or drained."""
-
-RELEASE_DEADLINE = 60.0
-"""Seconds a leaving node's running calls get to finish before they are stopped and rerun."""
 
 
 class NodePools:

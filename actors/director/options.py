@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.common.names import director_name
 from actors.execution.executor_app import check_retries
 from actors.job.walltime import Walltime
 from actors.store.journal import DEFAULT_SYNC
@@ -23,13 +24,11 @@ from actors.store.journal import check_sync_mode
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import get_tool
 
+# director_name lives in actors.common.names; actors.client.calls still imports it from here.
+__all__ = ['MAX_WORKERS', 'DirectorOptions', 'director_name']
+
 MAX_WORKERS = 1024
 """Most worker slots per node (Aurora's nodes have 208 hardware threads)."""
-
-
-def director_name(index: int) -> str:
-    """The name of the Director of partition ``index`` (its agent, journal and files)."""
-    return f'director-{index}'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.common.names import director_name
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.results import CallResult
-from actors.director.options import director_name
 from actors.mcp.entry import CANCELLED
 from actors.mcp.entry import FAILED
 from actors.mcp.entry import Entry

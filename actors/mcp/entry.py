@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from actors.director.options import director_name
+from actors.common.names import director_name
 from actors.mcp.jsonsafe import dumps
 
 WORKING = 'working'

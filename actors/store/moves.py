@@ -31,10 +31,10 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from actors.common.names import director_name
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.private import write_private
-from actors.director.options import director_name
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.job.partition import Partition
