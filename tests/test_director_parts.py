@@ -11,12 +11,12 @@ from concurrent.futures import Future
 import pytest
 
 from actors.common.errors import ConfigurationError
+from actors.common.limits import check_key
+from actors.common.limits import check_timeout
 from actors.common.results import CallResult
 from actors.director.batch import Batch
 from actors.director.checks import CallChecks
 from actors.director.checks import batch_keys
-from actors.director.checks import check_key
-from actors.director.checks import check_timeout
 from actors.director.checks import expand_batch
 from actors.director.checks import expected_seconds
 from actors.director.drain import WalltimeDrain

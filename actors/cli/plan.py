@@ -25,6 +25,7 @@ from actors.client.model_endpoint import DEFAULT_TIMEOUT
 from actors.client.model_endpoint import ModelOptions
 from actors.client.model_endpoint import check_options
 from actors.common.errors import ConfigurationError
+from actors.common.limits import MAX_TIMEOUT
 from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
@@ -322,8 +323,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigurationError(f'--retries {args.retries} is negative; give 0 or more')
     if args.restarts < 0:
         raise ConfigurationError(f'--restarts {args.restarts} is negative; give 0 or more')
-    if args.timeout is not None and not 0 < args.timeout < float('inf'):
-        raise ConfigurationError(f'--timeout {args.timeout} is invalid; give seconds > 0')
+    if args.timeout is not None and not 0 < args.timeout <= MAX_TIMEOUT:
+        raise ConfigurationError(
+            f'--timeout {args.timeout} is invalid; give seconds above 0 and at most '
+            f'{MAX_TIMEOUT:.0f} ({MAX_TIMEOUT / 86400:g} days)'
+        )
     if args.campaign:
         check_campaign(args.tool, args.rounds, args.steps)
     model_options(args)

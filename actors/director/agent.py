@@ -33,13 +33,13 @@ from academy.agent import Agent
 from academy.agent import action
 
 from actors.common.errors import ConfigurationError
+from actors.common.limits import check_key
+from actors.common.limits import check_timeout
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.admission import NodeAdmission
 from actors.director.checks import CallChecks
 from actors.director.checks import batch_keys
-from actors.director.checks import check_key
-from actors.director.checks import check_timeout
 from actors.director.checks import expand_batch
 from actors.director.command_files import CommandFiles
 from actors.director.dfk_host import DfkHost

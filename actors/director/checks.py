@@ -1,19 +1,21 @@
 """Request checks: everything a call must pass before anything is submitted.
 
 A bad call is refused here, in the Director's action, with a message that
-names the bad value and what would be valid; nothing reaches Parsl.
+names the bad value and what would be valid; nothing reaches Parsl. The
+bounds every entry point shares (key length, timeout) are in
+``actors.common.limits``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import pickle
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.common.limits import check_key
 from actors.tools.registry import Tool
 from actors.tools.registry import check_params
 from actors.tools.registry import get_tool
@@ -25,8 +27,6 @@ from actors.tools.schemas import validate_params
 
 MAX_BATCH = 1_000_000
 """The most calls one ``md_sim_batch`` may hold."""
-
-MAX_KEY_LENGTH = 1000
 
 _ROUTING_KEYS = frozenset(('tool', *RESOURCE_KEYS))
 """Call arguments that take a call off the fast path (another tool, MPI resources)."""
@@ -166,21 +166,6 @@ def expected_seconds(params: Mapping[str, Any], timeout: float | None) -> float 
     return None
 
 
-def check_timeout(timeout: Any) -> None:
-    """Refuse a timeout that is not a finite number of seconds > 0 (``None``: no limit)."""
-    if timeout is None:
-        return
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ConfigurationError(
-            f'timeout must be a number of seconds > 0 (or None), got {timeout!r}',
-        )
-
-
 def check_serializable(calls: Sequence[Mapping[str, Any]]) -> None:
     """Reject parameters that cannot travel to a worker (or into the journal)."""
     seen: set[int] = set()
@@ -196,17 +181,6 @@ def check_serializable(calls: Sequence[Mapping[str, Any]]) -> None:
                     f'parameter {name}={value!r:.60} cannot be sent to a worker ({e}); '
                     'give plain data (numbers, strings, lists, mappings)',
                 ) from None
-
-
-def check_key(key: Any) -> None:
-    """Refuse a call key that is not a non-empty string of bounded length."""
-    if key is None:
-        return
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-        raise ConfigurationError(
-            'a call key must be a non-empty string of at most '
-            f'{MAX_KEY_LENGTH} characters, got {key!r:.80}',
-        )
 
 
 def batch_keys(

@@ -34,6 +34,9 @@ from mcp.shared.session import RequestResponder
 from pydantic import AnyUrl
 
 from actors.common.errors import ConfigurationError
+from actors.common.limits import MAX_KEY_LENGTH
+from actors.common.limits import check_key
+from actors.common.limits import check_timeout
 from actors.mcp import shapes
 from actors.mcp.book import CallBook
 from actors.mcp.entry import CANCELLED
@@ -368,21 +371,12 @@ class _Handlers:
 
 
 def _control(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Take ``call_key`` and ``timeout`` out of a call's arguments, checked."""
+    """Take ``call_key`` and ``timeout`` out of a call's arguments, checked as Directors do."""
     key = arguments.pop('call_key', None)
     timeout = arguments.pop('timeout', None)
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-        raise ConfigurationError(
-            f'{name}: call_key must be a string of 1 to 200 characters, got {key!r:.60}'
-        )
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout <= 30 * 86400
-    ):
-        raise ConfigurationError(
-            f'{name}: timeout must be a number of seconds in (0, {30 * 86400}], got {timeout!r:.60}'
-        )
+    longest = shapes.ENSEMBLE_KEY_LENGTH if name == shapes.ENSEMBLE else MAX_KEY_LENGTH
+    check_key(key, f'{name}: call_key', longest)
+    check_timeout(timeout, f'{name}: timeout')
     return {'call_key': key, 'timeout': timeout}
 
 

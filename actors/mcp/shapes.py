@@ -18,6 +18,8 @@ from typing import Any
 
 import mcp.types as mt
 
+from actors.common.limits import MAX_KEY_LENGTH
+from actors.common.limits import MAX_TIMEOUT
 from actors.tools.registry import TOOLS
 from actors.tools.schemas import tool_spec
 
@@ -32,12 +34,15 @@ MAX_ENSEMBLE = 100_000
 """Argument sets one ensemble call may hold."""
 MAX_WAIT = 3600.0
 """Seconds ``call_result`` may wait for a call to finish."""
+ENSEMBLE_KEY_LENGTH = MAX_KEY_LENGTH - len(f'/{MAX_ENSEMBLE - 1}')
+"""Characters an ensemble's ``call_key`` may have: its calls go to the Directors keyed
+``<call_key>/<i>``, and each of those keys must fit ``MAX_KEY_LENGTH``."""
 
 CONTROL = {
     'call_key': {
         'type': 'string',
         'minLength': 1,
-        'maxLength': 200,
+        'maxLength': MAX_KEY_LENGTH,
         'description': 'Stable key of this call: sent again (after a reconnect, or to a '
         'restarted server), the call is answered from the journal instead of running again. '
         'Default: a new key, returned in the result.',
@@ -45,7 +50,7 @@ CONTROL = {
     'timeout': {
         'type': 'number',
         'exclusiveMinimum': 0,
-        'maximum': 30 * 86400,
+        'maximum': MAX_TIMEOUT,
         'description': 'Seconds the tool may run before it is stopped (status "timed_out").',
     },
 }
@@ -172,6 +177,13 @@ _KEY_ONLY = {
 }
 
 
+def _control(key_length: int) -> dict[str, Any]:
+    """The control arguments, with a ``call_key`` of at most ``key_length`` characters."""
+    control = copy.deepcopy(CONTROL)
+    control['call_key']['maxLength'] = key_length
+    return control
+
+
 def tool_input_schema(name: str) -> dict[str, Any]:
     """A registered tool's input schema with the control arguments added."""
     schema = copy.deepcopy(tool_spec(name).parameters)
@@ -212,7 +224,7 @@ def list_tools() -> list[mt.Tool]:
                         'maxItems': MAX_ENSEMBLE,
                         'description': "One object of the tool's arguments per call.",
                     },
-                    **copy.deepcopy(CONTROL),
+                    **_control(ENSEMBLE_KEY_LENGTH),
                 },
                 'required': ['tool', 'arguments'],
                 'additionalProperties': False,
