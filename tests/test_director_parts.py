@@ -13,6 +13,7 @@ import pytest
 from actors.common.errors import ConfigurationError
 from actors.common.limits import check_key
 from actors.common.limits import check_timeout
+from actors.common.names import director_name
 from actors.common.results import CallResult
 from actors.director.batch import Batch
 from actors.director.checks import CallChecks
@@ -22,7 +23,6 @@ from actors.director.checks import expected_seconds
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.options import DirectorOptions
-from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
 from actors.job.walltime import Walltime
 from actors.worker.control import CancelFiles

@@ -3,8 +3,9 @@
 Each Director builds its own Parsl ``DataFlowKernel`` (never the global
 ``parsl.load``), so several Directors can live in one process, and runs tool
 calls on its partition's workers as Academy actions. The agent itself is
-thin: its lifecycle hooks and actions, over named parts that each do one job
-(``actors.director``'s other modules):
+thin: its lifecycle hooks and actions (those that run calls, and ``status``,
+come from [`CallActions`][actors.director.actions.CallActions]), over named
+parts that each do one job (``actors.director``'s other modules):
 
 * [`DfkHost`][actors.director.dfk_host.DfkHost]: the DFK, its MPI executor,
   replacing a DFK whose interchange died, the watchdog;
@@ -24,7 +25,6 @@ import asyncio
 import logging
 import pathlib
 import uuid
-from collections.abc import Mapping
 from collections.abc import Sequence
 from concurrent.futures import wait
 from typing import Any
@@ -34,26 +34,21 @@ from academy.agent import action
 
 from actors.common.errors import ConfigurationError
 from actors.common.limits import check_key
-from actors.common.limits import check_timeout
-from actors.common.results import CallResult
-from actors.common.results import DirectorStatus
+from actors.common.names import director_name
+from actors.common.timing import RELEASE_DEADLINE
+from actors.director.actions import CallActions
 from actors.director.admission import NodeAdmission
 from actors.director.checks import CallChecks
-from actors.director.checks import batch_keys
-from actors.director.checks import expand_batch
 from actors.director.command_files import CommandFiles
 from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.mailbox import MailboxWatch
-from actors.director.node_pools import RELEASE_DEADLINE
 from actors.director.node_pools import NodePools
 from actors.director.options import DirectorOptions
-from actors.director.options import director_name
 from actors.director.outcomes import Outcomes
 from actors.director.runner import CallRunner
 from actors.director.seed_args import director_args
-from actors.director.snapshot import director_status
 from actors.director.snapshot import node_load
 from actors.director.startup import DirectorStartError
 from actors.director.startup import quiet_start_failures
@@ -62,13 +57,13 @@ from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
 from actors.site.profile import SiteProfile
 from actors.store.moves import current_nodes
-from actors.tools.schemas import validate_arguments
 from actors.worker.control import CancelFiles
 
 logger = logging.getLogger(__name__)
 
 
-class Director(Agent):
+# Agent first: Academy names an agent's type by the classes up to Agent in its MRO.
+class Director(Agent, CallActions):
     """Runs tool calls on the workers of one partition.
 
     Also ``Director(run_dir, nodefile)``, as the seed pattern's client
@@ -272,140 +267,6 @@ class Director(Agent):
         assert self.host is not None, 'Director has not started'
         return self.host
 
-    def _runner(self) -> CallRunner:
-        assert self.runner is not None, 'Director has not started'
-        return self.runner
-
-    @action
-    async def call_tool(
-        self,
-        name: str,
-        arguments: Mapping[str, Any] | str | None = None,
-        *,
-        call_key: str | None = None,
-        timeout: float | None = None,
-    ) -> CallResult:
-        """Run any registered tool by name (an LLM-style tool call).
-
-        Args:
-            name: Tool name (see ``launch.py tools``).
-            arguments: The tool's parameters, as a mapping or a JSON object
-                string; an MPI tool also takes ``num_nodes``,
-                ``ranks_per_node`` and ``num_ranks``.
-            call_key: Stable key of this call (see ``md_sim``).
-            timeout: Seconds the tool may run before it is stopped.
-
-        Returns:
-            The call's result; a failure inside the tool comes back as a
-            result with ``ok=False``.
-
-        Raises:
-            ConfigurationError: If the arguments do not match the tool's
-                schema or cannot run on this partition; nothing is submitted.
-
-        """
-        check_timeout(timeout)
-        check_key(call_key)
-        parsed = validate_arguments(name, arguments)
-        prepared = self.checks.prepare(name, parsed, validated=True)
-        self.ledger.check_keys(prepared.tool.name, [prepared.params], [call_key])
-        return await self._runner().run('call_tool', prepared, call_key, timeout)
-
-    @action
-    async def md_sim(
-        self,
-        *,
-        call_key: str | None = None,
-        timeout: float | None = None,
-        **params: Any,
-    ) -> CallResult:
-        """Run one MD tool call on the partition.
-
-        Args:
-            call_key: Stable key of this call. A key whose result is already
-                journaled is answered from the journal without running again
-                (so resent and resumed calls run once).
-            timeout: Seconds the tool may run before it is stopped (a
-                ``timed_out`` result).
-            params: Keyword arguments of the tool (for the mock tool:
-                ``duration``, ``temperature``, ``steps``, ``seed``).
-                ``tool='name'`` runs another registered tool; an MPI tool
-                also takes ``num_nodes``, ``ranks_per_node``, ``num_ranks``.
-
-        Returns:
-            The call's result, after it is in the journal; a failure inside
-            the tool comes back as a result with ``ok=False``, not as an
-            exception.
-
-        Raises:
-            ConfigurationError: If the parameters do not fit the tool; nothing
-                is submitted then.
-
-        """
-        check_timeout(timeout)
-        check_key(call_key)
-        runner = self._runner()
-        if self.checks.routed([params]):
-            prepared = self.checks.prepare_call(params)
-            self.ledger.check_keys(prepared.tool.name, [prepared.params], [call_key])
-            return await runner.run('md_sim', prepared, call_key, timeout)
-        self.checks.fast_calls([params])
-        self.ledger.check_keys(self.tool, [params], [call_key])
-        (result,) = await runner.run_batch('md_sim', [params], [call_key], timeout)
-        return result
-
-    @action
-    async def md_sim_batch(
-        self,
-        iterations: int | None = None,
-        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-        *,
-        call_keys: Sequence[str] | None = None,
-        batch_key: str | None = None,
-        timeout: float | None = None,
-    ) -> list[CallResult]:
-        """Run many MD tool calls at once, in parallel on the partition.
-
-        Args:
-            iterations: Number of calls. With a single ``params`` mapping,
-                each call gets those parameters; with a list, it must match
-                the list's length.
-            params: One mapping for every call, or one mapping per call.
-            call_keys: One stable key per call (see ``md_sim``).
-            batch_key: Alternative to ``call_keys``: call ``i`` gets the key
-                ``<batch_key>/<i>``; ``cancel(batch_key=...)`` stops them all.
-            timeout: Seconds each tool call may run before it is stopped.
-
-        Returns:
-            One result per call, in submission order. A failed call is a
-            result with ``ok=False``; it never loses the others' results.
-
-        Raises:
-            ConfigurationError: If the batch is malformed; nothing is
-                submitted then.
-
-        """
-        check_timeout(timeout)
-        calls = expand_batch(iterations, params)
-        keys = batch_keys(len(calls), call_keys, batch_key)
-        runner = self._runner()
-        if self.checks.routed(calls):
-            prepared = [self.checks.prepare_call(call) for call in calls]
-            self.ledger.check_keys(
-                [p.tool.name for p in prepared], [p.params for p in prepared], keys
-            )
-            return list(
-                await asyncio.gather(
-                    *(
-                        runner.run('md_sim_batch', call, key, timeout)
-                        for call, key in zip(prepared, keys, strict=True)
-                    ),
-                ),
-            )
-        self.checks.fast_calls(calls)
-        self.ledger.check_keys(self.tool, calls, keys)
-        return await runner.run_batch('md_sim_batch', calls, keys, timeout)
-
     @action
     async def cancel(
         self,
@@ -444,11 +305,6 @@ class Director(Agent):
         it while their calls are pending, to notice a restart that forgot them.
         """
         return self.incarnation
-
-    @action
-    async def status(self) -> DirectorStatus:
-        """Report the partition, its slots and the calls queued/running/done."""
-        return await director_status(self)
 
     # Nodes that move (asked by the job's NodeCoordinator).
 

@@ -1,8 +1,9 @@
 """The specs of every tool and client-facing Director action, and checking calls of either.
 
 Built from the tools' specs (``actors.tools.schemas``) and the Director's
-action methods (their signatures and docstrings), for LLM tool calling:
-``launch.py tools``, the dispatcher.
+action methods (their signatures and docstrings, read from
+[`CallActions`][actors.director.actions.CallActions]: no Parsl is loaded), for
+LLM tool calling: ``launch.py tools``, the dispatcher.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import docstring_parser
 
 from actors.common.errors import ConfigurationError
 from actors.common.errors import quoted
-from actors.director.agent import Director
+from actors.director.actions import CallActions
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import TOOLS
 from actors.tools.schemas import FunctionSpec
@@ -36,7 +37,7 @@ ACTIONS = ('md_sim', 'md_sim_batch', 'status')
 
 
 def _action_spec(name: str) -> FunctionSpec:
-    method = getattr(Director, name)
+    method = getattr(CallActions, name)
     func = getattr(method, '__wrapped__', method)
     doc = docstring_parser.parse(func.__doc__ or '')
     description = describe_docstring(doc)
