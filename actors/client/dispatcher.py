@@ -32,7 +32,6 @@ from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.client.calls import call as call_director
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
@@ -54,6 +53,20 @@ gone since is found when the call bounces (and the call goes elsewhere)."""
 
 _GONE = (MailboxTerminatedError, AgentTerminatedError, BadEntityIdError)
 """Errors of a call to a Director that is gone: the call never ran there."""
+
+
+async def call_director(
+    manager: Manager[Any] | None, handle: Handle[Any], action: str, /, *args: Any, **kwargs: Any
+) -> Any:
+    """[`call`][actors.client.calls.call]: the one call path, imported at the first call.
+
+    ``actors.client.calls`` also launches Directors, so importing it loads the
+    Director and Parsl: importing this module (the MCP server does) loads
+    neither; they load when the first call goes out.
+    """
+    from actors.client.calls import call
+
+    return await call(manager, handle, action, *args, **kwargs)
 
 
 class DirectorUnavailableError(RuntimeError):
