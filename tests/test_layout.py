@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles, lean worker imports, the public API."""
+"""The package's shape: its layers, no import cycles, lean worker imports, the public API."""
 
 from __future__ import annotations
 
@@ -134,10 +134,48 @@ def test_the_public_api_comes_from_actors_alone():
         _ = actors.not_a_name  # type: ignore[attr-defined]
 
 
-def test_modules_stay_small():
-    too_long = {
-        name: lines
-        for name, path in _modules().items()
-        if (lines := len(path.read_text().splitlines())) > 500
-    }
-    assert not too_long, too_long
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ('common',),
+    ('job',),
+    ('tools',),
+    ('worker',),
+    ('execution', 'site'),
+    ('store',),
+    ('director',),
+    ('coordinator',),
+    ('client',),
+    ('mcp',),
+    ('cli',),
+)
+"""The packages from the bottom up: each may import only those of the layers below it.
+
+``common`` is used everywhere; ``job`` says what a batch job and its nodes
+are; ``tools`` are the simulations and ``worker`` runs them in Parsl's
+workers; ``execution`` (Parsl's internals) and ``site`` (configs) make the
+executors; ``store`` keeps journals and layouts; the ``director`` serves
+calls, the ``coordinator`` moves nodes between Directors; ``client``,
+``mcp`` and ``cli`` are the ways in.
+"""
+
+
+def _package(module: str) -> str:
+    return module.split('.')[1] if module.count('.') else ''
+
+
+def test_every_package_has_a_layer():
+    layered = {name for layer in LAYERS for name in layer}
+    packages = {_package(m) for m in _modules()} - {''}
+    assert packages == layered, (packages - layered, layered - packages)
+
+
+def test_packages_import_only_the_layers_below_them():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    upward = sorted(
+        f'{module} -> {imported}'
+        for module, imports in _graph().items()
+        for imported in imports
+        if _package(module)  # the top-level ``actors`` re-exports the public API
+        and _package(imported) != _package(module)
+        and rank[_package(imported)] >= rank[_package(module)]
+    )
+    assert not upward, 'imports against the layering: ' + '; '.join(upward)
