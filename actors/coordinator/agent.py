@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Coroutine
 from collections.abc import Sequence
 from typing import Any
 
@@ -207,7 +208,9 @@ class NodeCoordinator(Agent):
 
     async def _load(self, index: int, handle: Handle[Any]) -> Load | None:
         try:
-            answer = await asyncio.wait_for(handle.action('node_load'), LOAD_TIMEOUT)
+            answer: dict[str, Any] = await asyncio.wait_for(
+                handle.action('node_load'), LOAD_TIMEOUT
+            )
         except Exception as e:
             name = self._names.get(index)
             logger.debug('%s: no load from %s: %s', COORDINATOR_NAME, name or handle, e)
@@ -318,10 +321,10 @@ class NodeCoordinator(Agent):
         handle = self._handles.get(director)
         if handle is None or director in self._tasks:
             return  # one release at a time: the next step asks again if it is needed
-        action = handle.action('release_nodes', nodes, keep=0, idle_only=False)
-        task = asyncio.ensure_future(
-            asyncio.wait_for(action, RELEASE_DEADLINE + LOAD_TIMEOUT)  # type: ignore[arg-type]
+        action: Coroutine[Any, Any, list[str]] = handle.action(
+            'release_nodes', nodes, keep=0, idle_only=False
         )
+        task = asyncio.ensure_future(asyncio.wait_for(action, RELEASE_DEADLINE + LOAD_TIMEOUT))
         self._tasks[director] = task
         task.add_done_callback(lambda done: self._released(director, done))
 
@@ -369,7 +372,7 @@ class NodeCoordinator(Agent):
         # A lent node may be the lender's floor (the policy allows it for MPI calls).
         keep = 0 if move.why == 'borrow' else self.policy.keep(move.giver)
         try:
-            left = await asyncio.wait_for(
+            left: list[str] = await asyncio.wait_for(
                 giver.action('release_nodes', list(move.nodes), keep=keep),
                 RELEASE_DEADLINE + LOAD_TIMEOUT,
             )
@@ -413,7 +416,7 @@ class NodeCoordinator(Agent):
         if handle is None or director in self._dead:
             return False
         try:
-            adopted = await asyncio.wait_for(
+            adopted: bool = await asyncio.wait_for(
                 handle.action('adopt_node', node, lender),
                 POOL_START_TIMEOUT + LOAD_TIMEOUT,
             )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
+from typing import TypedDict
 
 from actors.common.private import private_dir
 from actors.director.outcomes import outcome
@@ -92,6 +93,14 @@ def command_outcome(
     return outcome
 
 
+class CallFiles(TypedDict):
+    """One command call's files: ``run_command``'s keyword arguments."""
+
+    meta: str
+    out_file: str
+    err_file: str
+
+
 class CommandFiles:
     """Where one Director's command calls write their meta file, stdout and stderr.
 
@@ -104,7 +113,7 @@ class CommandFiles:
         self.directory = directory
         self._numbers = itertools.count()
 
-    def next(self, name: str) -> dict[str, str]:
+    def next(self, name: str) -> CallFiles:
         """The files of a new call of tool ``name`` (``run_command``'s keyword arguments)."""
         private_dir(self.directory)
         stem = self.directory / f'{name}-{next(self._numbers)}'
@@ -114,7 +123,7 @@ class CommandFiles:
 def command_result(
     app_future: Future[Any],
     name: str,
-    files: Mapping[str, str],
+    files: CallFiles,
     control: Control,
     cancels: CancelFiles,
 ) -> Future[Any]:
@@ -135,7 +144,7 @@ def command_result(
             return
         if interchange_loss(done.exception()) is not None:
             # No outcome to read: the call runs again on a new DFK.
-            result.set_exception(done.exception())  # type: ignore[arg-type]
+            result.set_exception(done.exception())
             return
         try:
             value = outcome_of(done)
@@ -151,7 +160,7 @@ def command_result(
     def outcome_of(done: Future[Any]) -> dict[str, Any]:
         error = done.exception()
         finished = None if error is not None else outcome(done)
-        if error is not None:
+        if finished is None:
             stop = cancels.stopped(control)
         elif finished['status'] in STOP_ERROR_TYPES:
             stop = (finished['status'], finished['error_message'])

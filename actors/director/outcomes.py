@@ -34,7 +34,8 @@ def call_of(future: Future[Any]) -> Call | None:
 def control_of(call: Call) -> Control:
     """The call's control (its number and timeout)."""
     # Every worker function the Director runs takes (tool, params, control, ...).
-    return call.args[2]
+    control: Control = call.args[2]
+    return control
 
 
 def outcome(future: Future[Any]) -> dict[str, Any]:

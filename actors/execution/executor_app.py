@@ -26,6 +26,8 @@ import zmq
 from parsl.executors.base import ParslExecutor
 from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.executors.high_throughput.errors import WorkerLost
+from parsl.executors.high_throughput.executor import HighThroughputExecutor
+from parsl.executors.status_handling import BlockProviderExecutor
 
 from actors.common.errors import ConfigurationError
 from actors.worker.wire import pack_call
@@ -156,20 +158,23 @@ class ExecutorApp:
     def _send(self, call: Call) -> Future[Any]:
         """Hand one attempt of ``call`` to the executor; its future."""
         spec = call.resource_specification
+        executor = self.executor
         submit_payload = self._submit_payload
-        if submit_payload is None:
+        if submit_payload is None or not isinstance(executor, HighThroughputExecutor):
             with self._lock:
-                return self.executor.submit(self.func, spec, *call.args, **call.kwargs)
+                return executor.submit(self.func, spec, *call.args, **call.kwargs)
         # An HTEX: the arguments go pickled, not dilled (actors.worker.wire), and are
         # packed before taking the lock that other submitters wait for.
-        self.executor.validate_resource_spec(spec)
+        executor.validate_resource_spec(spec)
         payload = pack_call(self.func, call.args, call.kwargs)
         with self._lock:
             return submit_payload({'resource_spec': spec} if spec else {}, payload)
 
     def _refusal(self, error: Exception) -> BaseException:
-        if getattr(self.executor, 'bad_state_is_set', False):
-            return self.executor.executor_exception
+        if isinstance(self.executor, BlockProviderExecutor) and self.executor.bad_state_is_set:
+            # Parsl's property is unannotated; it is set whenever the bad state is.
+            lost: BaseException = self.executor.executor_exception
+            return lost
         if isinstance(error, zmq.Again):
             return TaskNotSent(
                 f'executor {self.executor.label}: its interchange took no task '

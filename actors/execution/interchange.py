@@ -151,7 +151,9 @@ def fail_tasks(executor: Any, error: InterchangeLost) -> int:
     for future in list(executor.tasks.values()):
         if not future.done():
             with contextlib.suppress(InvalidStateError):
-                future.set_exception(BadStateException(executor, error))
+                # Parsl leaves BadStateException.__init__ unannotated.
+                lost = BadStateException(executor, error)  # type: ignore[no-untyped-call]
+                future.set_exception(lost)
                 failed += 1
     return failed
 

@@ -22,6 +22,7 @@ is the only code that reads Parsl's HTEX internals.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from typing import Any
@@ -60,7 +61,8 @@ def start_node_block(executor: Any, node: str) -> str:
 
 def block_state(executor: Any, block_id: str) -> JobStatus | None:
     """The last polled status of a block (``None`` if Parsl does not know it)."""
-    return executor._status.get(block_id)
+    status: JobStatus | None = executor._status.get(block_id)
+    return status
 
 
 def block_pid(executor: Any, block_id: str) -> int | None:
@@ -80,7 +82,9 @@ async def hold_block(executor: Any, block_id: str, managers: list[dict[str, Any]
     """Send no new task to the block's pools (``managers``: those connected now)."""
     for manager in managers:
         if block_of_manager(manager) == block_id and manager.get('active', True):
-            await ask_interchange(executor, lambda m=manager: executor._hold_manager(m['manager']))
+            await ask_interchange(
+                executor, functools.partial(executor._hold_manager, manager['manager'])
+            )
 
 
 def stop_node_block(executor: Any, block_id: str) -> None:
