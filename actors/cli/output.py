@@ -92,7 +92,7 @@ def render_json(
                     'nodes': list(p.nodes),
                     'nodefile': p.nodefile,
                 }
-                for p in plan.partitions
+                for p in _resolved(plan)
             ],
             'results': [r.to_dict() for r in results],
             **extra,
@@ -106,18 +106,27 @@ def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> 
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    partitions = _resolved(plan)
     console.print(
-        f'[bold]{len(plan.partitions)} Directors[/bold] on '
-        f'{sum(p.size for p in plan.partitions)} nodes '
+        f'[bold]{len(partitions)} Directors[/bold] on '
+        f'{sum(p.size for p in partitions)} nodes '
         f'({plan.source.kind}: {plan.source.detail}), site {plan.profile.name}, '
         f'run dir {plan.run_dir}',
     )
-    for partition in plan.partitions:
+    for partition in partitions:
         console.print(_director_table(partition, results))
     failed = sum(not r.ok for r in results)
     console.print(
         f'{len(results)} calls, {len(results) - failed} ok, {failed} failed, wall time {wall:.2f}s',
     )
+
+
+def _resolved(plan: RunPlan) -> list[Partition]:
+    """The plan's partitions once its Directors started (each request resolved to its nodes)."""
+    partitions = [p for p in plan.partitions if isinstance(p, Partition)]
+    if len(partitions) != len(plan.partitions):
+        raise RuntimeError('a Director has not resolved its partition request yet')
+    return partitions
 
 
 def _director_table(partition: Partition, results: Sequence[CallResult]) -> Any:

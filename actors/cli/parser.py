@@ -291,7 +291,6 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
         help='no live progress bars on stderr (--json implies it)',
     )
     add_log_level(out)
-    return parser
 
 
 def add_log_level(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

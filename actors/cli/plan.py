@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from actors.client.deploy import validate_executor
@@ -94,7 +95,7 @@ class RunPlan:
 
     """
 
-    partitions: list[Partition | PartitionRequest]
+    partitions: Sequence[Partition | PartitionRequest]
     source: NodeSource
     profile: SiteProfile
     run_dir: pathlib.Path

@@ -43,6 +43,7 @@ from actors.common.names import director_name
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.job.partition import Partition
+from actors.job.partition import PartitionRequest
 from actors.store.journal import final_by_key
 from actors.store.journal import read_run
 from actors.store.manifest import DirectorEntry
@@ -289,7 +290,7 @@ async def release(handles: Sequence[Any], timeout: float = RELEASE_TIMEOUT) -> N
     await asyncio.gather(*(stop(h) for h in handles))
 
 
-def call_keys(partition: Partition, iterations: int) -> tuple[str, list[str]]:
+def call_keys(partition: Partition | PartitionRequest, iterations: int) -> tuple[str, list[str]]:
     """Stable keys of the run's calls to one Director: ``md_sim`` and the batch's."""
     director = director_name(partition.index)
     return f'{director}/md_sim/0', [f'{director}/md_sim_batch/{i}' for i in range(iterations)]
@@ -326,7 +327,7 @@ async def drive_all(
     return [result for results in per_director for result in results]
 
 
-def _all_keys(partition: Partition, iterations: int) -> list[str]:
+def _all_keys(partition: Partition | PartitionRequest, iterations: int) -> list[str]:
     single, batch = call_keys(partition, iterations)
     return [single, *batch]
 
@@ -334,13 +335,13 @@ def _all_keys(partition: Partition, iterations: int) -> list[str]:
 async def drive(
     manager: Manager[Any],
     handle: Any,
-    partition: Partition,
+    partition: Partition | PartitionRequest,
     plan: RunPlan,
     done: dict[str, dict[str, Any]],
 ) -> list[CallResult]:
     """Send one Director the run's calls that are not done yet; all results in order."""
     single_key, batch_keys = call_keys(partition, plan.iterations)
-    params = {'duration': plan.duration}
+    params: dict[str, Any] = {'duration': plan.duration}
     send = call  # a keyed call survives a Director's restart
     todo = [key for key in batch_keys if key not in done]
     requests = []

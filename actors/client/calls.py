@@ -49,7 +49,7 @@ class DirectorFailedError(RuntimeError):
     """A Director stopped before answering a call."""
 
 
-class DirectorGroup(list):  # type: ignore[type-arg]
+class DirectorGroup(list[Handle[Director]]):
     """The Directors' handles (a list), and the job's node coordinator when nodes move.
 
     Attributes:
@@ -100,9 +100,10 @@ async def launch_directors(
     """
     options = (options or DirectorOptions()).replace(**changes)
     policy = policy or ElasticPolicy()
-    if elastic and options.max_nodes is None and all(isinstance(p, Partition) for p in partitions):
+    sizes = [p.size for p in partitions if isinstance(p, Partition)]
+    if elastic and options.max_nodes is None and len(sizes) == len(partitions):
         # An MPI call may borrow up to the whole job.
-        options = options.replace(max_nodes=sum(p.size for p in partitions))  # type: ignore[union-attr]
+        options = options.replace(max_nodes=sum(sizes))
     quiet_start_failures()  # a Director that cannot start is one line here too
     handles = []
     for partition in partitions:

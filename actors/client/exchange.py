@@ -26,6 +26,7 @@ import socket
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
+from typing import Literal
 
 from academy.exchange import ExchangeFactory
 from academy.exchange import HttpExchangeFactory
@@ -68,7 +69,7 @@ class OutageRetry(Retry):
     password would otherwise be retried for the whole outage tolerance.
     """
 
-    async def call_with_retry(  # type: ignore[override]
+    async def call_with_retry(
         self,
         do: Any,
         fail: Any,
@@ -284,7 +285,7 @@ def open_exchange(spec: str) -> Iterator[ExchangeFactory[Any]]:
                 password=exchange_password(spec),
             )
         else:
-            auth = 'globus' if url.scheme == 'https' else None
+            auth: Literal['globus'] | None = 'globus' if url.scheme == 'https' else None
             if auth:
                 require_academy_login()
             yield HttpExchangeFactory(spec, auth_method=auth)

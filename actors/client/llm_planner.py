@@ -49,6 +49,7 @@ from actors.client.tool_messages import statuses_text
 from actors.common.errors import ConfigurationError
 from actors.common.errors import quoted
 from actors.common.results import CallResult
+from actors.common.results import DirectorStatus
 from actors.director.specs import export
 from actors.director.specs import validate_call
 
@@ -329,7 +330,7 @@ class ModelCampaign:
                 call.answer = result_text(answer)
                 temperatures += self._record(answer)
             else:
-                call.answer = statuses_text(answer)
+                call.answer = statuses_text([a for a in answer if isinstance(a, DirectorStatus)])
         if temperatures:
             reason = (content or '').strip().replace('\n', ' ') or f'model turn {step}'
             reason = reason if len(reason) <= 160 else reason[:157] + '...'

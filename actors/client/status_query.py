@@ -78,7 +78,7 @@ async def _ask(client: Any, entry: DirectorEntry, timeout: float) -> DirectorRep
         return DirectorReport(entry, problem='the exchange does not know this Director')
     handle: Handle[Any] = Handle(agent_id, exchange=client, ignore_context=True)
     try:
-        status = await asyncio.wait_for(handle.action('status'), timeout)
+        status: DirectorStatus = await asyncio.wait_for(handle.action('status'), timeout)
     except TimeoutError:
         return DirectorReport(entry, problem=f'no answer within {timeout:g}s')
     return DirectorReport(entry, status=status)

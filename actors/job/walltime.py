@@ -143,10 +143,10 @@ class Walltime:
 
     def refusal(self, expected: float | None, now: float | None = None) -> str | None:
         """Why a call expected to take ``expected`` seconds cannot run, or ``None``."""
-        if self.drain_at is None:
+        if self.end is None:
             return None
         now = time.time() if now is None else now
-        left = self.drain_at - now
+        left = self.end - self.margin - now
         if left <= 0:
             return f'the allocation is draining (ends in {self.end - now:.0f}s)'
         if expected is not None and expected > left:

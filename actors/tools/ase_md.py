@@ -12,13 +12,18 @@ give the same trajectory.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 from typing import Annotated
 from typing import Any
 from typing import Literal
+from typing import get_args
 
 from annotated_types import Ge
 from annotated_types import Gt
 from annotated_types import Le
+
+if TYPE_CHECKING:
+    from ase.md.md import MolecularDynamics
 
 Element = Literal['Al', 'Cu', 'Ni', 'Pd', 'Ag', 'Pt', 'Au']
 Ensemble = Literal['nve', 'langevin']
@@ -103,6 +108,7 @@ def ase_md(  # noqa: PLR0917
     atoms.calc = EMT()
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
+    dynamics: MolecularDynamics
     if ensemble == 'nve':
         dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     else:
@@ -178,8 +184,8 @@ def check_md_options(  # noqa: PLR0917
         raise ValueError(f'seed must be an integer >= 0, got {seed!r}')
     if ensemble not in ('nve', 'langevin'):
         raise ValueError(f"ensemble must be 'nve' or 'langevin', got {ensemble!r}")
-    if element not in Element.__args__:
-        raise ValueError(f'element must be one of {", ".join(Element.__args__)}, got {element!r}')
+    if element not in get_args(Element):
+        raise ValueError(f'element must be one of {", ".join(get_args(Element))}, got {element!r}')
 
 
 def _check_range(

@@ -111,7 +111,7 @@ def ase_md_mpi(  # noqa: PLR0917
         The command line (the call's value holds every replica's result).
 
     """
-    options = {
+    options: dict[str, Any] = {
         'temperature': temperature,
         'steps': steps,
         'seed': seed,

@@ -290,6 +290,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         message = message.replace(whole, quoted(error.instance))
     if len(message) > 4 * QUOTE_LIMIT:  # e.g. many unexpected names, each long
         message = message[: 4 * QUOTE_LIMIT - 3] + '...'
-    if error.validator == 'additionalProperties' and not path:
-        return f'{message}; valid arguments: {", ".join(error.schema["properties"])}'
+    schema = error.schema
+    if error.validator == 'additionalProperties' and not path and isinstance(schema, Mapping):
+        return f'{message}; valid arguments: {", ".join(schema["properties"])}'
     return f'{path}: {message}' if path else message

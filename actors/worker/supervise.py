@@ -101,7 +101,7 @@ def _supervise(name: str, params: Mapping[str, Any], control: Control) -> dict[s
                     chunks.append(chunk)
                     continue
                 break  # EOF: the child is done
-            if deadline is not None and time.time() >= deadline:
+            if timeout is not None and deadline is not None and time.time() >= deadline:
                 stop_child_group(pid)
                 return stopped_outcome(
                     'timed_out',
