@@ -171,7 +171,7 @@ class Dispatcher:
             *(asyncio.wait_for(h.action('status'), self.status_timeout) for h in self.directors),
             return_exceptions=True,
         )
-        live = []
+        live: list[tuple[int, DirectorStatus]] = []
         for index, answer in enumerate(answers):
             if isinstance(answer, BaseException):
                 reason = f'{type(answer).__name__}: {answer}'.rstrip(': ')

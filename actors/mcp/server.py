@@ -71,7 +71,7 @@ class _Server(Server[Any, Any]):
     the one place this package reaches into the SDK's request handling.
     """
 
-    async def _handle_request(  # type: ignore[override]
+    async def _handle_request(
         self,
         message: RequestResponder[Any, Any],
         req: Any,

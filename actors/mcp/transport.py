@@ -273,7 +273,8 @@ async def serve_http(
         allowed_origins=[f'http://{name}:*' for name in ('127.0.0.1', 'localhost', '[::1]')],
     )
     sessions = StreamableHTTPSessionManager(
-        app=GuardedServer(server),
+        # The SDK annotates a Server but calls only what GuardedServer has.
+        app=GuardedServer(server),  # type: ignore[arg-type]
         security_settings=security,
         session_idle_timeout=idle_timeout,
         max_request_body_size=MAX_MESSAGE_BYTES,

@@ -82,7 +82,7 @@ def check_sync_mode(sync: str) -> SyncMode:
         raise ConfigurationError(
             f'journal sync mode {sync!r} is not one of {", ".join(SYNC_MODES)}',
         )
-    return sync  # type: ignore[return-value]
+    return sync
 
 
 DEFAULT_LINGER = 0.05
