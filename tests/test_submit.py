@@ -13,9 +13,9 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.common.errors import ConfigurationError
+from actors.common.timing import SEND_TIMEOUT
 from actors.director.agent import Director
 from actors.execution.blocks import release_parsl
-from actors.execution.executor_app import SEND_TIMEOUT
 from actors.execution.executor_app import ExecutorApp
 from actors.execution.executor_app import TaskNotSent
 from actors.execution.executor_app import check_retries

@@ -40,3 +40,35 @@ POOL_START_TIMEOUT = 120.0
 
 RELEASE_DEADLINE = 60.0
 """Seconds a leaving node's running calls get to finish before they are stopped and rerun."""
+
+SEND_TIMEOUT = 2.0
+"""Seconds a submit may wait to hand its task to the interchange's socket.
+
+HTEX's task socket has no high-water mark, so a send waits only while no
+interchange is connected: one that died. Unbounded, that send would hold the
+submitting thread (a Director's event loop, or Parsl's result thread for a
+retry) and the DFK's submit lock for good; bounded, the call fails as lost
+with its interchange and runs again on the replacement DFK.
+"""
+
+UNBLOCK_TIMEOUT = 5.0
+"""Seconds a command to a lost interchange gets to fail once its context is terminated."""
+
+COMMAND_TIMEOUT = 30.0
+"""Seconds ``ask_interchange`` waits for a live interchange's answer."""
+
+LOST_POLL = 0.1
+"""Seconds between looks, while waiting for an interchange's answer, at whether it was lost."""
+
+CLEANUP_TIMEOUT = 60.0
+"""Seconds ``DataFlowKernel.cleanup`` may take before what is left of Parsl is stopped by hand."""
+
+LOST_CLEANUP_TIMEOUT = 5.0
+"""The same for a DFK whose interchange died: its cleanup can block forever (see
+``InterchangeWatch``), so it gets only long enough to stop its other executors."""
+
+WATCH_INTERVAL = 1.0
+"""Seconds between telling the watchdog about new (replacement) blocks."""
+
+SQUEUE_TIMEOUT = 10.0
+"""Seconds ``squeue`` gets to tell a Slurm job's end time."""

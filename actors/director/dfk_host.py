@@ -21,9 +21,10 @@ from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.common.loop import call_soon
 from actors.common.loop import resolve
+from actors.common.timing import CLEANUP_TIMEOUT
+from actors.common.timing import LOST_CLEANUP_TIMEOUT
+from actors.common.timing import WATCH_INTERVAL
 from actors.director.node_pools import NodePools
-from actors.execution.blocks import CLEANUP_TIMEOUT
-from actors.execution.blocks import LOST_CLEANUP_TIMEOUT
 from actors.execution.blocks import BlockStartGuard
 from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
@@ -55,8 +56,6 @@ logger = logging.getLogger(__name__)
 PARSL_RESTARTS = 3
 """How many times a Director replaces a DFK whose interchange died."""
 
-WATCH_INTERVAL = 1.0
-"""Seconds between telling the watchdog about new (replacement) blocks."""
 
 INLINE_SUBMIT = 8
 """Up to this many submits run on the event loop; more go to a thread."""

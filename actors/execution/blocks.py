@@ -23,6 +23,7 @@ from parsl.jobs.states import JobState
 
 from actors.common.processes import exited
 from actors.common.processes import wait_exited
+from actors.common.timing import CLEANUP_TIMEOUT
 from actors.common.timing import STOP_GRACE
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import on_daemon_thread
@@ -31,14 +32,6 @@ from actors.execution.watchdog import reap
 from actors.execution.watchdog import targets
 
 logger = logging.getLogger(__name__)
-
-CLEANUP_TIMEOUT = 60.0
-"""Seconds ``DataFlowKernel.cleanup`` may take before what is left of Parsl is stopped by hand."""
-
-
-LOST_CLEANUP_TIMEOUT = 5.0
-"""The same for a DFK whose interchange died: its cleanup can block forever (see
-``InterchangeWatch``), so it gets only long enough to stop its other executors."""
 
 
 def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:

@@ -30,19 +30,11 @@ from parsl.executors.high_throughput.executor import HighThroughputExecutor
 from parsl.executors.status_handling import BlockProviderExecutor
 
 from actors.common.errors import ConfigurationError
+from actors.common.timing import SEND_TIMEOUT
 from actors.worker.wire import pack_call
 
 logger = logging.getLogger(__name__)
 
-SEND_TIMEOUT = 2.0
-"""Seconds a submit may wait to hand its task to the interchange's socket.
-
-HTEX's task socket has no high-water mark, so a send waits only while no
-interchange is connected: one that died. Unbounded, that send would hold the
-submitting thread (a Director's event loop, or Parsl's result thread for a
-retry) and the DFK's submit lock for good; bounded, the call fails as lost
-with its interchange and runs again on the replacement DFK.
-"""
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (WorkerLost, ManagerLost)
 """Failures of the resources, not of the tool: these are retried."""

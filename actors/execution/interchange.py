@@ -26,22 +26,14 @@ import psutil
 from parsl.executors.errors import BadStateException
 
 from actors.common.processes import exited
+from actors.common.timing import COMMAND_TIMEOUT
+from actors.common.timing import LOST_POLL
+from actors.common.timing import UNBLOCK_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
-UNBLOCK_TIMEOUT = 5.0
-"""Seconds a command to a lost interchange gets to fail once its context is terminated."""
-
 
 _GUARD_LOCK = threading.Lock()
-
-
-COMMAND_TIMEOUT = 30.0
-"""Seconds ``ask_interchange`` waits for a live interchange's answer."""
-
-
-LOST_POLL = 0.1
-"""Seconds between looks, while waiting for an interchange's answer, at whether it was lost."""
 
 
 class InterchangeLost(RuntimeError):

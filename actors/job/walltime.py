@@ -20,11 +20,9 @@ import time
 from collections.abc import Mapping
 
 from actors.common.errors import ConfigurationError
+from actors.common.timing import SQUEUE_TIMEOUT
 
 logger = logging.getLogger(__name__)
-
-SQUEUE_TIMEOUT = 10.0
-"""Seconds ``squeue`` gets to tell a Slurm job's end time."""
 
 
 def parse_duration(text: str) -> float:
