@@ -1,9 +1,21 @@
-"""Errors raised for bad user input.
+"""The package's errors: one base, three families.
 
-Every module that validates input raises
-[`ConfigurationError`][actors.common.errors.ConfigurationError] with a message
-that names the bad value and what would be valid; the CLI turns it into one
-line on stderr and exit status 2.
+Every error this package raises on purpose derives from
+[`HpcToolCallingError`][actors.common.errors.HpcToolCallingError] (and, for
+callers that catch the standard kinds, from the standard class it stands
+for):
+
+* [`ConfigurationError`][actors.common.errors.ConfigurationError]: bad user
+  input (a flag, file or parameter); its message names the bad value and
+  what would be valid, and the CLI turns it into one line on stderr and exit
+  status 2;
+* [`CallError`][actors.common.errors.CallError]: a call to a Director that
+  cannot be answered (the Director stopped, the exchange lost it, none is
+  up);
+* [`ExecutionError`][actors.common.errors.ExecutionError]: Parsl's side
+  failed under a Director (an interchange died, a block would not start).
+
+Errors of the tools themselves come back in a call's result, not raised.
 """
 
 from __future__ import annotations
@@ -11,8 +23,20 @@ from __future__ import annotations
 from typing import Any
 
 
-class ConfigurationError(ValueError):
+class HpcToolCallingError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigurationError(HpcToolCallingError, ValueError):
     """A user-supplied value (flag, file, parameter) is invalid."""
+
+
+class CallError(HpcToolCallingError):
+    """A call to a Director cannot be answered (it stopped, or its exchange lost it)."""
+
+
+class ExecutionError(HpcToolCallingError):
+    """Parsl's side failed under a Director (an interchange, a block, a fence)."""
 
 
 def describe_os_error(error: OSError) -> str:

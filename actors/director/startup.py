@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from actors.common.errors import ExecutionError
 from actors.common.errors import describe_os_error
 from actors.director.mailbox import quiet_lost_answers
 
@@ -33,7 +34,7 @@ ACADEMY_HTTP_LOGGER = 'academy.exchange.cloud.client'
 """Academy's HTTP exchange client, which logs every failed request, cancelled ones included."""
 
 
-class DirectorStartError(OSError):
+class DirectorStartError(ExecutionError, OSError):
     """A Director could not start: which one, on which path, and why."""
 
     @classmethod

@@ -30,6 +30,7 @@ from parsl.executors.high_throughput.executor import HighThroughputExecutor
 from parsl.executors.status_handling import BlockProviderExecutor
 
 from actors.common.errors import ConfigurationError
+from actors.common.errors import ExecutionError
 from actors.common.timing import SEND_TIMEOUT
 from actors.worker.wire import pack_call
 
@@ -47,7 +48,7 @@ def check_retries(retries: Any) -> int:
     return retries
 
 
-class TaskNotSent(RuntimeError):
+class TaskNotSent(ExecutionError, RuntimeError):
     """The interchange took no task within ``SEND_TIMEOUT`` (and is not known to be lost)."""
 
 

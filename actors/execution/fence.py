@@ -27,6 +27,7 @@ import pathlib
 import time
 from typing import Any
 
+from actors.common.errors import ExecutionError
 from actors.common.private import private_dir
 from actors.common.private import write_private
 
@@ -34,7 +35,7 @@ STATE_SUFFIX = '.state'
 REQUEST_SUFFIX = '.request'
 
 
-class SharedProcessError(RuntimeError):
+class SharedProcessError(ExecutionError, RuntimeError):
     """The Director to fence runs in the process that asks (it cannot be killed alone)."""
 
 

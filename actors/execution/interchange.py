@@ -25,6 +25,7 @@ from typing import TypeVar
 import psutil
 from parsl.executors.errors import BadStateException
 
+from actors.common.errors import ExecutionError
 from actors.common.processes import exited
 from actors.common.timing import COMMAND_TIMEOUT
 from actors.common.timing import LOST_POLL
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 _GUARD_LOCK = threading.Lock()
 
 
-class InterchangeLost(RuntimeError):
+class InterchangeLost(ExecutionError, RuntimeError):
     """An executor's interchange exited while the executor was still in use."""
 
 

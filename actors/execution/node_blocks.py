@@ -30,6 +30,7 @@ from typing import Any
 from parsl.jobs.states import JobState
 from parsl.jobs.states import JobStatus
 
+from actors.common.errors import ExecutionError
 from actors.execution.blocks import block_leftovers
 from actors.execution.blocks import block_names
 from actors.execution.interchange import ask_interchange
@@ -38,7 +39,7 @@ from actors.execution.watchdog import reap
 logger = logging.getLogger(__name__)
 
 
-class NodeBlockError(RuntimeError):
+class NodeBlockError(ExecutionError, RuntimeError):
     """A node's block could not be started."""
 
 
