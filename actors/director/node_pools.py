@@ -1,7 +1,8 @@
 """A Director's nodes: one worker pool per node, drained for MPI calls and for moves.
 
 [`NodePools`][actors.director.node_pools.NodePools] keeps the Director's
-[`NodeOwnership`][actors.job.ownership.NodeOwnership] and makes Parsl follow
+[`NodeOwnership`][actors.job.ownership.NodeOwnership] (every node's owner,
+phase, block and reported host: no other node state) and makes Parsl follow
 it, one node's block at a time (``actors.execution.node_blocks``):
 
 * a node the Director owns for single-slot work (``pool``) has a block whose
@@ -41,6 +42,7 @@ from actors.execution.node_blocks import stop_node_block
 from actors.execution.pool_hosts import PoolHosts
 from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
+from actors.job.ownership import Phase
 
 logger = logging.getLogger(__name__)
 
@@ -79,23 +81,15 @@ class NodePools:
         self.ownership = NodeOwnership.of(name, nodes)
         self._executor = executor
         self._mpi_waiting = mpi_waiting
-        self._blocks: dict[str, str] = {}
-        self._connected: set[str] = set()
+        # Measurements, not states: calls each pool held at the last look, failed starts in a row.
         self._tasks: dict[str, int] = {}
-        self._busy: set[str] = set()
-        """Nodes being drained, started or given to an MPI call: no other step takes them."""
-        self._leaving: set[str] = set()
         self._failures: dict[str, int] = {}
         self._real_hosts = real_hosts
         self._hosts = PoolHosts()
-        self._misplaced: dict[str, str] = {}
-        """Nodes whose block's pool reported another host -> that host (restarted by ``revive``)."""
         self.failed: list[str] = []
         """Nodes given up because no pool would start there."""
         self.moves_in = 0
         self.moves_out = 0
-        self.borrowed: dict[str, str] = {}
-        """Nodes lent to this Director for an MPI call -> the Director that lent each."""
         self.on_change: Callable[[], None] = lambda: None
         """Called when the nodes that MPI calls may use change (the admission looks again)."""
 
@@ -106,19 +100,24 @@ class NodePools:
         """Every node the Director owns."""
         return self.ownership.nodes()
 
+    @property
+    def borrowed(self) -> dict[str, str]:
+        """Nodes lent to this Director for an MPI call -> the Director that lent each."""
+        # An arriving node is not this Director's yet: its move may still fail.
+        arriving = set(self.ownership.nodes(phases=['arriving']))
+        return {n: d for n, d in self.ownership.lenders().items() if n not in arriving}
+
     def capacity(self) -> int:
         """Nodes MPI calls may use: owned, and not leaving."""
-        return len(self.ownership) - len(self._leaving)
+        return len(self.ownership) - len(self.ownership.nodes(phases=['leaving']))
 
     def serving(self) -> list[str]:
         """Nodes whose pool has connected and takes calls."""
-        pools = self.ownership.nodes('pool')
-        return [n for n in pools if n in self._connected and n not in self._busy]
+        return self.ownership.nodes('pool', phases=['serving'])
 
     def idle(self) -> list[str]:
         """Serving nodes whose pool runs nothing, and held nodes nobody waits for."""
-        held = [] if self._mpi_waiting() else self.ownership.nodes('held')
-        held = [n for n in held if n not in self._busy]
+        held = [] if self._mpi_waiting() else self.ownership.nodes('held', phases=[None])
         return [n for n in self.serving() if not self._tasks.get(n)] + held
 
     def tasks(self) -> dict[str, int]:
@@ -129,15 +128,29 @@ class NodePools:
 
     async def start_blocks(self) -> None:
         """Give every pool node a block on the current DFK (a new one forgets the old blocks)."""
-        self._blocks.clear()
-        self._connected.clear()
         self._tasks.clear()
-        for node in self.ownership.nodes('pool'):
+        for node in self.ownership.nodes():
+            self.ownership.set_block(node, None)
+        # Nodes in a drain or an adoption are that step's: it stops or gives up their block.
+        for node in self.ownership.nodes('pool', phases=[None, 'starting', 'serving']):
+            self.ownership.become(node, phase='launching', why='new DFK')
             await self._start(node)
 
     async def _start(self, node: str) -> str:
-        block = await asyncio.to_thread(start_node_block, self._executor(), node)
-        self._blocks[node] = block
+        """Submit ``node``'s block; a ``launching`` node is ``starting`` once it is submitted.
+
+        A node whose block could not be submitted is ``starting`` with no block
+        (as before: its calls wait; ``revive`` does not start one).
+        """
+        try:
+            block = await asyncio.to_thread(start_node_block, self._executor(), node)
+        except BaseException:
+            if self.ownership.owner(node).phase == 'launching':
+                self.ownership.become(node, phase='starting', why='block not started')
+            raise
+        self.ownership.set_block(node, block)
+        if self.ownership.owner(node).phase == 'launching':
+            self.ownership.become(node, phase='starting', why='block started')
         return block
 
     async def look(self) -> list[dict[str, Any]] | None:
@@ -148,12 +161,14 @@ class NodePools:
         by_block: dict[str, list[dict[str, Any]]] = {}
         for manager in managers:
             by_block.setdefault(block_of_manager(manager), []).append(manager)
-        for node, block in list(self._blocks.items()):
+        for node, block in self.ownership.blocks().items():
             held = by_block.get(block, [])
             if self._real_hosts:
                 held = await self._refuse_misplaced(node, block, held)
-            if held:
-                self._connected.add(node)
+            if node not in self.ownership or self.ownership.block(node) != block:
+                continue  # it changed while the hosts were read
+            if held and self.ownership.owner(node).phase in ('starting', 'arriving'):
+                self.ownership.become(node, phase='serving', why='pool connected')
             self._tasks[node] = sum(int(m['tasks']) for m in held)
         return managers
 
@@ -164,7 +179,7 @@ class NodePools:
 
         A pool whose registration is not read yet counts as not connected.
         """
-        if node in self._misplaced:
+        if self.ownership.host(node) is not None:
             return []
         hosts = self._hosts.of(self._executor())
         known = [(m, hosts[str(m['manager'])]) for m in managers if str(m['manager']) in hosts]
@@ -179,7 +194,7 @@ class NodePools:
             node,
             strangers[0],
         )
-        self._misplaced[node] = strangers[0]
+        self.ownership.set_host(node, strangers[0])
         await hold_block(self._executor(), block, managers)
         return []
 
@@ -191,20 +206,22 @@ class NodePools:
         connects (``MAX_FAILED_STARTS`` in a row) is given up: ``failed``.
         """
         executor = self._executor()
-        for node in self.ownership.nodes('pool'):
-            block = self._blocks.get(node)
-            if node in self._busy or block is None:
-                continue
-            if self._misplaced.pop(node, None) is not None:
+        for node in self.ownership.nodes('pool', phases=['starting', 'serving']):
+            block = self.ownership.block(node) if node in self.ownership else None
+            if block is None:
+                continue  # no block started, or the node left while an earlier one was looked at
+            if self.ownership.host(node) is not None:
+                self.ownership.set_host(node, None)
                 await asyncio.to_thread(stop_node_block, executor, block)
             state = block_state(executor, block)
-            if state is None or not state.terminal:
+            # Stopping a block yields: another step may have taken the node meanwhile.
+            phase = self.ownership.owner(node).phase if node in self.ownership else None
+            if state is None or not state.terminal or phase not in ('starting', 'serving'):
                 continue
-            if node in self._connected:
+            if phase == 'serving':
                 self._failures.pop(node, None)
             else:
                 self._failures[node] = self._failures.get(node, 0) + 1
-            self._connected.discard(node)
             if self._failures.get(node, 0) >= MAX_FAILED_STARTS:
                 logger.error(
                     '%s: %d blocks on %s ended before their pool connected there; '
@@ -213,12 +230,14 @@ class NodePools:
                     self._failures[node],
                     node,
                 )
-                self._blocks.pop(node, None)
+                self.ownership.become(node, phase='leaving', why='pool never started')
+                self.ownership.set_block(node, None)
                 self.ownership.remove(node, 'pool never started')
                 self.failed.append(node)
                 self.on_change()
                 continue
             logger.warning('%s: the block on %s ended; starting another', self.name, node)
+            self.ownership.become(node, phase='launching', why='block ended')
             try:
                 await self._start(node)
             except NodeBlockError as e:
@@ -230,9 +249,11 @@ class NodePools:
         executor = self._executor()
         for block in lost:
             await asyncio.to_thread(stop_node_block, executor, block)
-        for node, block in list(self._blocks.items()):
-            if block in lost and self.ownership.owner(node).role == 'pool':
-                self._connected.discard(node)
+        for node, block in self.ownership.blocks().items():
+            # A node being drained or started is its step's: the drain stops its block anyway.
+            phase = self.ownership.owner(node).phase if node in self.ownership else None
+            if block in lost and phase in ('starting', 'serving'):
+                self.ownership.become(node, phase='launching', why='pool lost')
                 logger.warning('%s: the pool on %s was lost; starting another', self.name, node)
                 try:
                     await self._start(node)
@@ -246,7 +267,7 @@ class NodePools:
             How many calls were still running when the block stopped.
 
         """
-        block = self._blocks.get(node)
+        block = self.ownership.block(node)
         executor = self._executor()
         if block is not None:
             managers = await self.look() or []
@@ -254,16 +275,16 @@ class NodePools:
             # Look again once held: calls handed to the pool between the first look and the
             # hold must finish too (they were stopped with the block and run again).
             await self.look()
+            # A pool that never connected, or is gone, holds no call: its count is 0.
             until = time.monotonic() + deadline
-            while node in self._connected and self._tasks.get(node) and time.monotonic() < until:
+            while self._tasks.get(node) and time.monotonic() < until:
                 await asyncio.sleep(LOOK_INTERVAL)
                 await self.look()
-            left = self._tasks.get(node, 0) if node in self._connected else 0
+            left = self._tasks.get(node, 0)
             await asyncio.to_thread(stop_node_block, executor, block)
-            self._blocks.pop(node, None)
+            self.ownership.set_block(node, None)
         else:
             left = 0
-        self._connected.discard(node)
         self._tasks.pop(node, None)
         return left
 
@@ -278,10 +299,10 @@ class NodePools:
         # free but busy for a moment: wait for it rather than fail.
         until = time.monotonic() + TAKE_TIMEOUT
         while True:
-            held = [n for n in self.ownership.nodes('held') if n not in self._busy]
+            held = self.ownership.nodes('held', phases=[None])
             pools = sorted(
-                (n for n in self.ownership.nodes('pool') if n not in self._busy),
-                key=lambda n: (n not in self._connected, self._tasks.get(n, 0)),
+                self.ownership.nodes('pool', phases=['starting', 'serving']),
+                key=lambda n: (self.ownership.owner(n).phase != 'serving', self._tasks.get(n, 0)),
             )
             chosen = (held + pools)[:count]
             if len(chosen) == count:
@@ -292,25 +313,25 @@ class NodePools:
                     f'but only {len(chosen)} are free'
                 )
             await asyncio.sleep(0.02)
-        self._busy.update(chosen)
+        for node in chosen:
+            phase: Phase = 'draining' if node in pools else 'reserved'
+            self.ownership.become(node, phase=phase, why=f'chosen for {call}')
         try:
             await asyncio.gather(*(self._drain(n) for n in chosen if n in pools))
             for node in chosen:
                 if self.ownership.owner(node).role == 'pool':
-                    self.ownership.change(node, Owner('held', self.name), 'drained for MPI')
-                self.ownership.change(node, Owner('mpi', self.name, call=call), 'mpi')
+                    self.ownership.become(node, 'held', why='drained for MPI')
+                self.ownership.become(node, 'mpi', why='mpi', call=call)
         except BaseException:
             await self._restore(chosen)
             raise
-        finally:
-            self._busy.difference_update(chosen)
         return chosen
 
     def end_mpi(self, nodes: Iterable[str]) -> None:
         """An MPI call ended: its nodes are held, and get their pools back unless calls wait."""
         for node in nodes:
             if node in self.ownership and self.ownership.owner(node).role == 'mpi':
-                self.ownership.change(node, Owner('held', self.name), 'mpi ended')
+                self.ownership.become(node, 'held', why='mpi ended')
         self.on_change()
         asyncio.get_running_loop().call_soon(self.settle)
 
@@ -318,27 +339,28 @@ class NodePools:
         """Start pools on held nodes once no MPI call waits for them."""
         if self._mpi_waiting():
             return
-        for node in self.ownership.nodes('held'):
-            if node not in self._busy:
-                task = asyncio.ensure_future(self._restore([node]))
-                task.add_done_callback(_log_failure)
+        for node in self.ownership.nodes('held', phases=[None]):
+            task = asyncio.ensure_future(self._restore([node]))
+            task.add_done_callback(_log_failure)
 
     async def _restore(self, nodes: Iterable[str]) -> None:
-        """Give nodes back to the pool (a block each)."""
+        """Give nodes back to the pool (a block each): held or MPI ones, or drained ones."""
         for node in nodes:
-            if node not in self.ownership or self.ownership.owner(node).role == 'pool':
+            owner = self.ownership.owner(node) if node in self.ownership else None
+            if owner is None or (owner.role == 'pool' and owner.phase != 'draining'):
                 continue
-            owner = self.ownership.owner(node)
             if owner.role == 'mpi':
-                self.ownership.change(node, Owner('held', self.name), 'mpi ended')
-            self.ownership.change(node, Owner('pool', self.name), 'pool back')
-            self._busy.add(node)
+                self.ownership.become(node, 'held', why='mpi ended')
+            elif owner.phase == 'reserved':
+                self.ownership.become(node, 'held', why='call not started')
+            if owner.role == 'pool':
+                self.ownership.become(node, phase='launching', why='pool back')
+            else:
+                self.ownership.become(node, 'pool', 'launching', why='pool back')
             try:
                 await self._start(node)
             except NodeBlockError as e:
                 logger.error('%s: %s', self.name, e)
-            finally:
-                self._busy.discard(node)
 
     # Moves between Directors.
 
@@ -348,12 +370,12 @@ class NodePools:
         A pool that does not connect within ``POOL_START_TIMEOUT`` (or whose
         block ends first) is stopped and the node given up again: False.
         """
-        self.ownership.add(node, Owner('pool', self.name), 'borrowed' if lender else 'moved in')
-        self._busy.add(node)
+        arriving = Owner('pool', self.name, phase='arriving', lender=lender)
+        self.ownership.add(node, arriving, 'borrowed' if lender else 'moved in')
         try:
             block = await self._start(node)
             until = time.monotonic() + POOL_START_TIMEOUT
-            while node not in self._connected and time.monotonic() < until:
+            while self._arriving(node) and time.monotonic() < until:
                 state = block_state(self._executor(), block)
                 if state is not None and state.terminal:
                     break
@@ -361,18 +383,18 @@ class NodePools:
                 await self.look()
         except NodeBlockError as e:
             logger.error('%s: %s', self.name, e)
-        finally:
-            self._busy.discard(node)
-        if node not in self._connected:
+        if self._arriving(node):
             logger.error('%s: no worker pool started on %s; giving the node up', self.name, node)
+            self.ownership.become(node, phase='leaving', why='pool did not start')
             await self._drain(node, 0)
             self.ownership.remove(node, 'pool did not start')
             return False
         self.moves_in += 1
-        if lender is not None:
-            self.borrowed[node] = lender
         self.on_change()
         return True
+
+    def _arriving(self, node: str) -> bool:
+        return self.ownership.owner(node).phase == 'arriving'
 
     def releasable(self, keep: int) -> list[str]:
         """Nodes that could leave now, idle ones first, keeping ``keep`` nodes."""
@@ -387,16 +409,20 @@ class NodePools:
             for n in nodes
             if n in self.ownership
             and self.ownership.owner(n).role in ('pool', 'held')
-            and n not in self._busy
+            and self.ownership.owner(n).phase in (None, 'starting', 'serving')
         ]
-        self._busy.update(going)
-        self._leaving.update(going)
+        for node in going:
+            self.ownership.become(node, phase='leaving', why='release')
         self.on_change()
         try:
             left = await asyncio.gather(*(self._drain(n, deadline) for n in going))
-        finally:
-            self._busy.difference_update(going)
-            self._leaving.difference_update(going)
+        except BaseException:
+            # Not given away: the nodes stay (``revive`` restarts a pool whose block ended).
+            for node in going:
+                owner = self.ownership.owner(node)
+                back: Phase | None = 'starting' if owner.role == 'pool' else None
+                self.ownership.become(node, phase=back, why='release failed')
+            raise
         for node, stopped in zip(going, left, strict=True):
             if stopped:
                 logger.warning(
@@ -406,7 +432,6 @@ class NodePools:
                     node,
                 )
             self.ownership.remove(node, 'moved out')
-            self.borrowed.pop(node, None)
             self.moves_out += 1
         self.on_change()
         return going

@@ -68,13 +68,13 @@ PHASES: dict[Role, dict[Phase | None, frozenset[Phase | None]]] = {
         'starting': frozenset({'launching', 'serving', 'draining', 'leaving'}),
         'arriving': frozenset({'serving', 'leaving'}),
         'serving': frozenset({'launching', 'draining', 'leaving'}),
-        'draining': frozenset({'launching'}),
-        'leaving': frozenset(),
+        'draining': frozenset({'launching'}),  # an MPI call that did not start
+        'leaving': frozenset({'starting'}),  # a release that failed
     },
     'held': {
         None: frozenset({'reserved', 'leaving'}),
         'reserved': frozenset({None}),
-        'leaving': frozenset(),
+        'leaving': frozenset({None}),
     },
 }
 """Phase changes allowed within each role (a new block, a pool connecting, a drain starting)."""
@@ -221,7 +221,9 @@ class _Node:
     block: str | None = None
     host: str | None = None
     since: float = dataclasses.field(default_factory=time.monotonic)
+    event: str = ''
     retry_at: float = 0.0
+    refused: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class NodeOwnership:
@@ -311,6 +313,14 @@ class NodeOwnership:
         """``time.monotonic()`` of ``node``'s last change of owner."""
         return self._node(node).since
 
+    def last_event(self, node: str) -> str:
+        """The name of ``node``'s last change of owner (``''``: none since this view began)."""
+        return self._node(node).event
+
+    def refused_until(self, node: str, director: str) -> float:
+        """``time.monotonic()`` before which ``node`` is not offered to ``director`` again."""
+        return self._node(node).refused.get(director, 0.0)
+
     def retry_at(self, node: str) -> float:
         """``time.monotonic()`` before which ``node`` is not offered again (a pool failed there)."""
         return self._node(node).retry_at
@@ -329,6 +339,15 @@ class NodeOwnership:
         """Offer ``node`` again only after ``at`` (``time.monotonic()``)."""
         self._node(node).retry_at = at
 
+    def refuse(self, node: str, director: str, until: float) -> None:
+        """Offer ``node`` to ``director`` again only after ``until`` (no pool started there)."""
+        self._node(node).refused[director] = until
+
+    def lend(self, node: str, lender: str | None) -> None:
+        """``node``'s Director says who lent it (the coordinator learns it from its reports)."""
+        known = self._node(node)
+        known.owner = dataclasses.replace(known.owner, lender=lender)
+
     # Changes of owner.
 
     def change(self, node: str, after: Owner, why: str, *, event: str = '') -> Change:
@@ -345,9 +364,10 @@ class NodeOwnership:
         if not _allowed(before, after):
             raise OwnershipError(f'node {node!r}: {before} cannot become {after} ({why})')
         known.owner = after
+        change = self._changed(Change(node, before, after, time.time(), why, event))
         if after.role != before.role or after.director != before.director:
-            known.since = time.monotonic()
-        return self._changed(Change(node, before, after, time.time(), why, event))
+            known.since, known.event = time.monotonic(), change.event
+        return change
 
     def become(
         self,
@@ -370,7 +390,9 @@ class NodeOwnership:
         if owner.phase not in ENTRY.get(owner.role, {None}):
             raise OwnershipError(f'node {node!r} cannot arrive as {owner}')
         self._nodes[node] = _Node(owner)
-        return self._changed(Change(node, None, owner, time.time(), why, event))
+        change = self._changed(Change(node, None, owner, time.time(), why, event))
+        self._nodes[node].event = change.event
+        return change
 
     def remove(self, node: str, why: str) -> Owner:
         """Forget a node this view gave away (it is ``moving`` to another Director)."""
