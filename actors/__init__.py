@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from actors.client.calls import DirectorFailedError
     from actors.client.calls import call
     from actors.client.calls import call_resilient
-    from actors.client.calls import launch_directors
-    from actors.client.calls import wait_ready
     from actors.client.dispatcher import Dispatcher
+    from actors.client.launch import launch_directors
+    from actors.client.launch import wait_ready
     from actors.common.errors import ConfigurationError
     from actors.common.results import CallResult
     from actors.common.results import DirectorStatus
@@ -54,12 +54,12 @@ _EXPORTS = {
     'call': 'actors.client.calls',
     'call_resilient': 'actors.client.calls',
     'discover_nodes': 'actors.job.partition',
-    'launch_directors': 'actors.client.calls',
+    'launch_directors': 'actors.client.launch',
     'load_site': 'actors.site.profile',
     'read_nodefile': 'actors.job.partition',
     'simulated_nodes': 'actors.job.partition',
     'split_nodes': 'actors.job.partition',
-    'wait_ready': 'actors.client.calls',
+    'wait_ready': 'actors.client.launch',
     'write_partitions': 'actors.job.partition',
 }
 

@@ -30,8 +30,8 @@ from academy.manager import Manager
 from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.job.partition import Partition
 from actors.job.partition import discover_nodes
 from actors.job.partition import simulated_nodes

@@ -47,8 +47,8 @@ from academy.exchange import LocalExchangeFactory
 from academy.manager import Manager
 
 from actors.client.calls import call
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.common.results import CallResult
 from actors.coordinator.policy import ElasticPolicy
 from actors.store.moves import read_moves

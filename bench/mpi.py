@@ -29,8 +29,8 @@ from academy.exchange import LocalExchangeFactory
 from academy.manager import Manager
 
 from actors.client.calls import call
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.job.partition import simulated_nodes
 from actors.job.partition import split_nodes
 from actors.job.partition import write_partitions

@@ -22,7 +22,7 @@ from parsl.app.app import python_app
 from parsl.config import Config
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.client.calls import launch_directors
+from actors.client.launch import launch_directors
 from actors.site.parsl_config import build_config
 from actors.worker.run import run_tool
 from bench.common import Options

@@ -13,8 +13,8 @@ from academy.exchange import LocalExchangeFactory
 from academy.exchange.cloud.client import wait_connection
 from academy.manager import Manager
 
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.job.partition import Partition
 from actors.job.partition import simulated_nodes
 from actors.job.partition import split_nodes

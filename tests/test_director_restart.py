@@ -16,11 +16,11 @@ from academy.manager import Manager
 
 from actors.client.calls import DirectorFailedError
 from actors.client.calls import call
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
 from actors.client.deploy import ProcessPerAgentExecutor
 from actors.client.dispatcher import Dispatcher
 from actors.client.exchange import free_port
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.common.timing import ORPHAN_BOUND
 from actors.site.profile import load_site
 from actors.store.journal import journal_path

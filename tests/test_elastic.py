@@ -507,7 +507,7 @@ def test_moves_racing_a_walltime_drain_lose_no_call(run_dir: pathlib.Path):
 @pytest.mark.timeout(120)
 def test_a_restarted_coordinator_frees_a_node_that_was_moving(run_dir: pathlib.Path):
     """The coordinator dies between a release and the adoption: its successor frees the node."""
-    from actors.client.calls import launch_coordinator
+    from actors.client.launch import launch_coordinator
     from tests.helpers import wait_for
 
     async def main():

@@ -266,10 +266,10 @@ async def _directors_in_processes(run_dir: pathlib.Path, policy: Any) -> Any:
     from academy.exchange.cloud.client import spawn_http_exchange
     from academy.manager import Manager
 
-    from actors.client.calls import launch_directors
-    from actors.client.calls import wait_ready
     from actors.client.deploy import ProcessPerAgentExecutor
     from actors.client.exchange import free_port
+    from actors.client.launch import launch_directors
+    from actors.client.launch import wait_ready
     from actors.site.profile import load_site
     from tests.helpers import make_partitions
 

@@ -17,6 +17,7 @@ from actors.mcp import shapes
 
 LIGHT = (
     'actors.mcp.server',
+    'actors.client.calls',
     'actors.client.dispatcher',
     'actors.director.specs',
     'actors.store',
@@ -28,6 +29,9 @@ LIGHT = (
     'actors.coordinator.agent',
 )
 """Modules a client (the MCP server, ``launch.py tools``) or the coordinator imports."""
+
+CALL_PATH_LIMIT = 40
+"""Most ``actors`` modules the call path may load (12 when it was split from launching)."""
 
 
 def _chain(importtime: str, prefix: str) -> list[str]:
@@ -132,3 +136,37 @@ def test_the_director_actions_refuse_past_the_limits_before_anything_runs():
         (actions.md_sim_batch(1, batch_key=too_long), key_says),
     ]:
         assert says in _refusal(asyncio.run, call)
+
+
+@pytest.mark.timeout(120)
+def test_the_call_path_loads_neither_parsl_nor_the_director():
+    code = (
+        'import sys, actors.client.calls, actors.client.dispatcher; '
+        "ours = sorted(m for m in sys.modules if m.split('.')[0] == 'actors'); "
+        "parsl = [m for m in sys.modules if m.split('.')[0] == 'parsl']; "
+        "print(len(parsl), len(ours), ' '.join(ours))"
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=100
+    )
+    parsl, count, *ours = done.stdout.split()
+    assert parsl == '0'
+    # The Director class and launching stay out: mypy alone reads the Director's types.
+    assert 'actors.director.agent' not in ours and 'actors.client.launch' not in ours
+    assert 'actors.coordinator.agent' not in ours
+    assert int(count) <= CALL_PATH_LIMIT, ours
+
+
+@pytest.mark.timeout(120)
+def test_the_action_names_clients_may_call_are_the_directors_actions():
+    from academy.agent import Agent
+    from academy.agent import _is_agent_method_type
+
+    from actors.director.actions import ACTIONS
+    from actors.director.agent import Director
+
+    def actions(cls: type) -> set[str]:
+        return {n for n in dir(cls) if _is_agent_method_type(getattr(cls, n, None), 'action')}
+
+    # Academy's own (agent_describe) are not the Director's to declare.
+    assert ACTIONS == actions(Director) - actions(Agent)

@@ -30,12 +30,13 @@ from actors.cli.plan import campaign_arguments
 from actors.cli.progress import DirectorBars
 from actors.cli.progress import make_progress
 from actors.client.calls import call
-from actors.client.calls import launch_coordinator
-from actors.client.calls import launch_directors
-from actors.client.calls import wait_ready
+from actors.client.calls import call_agent
 from actors.client.deploy import make_executor
 from actors.client.exchange import open_exchange
 from actors.client.exchange import redact
+from actors.client.launch import launch_coordinator
+from actors.client.launch import launch_directors
+from actors.client.launch import wait_ready
 from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.shutdown import closing
 from actors.client.status_query import ExchangeUnreachableError
@@ -49,6 +50,7 @@ from actors.store.journal import read_run
 from actors.store.manifest import DirectorEntry
 
 if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
     from actors.client.planner import CampaignReport
 
 # Log lines name the program, as they did before the CLI became a package.
@@ -298,7 +300,7 @@ def call_keys(partition: Partition | PartitionRequest, iterations: int) -> tuple
 
 async def drive_all(
     manager: Manager[Any],
-    handles: Sequence[Any],
+    handles: Sequence[DirectorHandle],
     statuses: Sequence[DirectorStatus],
     plan: RunPlan,
 ) -> list[CallResult]:
@@ -334,7 +336,7 @@ def _all_keys(partition: Partition | PartitionRequest, iterations: int) -> list[
 
 async def drive(
     manager: Manager[Any],
-    handle: Any,
+    handle: DirectorHandle,
     partition: Partition | PartitionRequest,
     plan: RunPlan,
     done: dict[str, dict[str, Any]],
@@ -342,16 +344,15 @@ async def drive(
     """Send one Director the run's calls that are not done yet; all results in order."""
     single_key, batch_keys = call_keys(partition, plan.iterations)
     params: dict[str, Any] = {'duration': plan.duration}
-    send = call  # a keyed call survives a Director's restart
     todo = [key for key in batch_keys if key not in done]
-    requests = []
+    requests: list[Awaitable[CallResult | list[CallResult]]] = []
     if single_key not in done:
         requests.append(
-            send(manager, handle, 'md_sim', call_key=single_key, timeout=plan.timeout, **params),
+            call(manager, handle, 'md_sim', call_key=single_key, timeout=plan.timeout, **params),
         )
     if todo:
         requests.append(
-            send(
+            call(
                 manager,
                 handle,
                 'md_sim_batch',
@@ -363,6 +364,7 @@ async def drive(
     new: dict[str, CallResult] = {}
     for answer in await asyncio.gather(*requests):
         for result in answer if isinstance(answer, list) else [answer]:
+            assert result.call_key is not None  # every call of the run is keyed
             new[result.call_key] = result
     return [
         new[key] if key in new else CallResult.from_dict(done[key])
@@ -372,7 +374,7 @@ async def drive(
 
 async def run_campaign(
     manager: Manager[Any],
-    handles: Sequence[Any],
+    handles: Sequence[DirectorHandle],
     plan: RunPlan,
 ) -> CampaignReport:
     """Launch the planner agent (the mock one, or ``plan.llm``'s) and run its campaign."""
@@ -388,7 +390,7 @@ async def run_campaign(
             name='planner',
             executor='event_loop',
         )
-        return await call(manager, model_planner, 'run_campaign')
+        return await call_agent(manager, model_planner, 'run_campaign')
     planner = await manager.launch(
         Planner,
         args=(list(handles),),
@@ -401,15 +403,15 @@ async def run_campaign(
         # A light agent: it runs here, whatever hosts the Directors.
         executor='event_loop',
     )
-    return await call(manager, planner, 'run_campaign')
+    return await call_agent(manager, planner, 'run_campaign')
 
 
 async def with_progress(
     work: Awaitable[Any],
-    handles: Sequence[Any],
+    handles: Sequence[DirectorHandle],
     baseline: Sequence[DirectorStatus],
     totals: Sequence[int],
-    fetch: Callable[[Any], Awaitable[DirectorStatus]],
+    fetch: Callable[[DirectorHandle], Awaitable[DirectorStatus]],
 ) -> Any:
     """Await ``work`` while one progress bar per Director follows it on stderr."""
     with make_progress() as progress:

@@ -1,4 +1,4 @@
-"""Client side: launch one Director per partition and call their actions.
+"""Client side: the one way to call a Director's actions, with its failure rules.
 
 A call to a Director that died (for example because its Parsl executor could
 not start) would wait forever on the exchange; every call made here races
@@ -8,14 +8,21 @@ Director's error instead. It also races against a
 lost its state (a Redis server restarted without persistence) fails the call
 with [`ExchangeStateLostError`][actors.client.mailbox_watch.ExchangeStateLostError]
 within seconds instead of leaving it waiting for an answer that cannot come.
+
+Light on purpose: it loads neither Parsl nor the Director class (its types
+are read only by mypy), so the dispatcher and the MCP server import it at
+once. Launching Directors is [`actors.client.launch`][actors.client.launch].
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
+from typing import Literal
+from typing import TypeAlias
+from typing import overload
 
 from academy.exception import ActionCancelledError
 from academy.exception import BadEntityIdError
@@ -27,17 +34,18 @@ from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.mailbox_watch import mailbox_watch
 from actors.client.restarts import restart_watch
 from actors.common.lost_mailbox import LOST_STATE
-from actors.coordinator.agent import COORDINATOR_NAME
-from actors.coordinator.agent import NodeCoordinator
-from actors.coordinator.policy import ElasticPolicy
-from actors.director.agent import Director
-from actors.director.options import DirectorOptions
-from actors.director.options import director_name
-from actors.director.startup import quiet_start_failures
 from actors.director.startup import start_failure
-from actors.job.partition import Partition
-from actors.job.partition import PartitionRequest
-from actors.site.profile import SiteProfile
+
+if TYPE_CHECKING:
+    from academy.agent import Agent
+
+    from actors.common.results import CallResult
+    from actors.common.results import DirectorStatus
+    from actors.director.actions import DirectorAction
+    from actors.director.agent import Director
+
+    DirectorHandle: TypeAlias = Handle[Director]
+    """A Director's handle: what [`call`][actors.client.calls.call] takes."""
 
 logger = logging.getLogger(__name__)
 
@@ -49,99 +57,105 @@ class DirectorFailedError(RuntimeError):
     """A Director stopped before answering a call."""
 
 
-class DirectorGroup(list[Handle[Director]]):
-    """The Directors' handles (a list), and the job's node coordinator when nodes move.
-
-    Attributes:
-        coordinator: The [`NodeCoordinator`][actors.coordinator.agent.NodeCoordinator]'s
-            handle; ``None`` with ``elastic=False`` or one Director.
-
-    """
-
-    def __init__(self, handles: Sequence[Handle[Director]], coordinator: Handle[Any] | None):
-        super().__init__(handles)
-        self.coordinator = coordinator
-
-
-async def launch_directors(
-    manager: Manager[Any],
-    partitions: Sequence[Partition | PartitionRequest],
-    profile: SiteProfile,
-    run_dir: str,
-    options: DirectorOptions | None = None,
-    *,
-    elastic: bool = True,
-    policy: ElasticPolicy | None = None,
-    **changes: Any,
-) -> DirectorGroup:
-    """Launch one Director per partition with the manager's default executor.
-
-    A [`PartitionRequest`][actors.job.partition.PartitionRequest] is resolved by
-    the Director where it runs (on a Globus Compute endpoint's batch job).
-
-    Args:
-        manager: The Academy manager that launches (and later stops) them.
-        partitions: One partition (or request) per Director.
-        profile: Site profile that says how to place workers.
-        run_dir: The run directory every Director writes under.
-        options: How every Director runs (default ``DirectorOptions()``).
-        elastic: Move nodes between the Directors as their loads change
-            (a [`NodeCoordinator`][actors.coordinator.agent.NodeCoordinator]
-            is launched with them); ``False`` keeps the partitions fixed.
-        policy: How nodes move (default ``ElasticPolicy()``).
-        changes: Changes to ``options`` (``retries=3``, ``walltime=...``).
-
-    Returns:
-        The Directors' handles, in partition order (with ``.coordinator``).
-
-    Raises:
-        ConfigurationError: If an option is invalid; nothing is launched.
-
-    """
-    options = (options or DirectorOptions()).replace(**changes)
-    policy = policy or ElasticPolicy()
-    sizes = [p.size for p in partitions if isinstance(p, Partition)]
-    if elastic and options.max_nodes is None and len(sizes) == len(partitions):
-        # An MPI call may borrow up to the whole job.
-        options = options.replace(max_nodes=sum(sizes))
-    quiet_start_failures()  # a Director that cannot start is one line here too
-    handles = []
-    for partition in partitions:
-        handle = await manager.launch(
-            Director,
-            args=(partition, profile, run_dir),
-            kwargs={'options': options},
-            name=director_name(partition.index),
-        )
-        handles.append(handle)
-    coordinator = await launch_coordinator(manager, handles, run_dir, policy) if elastic else None
-    return DirectorGroup(handles, coordinator)
-
-
-async def launch_coordinator(
-    manager: Manager[Any],
-    handles: Sequence[Handle[Director]],
-    run_dir: str,
-    policy: ElasticPolicy | None = None,
-) -> Handle[NodeCoordinator] | None:
-    """Launch the job's node coordinator over ``handles`` (``None`` for fewer than two)."""
-    if len(handles) < 2:
-        return None
-    return await manager.launch(
-        NodeCoordinator,
-        args=(list(handles), run_dir, policy or ElasticPolicy()),
-        name=COORDINATOR_NAME,
-    )
-
-
 RESENDS = 3
 """Times a keyed call is sent again to a Director that restarted while it was pending."""
 
 
+# The answer of each action, so a caller's result is typed (the names are DirectorAction's).
+@overload
 async def call(
     manager: Manager[Any] | None,
-    handle: Handle[Any],
-    action: str,
+    handle: DirectorHandle,
+    action: Literal['call_tool', 'md_sim'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> CallResult: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['md_sim_batch'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> list[CallResult]: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['status'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> DirectorStatus: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['cancel'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> int: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['incarnation_id'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> str: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['node_load'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> dict[str, Any]: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['release_nodes'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> list[str]: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: Literal['adopt_node'],
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> bool: ...
+@overload
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: DirectorAction,
+    /,
+    *args: Any,
+    resends: int = ...,
+    **kwargs: Any,
+) -> Any: ...
+async def call(
+    manager: Manager[Any] | None,
+    handle: DirectorHandle,
+    action: DirectorAction,
     /,
     *args: Any,
     resends: int = RESENDS,
@@ -160,14 +174,47 @@ async def call(
     have run, and running it again could run it twice).
 
     If the caller cancels this coroutine (``task.cancel()``, ``asyncio.timeout``)
-    and the call carries keys, the Director is told to stop the running tool
-    processes too.
+    and the call runs tools under keys, the Director is told to stop the
+    running tool processes too.
+
+    ``action`` is one of [`DirectorAction`][actors.director.actions.DirectorAction]
+    (mypy checks a literal name; the answer is typed per action).
 
     Raises:
         DirectorFailedError: If the Director's task ended before answering, or
             it restarted (more than ``resends`` times for a keyed call).
 
     """
+    return await _call(manager, handle, action, args, kwargs, resends=resends)
+
+
+async def call_agent(
+    manager: Manager[Any] | None,
+    handle: Handle[Agent],
+    action: str,
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """[`call`][actors.client.calls.call]'s rules for an agent that is not a Director.
+
+    A planner's ``run_campaign``, for instance: it fails when the agent's
+    task ends or the exchange loses the call (an agent without incarnations
+    is never taken for restarted).
+    """
+    return await _call(manager, handle, action, args, kwargs, resends=RESENDS)
+
+
+async def _call(
+    manager: Manager[Any] | None,
+    handle: Handle[Agent],
+    action: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    resends: int,
+) -> Any:
+    """The call path of [`call`][actors.client.calls.call], for any agent."""
     watch = restart_watch(handle)
     for _ in range(resends + 1):
         answer = asyncio.ensure_future(
@@ -183,7 +230,8 @@ async def call(
             await asyncio.wait({answer, restarted}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             answer.cancel()
-            await _cancel_remote(handle, kwargs)
+            if action in RUNS_TOOLS:
+                await _cancel_remote(handle, kwargs)
             raise
         finally:
             restarted.cancel()
@@ -207,7 +255,13 @@ async def call(
     )
 
 
-SAFE_TO_RESEND = frozenset({'status', 'node_load', 'incarnation_id', 'cancel'})
+RUNS_TOOLS: frozenset[DirectorAction] = frozenset({'call_tool', 'md_sim', 'md_sim_batch'})
+"""Actions whose keys name running tool calls: cancelling the caller cancels them remotely
+(a ``cancel`` given up on is not cancelled again)."""
+
+SAFE_TO_RESEND: frozenset[DirectorAction] = frozenset(
+    {'status', 'node_load', 'incarnation_id', 'cancel'}
+)
 """Actions that change nothing (or nothing twice): sent again after a restart without keys."""
 
 call_resilient = call
@@ -221,7 +275,7 @@ def _keys(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     return keys
 
 
-async def _cancel_remote(handle: Handle[Any], kwargs: dict[str, Any]) -> None:
+async def _cancel_remote(handle: Handle[Agent], kwargs: dict[str, Any]) -> None:
     for key in _keys(kwargs):
         try:
             await asyncio.shield(asyncio.wait_for(handle.action('cancel', **key), timeout=10))
@@ -231,7 +285,7 @@ async def _cancel_remote(handle: Handle[Any], kwargs: dict[str, Any]) -> None:
 
 async def _race(
     manager: Manager[Any] | None,
-    handle: Handle[Any],
+    handle: Handle[Agent],
     action: str,
     request: asyncio.Future[Any],
 ) -> Any:
@@ -279,7 +333,7 @@ def _stopped_before_answering(request: asyncio.Future[Any]) -> bool:
     return isinstance(request.exception(), (ActionCancelledError, MailboxTerminatedError))
 
 
-def _stopped_message(manager: Manager[Any], handle: Handle[Any], action: str) -> str:
+def _stopped_message(manager: Manager[Any], handle: Handle[Agent], action: str) -> str:
     error = _agent_error(manager, handle)
     failure = start_failure(error)
     if failure is not None:
@@ -300,7 +354,7 @@ def _abandon(request: asyncio.Future[Any]) -> None:
     request.add_done_callback(consume)
 
 
-def _answer(handle: Handle[Any], action: str, request: asyncio.Future[Any]) -> Any:
+def _answer(handle: Handle[Agent], action: str, request: asyncio.Future[Any]) -> Any:
     """The request's result; a mailbox the exchange does not know is a lost exchange."""
     try:
         return request.result()
@@ -313,38 +367,8 @@ def _answer(handle: Handle[Any], action: str, request: asyncio.Future[Any]) -> A
         ) from None
 
 
-def _agent_error(manager: Manager[Any], handle: Handle[Any]) -> BaseException | None:
+def _agent_error(manager: Manager[Any], handle: Handle[Agent]) -> BaseException | None:
     acb = manager._acbs.get(handle.agent_id)
     if acb is None or not acb.task.done() or acb.task.cancelled():
         return None
     return acb.task.exception()
-
-
-async def wait_ready(
-    manager: Manager[Any],
-    handles: Sequence[Handle[Any]],
-    timeout: float | None = None,
-) -> list[Any]:
-    """Wait until every Director answers ``status`` (its DFK is up).
-
-    Returns:
-        Each Director's first status.
-
-    """
-    return await asyncio.wait_for(
-        asyncio.gather(*(_first_status(manager, h) for h in handles)),
-        timeout=timeout,
-    )
-
-
-async def _first_status(manager: Manager[Any], handle: Handle[Any]) -> Any:
-    """``status``, asked again while the Manager restarts a Director that failed to start."""
-    while True:
-        try:
-            return await call(manager, handle, 'status')
-        except DirectorFailedError:
-            acb = manager._acbs.get(handle.agent_id)
-            if acb is None or acb.task.done():
-                raise
-            logger.info('%s stopped while starting; waiting for its restart', handle.agent_id)
-            await asyncio.sleep(STOPPED_SETTLE)

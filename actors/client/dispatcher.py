@@ -24,20 +24,28 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
+from typing import TypeVar
 
 from academy.exception import AgentTerminatedError
 from academy.exception import BadEntityIdError
 from academy.exception import MailboxTerminatedError
-from academy.handle import Handle
 from academy.manager import Manager
 
+from actors.client.calls import call as call_director
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
+from actors.director.actions import is_action
 from actors.director.specs import validate_call
 from actors.tools.registry import TOOLS
 from actors.tools.registry import get_tool
+
+if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
+
+T = TypeVar('T')
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +61,6 @@ gone since is found when the call bounces (and the call goes elsewhere)."""
 
 _GONE = (MailboxTerminatedError, AgentTerminatedError, BadEntityIdError)
 """Errors of a call to a Director that is gone: the call never ran there."""
-
-
-async def call_director(
-    manager: Manager[Any] | None, handle: Handle[Any], action: str, /, *args: Any, **kwargs: Any
-) -> Any:
-    """[`call`][actors.client.calls.call]: the one call path, imported at the first call.
-
-    ``actors.client.calls`` also launches Directors, so importing it loads the
-    Director and Parsl: importing this module (the MCP server does) loads
-    neither; they load when the first call goes out.
-    """
-    from actors.client.calls import call
-
-    return await call(manager, handle, action, *args, **kwargs)
 
 
 class DirectorUnavailableError(RuntimeError):
@@ -118,7 +112,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        directors: Sequence[Handle[Any]],
+        directors: Sequence[DirectorHandle],
         *,
         manager: Manager[Any] | None = None,
         status_timeout: float = STATUS_TIMEOUT,
@@ -168,7 +162,10 @@ class Dispatcher:
     async def _answering(self) -> list[tuple[int, DirectorStatus]]:
         """``(index, status)`` of every Director that answers and is not draining."""
         answers = await asyncio.gather(
-            *(asyncio.wait_for(h.action('status'), self.status_timeout) for h in self.directors),
+            *(
+                asyncio.wait_for(call_director(self.manager, h, 'status'), self.status_timeout)
+                for h in self.directors
+            ),
             return_exceptions=True,
         )
         live: list[tuple[int, DirectorStatus]] = []
@@ -215,8 +212,11 @@ class Dispatcher:
             return await self.statuses()
         if name in TOOLS:
             return await self.run_tool(name, arguments)
+        if not is_action(name):  # validate_call knows tools and actions only
+            raise ConfigurationError(f'{name!r} is neither a tool nor an action of a Director')
+        action = name
         return await self._send(
-            name, arguments, 1, lambda h: call_director(self.manager, h, name, **arguments)
+            name, arguments, 1, lambda h, _: call_director(self.manager, h, action, **arguments)
         )
 
     async def run_tool(
@@ -242,7 +242,7 @@ class Dispatcher:
             tool,
             arguments,
             1,
-            lambda h: call_director(
+            lambda h, _: call_director(
                 self.manager, h, 'call_tool', tool, arguments, call_key=call_key, timeout=timeout
             ),
             on_route,
@@ -257,21 +257,34 @@ class Dispatcher:
         timeout: float | None = None,
         on_route: Callable[[int], None] | None = None,
     ) -> list[CallResult]:
-        """Run many calls of one tool as one ``md_sim_batch`` on the Director that fits best."""
-        params = [{**a, 'tool': tool} for a in arguments]
-        return await self._send(
-            tool,
-            # Only a Director whose partition fits the largest call can take the batch.
-            max(arguments, key=lambda a: _nodes_needed(tool, a), default={}),
-            len(params),
-            lambda h: call_director(
+        """Run many calls of one tool as one ``md_sim_batch`` on the Director that fits best.
+
+        The calls of the chosen Director's default tool go without ``tool=...``:
+        the Director then runs a python tool's batch on its fast path (one
+        submission for all, as ``md_sim_batch(iterations=...)`` does); naming
+        the tool would route every call on its own. Results and journal keys
+        are the same either way.
+        """
+
+        def send(handle: DirectorHandle, status: DirectorStatus) -> Awaitable[list[CallResult]]:
+            # The Director decides the path (CallChecks.routed); it only has to be allowed to.
+            named = status.tool != tool
+            params = [{**a, 'tool': tool} if named else dict(a) for a in arguments]
+            return call_director(
                 self.manager,
-                h,
+                handle,
                 'md_sim_batch',
                 params=params,
                 call_keys=call_keys,
                 timeout=timeout,
-            ),
+            )
+
+        return await self._send(
+            tool,
+            # Only a Director whose partition fits the largest call can take the batch.
+            max(arguments, key=lambda a: _nodes_needed(tool, a), default={}),
+            len(arguments),
+            send,
             on_route,
         )
 
@@ -280,19 +293,22 @@ class Dispatcher:
         name: str,
         arguments: Mapping[str, Any],
         weight: int,
-        send: Callable[[Handle[Any]], Awaitable[Any]],
+        send: Callable[[DirectorHandle, DirectorStatus], Awaitable[T]],
         on_route: Callable[[int], None] | None = None,
-    ) -> Any:
-        """Send to the best Director; to the next one if it turns out to be gone."""
+    ) -> T:
+        """Send to the best Director; to the next one if it turns out to be gone.
+
+        ``send`` gets the Director's handle and the status it was chosen by.
+        """
         while True:
-            index = await self._choose(name, arguments)
+            index, status = await self._choose(name, arguments)
             if on_route is not None:
                 on_route(index)
             self._outstanding[index] += weight
             self._since[index] += weight
             logger.debug('dispatching %s to Director %d', name, index)
             try:
-                return await send(self.directors[index])
+                return await send(self.directors[index], status)
             except _GONE as e:
                 # Never delivered (the Director's mailbox is closed): safe to send elsewhere.
                 self._left_out(index, f'{type(e).__name__}: {e}')
@@ -314,8 +330,11 @@ class Dispatcher:
             validate_call(name, raw)
         return list(await asyncio.gather(*(self.dispatch(call) for call in calls)))
 
-    async def _choose(self, name: str, arguments: Mapping[str, Any]) -> int:
+    async def _choose(self, name: str, arguments: Mapping[str, Any]) -> tuple[int, DirectorStatus]:
         """Pick the Director with the most free capacity that can run the call.
+
+        Returns:
+            Its index and the status it was chosen by.
 
         Raises:
             ConfigurationError: If no Director's partition can ever run it.
@@ -343,7 +362,8 @@ class Dispatcher:
                 free = status.slots - status.queued - status.running
             return (-(free - self._since[i]), self._outstanding[i], (i - turn) % count)
 
-        return min(candidates, key=score)
+        chosen = min(candidates, key=score)
+        return chosen, statuses[chosen]
 
 
 def _most_nodes(status: DirectorStatus) -> int:

@@ -23,11 +23,11 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
-from academy.handle import Handle
 
 from actors.client.dispatcher import Dispatcher
 from actors.client.model_endpoint import ModelEndpointError
@@ -52,6 +52,9 @@ from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.specs import export
 from actors.director.specs import validate_call
+
+if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 
@@ -425,7 +428,7 @@ class LLMPlanner(Agent):
 
     def __init__(
         self,
-        directors: Sequence[Handle[Any]],
+        directors: Sequence[DirectorHandle],
         options: ModelOptions,
         *,
         tool: str = 'ase_md',

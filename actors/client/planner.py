@@ -19,15 +19,18 @@ import itertools
 import json
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
-from academy.handle import Handle
 
 from actors.client.dispatcher import Dispatcher
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
+
+if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class Planner(Agent):
 
     def __init__(
         self,
-        directors: Sequence[Handle[Any]],
+        directors: Sequence[DirectorHandle],
         *,
         tool: str = 'ase_md',
         temperatures: Sequence[float] = DEFAULT_TEMPERATURES,

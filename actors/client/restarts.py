@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import weakref
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.handle import Handle
@@ -30,9 +31,14 @@ from actors.common.timing import RESTART_PROBE
 from actors.common.timing import RESTART_PROBE_TIMEOUT
 from actors.director.startup import quiet_start_failures
 
+if TYPE_CHECKING:
+    from academy.agent import Agent
+
+    from actors.director.actions import DirectorAction
+
 logger = logging.getLogger(__name__)
 
-INCARNATION_ACTION = 'incarnation_id'
+INCARNATION_ACTION: DirectorAction = 'incarnation_id'
 """The Director's action that names its incarnation."""
 
 
@@ -48,7 +54,7 @@ class RestartWatch:
 
     def __init__(
         self,
-        handle: Handle[Any],
+        handle: Handle[Agent],
         interval: float = RESTART_PROBE,
         timeout: float = RESTART_PROBE_TIMEOUT,
     ) -> None:
@@ -131,7 +137,7 @@ class RestartWatch:
         return incarnation
 
 
-async def _asked(handle: Handle[Any]) -> str:
+async def _asked(handle: Handle[Agent]) -> str:
     """The Director's incarnation; a question cancelled ends as a cancellation.
 
     Academy tells the agent that a cancelled request is withdrawn; if that
@@ -163,7 +169,7 @@ _WATCHES: weakref.WeakKeyDictionary[Any, dict[Any, RestartWatch]] = weakref.Weak
 """One watch per Director per exchange client (dropped with the client)."""
 
 
-def restart_watch(handle: Handle[Any]) -> RestartWatch:
+def restart_watch(handle: Handle[Agent]) -> RestartWatch:
     """The shared [`RestartWatch`][actors.client.restarts.RestartWatch] of ``handle``'s Director."""
     watches = _WATCHES.setdefault(handle.exchange, {})
     watch = watches.get(handle.agent_id)

@@ -14,18 +14,23 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.exchange.mailbox_status import MailboxStatus
 from academy.handle import Handle
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from actors.client.calls import call
 from actors.client.exchange import open_exchange
 from actors.client.exchange import require_password
 from actors.common.errors import ConfigurationError
 from actors.common.results import DirectorStatus
 from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest
+
+if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
 
 UNREACHABLE = {
     'local': 'the in-process exchange "local"',
@@ -76,9 +81,9 @@ async def _ask(client: Any, entry: DirectorEntry, timeout: float) -> DirectorRep
         return DirectorReport(entry, problem='the Director has stopped (the run is over)')
     if mailbox == MailboxStatus.MISSING:
         return DirectorReport(entry, problem='the exchange does not know this Director')
-    handle: Handle[Any] = Handle(agent_id, exchange=client, ignore_context=True)
+    handle: DirectorHandle = Handle(agent_id, exchange=client, ignore_context=True)
     try:
-        status: DirectorStatus = await asyncio.wait_for(handle.action('status'), timeout)
+        status = await asyncio.wait_for(call(None, handle, 'status'), timeout)
     except TimeoutError:
         return DirectorReport(entry, problem=f'no answer within {timeout:g}s')
     return DirectorReport(entry, status=status)

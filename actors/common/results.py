@@ -116,6 +116,10 @@ class DirectorStatus:
         borrowed: Nodes lent to it for an MPI call -> the Director that lent each.
         mpi_max_nodes: The most nodes one MPI call to it may ask for: its
             nodes, or in an elastic run the job's (it borrows the rest).
+        tool: Its default tool (of calls that name none): a client sends
+            that tool's calls without ``tool=...``, so a python tool's calls
+            take the fast path (``''`` from a Director that does not say).
+        fast_calls: Calls that took the fast path since it started.
 
     """
 
@@ -142,6 +146,8 @@ class DirectorStatus:
     moves_out: int = 0
     borrowed: dict[str, str] = dataclasses.field(default_factory=dict)
     mpi_max_nodes: int = 0
+    tool: str = ''
+    fast_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

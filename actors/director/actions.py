@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Literal
+from typing import TypeAlias
+from typing import TypeGuard
+from typing import get_args
 
 from academy.agent import action
 
@@ -30,6 +34,32 @@ if TYPE_CHECKING:
     from actors.director.checks import CallChecks
     from actors.director.ledger import Ledger
     from actors.director.runner import CallRunner
+
+DirectorAction: TypeAlias = Literal[
+    'call_tool',
+    'md_sim',
+    'md_sim_batch',
+    'status',
+    'cancel',
+    'incarnation_id',
+    'node_load',
+    'release_nodes',
+    'adopt_node',
+]
+"""Every action of a [`Director`][actors.director.agent.Director] (these and the agent's own).
+
+The one list clients name actions from: [`call`][actors.client.calls.call]
+takes only these (mypy checks a literal name against it), and
+``tests/test_light_imports.py`` checks it against the Director's actions.
+"""
+
+ACTIONS: frozenset[str] = frozenset(get_args(DirectorAction))
+"""[`DirectorAction`][actors.director.actions.DirectorAction]'s names, to check at run time."""
+
+
+def is_action(name: str) -> TypeGuard[DirectorAction]:
+    """Whether ``name`` is an action of the Director."""
+    return name in ACTIONS
 
 
 class CallActions:

@@ -1,7 +1,7 @@
 """How a Director runs: one frozen options object for the Director, the CLI and the manifest.
 
 The same object is built by ``launch.py`` from its flags (``actors.cli.plan``),
-passed by [`launch_directors`][actors.client.calls.launch_directors] to every
+passed by [`launch_directors`][actors.client.launch.launch_directors] to every
 Director it starts, taken by [`Director`][actors.director.agent.Director], and
 recorded in the run's manifest (``to_record``/``from_record``) so that
 ``--resume`` starts new Directors the way the first ones ran.
@@ -24,7 +24,7 @@ from actors.store.journal import check_sync_mode
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import get_tool
 
-# director_name lives in actors.common.names; actors.client.calls still imports it from here.
+# director_name lives in actors.common.names; it is re-exported here for older importers.
 __all__ = ['MAX_WORKERS', 'DirectorOptions', 'director_name']
 
 MAX_WORKERS = 1024

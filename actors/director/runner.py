@@ -98,6 +98,8 @@ class CallRunner:
         self.drain = drain
         self.admission = admission
         self.command_files = command_files
+        self.fast_calls = 0
+        """Calls that took the fast path (its status reports them)."""
 
     # Submission (both paths).
 
@@ -238,6 +240,7 @@ class CallRunner:
         timeout: float | None,
     ) -> list[CallResult]:
         """Run checked calls of the default tool; their results in order."""
+        self.fast_calls += len(calls)
         batch = Batch(
             self.ledger,
             action_name,

@@ -48,6 +48,8 @@ async def director_status(director: Any) -> DirectorStatus:
         moves_out=pools.moves_out,
         borrowed=dict(pools.borrowed),
         mpi_max_nodes=max(director.admission.most or 0, len(pools.nodes)),
+        tool=director.tool,
+        fast_calls=0 if director.runner is None else director.runner.fast_calls,
     )
 
 

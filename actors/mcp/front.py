@@ -12,14 +12,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.handle import Handle
 from academy.manager import Manager
 
+from actors.client.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.client.status_query import joined
 from actors.store.manifest import RunManifest
+
+if TYPE_CHECKING:
+    from actors.client.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +46,21 @@ class Front:
     """
 
     def __init__(
-        self, handles: Sequence[Handle[Any]], run_dir: str, manager: Manager[Any] | None = None
+        self, handles: Sequence[DirectorHandle], run_dir: str, manager: Manager[Any] | None = None
     ) -> None:
         self.handles = list(handles)
         self.run_dir = run_dir
+        self.manager = manager
         self.dispatcher = Dispatcher(self.handles, manager=manager)
 
     async def cancel(
         self, index: int, *, call_key: str | None = None, prefix: str | None = None
     ) -> int:
         """Tell Director ``index`` to stop a call (``call_key``) or every ``prefix/...`` call.
+
+        Through [`call`][actors.client.calls.call], as every call to a Director:
+        a Director that restarts meanwhile is asked again, one that stopped
+        for good answers at once.
 
         Returns:
             How many calls it stopped (0 if it could not be reached).
@@ -59,7 +69,9 @@ class Front:
         handle = self.handles[index]
         key = {'call_key': call_key} if call_key is not None else {'batch_key': prefix}
         try:
-            return await asyncio.wait_for(handle.action('cancel', **key), CANCEL_TIMEOUT)
+            return await asyncio.wait_for(
+                call(self.manager, handle, 'cancel', **key), CANCEL_TIMEOUT
+            )
         except Exception as e:
             logger.warning('could not cancel %s on Director %d: %s', key, index, e)
             return 0
@@ -78,7 +90,7 @@ async def attached(run_dir: str) -> AsyncIterator[Front]:
     """
     manifest = RunManifest.read(run_dir)
     async with joined(manifest, 'launch-mcp', JOIN_TIMEOUT) as client:
-        handles: list[Handle[Any]] = [
+        handles: list[DirectorHandle] = [
             Handle(entry.agent_id(), exchange=client, ignore_context=True)
             for entry in manifest.directors
         ]
