@@ -170,3 +170,23 @@ def test_the_action_names_clients_may_call_are_the_directors_actions():
 
     # Academy's own (agent_describe) are not the Director's to declare.
     assert ACTIONS == actions(Director) - actions(Agent)
+
+
+@pytest.mark.timeout(120)
+def test_the_call_paths_answer_types_are_the_directors_actions_return_types():
+    import typing
+
+    from actors.client import calls
+    from actors.director.actions import ACTIONS
+    from actors.director.agent import Director
+
+    typed: dict[str, str] = {}
+    for overload in typing.get_overloads(calls.call):
+        # 'Literal[...]' as written: the names it covers, and the answer it promises.
+        action = overload.__annotations__['action']
+        if action.startswith('Literal['):
+            for name in action.removeprefix('Literal[').removesuffix(']').split(','):
+                typed[name.strip().strip("'")] = overload.__annotations__['return']
+    assert set(typed) == ACTIONS
+    for name, answer in typed.items():
+        assert getattr(Director, name).__annotations__['return'] == answer, name
