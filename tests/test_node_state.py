@@ -8,10 +8,16 @@ protocol as changes of one job-wide view, and a check that no module but
 from __future__ import annotations
 
 import ast
+import logging
 import pathlib
 
 import pytest
 
+from actors.cli.node_owners import FENCING
+from actors.cli.node_owners import LOST
+from actors.cli.node_owners import MOVING
+from actors.cli.node_owners import OWNED
+from actors.cli.node_owners import ownership_intervals
 from actors.job.ownership import ALLOWED
 from actors.job.ownership import FREE
 from actors.job.ownership import PHASES
@@ -19,6 +25,8 @@ from actors.job.ownership import Change
 from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
 from actors.job.ownership import OwnershipError
+from actors.store.moves import MoveJournal
+from actors.store.moves import read_moves
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / 'actors'
 MACHINE = ROOT / 'job' / 'ownership.py'
@@ -163,6 +171,41 @@ def test_a_borrowed_node_goes_home_through_moving():
     assert [r.event for r in records[3:]] == ['moving', 'moved', 'moving', 'home']
 
 
+def test_the_journal_is_the_changes_one_line_each_and_the_report_reads_it(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+):
+    journal = MoveJournal(tmp_path)
+    job = NodeOwnership(listener=journal.write)
+    job.add('a', Owner('pool', 'd0'), 'first layout')
+    job.add('b', Owner('pool', 'd1'), 'first layout')
+    job.change('a', Owner('moving', 'd0', to='d1'), 'move')
+    job.change('a', Owner('pool', 'd0'), 'no pool started')
+    job.change('a', Owner('moving', 'd0', to='d1'), 'move')
+    job.change('a', Owner('pool', 'd1', lender='d0'), 'borrow')
+    job.change('b', Owner('fencing', 'd1'), 'no answer')
+    job.change('b', FREE, 'fenced')
+    job.change('b', Owner('pool', 'd0'), 'free node')
+    journal.close()
+    lines = read_moves(tmp_path)
+    assert [(m['event'], m['from'], m['to']) for m in lines] == [
+        ('start', None, 'd0'),
+        ('start', None, 'd1'),
+        ('moving', 'd0', 'd1'),
+        ('back', 'd1', 'd0'),
+        ('moving', 'd0', 'd1'),
+        ('moved', 'd0', 'd1'),
+        ('fencing', 'd1', None),
+        ('lost', 'd1', None),
+        ('reclaimed', None, 'd0'),
+    ]
+    with caplog.at_level(logging.WARNING):
+        intervals = ownership_intervals(lines, end_time=lines[-1]['at'] + 1)
+    assert not caplog.records  # the report knows every event the machine writes
+    states = {(i.node, i.state) for i in intervals}
+    assert {('a', OWNED), ('b', OWNED)} <= states
+    assert states <= {('a', OWNED), ('a', MOVING), ('b', OWNED), ('b', FENCING), ('b', LOST)}
+
+
 # Nothing else assigns node state.
 
 MUTATORS = {'add', 'discard', 'remove', 'pop', 'update', 'append', 'clear', 'setdefault'}
@@ -176,6 +219,17 @@ NODE_STATE = {
         '_misplaced',
         'borrowed',
     },
+    'actors/coordinator/agent.py': {
+        'layout',
+        'job_nodes',
+        'moving',
+        'free',
+        'loans',
+        '_arrived',
+        '_retry_at',
+        '_refused',
+    },
+    'actors/coordinator/fencing.py': {'nodes'},
 }
 """Node state these modules kept beside the machine, and must not again."""
 

@@ -1,6 +1,8 @@
 """Who owned each node of the job when: intervals from the journal of node moves.
 
-Built from ``<run>/nodes/moves.jsonl`` ([`actors.store.moves`][actors.store.moves]);
+Built from ``<run>/nodes/moves.jsonl`` ([`actors.store.moves`][actors.store.moves]),
+read in the node state machine's vocabulary: each event leaves its node in the
+role ``EVENT_ROLES`` ([`actors.job.ownership`][actors.job.ownership]) says;
 ``launch.py report`` draws them under its Gantt chart and prints a line per node.
 """
 
@@ -14,6 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 from typing import NamedTuple
 
+from actors.job.ownership import EVENT_ROLES
+from actors.job.ownership import Role
+
 logger = logging.getLogger(__name__)
 
 OWNED = 'owned'
@@ -24,16 +29,23 @@ FREE = 'free'
 """Nobody owned the node."""
 LOST = 'lost'
 """Nobody owned the node: its Director stopped answering."""
+FENCING = 'fencing'
+"""Its Director stopped answering and is being fenced: nobody may use the node."""
 
-_STATE_OF_EVENT = {
-    'start': OWNED,
-    'moved': OWNED,
-    'back': OWNED,
-    'reclaimed': OWNED,
+_STATE_OF_ROLE: dict[Role, str] = {
+    'pool': OWNED,
     'moving': MOVING,
+    'fencing': FENCING,
     'free': FREE,
-    'lost': LOST,
 }
+
+
+def _state_of(event: str) -> str | None:
+    """The report's state after a journal event (``None``: an event it does not know)."""
+    role = EVENT_ROLES.get(event)
+    if role is None:
+        return None
+    return LOST if event == 'lost' else _STATE_OF_ROLE[role]
 
 
 class Ownership(NamedTuple):
@@ -42,7 +54,7 @@ class Ownership(NamedTuple):
     Attributes:
         node: The node.
         owner: The Director that owned it (``None`` unless ``state`` is ``owned``).
-        state: ``owned``, ``moving``, ``free`` or ``lost``.
+        state: ``owned``, ``moving``, ``fencing``, ``free`` or ``lost``.
         start: Unix time the interval began.
         end: Unix time it ended.
 
@@ -62,7 +74,7 @@ class NodeOwners:
     Attributes:
         owned: Seconds each Director owned it, by Director.
         moving: Seconds it spent between two Directors.
-        unowned: Seconds nobody owned it (free or lost).
+        unowned: Seconds nobody owned it (fencing, free or lost).
         moves: Times it moved to another Director (``moved`` events).
         back: Times a move failed and the giver took it back.
         lost: Times its Director stopped answering while owning it.
@@ -87,9 +99,10 @@ def ownership_intervals(
 ) -> list[Ownership]:
     """Who owned each node when, from the node journal's lines.
 
-    Each event sets the node's state from its ``at`` on: ``start``,
-    ``moved``, ``back`` and ``reclaimed`` give it to ``to``; ``moving`` leaves
-    it to nobody until it arrives; ``free`` and ``lost`` leave it to nobody.
+    Each event sets the node's state from its ``at`` on (``EVENT_ROLES``):
+    ``start``, ``moved``, ``back``, ``reclaimed``, ``home`` and ``kept`` give
+    it to ``to``; ``moving`` leaves it to nobody until it arrives;
+    ``fencing``, ``free`` and ``lost`` leave it to nobody.
     An event that does not change the node's owner or state extends the
     current interval. Lines of unknown events are skipped with a warning.
 
@@ -106,7 +119,7 @@ def ownership_intervals(
     intervals: list[Ownership] = []
     last = end_time
     for move in sorted(moves, key=lambda m: float(m['at'])):
-        state = _STATE_OF_EVENT.get(str(move.get('event')))
+        state = _state_of(str(move.get('event')))
         owner = move.get('to') if state == OWNED else None
         if state is None or (state == OWNED and owner is None):
             logger.warning('skipping a node move the report does not understand: %s', move)

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 
+from actors.cli.node_owners import FENCING
 from actors.cli.node_owners import FREE
 from actors.cli.node_owners import LOST
 from actors.cli.node_owners import MOVING
@@ -373,6 +374,7 @@ def _draw_ownership(
         MOVING: {'facecolors': 'lightgrey', 'edgecolors': 'grey', 'hatch': '////'},
         FREE: {'facecolors': '#eeeeee', 'edgecolors': 'none'},
         LOST: {'facecolors': '#eeeeee', 'edgecolors': 'red', 'hatch': 'xx'},
+        FENCING: {'facecolors': '#eeeeee', 'edgecolors': 'orange', 'hatch': '..'},
     }
     for interval in intervals:
         row = row_of[interval.node]
@@ -392,7 +394,12 @@ def _draw_ownership(
     ax.grid(axis='x', alpha=0.3)
     owners = {i.owner for i in intervals if i.owner is not None}
     legend = [Patch(color=color, label=d) for d, color in colors.items() if d in owners]
-    labels = {MOVING: 'moving', FREE: 'free', LOST: 'lost (Director gone)'}
+    labels = {
+        MOVING: 'moving',
+        FENCING: 'fencing (Director silent)',
+        FREE: 'free',
+        LOST: 'lost (Director gone)',
+    }
     for state, label in labels.items():
         if any(i.state == state for i in intervals):
             style = styles[state]

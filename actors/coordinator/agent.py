@@ -10,9 +10,14 @@ the next Director that wants one). A Director that stops answering for
 ``policy.dead_after`` seconds may only be silent, its pools still running calls:
 its nodes are fenced (``actors.coordinator.fencing``: its watchdog stops its
 pools and the Director) and go to the ``free`` set, and to the others, only
-once that is confirmed. Each change is journaled (``actors.store.moves``)
-before the next one starts; a layout with a node under two owners is never
-written.
+once that is confirmed.
+
+The coordinator's view of the job is one
+[`NodeOwnership`][actors.job.ownership.NodeOwnership] (``job``): each node's
+owner Director or its ``moving``, ``fencing`` or ``free`` state, its lender,
+and when it may be offered again. Each of its changes is a line of the move
+journal (``actors.store.moves``), written before the next one starts; a
+layout with a node under two owners is never written.
 
 A Director's reported nodes are checked against this ownership: nodes it
 reports that belong to another are not taken into the layout (it is asked
@@ -43,6 +48,10 @@ from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import Move
 from actors.coordinator.policy import plan_moves
+from actors.job.ownership import FREE
+from actors.job.ownership import Change
+from actors.job.ownership import NodeOwnership
+from actors.job.ownership import Owner
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.store.moves import MoveJournal
@@ -79,22 +88,18 @@ class NodeCoordinator(Agent):
         self.directors = list(directors)
         self.run_dir = run_dir
         self.policy = policy or ElasticPolicy()
-        self.layout: dict[str, list[str]] = {}
-        self.job_nodes: set[str] = set()
-        self.moving: dict[str, tuple[str, str]] = {}
-        self.free: list[str] = []
+        self.job = NodeOwnership()
+        """Every node of the job: its owner Director, or moving, fencing, free."""
         self.moves = 0
         self.violations: list[str] = []
+        self._started = False
         self._names: dict[int, str] = {}
         self._last_answer: dict[str, float] = {}
         self._calm_since: dict[str, float] = {}
-        self._arrived: dict[str, float] = {}
         self._dead: set[str] = set()
+        """Directors that stopped answering (Directors' state: their nodes are the job's)."""
         self._handles: dict[str, Handle[Any]] = {}
-        self._retry_at: dict[str, float] = {}
-        self._refused: dict[tuple[str, str], float] = {}
         self._journal: MoveJournal | None = None
-        self.loans: dict[str, str] = {}
         self._fences = Fences(run_dir, COORDINATOR_NAME)
         self._known: set[str] = set()
         self._orphans_at = 0.0
@@ -103,6 +108,8 @@ class NodeCoordinator(Agent):
     async def agent_on_startup(self) -> None:
         """Open the move journal; after a restart, learn the job's nodes from the layout."""
         self._journal = await asyncio.to_thread(MoveJournal, self.run_dir)
+        # Set here, not in __init__: the agent is pickled to where it runs.
+        self.job.listener = self._journaled
         # Restarted mid-run: a node that was moving when the last incarnation died is
         # reported by no Director, and would stay unused for the rest of the run.
         self._known = await asyncio.to_thread(nodes_of_this_run, self.run_dir)
@@ -124,6 +131,69 @@ class NodeCoordinator(Agent):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), self.policy.period)
 
+    # Views of ``job``.
+
+    @property
+    def layout(self) -> dict[str, list[str]]:
+        """Each Director's nodes (the ones it owns, as far as the coordinator knows)."""
+        owners = self.job.owners()
+        names = [*self._names.values(), *sorted(self._dead)]
+        names += [o.director for o in owners.values() if o.owned and o.director]
+        return {d: self.job.nodes('pool', director=d) for d in dict.fromkeys(names)}
+
+    @layout.setter
+    def layout(self, layout: dict[str, list[str]]) -> None:
+        """Take ``layout`` as the job's first (a test, or the first Directors' reports)."""
+        for director, nodes in layout.items():
+            for node in nodes:
+                self.job.add(node, Owner('pool', director), 'first layout')
+
+    @property
+    def job_nodes(self) -> set[str]:
+        """Every node of the job."""
+        return set(self.job.nodes())
+
+    @job_nodes.setter
+    def job_nodes(self, nodes: set[str]) -> None:
+        for node in sorted(set(nodes) - set(self.job.nodes())):
+            self.job.add(node, FREE, 'a node of the job')
+
+    @property
+    def moving(self) -> dict[str, tuple[str, str]]:
+        """Nodes between two Directors -> (giver, receiver)."""
+        owners = self.job.owners()
+        return {n: (str(o.director), str(o.to)) for n, o in owners.items() if o.role == 'moving'}
+
+    @property
+    def free(self) -> list[str]:
+        """Nodes nobody owns."""
+        return self.job.nodes('free')
+
+    @property
+    def loans(self) -> dict[str, str]:
+        """Borrowed nodes -> their lender."""
+        return {n: d for n, d in self.job.lenders().items() if self.job.owner(n).owned}
+
+    def _fencing(self) -> dict[str, str]:
+        """Nodes whose silent Director is being fenced -> that Director."""
+        owners = self.job.owners()
+        return {n: str(o.director) for n, o in owners.items() if o.role == 'fencing'}
+
+    def _journaled(self, change: Change) -> None:
+        """Journal one change of ``job`` before anything else happens."""
+        if self._journal is not None:
+            self._journal.write(change)
+        if change.event not in ('start', 'moving', 'fencing'):
+            logger.info(
+                '%s: %s %s: %s -> %s (%s)',
+                COORDINATOR_NAME,
+                change.node,
+                change.event,
+                change.before,
+                change.after,
+                change.why,
+            )
+
     @action
     async def node_layout(self) -> dict[str, Any]:
         """Each Director's nodes, the moving and free nodes, and how many moves were made."""
@@ -134,8 +204,8 @@ class NodeCoordinator(Agent):
             'moves': self.moves,
             'dead': sorted(self._dead),
             'violations': list(self.violations),
-            'fencing': self._fences.nodes(),
-            'loans': dict(self.loans),
+            'fencing': self._fencing(),
+            'loans': self.loans,
         }
 
     # One step.
@@ -147,26 +217,19 @@ class NodeCoordinator(Agent):
             *(self._load(index, handle) for index, handle in enumerate(self.directors))
         )
         loads = [load for load in answers if load is not None]
-        first = not self.layout
+        first = not self._started and bool(loads)
+        self._started = self._started or first
         for load in loads:
             if load.director in self._fences:
                 await self._answers_again(load.director)
         for load in loads:
-            if first:
-                self.layout[load.director] = list(load.nodes)
-                self.loans.update(load.borrowed)
-            else:
-                await self._accept(load)
-            self.job_nodes.update(load.nodes)
+            await self._accept(load)
             if load.queued or load.mpi_need:
                 self._calm_since[load.director] = now
             else:
                 self._calm_since.setdefault(load.director, now)
         loads = [self._checked(load) for load in loads]
-        if first and loads:
-            for load in loads:
-                for node in load.nodes:
-                    self._record('start', node, None, load.director)
+        if first:
             self._write_layout()
         self._free_orphans(len(loads))
         self._check()
@@ -178,7 +241,7 @@ class NodeCoordinator(Agent):
             self.policy,
             now=now,
             calm_since=self._calm_since,
-            arrived=self._arrived,
+            arrived=self._arrived(),
         )
         moves = [m for m in (self._not_refused(m, now) for m in moves) if m.nodes]
         if moves:
@@ -190,21 +253,21 @@ class NodeCoordinator(Agent):
             return
         if answered < len(self.directors) or self._dead:
             return  # a Director that did not answer may hold them: look again next step
-        owned = {n for nodes in self.layout.values() for n in nodes}
-        held = owned | set(self.free) | set(self.moving) | set(self._fences.nodes())
-        orphans = sorted(self._known - held)
+        orphans = sorted(self._known - set(self.job.nodes()))
         self._known = set()
         for node in orphans:
-            self.job_nodes.add(node)
-            self.free.append(node)
-            self._record('free', node, None, None, 'owned by nobody after a coordinator restart')
+            self.job.add(node, FREE, 'owned by nobody after a coordinator restart')
         if orphans:
             self._write_layout()
 
     def _not_refused(self, move: Move, now: float) -> Move:
         """The move without nodes its receiver could not start a pool on lately."""
-        nodes = tuple(n for n in move.nodes if self._refused.get((n, move.receiver), 0.0) <= now)
+        nodes = tuple(n for n in move.nodes if self.job.refused_until(n, move.receiver) <= now)
         return dataclasses.replace(move, nodes=nodes)
+
+    def _arrived(self) -> dict[str, float]:
+        """When each node that moved arrived (the policy lets it settle)."""
+        return {n: self.job.since(n) for n in self.job.nodes() if self.job.last_event(n) == 'moved'}
 
     async def _load(self, index: int, handle: Handle[Any]) -> Load | None:
         try:
@@ -230,7 +293,7 @@ class NodeCoordinator(Agent):
             check_layout(
                 self.job_nodes,
                 {d: n for d, n in self.layout.items() if d not in self._dead},
-                moving=[*self.moving, *self._fences.nodes()],
+                moving=[*self.moving, *self._fencing()],
                 free=self.free,
             )
         except OwnershipError as e:
@@ -243,9 +306,7 @@ class NodeCoordinator(Agent):
             if director in self._dead or now - last < self.policy.dead_after:
                 continue
             self._dead.add(director)
-            nodes = self.layout.get(director, [])
-            # Listed under nobody before the fence: a restart must not take them back.
-            self.layout[director] = []
+            nodes = self.job.nodes('pool', director=director)
             logger.warning(
                 '%s: %s has not answered for %.0fs; fencing it before its %d node(s) go '
                 'to the others',
@@ -254,52 +315,56 @@ class NodeCoordinator(Agent):
                 now - last,
                 len(nodes),
             )
+            # Fenced before the fence is asked for: a restart must not take them back.
             for node in nodes:
-                self.loans.pop(node, None)
-                self._record('fencing', node, director, None, 'no answer')
-            self._fences.hold(director, nodes)
+                self.job.change(node, Owner('fencing', director), 'no answer')
+            self._fences.hold(director)
             self._write_layout()
             await asyncio.to_thread(self._fences.request, director)
         for director in list(self._fences.pending):
             at = await asyncio.to_thread(self._fences.confirmed, director)
+            nodes = self.job.nodes('fencing', director=director)
             if at is None:
-                await asyncio.to_thread(self._fences.retry, director)
+                await asyncio.to_thread(self._fences.retry, director, nodes)
                 continue
-            nodes = await asyncio.to_thread(self._fences.finish, director)
+            await asyncio.to_thread(self._fences.finish, director)
             for node in nodes:
-                self.free.append(node)
-                self._record('lost', node, director, None, f'no answer; fenced at {at:.3f}')
+                self.job.change(node, FREE, f'no answer; fenced at {at:.3f}')
             self._write_layout()
 
     async def _answers_again(self, director: str) -> None:
         """A fenced Director answers: restarted after its fence, or the fence never took."""
         if await asyncio.to_thread(self._fences.confirmed, director) is not None:
             return  # a new incarnation; _reclaim frees the fenced nodes this step
-        nodes = await asyncio.to_thread(self._fences.finish, director)
+        await asyncio.to_thread(self._fences.finish, director)
+        nodes = self.job.nodes('fencing', director=director)
         logger.warning(
             '%s: %s answers again before its fence was confirmed; it keeps its node(s) %s',
             COORDINATOR_NAME,
             director,
             ', '.join(nodes) or 'none',
         )
-        self.layout[director] = [*self.layout.get(director, []), *nodes]
+        for node in nodes:
+            self.job.change(node, Owner('pool', director), 'answers again')
         self._write_layout()
 
     async def _accept(self, load: Load) -> None:
         """Take a Director's reported nodes into the layout, checked against ours."""
         director = load.director
-        taken = {n: d for d, nodes in self.layout.items() if d != director for n in nodes}
-        taken.update((n, 'free') for n in self.free)
-        taken.update((n, 'moving') for n in self.moving)
-        taken.update((n, f'fencing {d}') for n, d in self._fences.nodes().items())
-        had = self.layout.get(director, [])
-        conflicts = [n for n in load.nodes if n in taken]
-        self.layout[director] = [n for n in load.nodes if n not in taken]
-        for node in self.layout[director]:
-            if node in load.borrowed:
-                self.loans[node] = load.borrowed[node]
+        had = self.job.nodes('pool', director=director)
+        for node in load.nodes:
+            if node not in self.job:
+                owner = Owner('pool', director, lender=load.borrowed.get(node))
+                self.job.add(node, owner, f'reported by {director}')
+        owners = self.job.owners()
+        conflicts = [
+            n for n in load.nodes if (owners[n].role, owners[n].director) != ('pool', director)
+        ]
+        for node in load.nodes:
+            if node in load.borrowed and node not in conflicts:
+                self.job.lend(node, load.borrowed[node])
         if conflicts:
-            said = ', '.join(f'{n} ({taken[n]})' for n in conflicts)
+            said = ', '.join(f'{n} ({_taken(self.job.owner(n))})' for n in conflicts)
             message = f'{director} reports node(s) owned by others, not taken: {said}'
             logger.error('%s: %s; asking it to release them', COORDINATOR_NAME, message)
             self.violations.append(message)
@@ -309,7 +374,7 @@ class NodeCoordinator(Agent):
 
     def _checked(self, load: Load) -> Load:
         """``load`` with only the nodes the layout gives its Director (what the policy moves)."""
-        mine = set(self.layout.get(load.director, []))
+        mine = set(self.job.nodes('pool', director=load.director))
         return dataclasses.replace(
             load,
             nodes=tuple(n for n in load.nodes if n in mine),
@@ -337,34 +402,41 @@ class NodeCoordinator(Agent):
 
     async def _gone(self, director: str, node: str) -> None:
         """A node ``director`` no longer reports (it restarted): home to its lender, or free."""
-        lender = self.loans.pop(node, None)
-        if lender is not None and await self._adopt(lender, node, why='home'):
-            self._record('home', node, director, lender, f'{director} restarted')
-        else:
-            self.free.append(node)
-            self._record('free', node, director, None, f'no longer reported by {director}')
+        lender = self.job.owner(node).lender
+        if lender is not None:
+            self.job.change(node, Owner('moving', director, to=lender), 'home')
+            if await self._adopt(lender, node, why='home'):
+                home = Owner('pool', lender)
+                self.job.change(node, home, f'{director} restarted', event='home')
+                self._write_layout()
+                return
+        self.job.change(node, FREE, f'no longer reported by {director}')
         self._write_layout()
 
     async def _give_free(self, loads: Sequence[Load]) -> None:
         """Hand free nodes to the Directors that want nodes most (or to the fewest-noded)."""
         live = [load for load in loads if load.director not in self._dead and not load.draining]
         now = time.monotonic()
-        ready = [n for n in self.free if self._retry_at.get(n, 0.0) <= now]
+        ready = [n for n in self.job.nodes('free') if self.job.retry_at(n) <= now]
         while ready and live:
             load = max(
                 live,
                 key=lambda x: (x.mpi_need + x.queued / x.workers_per_node, -len(x.nodes)),
             )
             node = ready.pop(0)
-            self.free.remove(node)
             if await self._adopt(load.director, node, why='reclaimed'):
-                self._retry_at.pop(node, None)
-                self._record('reclaimed', node, None, load.director, 'free node')
+                self.job.set_retry(node, 0.0)
+                self.job.change(node, Owner('pool', load.director), 'free node')
                 self._write_layout()
             else:
-                self.free.append(node)
-                self._retry_at[node] = time.monotonic() + FREE_RETRY
-                self._record('free', node, None, None, f'{load.director} could not start a pool')
+                # Still free (no change to journal): offered again later.
+                self.job.set_retry(node, time.monotonic() + FREE_RETRY)
+                logger.info(
+                    '%s: %s could not start a pool on free node %s',
+                    COORDINATOR_NAME,
+                    load.director,
+                    node,
+                )
                 return
 
     async def _move(self, move: Move) -> None:
@@ -379,39 +451,37 @@ class NodeCoordinator(Agent):
         except Exception as e:
             logger.warning('%s: %s did not release %s: %s', COORDINATOR_NAME, move.giver, move, e)
             return
+        going = []
         for node in left:
-            self.loans.pop(node, None)
-            self._own(node, move.giver, None)
-            self.moving[node] = (move.giver, move.receiver)
-            self._record('moving', node, move.giver, move.receiver, move.why)
-        await asyncio.gather(*(self._deliver(node, move) for node in left))
+            try:
+                self.job.change(node, Owner('moving', move.giver, to=move.receiver), move.why)
+            except OwnershipError as e:
+                # Released, but not the giver's in our view: it stays where the view says.
+                logger.error('%s: %s', COORDINATOR_NAME, e)
+                self.violations.append(str(e))
+                continue
+            going.append(node)
+        await asyncio.gather(*(self._deliver(node, move) for node in going))
 
     async def _deliver(self, node: str, move: Move) -> None:
         lender = move.giver if move.why == 'borrow' else None
         if await self._adopt(move.receiver, node, lender=lender, why=move.why):
-            if lender is not None:
-                self.loans[node] = lender
-            self.moving.pop(node, None)
             self.moves += 1
-            self._arrived[node] = time.monotonic()
-            self._record('moved', node, move.giver, move.receiver, move.why)
+            self.job.change(node, Owner('pool', move.receiver, lender=lender), move.why)
             self._write_layout()
             return
-        self._refused[(node, move.receiver)] = time.monotonic() + FREE_RETRY
+        self.job.refuse(node, move.receiver, time.monotonic() + FREE_RETRY)
         if await self._adopt(move.giver, node, why='back'):
-            self.moving.pop(node, None)
-            self._record('back', node, move.receiver, move.giver, 'no pool started')
+            self.job.change(node, Owner('pool', move.giver), 'no pool started')
         else:
-            self.moving.pop(node, None)
-            self.free.append(node)
-            self._retry_at[node] = time.monotonic() + FREE_RETRY
-            self._record('free', node, move.receiver, None, 'no pool started')
+            self.job.set_retry(node, time.monotonic() + FREE_RETRY)
+            self.job.change(node, FREE, 'no pool started')
         self._write_layout()
 
     async def _adopt(
         self, director: str, node: str, *, lender: str | None = None, why: str = ''
     ) -> bool:
-        """Ask ``director`` to start a pool on ``node``; record it as its owner if it did."""
+        """Ask ``director`` to start a pool on ``node``: whether it serves there (not recorded)."""
         handle = self._handles.get(director)
         if handle is None or director in self._dead:
             return False
@@ -425,31 +495,20 @@ class NodeCoordinator(Agent):
                 '%s: %s could not adopt %s (%s): %s', COORDINATOR_NAME, director, node, why, e
             )
             return False
-        if adopted:
-            self._own(node, None, director)
         return bool(adopted)
-
-    def _own(self, node: str, giver: str | None, receiver: str | None) -> None:
-        if giver is not None and node in self.layout.get(giver, []):
-            self.layout[giver].remove(node)
-        if receiver is not None:
-            self.layout.setdefault(receiver, []).append(node)
-
-    def _record(
-        self, event: str, node: str, giver: str | None, receiver: str | None, why: str = ''
-    ) -> None:
-        if self._journal is not None:
-            self._journal.record(event, node, giver, receiver, why)
-        if event in ('moved', 'back', 'lost', 'free', 'reclaimed', 'home'):
-            logger.info(
-                '%s: %s %s: %s -> %s (%s)', COORDINATOR_NAME, node, event, giver, receiver, why
-            )
 
     def _write_layout(self) -> None:
         if self._journal is None:
             return
         written = self._journal.write_layout(
-            self.layout, self.free, fencing=self._fences.nodes(), loans=self.loans
+            self.layout, self.free, fencing=self._fencing(), loans=self.loans
         )
         if not written:
             self.violations.append('a layout with a node under two owners was not written')
+
+
+def _taken(owner: Owner) -> str:
+    """Who has a node, as a conflict names it (``director-1``, ``moving``, ``fencing d``)."""
+    if owner.role == 'fencing':
+        return f'fencing {owner.director}'
+    return owner.role if owner.role in ('free', 'moving') else str(owner.director)

@@ -6,7 +6,10 @@ nodes are therefore fenced, not freed: the coordinator asks the Director's
 watchdog to stop its Parsl processes and the Director itself
 (``actors.execution.fence``) and frees the nodes only once that is
 confirmed. Without a confirmation the nodes stay out of use, and the
-request is made again every ``FENCE_WAIT`` seconds.
+request is made again every ``FENCE_WAIT`` seconds. Which nodes are being
+fenced is the coordinator's node state (``fencing`` in its
+[`NodeOwnership`][actors.job.ownership.NodeOwnership]); a fence here is only
+the request and its processes.
 """
 
 from __future__ import annotations
@@ -34,14 +37,12 @@ class Fence:
     """One silent Director being fenced.
 
     Attributes:
-        nodes: Its nodes (out of use until it is confirmed).
         pids: Its watching processes asked to stop (``None``: no watchdog known).
         deadline: ``time.monotonic()`` after which the request is made again.
         tries: Requests made so far.
 
     """
 
-    nodes: list[str]
     pids: list[int] | None
     deadline: float
     tries: int = 1
@@ -64,13 +65,9 @@ class Fences:
     def __contains__(self, director: object) -> bool:
         return director in self.pending
 
-    def nodes(self) -> dict[str, str]:
-        """Every fenced node -> its silent Director."""
-        return {n: d for d, fence in self.pending.items() for n in fence.nodes}
-
-    def hold(self, director: str, nodes: list[str]) -> None:
-        """Keep ``director``'s nodes out of use until it is fenced."""
-        self.pending[director] = Fence(list(nodes), None, time.monotonic() + FENCE_WAIT, 0)
+    def hold(self, director: str) -> None:
+        """Start fencing ``director`` (its nodes are ``fencing`` in the coordinator's view)."""
+        self.pending[director] = Fence(None, time.monotonic() + FENCE_WAIT, 0)
 
     def request(self, director: str) -> None:
         """Ask ``director``'s watchdog to stop it (its nodes are out of the layout already)."""
@@ -98,14 +95,13 @@ class Fences:
             return None
         return fenced(self.run_dir, director, fence.pids)
 
-    def finish(self, director: str) -> list[str]:
-        """Forget a confirmed fence (or withdraw one: it answers again); its nodes."""
+    def finish(self, director: str) -> None:
+        """Forget a confirmed fence (or withdraw one: it answers again)."""
         fence = self.pending.pop(director)
         withdraw(self.run_dir, director, fence.pids or [])
-        return fence.nodes
 
-    def retry(self, director: str) -> None:
-        """Past its deadline: log the nodes that stay out of use and ask again."""
+    def retry(self, director: str, nodes: list[str]) -> None:
+        """Past its deadline: log the nodes that stay out of use (``nodes``) and ask again."""
         fence = self.pending[director]
         if time.monotonic() < fence.deadline:
             return
@@ -115,7 +111,7 @@ class Fences:
             self.name,
             director,
             fence.tries,
-            ', '.join(fence.nodes) or 'none',
+            ', '.join(nodes) or 'none',
         )
         pids = self._ask(director)
         # Keep asking the processes asked before too (one may have said nothing yet).

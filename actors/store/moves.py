@@ -1,9 +1,10 @@
 """The journal of node moves: who owned each node of the job, and when.
 
-``<run>/nodes/moves.jsonl`` gets one line per change of a node's owner
-(``{"at", "node", "from", "to", "event", "why"}``; ``from``/``to`` are
-Director names or ``null`` for nobody), flushed before the coordinator goes
-on; ``<run>/nodes/layout.json`` is the latest layout (each Director's nodes),
+``<run>/nodes/moves.jsonl`` gets one line per change of a node's owner in
+the coordinator's view of the job (a [`Change`][actors.job.ownership.Change]
+of its node state machine: ``{"at", "node", "from", "to", "event", "why"}``;
+``from``/``to`` are Director names or ``null`` for nobody), flushed before
+the coordinator goes on; ``<run>/nodes/layout.json`` is the latest layout (each Director's nodes),
 replaced atomically after each change. ``--resume`` and a Director that
 restarts start from the layout; ``launch.py report`` draws the lines.
 
@@ -12,8 +13,10 @@ Events: ``start`` (the first layout), ``moving`` (released by ``from``),
 pool; the giver took it again), ``free`` (nobody took it), ``lost`` (its
 Director stopped answering and was fenced), ``reclaimed`` (a free node given
 out again), ``fencing`` (its Director stopped answering; its pools are being
-stopped), ``home`` (a borrowed node went back to its lender when its borrower
-restarted).
+stopped), ``kept`` (its Director answered again before the fence was
+confirmed), ``home`` (a borrowed node went back to its lender when its
+borrower restarted). ``EVENT_ROLES`` (``actors.job.ownership``) says the
+role each leaves its node in.
 
 The layout also says which nodes are on loan (``loans``: node -> lender) and
 which are being fenced (``fencing``: node -> silent Director). A layout with
@@ -35,6 +38,7 @@ from actors.common.names import director_name
 from actors.common.private import open_private
 from actors.common.private import private_dir
 from actors.common.private import write_private
+from actors.job.ownership import Change
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.job.partition import Partition
@@ -63,6 +67,11 @@ class MoveJournal:
         self.directory = private_dir(nodes_dir(run_dir))
         self._file = open_private(self.directory / MOVES_FILE, 'a')
 
+    def write(self, change: Change) -> dict[str, Any]:
+        """Append one change of the coordinator's node state machine (flushed)."""
+        giver, receiver = ends(change)
+        return self.record(change.event, change.node, giver, receiver, change.why, at=change.at)
+
     def record(
         self,
         event: str,
@@ -70,10 +79,12 @@ class MoveJournal:
         giver: str | None,
         receiver: str | None,
         why: str = '',
+        *,
+        at: float | None = None,
     ) -> dict[str, Any]:
         """Append one change of a node's owner (flushed)."""
         line = {
-            'at': time.time(),
+            'at': time.time() if at is None else at,
             'node': node,
             'from': giver,
             'to': receiver,
@@ -127,6 +138,28 @@ class MoveJournal:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+
+
+def ends(change: Change) -> tuple[str | None, str | None]:
+    """The ``from`` and ``to`` of a change's journal line (Directors, or ``None``: nobody).
+
+    A move names its giver and receiver throughout; a failed one (``back``,
+    ``free``) comes from the receiver; anything else from the node's last
+    Director to its next.
+    """
+    before, after = change.before, change.after
+    if before is None:
+        return None, after.director
+    if after.role == 'moving':
+        return after.director, after.to
+    if before.role == 'moving':
+        giver, receiver = before.director, before.to
+        if after.owned:
+            return (receiver if after.director == giver else giver), after.director
+        return receiver, None
+    if after.role == 'fencing':
+        return after.director, None
+    return before.director, after.director
 
 
 def read_moves(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
