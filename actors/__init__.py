@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorFailedError
-    from actors.client.calls import call
-    from actors.client.calls import call_resilient
+    from actors.calling.calls import DirectorFailedError
+    from actors.calling.calls import call
+    from actors.calling.calls import call_resilient
     from actors.client.dispatcher import Dispatcher
     from actors.client.launch import launch_directors
     from actors.client.launch import wait_ready
@@ -43,7 +43,7 @@ _EXPORTS = {
     'CallResult': 'actors.common.results',
     'ConfigurationError': 'actors.common.errors',
     'Director': 'actors.director.agent',
-    'DirectorFailedError': 'actors.client.calls',
+    'DirectorFailedError': 'actors.calling.calls',
     'DirectorOptions': 'actors.director.options',
     'DirectorStatus': 'actors.common.results',
     'Dispatcher': 'actors.client.dispatcher',
@@ -51,8 +51,8 @@ _EXPORTS = {
     'PartitionRequest': 'actors.job.partition',
     'SiteProfile': 'actors.site.profile',
     'Walltime': 'actors.job.walltime',
-    'call': 'actors.client.calls',
-    'call_resilient': 'actors.client.calls',
+    'call': 'actors.calling.calls',
+    'call_resilient': 'actors.calling.calls',
     'discover_nodes': 'actors.job.partition',
     'launch_directors': 'actors.client.launch',
     'load_site': 'actors.site.profile',

@@ -27,7 +27,7 @@ from typing import Any
 from academy.exchange import LocalExchangeFactory
 from academy.manager import Manager
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.launch import launch_directors
 from actors.client.launch import wait_ready
 from actors.coordinator.policy import ElasticPolicy

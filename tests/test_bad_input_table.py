@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
+from actors.calling.calls import call
 from actors.cli.main import main
-from actors.client.calls import call
 from actors.common.errors import ConfigurationError
 from actors.director.agent import Director
 from actors.job.partition import simulated_nodes

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.client.planner import Planner
 from actors.client.planner import next_temperatures

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.common.errors import ConfigurationError
 from tests.helpers import running_directors
 

@@ -14,8 +14,8 @@ import pytest
 from academy.exchange.cloud.client import spawn_http_exchange
 from academy.manager import Manager
 
-from actors.client.calls import DirectorFailedError
-from actors.client.calls import call
+from actors.calling.calls import DirectorFailedError
+from actors.calling.calls import call
 from actors.client.deploy import ProcessPerAgentExecutor
 from actors.client.dispatcher import Dispatcher
 from actors.client.exchange import free_port

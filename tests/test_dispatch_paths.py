@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.store.journal import final_by_key
 from actors.store.journal import read_run

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import plan_moves

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.exchange import free_port
 from actors.client.exchange import redis_factory
 from actors.store.journal import journal_path
@@ -246,7 +246,7 @@ def test_a_client_listener_ended_by_the_loss_says_the_exchange_lost_its_state():
     """Academy's Redis listener can meet the lost mailbox before the client's watch asks."""
     import types
 
-    from actors.client.mailbox_watch import _Watch
+    from actors.calling.mailbox_watch import _Watch
 
     async def listener_ended() -> str | None:
         async def listen() -> None:

@@ -10,7 +10,7 @@ import signal
 import psutil
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.store.journal import journal_path
 from actors.store.journal import read_journal
 from tests.helpers import busy_workers

@@ -312,7 +312,7 @@ async def _unconfirmed_fence_holds(run_dir: pathlib.Path, coordinator: Any, node
 
 @pytest.mark.timeout(300)
 def test_a_silent_director_is_fenced_before_its_nodes_move(run_dir: pathlib.Path):
-    from actors.client.calls import call
+    from actors.calling.calls import call
     from actors.coordinator.policy import ElasticPolicy
     from actors.store.journal import journal_path
     from actors.store.journal import read_journal
@@ -376,7 +376,7 @@ def test_a_silent_director_is_fenced_before_its_nodes_move(run_dir: pathlib.Path
 
 @pytest.mark.timeout(300)
 def test_nodes_borrowed_by_a_killed_director_go_home_after_its_restart(run_dir: pathlib.Path):
-    from actors.client.calls import call
+    from actors.calling.calls import call
     from actors.coordinator.policy import ElasticPolicy
 
     async def main():

@@ -13,10 +13,10 @@ import uuid
 import pytest
 from globus_compute_sdk.errors import TaskExecutionFailed
 
+from actors.calling.calls import DirectorFailedError
 from actors.cli.parser import build_parser
 from actors.cli.plan import plan_run
 from actors.cli.run import run
-from actors.client.calls import DirectorFailedError
 from actors.client.globus import ensure_logged_in
 from actors.client.globus import make_globus_executor
 from actors.client.globus import require_academy_login

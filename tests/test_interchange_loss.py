@@ -28,7 +28,7 @@ from parsl.executors.errors import BadStateException
 from parsl.executors.high_throughput.errors import CommandClientBadError
 from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.director import dfk_host as dfk_host_module
 from actors.execution.blocks import release_parsl
 from actors.execution.interchange import InterchangeLost

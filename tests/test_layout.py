@@ -142,6 +142,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ('execution', 'site'),
     ('store',),
     ('director',),
+    ('calling',),
     ('coordinator',),
     ('client',),
     ('mcp',),
@@ -153,8 +154,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 are; ``tools`` are the simulations and ``worker`` runs them in Parsl's
 workers; ``execution`` (Parsl's internals) and ``site`` (configs) make the
 executors; ``store`` keeps journals and layouts; the ``director`` serves
-calls, the ``coordinator`` moves nodes between Directors; ``client``,
-``mcp`` and ``cli`` are the ways in.
+calls, ``calling`` is the one way to call one, the ``coordinator`` moves
+nodes between Directors; ``client``, ``mcp`` and ``cli`` are the ways in.
 """
 
 

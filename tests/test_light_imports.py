@@ -17,7 +17,7 @@ from actors.mcp import shapes
 
 LIGHT = (
     'actors.mcp.server',
-    'actors.client.calls',
+    'actors.calling.calls',
     'actors.client.dispatcher',
     'actors.director.specs',
     'actors.store',
@@ -141,7 +141,7 @@ def test_the_director_actions_refuse_past_the_limits_before_anything_runs():
 @pytest.mark.timeout(120)
 def test_the_call_path_loads_neither_parsl_nor_the_director():
     code = (
-        'import sys, actors.client.calls, actors.client.dispatcher; '
+        'import sys, actors.calling.calls, actors.client.dispatcher; '
         "ours = sorted(m for m in sys.modules if m.split('.')[0] == 'actors'); "
         "parsl = [m for m in sys.modules if m.split('.')[0] == 'parsl']; "
         "print(len(parsl), len(ours), ' '.join(ours))"
@@ -176,7 +176,7 @@ def test_the_action_names_clients_may_call_are_the_directors_actions():
 def test_the_call_paths_answer_types_are_the_directors_actions_return_types():
     import typing
 
-    from actors.client import calls
+    from actors.calling import calls
     from actors.director.actions import ACTIONS
     from actors.director.agent import Director
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from actors.calling.calls import call
 from actors.cli.main import main
-from actors.client.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.client.exchange import free_port
 from actors.client.llm_planner import LLMPlanner

@@ -11,7 +11,7 @@ import pytest
 from parsl.executors import MPIExecutor
 from parsl.launchers import SimpleLauncher
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.common.errors import ConfigurationError
 from actors.director.admission import NodeAdmission
 from actors.director.command_files import command_outcome

@@ -9,7 +9,7 @@ import pathlib
 import psutil
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.site.fork_launcher import ForkLauncher
 from actors.site.parsl_config import build_config
 from actors.site.profile import load_site

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
+from actors.calling.calls import call
 from actors.cli.report import render_report
-from actors.client.calls import call
 from actors.common.errors import ConfigurationError
 from actors.director.rate import RateMeter
 from actors.job.partition import Partition

@@ -167,7 +167,7 @@ def test_lean_imports_must_be_a_boolean():
 
 @pytest.mark.timeout(120)
 def test_a_directors_worker_processes_run_lean(run_dir: pathlib.Path):
-    from actors.client.calls import call
+    from actors.calling.calls import call
     from tests.helpers import pools_of
     from tests.helpers import running_directors
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.exchange import PASSWORD_VARIABLE
 from actors.client.exchange import free_port
 from actors.common.errors import ConfigurationError

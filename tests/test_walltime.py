@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.common.errors import ConfigurationError
 from actors.job.walltime import Walltime
 from actors.job.walltime import allocation_end

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from globus_compute_sdk.errors import TaskExecutionFailed
 
+from actors.calling.calls import DirectorFailedError
 from actors.cli.output import render_campaign
 from actors.cli.output import render_json
 from actors.cli.output import render_tables
@@ -28,7 +29,6 @@ from actors.cli.parser import build_parser
 from actors.cli.plan import RunPlan
 from actors.cli.plan import plan_run
 from actors.cli.run import run
-from actors.client.calls import DirectorFailedError
 from actors.common.errors import ConfigurationError
 from actors.common.errors import describe_os_error
 from actors.common.results import CallResult

@@ -24,20 +24,20 @@ from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
 from redis.exceptions import RedisError
 
+from actors.calling.calls import call
+from actors.calling.calls import call_agent
+from actors.calling.mailbox_watch import ExchangeStateLostError
 from actors.cli.output import write_manifest
 from actors.cli.plan import RunPlan
 from actors.cli.plan import campaign_arguments
 from actors.cli.progress import DirectorBars
 from actors.cli.progress import make_progress
-from actors.client.calls import call
-from actors.client.calls import call_agent
 from actors.client.deploy import make_executor
 from actors.client.exchange import open_exchange
 from actors.client.exchange import redact
 from actors.client.launch import launch_coordinator
 from actors.client.launch import launch_directors
 from actors.client.launch import wait_ready
-from actors.client.mailbox_watch import ExchangeStateLostError
 from actors.client.shutdown import closing
 from actors.client.status_query import ExchangeUnreachableError
 from actors.common.names import director_name
@@ -50,7 +50,7 @@ from actors.store.journal import read_run
 from actors.store.manifest import DirectorEntry
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
     from actors.client.planner import CampaignReport
 
 # Log lines name the program, as they did before the CLI became a package.

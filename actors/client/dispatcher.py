@@ -33,7 +33,7 @@ from academy.exception import BadEntityIdError
 from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
 
-from actors.client.calls import call as call_director
+from actors.calling.calls import call as call_director
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
@@ -43,7 +43,7 @@ from actors.tools.registry import TOOLS
 from actors.tools.registry import get_tool
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
 
 T = TypeVar('T')
 
@@ -98,7 +98,7 @@ class Dispatcher:
     Works wherever the handles are usable: in a client under a ``Manager``
     or inside an agent (such as [`Planner`][actors.client.planner.Planner]).
 
-    Every call goes through [`call`][actors.client.calls.call], as every
+    Every call goes through [`call`][actors.calling.calls.call], as every
     client's does: a keyed call held by a Director that is restarted is sent
     again to its new incarnation.
 

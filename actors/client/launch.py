@@ -1,6 +1,6 @@
 """Client side: launch one Director per partition (and the node coordinator), wait until ready.
 
-Apart from [`actors.client.calls`][actors.client.calls], the one call path,
+Apart from [`actors.calling.calls`][actors.calling.calls], the one call path,
 because launching needs the Director and coordinator classes (and so Parsl)
 where calling needs neither: the dispatcher and the MCP server call
 Directors without loading Parsl.
@@ -16,9 +16,9 @@ from typing import Any
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.client.calls import STOPPED_SETTLE
-from actors.client.calls import DirectorFailedError
-from actors.client.calls import call
+from actors.calling.calls import STOPPED_SETTLE
+from actors.calling.calls import DirectorFailedError
+from actors.calling.calls import call
 from actors.common.names import director_name
 from actors.common.results import DirectorStatus
 from actors.coordinator.agent import COORDINATOR_NAME

@@ -54,7 +54,7 @@ from actors.director.specs import export
 from actors.director.specs import validate_call
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from academy.exchange.mailbox_status import MailboxStatus
 from academy.handle import Handle
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.exchange import open_exchange
 from actors.client.exchange import require_password
 from actors.common.errors import ConfigurationError
@@ -30,7 +30,7 @@ from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
 
 UNREACHABLE = {
     'local': 'the in-process exchange "local"',

@@ -48,7 +48,7 @@ DirectorAction: TypeAlias = Literal[
 ]
 """Every action of a [`Director`][actors.director.agent.Director] (these and the agent's own).
 
-The one list clients name actions from: [`call`][actors.client.calls.call]
+The one list clients name actions from: [`call`][actors.calling.calls.call]
 takes only these (mypy checks a literal name against it), and
 ``tests/test_light_imports.py`` checks it against the Director's actions.
 """

@@ -18,13 +18,13 @@ from typing import Any
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.client.calls import call
+from actors.calling.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.client.status_query import joined
 from actors.store.manifest import RunManifest
 
 if TYPE_CHECKING:
-    from actors.client.calls import DirectorHandle
+    from actors.calling.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Front:
     ) -> int:
         """Tell Director ``index`` to stop a call (``call_key``) or every ``prefix/...`` call.
 
-        Through [`call`][actors.client.calls.call], as every call to a Director:
+        Through [`call`][actors.calling.calls.call], as every call to a Director:
         a Director that restarts meanwhile is asked again, one that stopped
         for good answers at once.
 

@@ -13,7 +13,7 @@ the mailboxes of the agents the calls wait on, and whether the client still
 listens. A missing mailbox, an exchange that no longer answers (after its
 transport's own retries) or a listener that ended resolves the watch of the
 calls it concerns with the reason, and the caller raises
-[`ExchangeStateLostError`][actors.client.mailbox_watch.ExchangeStateLostError].
+[`ExchangeStateLostError`][actors.calling.mailbox_watch.ExchangeStateLostError].
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The Manager restarts a Director that died under the same identity (the same
 mailbox); the new incarnation knows nothing of the requests the old one
 held, and they would wait for ever. Each Director draws a new incarnation id
-when it starts. A [`RestartWatch`][actors.client.restarts.RestartWatch] asks
+when it starts. A [`RestartWatch`][actors.calling.restarts.RestartWatch] asks
 one Director for it every
 [`RESTART_PROBE`][actors.common.timing.RESTART_PROBE] seconds while calls to it
 are pending (one question per Director, whatever the number of calls), and
@@ -170,7 +170,7 @@ _WATCHES: weakref.WeakKeyDictionary[Any, dict[Any, RestartWatch]] = weakref.Weak
 
 
 def restart_watch(handle: Handle[Agent]) -> RestartWatch:
-    """The shared [`RestartWatch`][actors.client.restarts.RestartWatch] of ``handle``'s Director."""
+    """The shared [`RestartWatch`][actors.calling.restarts.RestartWatch] of a Director."""
     watches = _WATCHES.setdefault(handle.exchange, {})
     watch = watches.get(handle.agent_id)
     if watch is None:

@@ -4,9 +4,9 @@ A call to a Director that died (for example because its Parsl executor could
 not start) would wait forever on the exchange; every call made here races
 against the Director's own task in the Manager and fails with the
 Director's error instead. It also races against a
-[`mailbox_watch`][actors.client.mailbox_watch.mailbox_watch]: an exchange that
+[`mailbox_watch`][actors.calling.mailbox_watch.mailbox_watch]: an exchange that
 lost its state (a Redis server restarted without persistence) fails the call
-with [`ExchangeStateLostError`][actors.client.mailbox_watch.ExchangeStateLostError]
+with [`ExchangeStateLostError`][actors.calling.mailbox_watch.ExchangeStateLostError]
 within seconds instead of leaving it waiting for an answer that cannot come.
 
 Light on purpose: it loads neither Parsl nor the Director class (its types
@@ -30,9 +30,9 @@ from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.client.mailbox_watch import ExchangeStateLostError
-from actors.client.mailbox_watch import mailbox_watch
-from actors.client.restarts import restart_watch
+from actors.calling.mailbox_watch import ExchangeStateLostError
+from actors.calling.mailbox_watch import mailbox_watch
+from actors.calling.restarts import restart_watch
 from actors.common.lost_mailbox import LOST_STATE
 from actors.director.startup import start_failure
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from actors.director.agent import Director
 
     DirectorHandle: TypeAlias = Handle[Director]
-    """A Director's handle: what [`call`][actors.client.calls.call] takes."""
+    """A Director's handle: what [`call`][actors.calling.calls.call] takes."""
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ async def call(
     The call fails if the Director stops for good (its task in ``manager``
     ends; pass ``None`` inside an agent, where there is no Manager) or the
     exchange loses it. If the Director is restarted while the call is pending
-    (noticed by its [`RestartWatch`][actors.client.restarts.RestartWatch]),
+    (noticed by its [`RestartWatch`][actors.calling.restarts.RestartWatch]),
     the new incarnation has forgotten the call: a call with keys
     (``call_key``, ``call_keys``, ``batch_key``) is sent again, up to
     ``resends`` times, and is answered from the journal if it had finished; a
@@ -196,7 +196,7 @@ async def call_agent(
     *args: Any,
     **kwargs: Any,
 ) -> Any:
-    """[`call`][actors.client.calls.call]'s rules for an agent that is not a Director.
+    """[`call`][actors.calling.calls.call]'s rules for an agent that is not a Director.
 
     A planner's ``run_campaign``, for instance: it fails when the agent's
     task ends or the exchange loses the call (an agent without incarnations
@@ -214,7 +214,7 @@ async def _call(
     *,
     resends: int,
 ) -> Any:
-    """The call path of [`call`][actors.client.calls.call], for any agent."""
+    """The call path of [`call`][actors.calling.calls.call], for any agent."""
     watch = restart_watch(handle)
     for _ in range(resends + 1):
         answer = asyncio.ensure_future(
@@ -265,7 +265,7 @@ SAFE_TO_RESEND: frozenset[DirectorAction] = frozenset(
 """Actions that change nothing (or nothing twice): sent again after a restart without keys."""
 
 call_resilient = call
-"""The same as [`call`][actors.client.calls.call] (every call survives a restart now)."""
+"""The same as [`call`][actors.calling.calls.call] (every call survives a restart now)."""
 
 
 def _keys(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
