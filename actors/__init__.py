@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from actors.client.dispatcher import Dispatcher
     from actors.client.launch import launch_directors
     from actors.client.launch import wait_ready
+    from actors.common.errors import CallError
     from actors.common.errors import ConfigurationError
+    from actors.common.errors import ExecutionError
+    from actors.common.errors import HpcToolCallingError
     from actors.common.results import CallResult
     from actors.common.results import DirectorStatus
     from actors.director.agent import Director
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from actors.site.profile import load_site
 
 _EXPORTS = {
+    'CallError': 'actors.common.errors',
     'CallResult': 'actors.common.results',
     'ConfigurationError': 'actors.common.errors',
     'Director': 'actors.director.agent',
@@ -47,6 +51,8 @@ _EXPORTS = {
     'DirectorOptions': 'actors.director.options',
     'DirectorStatus': 'actors.common.results',
     'Dispatcher': 'actors.client.dispatcher',
+    'ExecutionError': 'actors.common.errors',
+    'HpcToolCallingError': 'actors.common.errors',
     'Partition': 'actors.job.partition',
     'PartitionRequest': 'actors.job.partition',
     'SiteProfile': 'actors.site.profile',
@@ -64,6 +70,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    'CallError',
     'CallResult',
     'ConfigurationError',
     'Director',
@@ -71,6 +78,8 @@ __all__ = [
     'DirectorOptions',
     'DirectorStatus',
     'Dispatcher',
+    'ExecutionError',
+    'HpcToolCallingError',
     'Partition',
     'PartitionRequest',
     'SiteProfile',

@@ -33,6 +33,7 @@ from academy.manager import Manager
 from actors.calling.mailbox_watch import ExchangeStateLostError
 from actors.calling.mailbox_watch import mailbox_watch
 from actors.calling.restarts import restart_watch
+from actors.common.errors import CallError
 from actors.common.lost_mailbox import LOST_STATE
 from actors.director.startup import start_failure
 
@@ -53,7 +54,7 @@ STOPPED_SETTLE = 2.0
 """Seconds a Director that stopped before answering gets to end its task (for its error)."""
 
 
-class DirectorFailedError(RuntimeError):
+class DirectorFailedError(CallError, RuntimeError):
     """A Director stopped before answering a call."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from academy.exchange.mailbox_status import MailboxStatus
 from academy.identifier import EntityId
 
+from actors.common.errors import CallError
 from actors.common.lost_mailbox import LOST_STATE
 from actors.common.lost_mailbox import lost_mailbox
 from actors.common.timing import EXCHANGE_POLL
@@ -35,7 +36,7 @@ from actors.common.timing import EXCHANGE_POLL
 logger = logging.getLogger(__name__)
 
 
-class ExchangeStateLostError(ConnectionError):
+class ExchangeStateLostError(CallError, ConnectionError):
     """The exchange lost a call's mailboxes: its answer can never arrive."""
 
 

@@ -34,6 +34,7 @@ from academy.exception import MailboxTerminatedError
 from academy.manager import Manager
 
 from actors.calling.calls import call as call_director
+from actors.common.errors import CallError
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
@@ -63,7 +64,7 @@ _GONE = (MailboxTerminatedError, AgentTerminatedError, BadEntityIdError)
 """Errors of a call to a Director that is gone: the call never ran there."""
 
 
-class DirectorUnavailableError(RuntimeError):
+class DirectorUnavailableError(CallError, RuntimeError):
     """No Director answers (all gone, silent or draining)."""
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.common.errors import HpcToolCallingError
 
 if TYPE_CHECKING:
     import openai
@@ -183,7 +184,7 @@ def request_deadline(options: ModelOptions, retries: int | None = None) -> float
     return (options.timeout + 1.0) * (1 + (options.retries if retries is None else retries))
 
 
-class ModelEndpointError(ConnectionError):
+class ModelEndpointError(HpcToolCallingError, ConnectionError):
     """The model endpoint failed during a campaign (unreachable, refused, bad answer)."""
 
 

@@ -16,13 +16,14 @@ import dataclasses
 import json
 from typing import Any
 
+from actors.common.errors import HpcToolCallingError
 from actors.common.errors import quoted
 
 USAGE_KEYS = ('prompt_tokens', 'completion_tokens', 'total_tokens')
 """Token counts summed over a campaign's turns."""
 
 
-class ModelReplyError(ValueError):
+class ModelReplyError(HpcToolCallingError, ValueError):
     """A server's answer is not what the API says: ``sent WHAT: QUOTE``, to follow its URL."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from academy.manager import Manager
 
+from actors.common.errors import HpcToolCallingError
 from actors.common.timing import KILL_WAIT
 from actors.director.startup import ACADEMY_MANAGER_LOGGER
 
@@ -37,7 +38,7 @@ STOP_REQUEST_TIMEOUT = 10.0
 """Seconds to send one agent its shutdown request."""
 
 
-class ShutdownTimeoutError(RuntimeError):
+class ShutdownTimeoutError(HpcToolCallingError, RuntimeError):
     """Agents did not stop within the bound and could not be killed from here."""
 
 

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from actors.calling.calls import call
 from actors.client.exchange import open_exchange
 from actors.client.exchange import require_password
+from actors.common.errors import CallError
 from actors.common.errors import ConfigurationError
 from actors.common.results import DirectorStatus
 from actors.store.manifest import DirectorEntry
@@ -38,7 +39,7 @@ UNREACHABLE = {
 }
 
 
-class ExchangeUnreachableError(OSError):
+class ExchangeUnreachableError(CallError, OSError):
     """The run's exchange did not accept a connection."""
 
 

@@ -17,13 +17,14 @@ from typing import Any
 
 from academy.exchange.client import exchange_context
 
+from actors.common.errors import CallError
 from actors.mcp.book import CallBook
 
 HEARTBEAT = 5.0
 """Seconds between calls of a waiter's ``on_wait`` while the Directors start."""
 
 
-class DirectorsUnavailableError(RuntimeError):
+class DirectorsUnavailableError(CallError, RuntimeError):
     """The Directors did not come up (start-up failed, or it outlasted the wait)."""
 
 

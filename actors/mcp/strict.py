@@ -27,6 +27,8 @@ import mcp.types as mt
 import orjson
 from pydantic import ValidationError
 
+from actors.common.errors import HpcToolCallingError
+
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Bytes one message may have (an ensemble of 100,000 small argument sets fits)."""
 MAX_DEPTH = 64
@@ -42,7 +44,7 @@ INVALID_REQUEST = mt.INVALID_REQUEST
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.DOTALL)
 
 
-class Refused(Exception):
+class Refused(HpcToolCallingError):
     """A message the server does not take, and the JSON-RPC error that says why.
 
     Args:
