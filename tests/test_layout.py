@@ -180,3 +180,29 @@ def test_packages_import_only_the_layers_below_them():
         and rank[_package(imported)] >= rank[_package(module)]
     )
     assert not upward, 'imports against the layering: ' + '; '.join(upward)
+
+
+def test_every_error_of_the_package_has_its_base():
+    """One hierarchy: ``HpcToolCallingError`` and its families (``actors.common.errors``)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from actors.common.errors import HpcToolCallingError
+
+    # Not an error: the signal that unwinds a call stopped in its worker (a BaseException
+    # so that a tool's ``except Exception`` cannot swallow it).
+    not_errors = {'actors.worker.interrupt.CallStopped'}
+    outside = []
+    for info in pkgutil.walk_packages(actors.__path__, 'actors.'):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and f'{info.name}.{name}' not in not_errors
+                and not issubclass(value, HpcToolCallingError)
+            ):
+                outside.append(f'{info.name}.{name}')
+    assert not outside, outside

@@ -48,6 +48,8 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Literal
 
+from actors.common.errors import HpcToolCallingError
+
 Role = Literal['pool', 'mpi', 'held', 'moving', 'fencing', 'free']
 Phase = Literal['launching', 'starting', 'arriving', 'serving', 'draining', 'leaving', 'reserved']
 
@@ -95,7 +97,7 @@ BUSY: frozenset[Phase] = frozenset({'launching', 'arriving', 'draining', 'leavin
 """Phases in which one step of a Director has the node: no other step takes it."""
 
 
-class OwnershipError(RuntimeError):
+class OwnershipError(HpcToolCallingError, RuntimeError):
     """A node would have two owners, or changed owner in a way the rule forbids."""
 
 
