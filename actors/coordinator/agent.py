@@ -32,15 +32,15 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from academy.agent import Agent
 from academy.agent import action
 from academy.agent import loop
-from academy.handle import Handle
 
+from actors.calling.calls import call
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
 from actors.coordinator.fencing import Fences
@@ -56,6 +56,9 @@ from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.store.moves import MoveJournal
 from actors.store.moves import nodes_of_this_run
+
+if TYPE_CHECKING:
+    from actors.calling.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class NodeCoordinator(Agent):
 
     def __init__(
         self,
-        directors: Sequence[Handle[Any]],
+        directors: Sequence[DirectorHandle],
         run_dir: str,
         policy: ElasticPolicy | None = None,
     ) -> None:
@@ -98,7 +101,7 @@ class NodeCoordinator(Agent):
         self._calm_since: dict[str, float] = {}
         self._dead: set[str] = set()
         """Directors that stopped answering (Directors' state: their nodes are the job's)."""
-        self._handles: dict[str, Handle[Any]] = {}
+        self._handles: dict[str, DirectorHandle] = {}
         self._journal: MoveJournal | None = None
         self._fences = Fences(run_dir, COORDINATOR_NAME)
         self._known: set[str] = set()
@@ -269,10 +272,10 @@ class NodeCoordinator(Agent):
         """When each node that moved arrived (the policy lets it settle)."""
         return {n: self.job.since(n) for n in self.job.nodes() if self.job.last_event(n) == 'moved'}
 
-    async def _load(self, index: int, handle: Handle[Any]) -> Load | None:
+    async def _load(self, index: int, handle: DirectorHandle) -> Load | None:
         try:
             answer: dict[str, Any] = await asyncio.wait_for(
-                handle.action('node_load'), LOAD_TIMEOUT
+                call(None, handle, 'node_load'), LOAD_TIMEOUT
             )
         except Exception as e:
             name = self._names.get(index)
@@ -386,9 +389,7 @@ class NodeCoordinator(Agent):
         handle = self._handles.get(director)
         if handle is None or director in self._tasks:
             return  # one release at a time: the next step asks again if it is needed
-        action: Coroutine[Any, Any, list[str]] = handle.action(
-            'release_nodes', nodes, keep=0, idle_only=False
-        )
+        action = call(None, handle, 'release_nodes', nodes, keep=0, idle_only=False)
         task = asyncio.ensure_future(asyncio.wait_for(action, RELEASE_DEADLINE + LOAD_TIMEOUT))
         self._tasks[director] = task
         task.add_done_callback(lambda done: self._released(director, done))
@@ -445,7 +446,7 @@ class NodeCoordinator(Agent):
         keep = 0 if move.why == 'borrow' else self.policy.keep(move.giver)
         try:
             left: list[str] = await asyncio.wait_for(
-                giver.action('release_nodes', list(move.nodes), keep=keep),
+                call(None, giver, 'release_nodes', list(move.nodes), keep=keep),
                 RELEASE_DEADLINE + LOAD_TIMEOUT,
             )
         except Exception as e:
@@ -487,7 +488,7 @@ class NodeCoordinator(Agent):
             return False
         try:
             adopted: bool = await asyncio.wait_for(
-                handle.action('adopt_node', node, lender),
+                call(None, handle, 'adopt_node', node, lender),
                 POOL_START_TIMEOUT + LOAD_TIMEOUT,
             )
         except Exception as e:
