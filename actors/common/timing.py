@@ -72,3 +72,10 @@ WATCH_INTERVAL = 1.0
 
 SQUEUE_TIMEOUT = 10.0
 """Seconds ``squeue`` gets to tell a Slurm job's end time."""
+
+STATUS_MAX_AGE = 0.25
+"""Seconds old the pools' snapshot may be when a Director answers ``status``.
+
+Routing and progress ask several times a second; they share the snapshot the
+watch, drains and adoptions take rather than each asking the interchange.
+"""

@@ -33,7 +33,6 @@ from actors.execution.executor_app import ExecutorApp
 from actors.execution.fence import fence_dir
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import InterchangeWatch
-from actors.execution.interchange import connected_managers
 from actors.execution.interchange import fail_executor
 from actors.execution.interchange import fail_tasks
 from actors.execution.interchange import has_interchange
@@ -453,7 +452,7 @@ class DfkHost:
                 for each in list(self._dfk.executors.values()):
                     await asyncio.to_thread(watch_parsl_processes, self.watchdog, each)
                 # A lost interchange never answers: not asked, or not waited for.
-                managers = await self.pools.look()
+                managers = await self.pools.look(max_age=WATCH_INTERVAL / 2)
                 if managers:
                     self._start_guard.connected = True
                 if managers is not None:
@@ -476,12 +475,6 @@ class DfkHost:
             if broken and executor is self.executor:
                 await self.pools.replace_blocks(broken)
             await self.pools.revive()
-
-    async def managers(self) -> list[dict[str, Any]]:
-        """The worker pools connected now (none while the interchange is lost)."""
-        if self._dfk is None:
-            return []
-        return await connected_managers(self.executor) or []
 
     async def begin_stop(self) -> None:
         """From now on no DFK is replaced; wait for a replacement under way, give up the parked."""

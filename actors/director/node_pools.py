@@ -40,6 +40,8 @@ from actors.execution.node_blocks import hold_block
 from actors.execution.node_blocks import start_node_block
 from actors.execution.node_blocks import stop_node_block
 from actors.execution.pool_hosts import PoolHosts
+from actors.execution.pool_monitor import PoolMonitor
+from actors.execution.pool_monitor import PoolSnapshot
 from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
 from actors.job.ownership import Phase
@@ -80,6 +82,7 @@ class NodePools:
         self.name = name
         self.ownership = NodeOwnership.of(name, nodes)
         self._executor = executor
+        self._monitor: tuple[Any, PoolMonitor] | None = None
         self._mpi_waiting = mpi_waiting
         # Measurements, not states: calls each pool held at the last look, failed starts in a row.
         self._tasks: dict[str, int] = {}
@@ -153,11 +156,33 @@ class NodePools:
             self.ownership.become(node, phase='starting', why='block started')
         return block
 
-    async def look(self) -> list[dict[str, Any]] | None:
-        """Ask the interchange which pools are connected and what they hold."""
-        managers = await connected_managers(self._executor())
-        if managers is None:
+    @property
+    def monitor(self) -> PoolMonitor:
+        """The current executor's pool monitor (a replacement DFK's executor gets its own)."""
+        executor = self._executor()
+        if self._monitor is None or self._monitor[0] is not executor:
+            self._monitor = (executor, PoolMonitor(lambda: connected_managers(executor)))
+        return self._monitor[1]
+
+    async def look(self, max_age: float = 0.0) -> list[dict[str, Any]] | None:
+        """Which pools are connected and what they hold, asked at most ``max_age`` s ago.
+
+        Every reader (the watch, drains, adoptions, ``status``, ``node_load``)
+        shares the monitor's snapshots: one question to the interchange at a
+        time. ``None`` while the interchange is lost.
+        """
+        return await self._apply(await self.monitor.look(max_age))
+
+    async def look_next(self) -> list[dict[str, Any]] | None:
+        """The next snapshot, ``LOOK_INTERVAL`` after the last (what a waiting step reads)."""
+        monitor = self.monitor
+        return await self._apply(await monitor.after(monitor.latest, LOOK_INTERVAL))
+
+    async def _apply(self, snapshot: PoolSnapshot | None) -> list[dict[str, Any]] | None:
+        """Bring the nodes' phases and task counts up to ``snapshot``."""
+        if snapshot is None:
             return None
+        managers = [dict(m) for m in snapshot.managers]
         by_block: dict[str, list[dict[str, Any]]] = {}
         for manager in managers:
             by_block.setdefault(block_of_manager(manager), []).append(manager)
@@ -278,8 +303,7 @@ class NodePools:
             # A pool that never connected, or is gone, holds no call: its count is 0.
             until = time.monotonic() + deadline
             while self._tasks.get(node) and time.monotonic() < until:
-                await asyncio.sleep(LOOK_INTERVAL)
-                await self.look()
+                await self.look_next()
             left = self._tasks.get(node, 0)
             await asyncio.to_thread(stop_node_block, executor, block)
             self.ownership.set_block(node, None)
@@ -379,8 +403,7 @@ class NodePools:
                 state = block_state(self._executor(), block)
                 if state is not None and state.terminal:
                     break
-                await asyncio.sleep(LOOK_INTERVAL)
-                await self.look()
+                await self.look_next()
         except NodeBlockError as e:
             logger.error('%s: %s', self.name, e)
         if self._arriving(node):

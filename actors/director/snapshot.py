@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.common.results import DirectorStatus
+from actors.common.timing import STATUS_MAX_AGE
 from actors.job.partition import Partition
 
 
@@ -15,9 +16,10 @@ async def director_status(director: Any) -> DirectorStatus:
     """The Director's nodes, slots and calls (its ``status`` action)."""
     running = 0
     workers = 0
-    if director.host is not None:
-        # A lost interchange never answers (a replacement is on its way).
-        for manager in await director.host.managers():
+    if director.host is not None and director.host.started:
+        # The pool monitor's snapshot (shared with the watch, drains and node_load);
+        # a lost interchange gives none (a replacement is on its way).
+        for manager in await director.pools.look(max_age=STATUS_MAX_AGE) or []:
             running += manager['tasks']
             workers += manager['worker_count']
     in_flight, done, failed = director.ledger.counts()
