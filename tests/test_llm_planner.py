@@ -143,6 +143,41 @@ def test_one_batch_per_turn_errors_go_back_and_a_retry_runs(run_dir: pathlib.Pat
     json.dumps(report.to_dict())
 
 
+def test_a_batch_offered_to_the_model_answers_every_result(run_dir: pathlib.Path):
+    grid = [300, 900, 1500]
+    script = [
+        tool_calls(
+            ('md_sim_batch', {'params': [{'temperature': t, 'steps': 20} for t in grid]}),
+            content='one batch',
+        ),
+        text(ANSWER),
+    ]
+
+    async def main():
+        async with running_directors(run_dir, nodes=1, partitions=1, workers_per_node=2) as (
+            manager,
+            handles,
+            _,
+        ):
+            with ScriptedOpenAI(script) as server:
+                report = await _campaign(
+                    manager,
+                    handles,
+                    _options(server.url),
+                    offered=['mock_md', 'md_sim_batch', 'status'],
+                )
+            return report, server.chats
+
+    report, requests = asyncio.run(main())
+    (answer,) = _tool_messages(requests[1])
+    # One row per call, in order, each what a single call's answer says.
+    assert [row['ok'] for row in answer] == [True] * 3
+    assert [row['value']['temperature'] for row in answer] == grid
+    assert all(row['director'] == 'director-0' for row in answer)
+    assert [r.params['temperature'] for r in report.results] == grid
+    assert [p['temperature'] for p in report.points] == grid
+
+
 def test_budgets_and_a_failing_endpoint(run_dir: pathlib.Path):
     def one_more(body: dict, index: int) -> dict:
         return tool_calls(('mock_md', {'temperature': 300 + 100 * index, 'steps': 5}))

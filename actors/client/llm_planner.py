@@ -45,6 +45,7 @@ from actors.client.planner import CampaignReport
 from actors.client.planner import steepest_interval
 from actors.client.tool_messages import error_text
 from actors.client.tool_messages import result_text
+from actors.client.tool_messages import results_text
 from actors.client.tool_messages import statuses_text
 from actors.common.errors import ConfigurationError
 from actors.common.errors import quoted
@@ -316,24 +317,9 @@ class ModelCampaign:
             *(self.dispatcher.dispatch({'name': c.name, 'arguments': c.parsed}) for c in valid),
             return_exceptions=True,
         )
-        temperatures = []
+        temperatures: list[float] = []
         for call, answer in zip(valid, answers, strict=True):
-            if isinstance(answer, ConfigurationError):
-                # Refused when routed (no partition fits): nothing was submitted.
-                report.calls_sent -= 1
-                self._refuse(step, call, str(answer))
-                continue
-            if isinstance(answer, BaseException):
-                raise answer
-            report.tool_calls.append(
-                {'id': call.id, 'name': call.name, 'arguments': call.arguments}
-            )
-            if isinstance(answer, CallResult):
-                report.results.append(answer)
-                call.answer = result_text(answer)
-                temperatures += self._record(answer)
-            else:
-                call.answer = statuses_text([a for a in answer if isinstance(a, DirectorStatus)])
+            temperatures += self._take_answer(step, call, answer)
         if temperatures:
             reason = (content or '').strip().replace('\n', ' ') or f'model turn {step}'
             reason = reason if len(reason) <= 160 else reason[:157] + '...'
@@ -344,6 +330,30 @@ class ModelCampaign:
                     'reasons': [reason] * len(temperatures),
                 },
             )
+
+    def _take_answer(self, step: int, call: _Call, answer: Any) -> list[float]:
+        """Fill in ``call``'s answer for the model; the temperatures its results add."""
+        report = self.report
+        if isinstance(answer, ConfigurationError):
+            # Refused when routed (no partition fits): nothing was submitted.
+            report.calls_sent -= 1
+            self._refuse(step, call, str(answer))
+            return []
+        if isinstance(answer, BaseException):
+            raise answer
+        report.tool_calls.append({'id': call.id, 'name': call.name, 'arguments': call.arguments})
+        if isinstance(answer, CallResult):
+            report.results.append(answer)
+            call.answer = result_text(answer)
+            return self._record(answer)
+        if answer and all(isinstance(a, CallResult) for a in answer):
+            # A batch (md_sim_batch offered to the model): every result, in order.
+            batch = [a for a in answer if isinstance(a, CallResult)]
+            report.results.extend(batch)
+            call.answer = results_text(batch)
+            return [t for result in batch for t in self._record(result)]
+        call.answer = statuses_text([a for a in answer if isinstance(a, DirectorStatus)])
+        return []
 
     def _check(self, call: _Call) -> dict[str, Any]:
         """The call's arguments, checked against its schema.

@@ -71,6 +71,11 @@ def result_text(result: CallResult) -> str:
     return text
 
 
+def results_text(results: Sequence[CallResult]) -> str:
+    """A batch's results (``md_sim_batch``) as a JSON list: one ``result_text`` per call."""
+    return '[' + ','.join(result_text(r) for r in results) + ']'
+
+
 def statuses_text(statuses: Sequence[DirectorStatus]) -> str:
     """The Directors' statuses as compact JSON for the model."""
     keep = ('director', 'nodes', 'slots', 'queued', 'running', 'done', 'failed', 'draining')
