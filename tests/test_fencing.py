@@ -295,8 +295,8 @@ def _watching(run_dir: pathlib.Path, director: str) -> tuple[int, int]:
 
 async def _unconfirmed_fence_holds(run_dir: pathlib.Path, coordinator: Any, nodes: list) -> None:
     """A fence its watchdog cannot confirm: the nodes are fenced and given to nobody."""
-    from actors.coordinator.agent import LOAD_TIMEOUT
-    from actors.coordinator.fencing import FENCE_WAIT
+    from actors.common.timing import FENCE_WAIT
+    from actors.common.timing import LOAD_TIMEOUT
 
     await wait_for(
         lambda: _events(run_dir, 'fencing', nodes), timeout=SILENCE + 2 * LOAD_TIMEOUT + 10

@@ -35,6 +35,7 @@ from actors.calling.mailbox_watch import mailbox_watch
 from actors.calling.restarts import restart_watch
 from actors.common.errors import CallError
 from actors.common.lost_mailbox import LOST_STATE
+from actors.common.timing import STOPPED_SETTLE
 from actors.director.startup import start_failure
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
     """A Director's handle: what [`call`][actors.calling.calls.call] takes."""
 
 logger = logging.getLogger(__name__)
-
-STOPPED_SETTLE = 2.0
-"""Seconds a Director that stopped before answering gets to end its task (for its error)."""
 
 
 class DirectorFailedError(CallError, RuntimeError):

@@ -11,7 +11,7 @@ from actors.client.exchange import EXCHANGE_HELP
 from actors.client.model_endpoint import DEFAULT_KEY_ENV
 from actors.client.model_endpoint import DEFAULT_MAX_CALLS
 from actors.client.model_endpoint import DEFAULT_MAX_STEPS
-from actors.client.model_endpoint import DEFAULT_TIMEOUT
+from actors.common.timing import MODEL_TIMEOUT
 from actors.site.profile import available_sites
 from actors.store.journal import SYNC_MODES
 
@@ -189,7 +189,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         '--llm-timeout',
         type=float,
         metavar='S',
-        help=f'seconds one model request may take (default: {DEFAULT_TIMEOUT:.0f})',
+        help=f'seconds one model request may take (default: {MODEL_TIMEOUT:.0f})',
     )
 
 

@@ -22,11 +22,11 @@ from actors.client.exchange import validate_exchange
 from actors.client.model_endpoint import DEFAULT_KEY_ENV
 from actors.client.model_endpoint import DEFAULT_MAX_CALLS
 from actors.client.model_endpoint import DEFAULT_MAX_STEPS
-from actors.client.model_endpoint import DEFAULT_TIMEOUT
 from actors.client.model_endpoint import ModelOptions
 from actors.client.model_endpoint import check_options
 from actors.common.errors import ConfigurationError
 from actors.common.limits import MAX_TIMEOUT
+from actors.common.timing import MODEL_TIMEOUT
 from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
@@ -271,7 +271,7 @@ def model_options(args: argparse.Namespace) -> ModelOptions | None:
         key_env=args.llm_key_env if args.llm_key_env is not None else DEFAULT_KEY_ENV,
         max_steps=DEFAULT_MAX_STEPS if args.llm_max_steps is None else args.llm_max_steps,
         max_calls=DEFAULT_MAX_CALLS if args.llm_max_calls is None else args.llm_max_calls,
-        timeout=DEFAULT_TIMEOUT if args.llm_timeout is None else args.llm_timeout,
+        timeout=MODEL_TIMEOUT if args.llm_timeout is None else args.llm_timeout,
     )
     check_options(options)
     return options

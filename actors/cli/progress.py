@@ -25,11 +25,10 @@ from rich.progress import TimeElapsedColumn
 from rich.progress import TimeRemainingColumn
 
 from actors.common.results import DirectorStatus
+from actors.common.timing import PROGRESS_POLL
 
 logger = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.5
-"""Seconds between status polls."""
 
 StatusFetcher = Callable[[Any], Awaitable[DirectorStatus]]
 
@@ -111,7 +110,7 @@ class DirectorBars:
         self,
         handles: Sequence[Any],
         fetch: StatusFetcher,
-        interval: float = POLL_INTERVAL,
+        interval: float = PROGRESS_POLL,
     ) -> None:
         """Poll every ``interval`` seconds until cancelled."""
         while True:

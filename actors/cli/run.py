@@ -43,6 +43,12 @@ from actors.client.status_query import ExchangeUnreachableError
 from actors.common.names import director_name
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
+from actors.common.timing import ATTACH_TIMEOUT
+from actors.common.timing import COORDINATOR_STOP_TIMEOUT
+from actors.common.timing import LOST_STOP_TIMEOUT
+from actors.common.timing import RELEASE_TIMEOUT
+from actors.common.timing import REMOTE_STARTUP_TIMEOUT
+from actors.common.timing import STARTUP_TIMEOUT
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.store.journal import final_by_key
@@ -55,19 +61,6 @@ if TYPE_CHECKING:
 
 # Log lines name the program, as they did before the CLI became a package.
 logger = logging.getLogger('launch')
-
-STARTUP_TIMEOUT = 300.0
-"""Seconds to wait for Directors started here (or in local processes) to be ready."""
-ATTACH_TIMEOUT = 10.0
-"""Seconds a recorded Director gets to answer a ping before --resume starts a new one."""
-RELEASE_TIMEOUT = 60.0
-"""Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
-LOST_STOP_TIMEOUT = 120.0
-"""Seconds Directors started here get to stop by themselves once the exchange lost its state."""
-COORDINATOR_STOP_TIMEOUT = 30.0
-"""Seconds the node coordinator gets to stop before the Directors stop without it."""
-REMOTE_STARTUP_TIMEOUT = 3600.0
-"""Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
 
 
 async def run(

@@ -38,6 +38,7 @@ from actors.common.errors import CallError
 from actors.common.errors import ConfigurationError
 from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
+from actors.common.timing import STATUS_TIMEOUT
 from actors.director.actions import is_action
 from actors.director.specs import validate_call
 from actors.tools.registry import TOOLS
@@ -50,9 +51,6 @@ T = TypeVar('T')
 
 logger = logging.getLogger(__name__)
 
-
-STATUS_TIMEOUT = 10.0
-"""Seconds a Director has to answer ``status`` before it is routed around."""
 
 ROUTING_STATUS_AGE = 0.25
 """Seconds the Directors' statuses are reused for routing: a status costs each

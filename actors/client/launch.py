@@ -16,11 +16,11 @@ from typing import Any
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.calling.calls import STOPPED_SETTLE
 from actors.calling.calls import DirectorFailedError
 from actors.calling.calls import call
 from actors.common.names import director_name
 from actors.common.results import DirectorStatus
+from actors.common.timing import STOPPED_SETTLE
 from actors.coordinator.agent import COORDINATOR_NAME
 from actors.coordinator.agent import NodeCoordinator
 from actors.coordinator.policy import ElasticPolicy

@@ -28,6 +28,9 @@ from typing import Any
 
 from actors.common.errors import ConfigurationError
 from actors.common.errors import HpcToolCallingError
+from actors.common.timing import MODEL_CONNECT_TIMEOUT
+from actors.common.timing import MODEL_PROBE_TIMEOUT
+from actors.common.timing import MODEL_TIMEOUT
 
 if TYPE_CHECKING:
     import openai
@@ -40,14 +43,8 @@ DEFAULT_MAX_STEPS = 8
 """Model turns (chat completions) a campaign may take."""
 DEFAULT_MAX_CALLS = 64
 """Tool calls a campaign may send to the Directors."""
-DEFAULT_TIMEOUT = 300.0
-"""Seconds one model request may take (a large model on a busy server is slow)."""
-CONNECT_TIMEOUT = 10.0
-"""Seconds to open a connection to the endpoint."""
 LOOPBACK_KEY = 'EMPTY'
 """Key sent to a loopback endpoint when none is set (vLLM's convention: any key will do)."""
-PROBE_TIMEOUT = 15.0
-"""Seconds the endpoint gets to answer ``GET /models`` before the Directors start."""
 
 _ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
@@ -73,7 +70,7 @@ class ModelOptions:
     key_env: str = DEFAULT_KEY_ENV
     max_steps: int = DEFAULT_MAX_STEPS
     max_calls: int = DEFAULT_MAX_CALLS
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = MODEL_TIMEOUT
     retries: int = 2
 
     @property
@@ -170,7 +167,9 @@ def open_client(options: ModelOptions, *, retries: int | None = None) -> openai.
     return openai.AsyncOpenAI(
         base_url=options.url,
         api_key=api_key(options),
-        timeout=openai.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout)),
+        timeout=openai.Timeout(
+            options.timeout, connect=min(MODEL_CONNECT_TIMEOUT, options.timeout)
+        ),
         max_retries=options.retries if retries is None else retries,
     )
 
@@ -257,7 +256,7 @@ async def probe(options: ModelOptions) -> None:
     from actors.client.model_reply import ModelReplyError
     from actors.client.model_reply import read_model_list
 
-    probing = dataclasses.replace(options, timeout=min(options.timeout, PROBE_TIMEOUT))
+    probing = dataclasses.replace(options, timeout=min(options.timeout, MODEL_PROBE_TIMEOUT))
     client = open_client(probing, retries=1)
     try:
         async with asyncio.timeout(request_deadline(probing, retries=1)):

@@ -27,15 +27,11 @@ from academy.manager import Manager
 
 from actors.common.errors import HpcToolCallingError
 from actors.common.timing import KILL_WAIT
+from actors.common.timing import SHUTDOWN_BOUND
+from actors.common.timing import STOP_REQUEST_TIMEOUT
 from actors.director.startup import ACADEMY_MANAGER_LOGGER
 
 logger = logging.getLogger(__name__)
-
-SHUTDOWN_BOUND = 120.0
-"""Seconds launched agents get to stop once asked (a Director drains and stops its DFK)."""
-
-STOP_REQUEST_TIMEOUT = 10.0
-"""Seconds to send one agent its shutdown request."""
 
 
 class ShutdownTimeoutError(HpcToolCallingError, RuntimeError):

@@ -1,9 +1,11 @@
-"""How long stopping and watching may take: one set of bounds, named by what they bound.
+"""Every timing bound of the package, in one place, named by what it bounds.
 
-Every module that stops a process or polls for a stop takes its bounds from here,
-so that the guarantees the README states (a cancelled call stops within
-``CANCEL_POLL + STOP_GRACE``, no Parsl process outlives its Director by more
-than ``ORPHAN_BOUND``) follow from one place.
+Every module that waits, polls, times out or stops a process takes its bounds
+from here, so that the guarantees the README states (a cancelled call stops
+within ``CANCEL_POLL + STOP_GRACE``, no Parsl process outlives its Director by
+more than ``ORPHAN_BOUND``, a silent Director is fenced after ``DEAD_AFTER``)
+follow from one file. Counts (retries, batch sizes) and request limits
+(``actors.common.limits``) are not here.
 """
 
 from __future__ import annotations
@@ -79,3 +81,72 @@ STATUS_MAX_AGE = 0.25
 Routing and progress ask several times a second; they share the snapshot the
 watch, drains and adoptions take rather than each asking the interchange.
 """
+
+STARTUP_TIMEOUT = 300.0
+"""Seconds to wait for Directors started here (or in local processes) to be ready."""
+
+ATTACH_TIMEOUT = 10.0
+"""Seconds a recorded Director gets to answer a ping before --resume starts a new one."""
+
+RELEASE_TIMEOUT = 60.0
+"""Seconds to wait for re-attached Directors to shut down at the end of a resumed run."""
+
+LOST_STOP_TIMEOUT = 120.0
+"""Seconds Directors started here get to stop by themselves once the exchange lost its state."""
+
+COORDINATOR_STOP_TIMEOUT = 30.0
+"""Seconds the node coordinator gets to stop before the Directors stop without it."""
+
+REMOTE_STARTUP_TIMEOUT = 3600.0
+"""Seconds to wait for Directors on a Globus Compute endpoint (the batch job queues)."""
+
+PROGRESS_POLL = 0.5
+"""Seconds between status polls."""
+
+STATUS_TIMEOUT = 10.0
+"""Seconds a Director has to answer ``status`` before it is routed around."""
+
+MODEL_TIMEOUT = 300.0
+"""Seconds one model request may take (a large model on a busy server is slow)."""
+
+MODEL_CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection to the endpoint."""
+
+MODEL_PROBE_TIMEOUT = 15.0
+"""Seconds the endpoint gets to answer ``GET /models`` before the Directors start."""
+
+SHUTDOWN_BOUND = 120.0
+"""Seconds launched agents get to stop once asked (a Director drains and stops its DFK)."""
+
+STOP_REQUEST_TIMEOUT = 10.0
+"""Seconds to send one agent its shutdown request."""
+
+STOPPED_SETTLE = 2.0
+"""Seconds a Director that stopped before answering gets to end its task (for its error)."""
+
+CANCEL_TIMEOUT = 10.0
+"""Seconds a Director has to acknowledge a cancel."""
+
+JOIN_TIMEOUT = 15.0
+"""Seconds to join a running run's exchange."""
+
+MCP_SESSION_IDLE_TIMEOUT = 30 * 60.0
+"""Seconds an HTTP session may sit idle before it is closed."""
+
+LOAD_TIMEOUT = 10.0
+"""Seconds a Director gets to answer ``node_load``."""
+
+DEAD_AFTER = 60.0
+"""Default ``dead_after``: a fence kills, so silence must be long before it is called death."""
+
+ORPHAN_GRACE = POOL_START_TIMEOUT + 10.0
+"""Default ``orphan_grace``: the longest an adoption takes, and a look at the Directors."""
+
+FENCE_WAIT = ORPHAN_BOUND + 5.0
+"""Seconds a watchdog gets to confirm a fence before it is asked again (and an error logged)."""
+
+LOOK_INTERVAL = 0.2
+"""Seconds between looks at the pools while waiting for one to connect or drain."""
+
+TAKE_TIMEOUT = 30.0
+"""Seconds an admitted MPI call waits for its nodes to stop being started or drained."""

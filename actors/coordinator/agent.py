@@ -41,6 +41,7 @@ from academy.agent import action
 from academy.agent import loop
 
 from actors.calling.calls import call
+from actors.common.timing import LOAD_TIMEOUT
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
 from actors.coordinator.fencing import Fences
@@ -64,8 +65,6 @@ logger = logging.getLogger(__name__)
 
 COORDINATOR_NAME = 'node-coordinator'
 
-LOAD_TIMEOUT = 10.0
-"""Seconds a Director gets to answer ``node_load``."""
 
 FREE_RETRY = 60.0
 """Seconds before a node on which no pool would start is offered again (to that Director)."""

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 
-from actors.common.timing import ORPHAN_BOUND
+from actors.common.timing import FENCE_WAIT
 from actors.common.timing import PARENT_POLL
 from actors.execution.fence import SharedProcessError
 from actors.execution.fence import fenced
@@ -27,9 +27,6 @@ from actors.execution.fence import request_fence
 from actors.execution.fence import withdraw
 
 logger = logging.getLogger(__name__)
-
-FENCE_WAIT = ORPHAN_BOUND + 5.0
-"""Seconds a watchdog gets to confirm a fence before it is asked again (and an error logged)."""
 
 
 @dataclasses.dataclass

@@ -25,13 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.common.errors import ConfigurationError
-from actors.common.timing import POOL_START_TIMEOUT
-
-DEAD_AFTER = 60.0
-"""Default ``dead_after``: a fence kills, so silence must be long before it is called death."""
-
-ORPHAN_GRACE = POOL_START_TIMEOUT + 10.0
-"""Default ``orphan_grace``: the longest an adoption takes, and a look at the Directors."""
+from actors.common.timing import DEAD_AFTER
+from actors.common.timing import ORPHAN_GRACE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,10 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from actors.common.timing import LOOK_INTERVAL
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
+from actors.common.timing import TAKE_TIMEOUT
 from actors.execution.blocks import MAX_FAILED_STARTS
 from actors.execution.interchange import connected_managers
 from actors.execution.node_blocks import NodeBlockError
@@ -47,12 +49,6 @@ from actors.job.ownership import Owner
 from actors.job.ownership import Phase
 
 logger = logging.getLogger(__name__)
-
-LOOK_INTERVAL = 0.2
-"""Seconds between looks at the pools while waiting for one to connect or drain."""
-
-TAKE_TIMEOUT = 30.0
-"""Seconds an admitted MPI call waits for its nodes to stop being started or drained."""
 
 
 class NodePools:

@@ -21,18 +21,14 @@ from academy.manager import Manager
 from actors.calling.calls import call
 from actors.client.dispatcher import Dispatcher
 from actors.client.status_query import joined
+from actors.common.timing import CANCEL_TIMEOUT
+from actors.common.timing import JOIN_TIMEOUT
 from actors.store.manifest import RunManifest
 
 if TYPE_CHECKING:
     from actors.calling.calls import DirectorHandle
 
 logger = logging.getLogger(__name__)
-
-CANCEL_TIMEOUT = 10.0
-"""Seconds a Director has to acknowledge a cancel."""
-
-JOIN_TIMEOUT = 15.0
-"""Seconds to join a running run's exchange."""
 
 
 class Front:

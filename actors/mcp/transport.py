@@ -43,6 +43,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from actors.common.errors import ConfigurationError
+from actors.common.timing import MCP_SESSION_IDLE_TIMEOUT
 from actors.mcp.checked_io import CheckedBodies
 from actors.mcp.checked_io import GuardedServer
 from actors.mcp.checked_io import checked_stdio
@@ -89,10 +90,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-DEFAULT_IDLE_TIMEOUT = 30 * 60.0
-"""Seconds an HTTP session may sit idle before it is closed."""
 IDLE_TIMEOUT_VARIABLE = 'HPC_TOOL_CALLING_MCP_SESSION_IDLE_TIMEOUT'
-"""Sets the seconds an idle HTTP session lives (default ``DEFAULT_IDLE_TIMEOUT``)."""
+"""Sets the seconds an idle HTTP session lives (default ``MCP_SESSION_IDLE_TIMEOUT``)."""
 
 
 def idle_timeout_from_environment() -> float:
@@ -104,7 +103,7 @@ def idle_timeout_from_environment() -> float:
     """
     text = os.environ.get(IDLE_TIMEOUT_VARIABLE, '').strip()
     if not text:
-        return DEFAULT_IDLE_TIMEOUT
+        return MCP_SESSION_IDLE_TIMEOUT
     try:
         seconds = float(text)
     except ValueError:
@@ -112,7 +111,7 @@ def idle_timeout_from_environment() -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigurationError(
             f'{IDLE_TIMEOUT_VARIABLE}={text!r:.40}: give the seconds an idle HTTP session '
-            f'lives (a positive number; default {DEFAULT_IDLE_TIMEOUT:g})'
+            f'lives (a positive number; default {MCP_SESSION_IDLE_TIMEOUT:g})'
         )
     return seconds
 

@@ -158,8 +158,8 @@ def _prepare(parser: Parser, args: argparse.Namespace, rest: list[str]) -> Any:
 
 def _start_limit(plan: Any) -> float:
     """Seconds a request waits for the plan's Directors: their own start-up timeout, and some."""
-    from actors.cli.run import REMOTE_STARTUP_TIMEOUT
-    from actors.cli.run import STARTUP_TIMEOUT
+    from actors.common.timing import REMOTE_STARTUP_TIMEOUT
+    from actors.common.timing import STARTUP_TIMEOUT
 
     remote = plan.executor == 'globus-compute'
     return (REMOTE_STARTUP_TIMEOUT if remote else STARTUP_TIMEOUT) + START_MARGIN
