@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.common.errors import ConfigurationError
-from actors.common.names import director_name
 from actors.execution.executor_app import check_retries
 from actors.job.walltime import Walltime
 from actors.store.journal import DEFAULT_SYNC
@@ -24,8 +23,7 @@ from actors.store.journal import check_sync_mode
 from actors.tools.registry import DEFAULT_TOOL
 from actors.tools.registry import get_tool
 
-# director_name lives in actors.common.names; it is re-exported here for older importers.
-__all__ = ['MAX_WORKERS', 'DirectorOptions', 'director_name']
+__all__ = ['MAX_WORKERS', 'DirectorOptions']
 
 MAX_WORKERS = 1024
 """Most worker slots per node (Aurora's nodes have 208 hardware threads)."""
