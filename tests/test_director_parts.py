@@ -7,6 +7,7 @@ import math
 import pathlib
 import time
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,16 @@ from actors.director.checks import CallChecks
 from actors.director.checks import batch_keys
 from actors.director.checks import expand_batch
 from actors.director.checks import expected_seconds
+from actors.director.context import DirectorContext
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.options import DirectorOptions
 from actors.director.outcomes import Outcomes
+from actors.job.partition import simulated_nodes
+from actors.job.partition import split_nodes
+from actors.job.partition import write_partitions
 from actors.job.walltime import Walltime
+from actors.site.profile import load_site
 from actors.worker.control import CancelFiles
 from actors.worker.run import run_tool
 from actors.worker.wire import pack_outcome
@@ -192,9 +198,15 @@ def test_a_batch_is_answered_once_all_results_are_journaled(tmp_path: pathlib.Pa
 # Outcomes and drain.
 
 
+def _context(tmp_path: pathlib.Path, **changes: Any) -> DirectorContext:
+    (partition,) = write_partitions(split_nodes(simulated_nodes(1), count=1), tmp_path)
+    options = DirectorOptions(tool='mock_md', **changes)
+    return DirectorContext(partition, load_site('local'), str(tmp_path), options, 'test')
+
+
 def test_outcomes_name_a_loss_and_a_stop(tmp_path: pathlib.Path):
     cancels = CancelFiles(tmp_path / 'control')
-    outcomes = Outcomes('director-0', 0, 'mock_md', 2, cancels)
+    outcomes = Outcomes(_context(tmp_path, retries=2), cancels)
     finished: Future[bytes] = Future()
     finished.set_result(pack_outcome(run_tool('mock_md', {'seed': 1})))
     ok = outcomes.result('md_sim', {'seed': 1}, finished, time.time(), 'k')
@@ -213,7 +225,8 @@ def test_the_drain_refuses_calls_that_do_not_fit_and_stops_at_the_margin(
     tmp_path: pathlib.Path,
 ):
     cancels = CancelFiles(tmp_path / 'control')
-    drain = WalltimeDrain('director-0', Walltime(time.time() + 1.3, 1.0), cancels, lambda: 0)
+    context = _context(tmp_path, walltime=Walltime(time.time() + 1.3, 1.0))
+    drain = WalltimeDrain(context, cancels, Ledger(context.name, 'off'))
     assert drain.refusal({'duration': 60}, None) is not None
     assert drain.refusal({'duration': 0}, None) is None
     control = cancels.control('k', None)

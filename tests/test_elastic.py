@@ -295,7 +295,7 @@ def test_a_leaving_node_past_its_deadline_reruns_its_calls_once(run_dir: pathlib
                 if status.running < 4 or batch.done():
                     return None
                 load = await call(manager, h, 'node_load')
-                busy = [n for n in load['nodes'] if n not in load['idle']]
+                busy = [n for n in load.nodes if n not in load.idle]
                 return busy[0] if busy else None
 
             busy, left = None, []
@@ -519,7 +519,7 @@ def test_a_restarted_coordinator_frees_a_node_that_was_moving(run_dir: pathlib.P
             node = parts[0].nodes[-1]
             # What the dead coordinator had started: the giver released the node (once
             # its pool is seen idle: node_load looks at the pools).
-            while not (await call(manager, handles[0], 'node_load'))['idle'] or (
+            while not (await call(manager, handles[0], 'node_load')).idle or (
                 await call(manager, handles[0], 'release_nodes', [node], keep=0) != [node]
             ):
                 await asyncio.sleep(0.1)

@@ -14,7 +14,9 @@ from parsl.executors.high_throughput.errors import WorkerLost
 
 from actors.common.errors import ConfigurationError
 from actors.common.timing import SEND_TIMEOUT
-from actors.director.agent import Director
+from actors.director.context import DirectorContext
+from actors.director.options import DirectorOptions
+from actors.director.outcomes import Outcomes
 from actors.execution.blocks import release_parsl
 from actors.execution.executor_app import ExecutorApp
 from actors.execution.executor_app import TaskNotSent
@@ -24,6 +26,7 @@ from actors.execution.interchange import fail_executor
 from actors.execution.interchange import interchange_loss
 from actors.site.parsl_config import build_config
 from actors.site.profile import load_site
+from actors.worker.control import CancelFiles
 from tests.helpers import make_partitions
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,14 +124,17 @@ def test_the_director_does_not_retry_a_call_it_stopped(
 ):
     """A worker killed to stop its call (actors.worker.interrupt) is not a lost worker."""
     (partition,) = make_partitions(tmp_path, nodes=1, partitions=1)
-    director = Director(partition, load_site('local'), str(tmp_path / 'director'), retries=3)
-    cancels = director.cancels
+    options = DirectorOptions(retries=3)
+    context = DirectorContext(
+        partition, load_site('local'), str(tmp_path / 'director'), options, 't'
+    )
+    cancels = CancelFiles(context.control_dir)
     try:
         app = _app(
             dfk,
             exit_until,
-            retries=director.retries,
-            stopped_on_purpose=director.outcomes.stopped_on_purpose,
+            retries=context.retries,
+            stopped_on_purpose=Outcomes(context, cancels).stopped_on_purpose,
         )
         stopped, lost = cancels.control('stopped', None), cancels.control('lost', None)
         assert cancels.cancel('stopped', 'cancelled by the caller') == 1

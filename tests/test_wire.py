@@ -19,11 +19,14 @@ from parsl.serialize import serialize
 from parsl.serialize.facade import unpack_apply_message
 from parsl.serialize.facade import unpack_buffers
 
-from actors.director.agent import Director
+from actors.director.context import DirectorContext
+from actors.director.options import DirectorOptions
+from actors.director.outcomes import Outcomes
 from actors.job.partition import simulated_nodes
 from actors.job.partition import split_nodes
 from actors.job.partition import write_partitions
 from actors.site.profile import load_site
+from actors.worker.control import CancelFiles
 from actors.worker.run import run_tool
 from actors.worker.supervise import run_supervised
 from actors.worker.wire import UNREADABLE
@@ -155,14 +158,15 @@ def test_the_director_answers_an_unreadable_outcome_with_a_lost_result(
     packed = _packed_with_value(module, 'Trajectory')
     forget()
     (partition,) = write_partitions(split_nodes(simulated_nodes(1), count=1), tmp_path)
-    director = Director(partition, load_site('local'), str(tmp_path))
+    context = DirectorContext(partition, load_site('local'), str(tmp_path), DirectorOptions(), 't')
+    outcomes = Outcomes(context, CancelFiles(context.control_dir))
     finished: Future[bytes] = Future()
     finished.set_result(packed)
     submitted = time.time()
-    result = director.outcomes.result('md_sim', {}, finished, submitted)
+    result = outcomes.result('md_sim', {}, finished, submitted)
     assert not result.ok and result.status == 'lost'
     assert result.error_type == UNREADABLE and 'only_on_workers' in (result.error_message or '')
     assert result.start == submitted and result.end >= submitted
     readable: Future[bytes] = Future()
     readable.set_result(pack_outcome(run_tool('mock_md', {'seed': 1})))
-    assert director.outcomes.result('md_sim', {'seed': 1}, readable, submitted).ok
+    assert outcomes.result('md_sim', {'seed': 1}, readable, submitted).ok

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from actors.common.results import CallResult
     from actors.common.results import DirectorStatus
+    from actors.common.results import NodeLoad
     from actors.director.actions import DirectorAction
     from actors.director.agent import Director
 
@@ -120,7 +121,7 @@ async def call(
     *args: Any,
     resends: int = ...,
     **kwargs: Any,
-) -> dict[str, Any]: ...
+) -> NodeLoad: ...
 @overload
 async def call(
     manager: Manager[Any] | None,

@@ -154,4 +154,36 @@ class DirectorStatus:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeLoad:
+    """One Director's load, as the node coordinator's policy reads it (its ``node_load``).
+
+    Attributes:
+        director: Director name.
+        nodes: The nodes it owns.
+        idle: Owned nodes whose pool runs nothing, and held nodes nobody waits for.
+        queued: Single-slot calls waiting for a worker (not held by a pool, not MPI).
+        mpi_need: Nodes its first waiting MPI call needs beyond its own.
+        borrowed: Nodes lent to it for an MPI call -> the Director that lent each.
+        workers_per_node: Its tool slots per node.
+        draining: True once it stopped admitting calls before its allocation's end.
+        incarnation: Changes each time the Director (re)starts.
+
+    """
+
+    director: str
+    nodes: list[str]
+    idle: list[str]
+    queued: int
+    mpi_need: int
+    borrowed: dict[str, str]
+    workers_per_node: int
+    draining: bool
+    incarnation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field."""
+        return dataclasses.asdict(self)
+
+
 _CALL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(CallResult))

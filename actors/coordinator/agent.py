@@ -273,9 +273,7 @@ class NodeCoordinator(Agent):
 
     async def _load(self, index: int, handle: DirectorHandle) -> Load | None:
         try:
-            answer: dict[str, Any] = await asyncio.wait_for(
-                call(None, handle, 'node_load'), LOAD_TIMEOUT
-            )
+            answer = await asyncio.wait_for(call(None, handle, 'node_load'), LOAD_TIMEOUT)
         except Exception as e:
             name = self._names.get(index)
             logger.debug('%s: no load from %s: %s', COORDINATOR_NAME, name or handle, e)

@@ -22,9 +22,9 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 
 from actors.common.errors import ConfigurationError
+from actors.common.results import NodeLoad
 from actors.common.timing import DEAD_AFTER
 from actors.common.timing import ORPHAN_GRACE
 
@@ -115,17 +115,17 @@ class Load:
     draining: bool = False
 
     @classmethod
-    def from_answer(cls, answer: Mapping[str, Any]) -> Load:
+    def from_answer(cls, answer: NodeLoad) -> Load:
         """A ``Load`` from the Director's ``node_load`` answer."""
         return cls(
-            director=str(answer['director']),
-            nodes=tuple(answer.get('nodes', ())),
-            idle=tuple(answer.get('idle', ())),
-            queued=int(answer.get('queued', 0)),
-            mpi_need=int(answer.get('mpi_need', 0)),
-            borrowed=dict(answer.get('borrowed', {})),
-            workers_per_node=max(int(answer.get('workers_per_node', 1)), 1),
-            draining=bool(answer.get('draining', False)),
+            director=answer.director,
+            nodes=tuple(answer.nodes),
+            idle=tuple(answer.idle),
+            queued=answer.queued,
+            mpi_need=answer.mpi_need,
+            borrowed=dict(answer.borrowed),
+            workers_per_node=max(answer.workers_per_node, 1),
+            draining=answer.draining,
         )
 
 

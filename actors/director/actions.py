@@ -27,13 +27,13 @@ from actors.common.results import CallResult
 from actors.common.results import DirectorStatus
 from actors.director.checks import batch_keys
 from actors.director.checks import expand_batch
-from actors.director.snapshot import director_status
 from actors.tools.schemas import validate_arguments
 
 if TYPE_CHECKING:
     from actors.director.checks import CallChecks
     from actors.director.ledger import Ledger
     from actors.director.runner import CallRunner
+    from actors.director.snapshot import Snapshots
 
 DirectorAction: TypeAlias = Literal[
     'call_tool',
@@ -72,6 +72,7 @@ class CallActions:
         checks: The checks of every call, before anything is submitted.
         ledger: Journal, call keys and counters.
         runner: Submits the checked calls (``None`` until the Director has started).
+        snapshots: Its status, from its parts (``None`` until it has started).
 
     """
 
@@ -79,6 +80,7 @@ class CallActions:
     checks: CallChecks
     ledger: Ledger
     runner: CallRunner | None
+    snapshots: Snapshots | None
 
     def _runner(self) -> CallRunner:
         assert self.runner is not None, 'Director has not started'
@@ -223,4 +225,5 @@ class CallActions:
     @action
     async def status(self) -> DirectorStatus:
         """Report the partition, its slots and the calls queued/running/done."""
-        return await director_status(self)
+        assert self.snapshots is not None, 'Director has not started'
+        return await self.snapshots.status()

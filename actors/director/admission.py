@@ -186,6 +186,30 @@ def _area(request: _Request) -> float:
     return request.nodes * (request.duration if request.duration is not None else 0.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class AdmissionReport:
+    """Where a Director's MPI calls stand (for its ``status`` and ``node_load``).
+
+    Attributes:
+        free: Nodes no MPI call holds.
+        waiting: Calls waiting for nodes.
+        running: Admitted calls that have not finished.
+        reservation: The head waiting call's ``{"nodes", "in"}``, if it has one.
+        backfilled: Calls started ahead of an earlier waiting call.
+        head_needs: Nodes the head waiting call needs beyond the Director's (to borrow).
+        most: The most nodes one call may ask for, if set.
+
+    """
+
+    free: int
+    waiting: int
+    running: int
+    reservation: dict[str, float] | None
+    backfilled: int
+    head_needs: int
+    most: int | None
+
+
 class NodeAdmission:
     """Admits a Director's MPI calls onto its partition's nodes (one event loop).
 
@@ -279,6 +303,18 @@ class NodeAdmission:
     def head_needs(self) -> int:
         """Nodes the head waiting call needs beyond the Director's (to borrow), or 0."""
         return max(self.queue.head_nodes - self.total, 0)
+
+    def report(self) -> AdmissionReport:
+        """Where its calls stand now."""
+        return AdmissionReport(
+            free=self.free,
+            waiting=self.waiting,
+            running=self.queue.running,
+            reservation=self.reservation(),
+            backfilled=self.queue.backfilled,
+            head_needs=self.head_needs(),
+            most=self.most,
+        )
 
     def _wake(self, tickets: list[int]) -> None:
         for ticket in tickets:

@@ -22,6 +22,7 @@ parts that each do one job (``actors.director``'s other modules):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import pathlib
 import uuid
@@ -35,23 +36,27 @@ from academy.agent import action
 from actors.common.errors import ConfigurationError
 from actors.common.limits import check_key
 from actors.common.names import director_name
+from actors.common.results import NodeLoad
 from actors.common.timing import RELEASE_DEADLINE
 from actors.director.actions import CallActions
 from actors.director.admission import NodeAdmission
 from actors.director.checks import CallChecks
 from actors.director.command_files import CommandFiles
+from actors.director.context import DirectorContext
 from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.mailbox import MailboxWatch
 from actors.director.node_pools import NodePools
+from actors.director.node_pools import mpi_capacity
 from actors.director.options import DirectorOptions
 from actors.director.outcomes import Outcomes
 from actors.director.runner import CallRunner
 from actors.director.seed_args import director_args
-from actors.director.snapshot import node_load
+from actors.director.snapshot import Snapshots
 from actors.director.startup import DirectorStartError
 from actors.director.startup import quiet_start_failures
+from actors.job.ownership import NodeOwnership
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.job.partition import resolve_partition
@@ -100,63 +105,67 @@ class Director(Agent, CallActions):
         **changes: Any,
     ) -> None:
         super().__init__()
+        # Checked when the Director is made, not when it starts: a bad option fails the launch.
         self.options = options = (options or DirectorOptions()).replace(**changes)
-        partition, profile, run_dir = director_args(partition, profile, run_dir)
-        self.partition = partition
-        self.profile = profile
-        self.run_dir = run_dir
-        self.name = director_name(partition.index)
-        self.workers_per_node = options.workers_per_node or profile.workers_per_node
+        self._launch = director_args(partition, profile, run_dir)
+        self.name = director_name(self._launch[0].index)
         self.tool = options.tool
-        self.retries = options.retries
-        self.walltime = options.walltime
         self.incarnation = uuid.uuid4().hex
         self.ledger = Ledger(self.name, options.journal_sync)
-        self._background: set[asyncio.Task[None]] = set()
-        self._build_parts()
-        quiet_start_failures()
-
-    def _build_parts(self, nodes: Sequence[str] | None = None) -> None:
-        """Make the parts that depend on the partition and the run directory.
-
-        Args:
-            nodes: The nodes it owns now (default its partition's).
-
-        """
-        size = self.partition.size if isinstance(self.partition, Partition) else 0
-        most = max(size, self.options.max_nodes or 0)
-        self.cancels = CancelFiles(
-            pathlib.Path(self.run_dir, 'control', self.name, self.incarnation),
-        )
-        self.outcomes = Outcomes(
-            self.name, self.partition.index, self.tool, self.retries, self.cancels
-        )
-        self.checks = CallChecks(
-            self.name,
-            self.tool,
-            most,
-            launcher_options=self.profile.mpi_launcher_options,
-            mpi=self.options.mpi,
-        )
-        if nodes is None:
-            nodes = self.partition.nodes if isinstance(self.partition, Partition) else ()
-        self.pools = NodePools(
-            self.name,
-            nodes,
-            executor=lambda: self._host().executor,
-            mpi_waiting=lambda: self.admission.waiting,
-            real_hosts=not self.profile.simulated_hosts,
-        )
-        # The admission asks the ownership of the Director's nodes how many it has now.
-        self.admission = NodeAdmission(
-            self.pools.capacity, backfill=self.options.mpi_backfill, most=most
-        )
-        self.pools.on_change = self.admission.recheck
-        self.drain = WalltimeDrain(
-            self.name, self.walltime, self.cancels, lambda: self.ledger.counts()[0]
-        )
+        # The rest is made once, when it starts (its partition resolved there): _build_parts.
+        self.context: DirectorContext | None = None
         self.host: DfkHost | None = None
         self.runner: CallRunner | None = None
+        self.snapshots: Snapshots | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        quiet_start_failures()
+
+    def _build_parts(self, context: DirectorContext, nodes: Sequence[str]) -> None:
+        """Make the parts, each after those it needs.
+
+        Args:
+            context: Who the Director is, its partition resolved.
+            nodes: The nodes it owns now (its partition's, or those moved to it since).
+
+        """
+        self.context = context
+        self.cancels = cancels = CancelFiles(context.control_dir)
+        self.outcomes = outcomes = Outcomes(context, cancels)
+        self.checks = CallChecks.of(context)
+        self.drain = drain = WalltimeDrain(context, cancels, self.ledger)
+        # The admission and the pools share the one ownership of its nodes: the admission
+        # asks it how many MPI calls may use, the pools tell the admission when that changes.
+        ownership = NodeOwnership.of(context.name, nodes)
+        self.admission = admission = NodeAdmission(
+            functools.partial(mpi_capacity, ownership),
+            backfill=context.options.mpi_backfill,
+            most=context.most_nodes,
+        )
+        # The one callback left: the host starts the pools' blocks on each DFK it makes,
+        # and the pools use whichever DFK is current (the host replaces a lost one).
+        self.pools = pools = NodePools(
+            context.name,
+            ownership,
+            executor=self._current_executor,
+            admission=admission,
+            real_hosts=not context.profile.simulated_hosts,
+        )
+        self.host = host = DfkHost(
+            context, stopped_on_purpose=outcomes.stopped_on_purpose, pools=pools
+        )
+        self.runner = runner = CallRunner(
+            context,
+            host=host,
+            ledger=self.ledger,
+            outcomes=outcomes,
+            cancels=cancels,
+            drain=drain,
+            admission=admission,
+            command_files=CommandFiles(
+                pathlib.Path(context.run_dir, 'parsl', context.name, 'calls')
+            ),
+        )
+        self.snapshots = Snapshots(context, host, pools, admission, self.ledger, drain, runner)
 
     async def agent_on_startup(self) -> None:
         """Open the journal, start the watchdog and the private DataFlowKernel.
@@ -176,38 +185,13 @@ class Director(Agent, CallActions):
             raise DirectorStartError.from_os_error(self.name, e) from e
 
     async def _start(self) -> None:
-        self.partition, self.run_dir = await asyncio.to_thread(
-            resolve_partition, self.partition, self.run_dir
-        )
-        assert isinstance(self.partition, Partition)
-        nodes = await asyncio.to_thread(current_nodes, self.name, self.partition, self.run_dir)
-        self._build_parts(nodes)
-        await asyncio.to_thread(self.ledger.open, self.run_dir)
-        self.host = host = DfkHost(
-            self.name,
-            self.partition,
-            self.profile,
-            self.run_dir,
-            workers_per_node=self.workers_per_node,
-            control_dir=self.cancels.directory,
-            retries=self.retries,
-            stopped_on_purpose=self.outcomes.stopped_on_purpose,
-            pools=self.pools,
-            max_nodes=self.options.max_nodes,
-        )
-        self.runner = CallRunner(
-            self.name,
-            self.tool,
-            supervise=self.options.supervise,
-            retries=self.retries,
-            host=host,
-            ledger=self.ledger,
-            outcomes=self.outcomes,
-            cancels=self.cancels,
-            drain=self.drain,
-            admission=self.admission,
-            command_files=CommandFiles(pathlib.Path(self.run_dir, 'parsl', self.name, 'calls')),
-        )
+        requested, profile, launch_dir = self._launch
+        partition, run_dir = await asyncio.to_thread(resolve_partition, requested, launch_dir)
+        context = DirectorContext(partition, profile, run_dir, self.options, self.incarnation)
+        nodes = await asyncio.to_thread(current_nodes, self.name, partition, run_dir)
+        await asyncio.to_thread(self.ledger.open, run_dir)
+        self._build_parts(context, nodes)
+        host = self._host()
         try:
             await host.start()
         except BaseException:
@@ -221,13 +205,13 @@ class Director(Agent, CallActions):
                 self.agent_shutdown,
             ).run(),
         )
-        if self.walltime.drain_at is not None:
+        if context.walltime.drain_at is not None:
             self._start_background(self.drain.run())
         logger.info(
             '%s started on %d node(s): %s',
             self.name,
-            self.partition.size,
-            ', '.join(self.partition.nodes),
+            partition.size,
+            ', '.join(partition.nodes),
         )
 
     async def agent_on_shutdown(self) -> None:
@@ -266,6 +250,10 @@ class Director(Agent, CallActions):
     def _host(self) -> DfkHost:
         assert self.host is not None, 'Director has not started'
         return self.host
+
+    def _current_executor(self) -> Any:
+        """The worker pools' executor of the host's current DFK."""
+        return self._host().executor
 
     @action
     async def cancel(
@@ -309,9 +297,10 @@ class Director(Agent, CallActions):
     # Nodes that move (asked by the job's NodeCoordinator).
 
     @action
-    async def node_load(self) -> dict[str, Any]:
+    async def node_load(self) -> NodeLoad:
         """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs."""
-        return await node_load(self)
+        assert self.snapshots is not None, 'Director has not started'
+        return await self.snapshots.node_load()
 
     @action
     async def release_nodes(

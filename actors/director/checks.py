@@ -12,6 +12,7 @@ import dataclasses
 import pickle
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from actors.common.errors import ConfigurationError
@@ -24,6 +25,11 @@ from actors.tools.resources import MPIResources
 from actors.tools.resources import resolve_resources
 from actors.tools.resources import split_resources
 from actors.tools.schemas import validate_params
+
+if TYPE_CHECKING:
+    # Not at run time: the context's options load Parsl, and the actions' schemas (this
+    # module among them) are read without it.
+    from actors.director.context import DirectorContext
 
 MAX_BATCH = 1_000_000
 """The most calls one ``md_sim_batch`` may hold."""
@@ -60,6 +66,17 @@ class CallChecks:
     nodes: int
     launcher_options: str = ''
     mpi: bool = True
+
+    @classmethod
+    def of(cls, context: DirectorContext) -> CallChecks:
+        """The checks of the Director ``context`` describes."""
+        return cls(
+            context.name,
+            context.tool,
+            context.most_nodes,
+            launcher_options=context.profile.mpi_launcher_options,
+            mpi=context.options.mpi,
+        )
 
     def routed(self, calls: Sequence[Any]) -> bool:
         """True if calls must be prepared one by one (not the fast path)."""

@@ -24,6 +24,7 @@ from actors.common.loop import resolve
 from actors.common.timing import CLEANUP_TIMEOUT
 from actors.common.timing import LOST_CLEANUP_TIMEOUT
 from actors.common.timing import WATCH_INTERVAL
+from actors.director.context import DirectorContext
 from actors.director.node_pools import NodePools
 from actors.execution.blocks import BlockStartGuard
 from actors.execution.blocks import release_parsl
@@ -67,47 +68,38 @@ class DfkHost:
     """Owns one Director's DataFlowKernel and keeps it running.
 
     Args:
-        name: The Director's name (for logs).
-        partition: The nodes the DFK's workers run on.
-        profile: Site profile that says how to place them.
-        run_dir: The run directory (Parsl's files go to ``parsl/<name>``).
-        workers_per_node: Worker slots per node.
-        control_dir: The Director's cancel-file directory (exported to workers).
-        retries: Reruns of a call whose worker or pool was lost.
+        context: The Director's name (for logs), its partition (the nodes
+            the DFK's workers run on), site profile (how to place them), run
+            directory (Parsl's files go to ``parsl/<name>``), worker slots
+            per node, cancel-file directory (exported to workers), reruns of
+            a call whose worker or pool was lost, and the most nodes it may
+            own at once (nodes move).
         stopped_on_purpose: Whether a lost call was being stopped on purpose
             (such calls are never rerun).
         pools: The Director's nodes, each with its block on the current DFK.
-        max_nodes: The most nodes the Director may own at once (nodes move).
 
     """
 
     def __init__(
         self,
-        name: str,
-        partition: Partition,
-        profile: SiteProfile,
-        run_dir: str,
+        context: DirectorContext,
         *,
-        workers_per_node: int,
-        control_dir: str,
-        retries: int,
         stopped_on_purpose: Callable[[Call], bool],
         pools: NodePools,
-        max_nodes: int | None = None,
     ) -> None:
-        self.name = name
-        self.partition = partition
-        self.profile = profile
-        self.run_dir = run_dir
-        self.workers_per_node = workers_per_node
-        self.control_dir = control_dir
-        self.retries = retries
+        self.name = name = context.name
+        self.partition: Partition = context.partition
+        self.profile: SiteProfile = context.profile
+        self.run_dir = run_dir = context.run_dir
+        self.workers_per_node = context.workers_per_node
+        self.control_dir = str(context.control_dir)
+        self.retries = context.retries
         self.pools = pools
-        self.max_nodes = max_nodes
+        self.max_nodes = context.options.max_nodes
         # The coordinator fences this Director through it if it goes silent.
         self.watchdog = Watchdog(fence=(fence_dir(run_dir), name))
         self._stopped_on_purpose = stopped_on_purpose
-        self._label = executor_label(partition)
+        self._label = executor_label(self.partition)
         self._parsl_dir = pathlib.Path(run_dir, 'parsl', name)
         self._dfk: DataFlowKernel | None = None
         self.app: ExecutorApp | None = None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 
 from actors.director.checks import expected_seconds
+from actors.director.context import DirectorContext
+from actors.director.ledger import Ledger
 from actors.job.walltime import Walltime
 from actors.worker.control import CancelFiles
 
@@ -20,24 +21,18 @@ class WalltimeDrain:
     """Refusals before the allocation's end, and the drain at ``end - margin``.
 
     Args:
-        name: The Director's name (for logs).
-        walltime: The allocation's end and drain margin.
+        context: The Director's name (for logs) and walltime (the
+            allocation's end and drain margin).
         cancels: The Director's cancel files (the drain stops every call).
-        running: How many calls are in flight (for the log).
+        ledger: Its calls (how many are in flight, for the log).
 
     """
 
-    def __init__(
-        self,
-        name: str,
-        walltime: Walltime,
-        cancels: CancelFiles,
-        running: Callable[[], int],
-    ) -> None:
-        self.name = name
-        self.walltime = walltime
+    def __init__(self, context: DirectorContext, cancels: CancelFiles, ledger: Ledger) -> None:
+        self.name = context.name
+        self.walltime: Walltime = context.walltime
         self.cancels = cancels
-        self._running = running
+        self._ledger = ledger
         self.draining = False
 
     def refusal(self, params: Mapping[str, Any], timeout: float | None) -> str | None:
@@ -56,6 +51,6 @@ class WalltimeDrain:
             '%s draining: the allocation ends in %.0fs; cancelling %d running call(s)',
             self.name,
             self.walltime.margin,
-            self._running(),
+            self._ledger.counts()[0],
         )
         self.cancels.cancel_all('walltime: the allocation is about to end')

@@ -10,6 +10,7 @@ calls in flight, and the done/failed counts and recent throughput that
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -178,6 +179,31 @@ class Ledger:
         """Calls in flight, done and failed."""
         with self._lock:
             return len(self._in_flight), self._done, self._failed
+
+    def report(self) -> LedgerReport:
+        """Its counts and recent throughput now."""
+        in_flight, done, failed = self.counts()
+        return LedgerReport(in_flight, done, failed, self.rate.rate(), self.rate.window)
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerReport:
+    """A Director's calls, counted (for its ``status`` and ``node_load``).
+
+    Attributes:
+        in_flight: Calls submitted and not finished.
+        done: Calls that finished successfully.
+        failed: Calls that finished with an error.
+        throughput: Calls finished per second over the last ``window`` seconds.
+        window: Seconds ``throughput`` is measured over.
+
+    """
+
+    in_flight: int
+    done: int
+    failed: int
+    throughput: float
+    window: float
 
 
 def _plain(params: Mapping[str, Any]) -> Any:

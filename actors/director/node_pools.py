@@ -22,6 +22,7 @@ Everything runs on the Director's event loop; Parsl is called on threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from actors.common.timing import LOOK_INTERVAL
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
 from actors.common.timing import TAKE_TIMEOUT
+from actors.director.admission import NodeAdmission
 from actors.execution.blocks import MAX_FAILED_STARTS
 from actors.execution.interchange import connected_managers
 from actors.execution.node_blocks import NodeBlockError
@@ -51,15 +53,47 @@ from actors.job.ownership import Phase
 logger = logging.getLogger(__name__)
 
 
+def mpi_capacity(ownership: NodeOwnership) -> int:
+    """Nodes MPI calls may use: owned, and not leaving."""
+    return len(ownership) - len(ownership.nodes(phases=['leaving']))
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolsReport:
+    """What a Director's nodes are now (for its ``status`` and ``node_load``).
+
+    Attributes:
+        nodes: Every node it owns.
+        pool_nodes: How many of them are its single-slot pools' (``pool``).
+        node_roles: Each node's owner (``pool``, ``mpi``, ``held``).
+        idle: Serving nodes whose pool runs nothing, and held nodes nobody waits for.
+        held_calls: Calls the serving pools held at the last look.
+        borrowed: Nodes lent to it for an MPI call -> their lender.
+        moves_in: Nodes that moved in from other Directors.
+        moves_out: Nodes that moved out to other Directors.
+
+    """
+
+    nodes: list[str]
+    pool_nodes: int
+    node_roles: dict[str, str]
+    idle: list[str]
+    held_calls: int
+    borrowed: dict[str, str]
+    moves_in: int
+    moves_out: int
+
+
 class NodePools:
     """The worker pools of a Director's nodes, and who owns each node.
 
     Args:
         name: The Director's name.
-        nodes: Its first nodes.
+        nodes: Its first nodes, or their ownership (shared with the admission).
         executor: The current DFK's worker-pool executor (it changes when a
             lost DFK is replaced).
-        mpi_waiting: How many MPI calls wait for nodes (held nodes wait for them).
+        admission: The MPI node admission: held nodes wait for its waiting
+            calls, and it looks again when the nodes MPI calls may use change.
         real_hosts: Pools run on the hosts they stand for (not a simulated
             job): a pool that reports another host than its block's node is
             refused and its block started again.
@@ -69,17 +103,19 @@ class NodePools:
     def __init__(
         self,
         name: str,
-        nodes: Iterable[str],
+        nodes: Iterable[str] | NodeOwnership,
         executor: Callable[[], Any],
-        mpi_waiting: Callable[[], int] = lambda: 0,
+        admission: NodeAdmission | None = None,
         *,
         real_hosts: bool = False,
     ) -> None:
         self.name = name
-        self.ownership = NodeOwnership.of(name, nodes)
+        self.ownership = (
+            nodes if isinstance(nodes, NodeOwnership) else NodeOwnership.of(name, nodes)
+        )
         self._executor = executor
         self._monitor: tuple[Any, PoolMonitor] | None = None
-        self._mpi_waiting = mpi_waiting
+        self._admission = admission
         # Measurements, not states: calls each pool held at the last look, failed starts in a row.
         self._tasks: dict[str, int] = {}
         self._failures: dict[str, int] = {}
@@ -89,8 +125,6 @@ class NodePools:
         """Nodes given up because no pool would start there."""
         self.moves_in = 0
         self.moves_out = 0
-        self.on_change: Callable[[], None] = lambda: None
-        """Called when the nodes that MPI calls may use change (the admission looks again)."""
 
     # What the Director has.
 
@@ -108,7 +142,29 @@ class NodePools:
 
     def capacity(self) -> int:
         """Nodes MPI calls may use: owned, and not leaving."""
-        return len(self.ownership) - len(self.ownership.nodes(phases=['leaving']))
+        return mpi_capacity(self.ownership)
+
+    def report(self) -> PoolsReport:
+        """What its nodes are now (the pools as of the last look)."""
+        return PoolsReport(
+            nodes=self.nodes,
+            pool_nodes=len(self.ownership.nodes('pool')),
+            node_roles={node: owner.role for node, owner in self.ownership.owners().items()},
+            idle=self.idle(),
+            held_calls=sum(self.tasks().values()),
+            borrowed=dict(self.borrowed),
+            moves_in=self.moves_in,
+            moves_out=self.moves_out,
+        )
+
+    def _mpi_waiting(self) -> int:
+        """MPI calls waiting for nodes (held nodes wait for them)."""
+        return 0 if self._admission is None else self._admission.waiting
+
+    def _changed(self) -> None:
+        """The nodes MPI calls may use changed: the admission looks again."""
+        if self._admission is not None:
+            self._admission.recheck()
 
     def serving(self) -> list[str]:
         """Nodes whose pool has connected and takes calls."""
@@ -255,7 +311,7 @@ class NodePools:
                 self.ownership.set_block(node, None)
                 self.ownership.remove(node, 'pool never started')
                 self.failed.append(node)
-                self.on_change()
+                self._changed()
                 continue
             logger.warning('%s: the block on %s ended; starting another', self.name, node)
             self.ownership.become(node, phase='launching', why='block ended')
@@ -352,7 +408,7 @@ class NodePools:
         for node in nodes:
             if node in self.ownership and self.ownership.owner(node).role == 'mpi':
                 self.ownership.become(node, 'held', why='mpi ended')
-        self.on_change()
+        self._changed()
         asyncio.get_running_loop().call_soon(self.settle)
 
     def settle(self) -> None:
@@ -409,7 +465,7 @@ class NodePools:
             self.ownership.remove(node, 'pool did not start')
             return False
         self.moves_in += 1
-        self.on_change()
+        self._changed()
         return True
 
     def _arriving(self, node: str) -> bool:
@@ -432,7 +488,7 @@ class NodePools:
         ]
         for node in going:
             self.ownership.become(node, phase='leaving', why='release')
-        self.on_change()
+        self._changed()
         try:
             left = await asyncio.gather(*(self._drain(n, deadline) for n in going))
         except BaseException:
@@ -452,7 +508,7 @@ class NodePools:
                 )
             self.ownership.remove(node, 'moved out')
             self.moves_out += 1
-        self.on_change()
+        self._changed()
         return going
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from actors.common.results import CallResult
+from actors.director.context import DirectorContext
 from actors.execution.executor_app import Call
 from actors.tools.resources import MPIResources
 from actors.worker.control import STOP_ERROR_TYPES
@@ -55,26 +56,17 @@ class Outcomes:
     """Builds one Director's results (and numbers them).
 
     Args:
-        director: The Director's name.
-        partition: Its partition's index.
-        tool: The tool of calls that name none.
-        retries: How often a lost call is retried (for the message of a loss).
+        context: The Director's name, partition index, default tool and
+            retries (for the message of a loss).
         cancels: The Director's cancel files (a call killed on purpose).
 
     """
 
-    def __init__(
-        self,
-        director: str,
-        partition: int,
-        tool: str,
-        retries: int,
-        cancels: CancelFiles,
-    ) -> None:
-        self.director = director
-        self.partition = partition
-        self.tool = tool
-        self.retries = retries
+    def __init__(self, context: DirectorContext, cancels: CancelFiles) -> None:
+        self.director = context.name
+        self.partition = context.index
+        self.tool = context.tool
+        self.retries = context.retries
         self.cancels = cancels
         self._call_ids = itertools.count()
 

@@ -36,6 +36,7 @@ from actors.director.batch import Batch
 from actors.director.checks import Prepared
 from actors.director.command_files import CommandFiles
 from actors.director.command_files import command_result
+from actors.director.context import DirectorContext
 from actors.director.dfk_host import INLINE_SUBMIT
 from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
@@ -58,10 +59,10 @@ class CallRunner:
     """Runs one Director's calls on its DFK and journals their results.
 
     Args:
-        name: The Director's name (for logs).
-        tool: The tool of calls that name none.
-        supervise: Run python tools forked in their worker.
-        retries: Reruns of a call whose worker, pool or interchange was lost.
+        context: The Director's name (for logs), the tool of calls that name
+            none, whether python tools run forked in their worker
+            (``supervise``), and the reruns of a call whose worker, pool or
+            interchange was lost.
         host: The DFK host (apps, parking).
         ledger: Journal, keys and counters.
         outcomes: Builds the results.
@@ -74,11 +75,8 @@ class CallRunner:
 
     def __init__(
         self,
-        name: str,
-        tool: str,
+        context: DirectorContext,
         *,
-        supervise: bool,
-        retries: int,
         host: DfkHost,
         ledger: Ledger,
         outcomes: Outcomes,
@@ -87,10 +85,10 @@ class CallRunner:
         admission: NodeAdmission,
         command_files: CommandFiles,
     ) -> None:
-        self.name = name
-        self.tool = tool
-        self.supervise = supervise
-        self.retries = retries
+        self.name = context.name
+        self.tool = context.tool
+        self.supervise = context.options.supervise
+        self.retries = context.retries
         self.host = host
         self.ledger = ledger
         self.outcomes = outcomes

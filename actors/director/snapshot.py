@@ -1,80 +1,115 @@
 """What a Director reports: its status for clients and its load for the node coordinator.
 
-Both take the started ``Director`` agent (typed ``Any``: this module is imported by it).
+Each part reports on itself (``pools.report()``, ``admission.report()``,
+``ledger.report()``); ``Snapshots`` only asks them and assembles the answer.
+Its parts are imported for typing only: the actions import this module
+without loading Parsl.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING
 
 from actors.common.results import DirectorStatus
+from actors.common.results import NodeLoad
 from actors.common.timing import STATUS_MAX_AGE
-from actors.job.partition import Partition
+
+if TYPE_CHECKING:
+    from actors.director.admission import NodeAdmission
+    from actors.director.context import DirectorContext
+    from actors.director.dfk_host import DfkHost
+    from actors.director.drain import WalltimeDrain
+    from actors.director.ledger import Ledger
+    from actors.director.node_pools import NodePools
+    from actors.director.runner import CallRunner
 
 
-async def director_status(director: Any) -> DirectorStatus:
-    """The Director's nodes, slots and calls (its ``status`` action)."""
-    running = 0
-    workers = 0
-    if director.host is not None and director.host.started:
-        # The pool monitor's snapshot (shared with the watch, drains and node_load);
-        # a lost interchange gives none (a replacement is on its way).
-        for manager in await director.pools.look(max_age=STATUS_MAX_AGE) or []:
-            running += manager['tasks']
-            workers += manager['worker_count']
-    in_flight, done, failed = director.ledger.counts()
-    partition = director.partition
-    assert isinstance(partition, Partition), 'Director has not started'
-    pools = director.pools
-    return DirectorStatus(
-        director=director.name,
-        partition=partition.index,
-        nodes=pools.nodes,
-        slots=director.workers_per_node * len(pools.ownership.nodes('pool')),
-        workers_connected=workers,
-        queued=max(in_flight - running, 0),
-        running=min(running, in_flight),
-        done=done,
-        failed=failed,
-        incarnation=director.incarnation,
-        draining=director.drain.draining,
-        walltime_end=director.walltime.end,
-        mpi_nodes_free=director.admission.free,
-        mpi_waiting=director.admission.waiting,
-        mpi_reservation=director.admission.reservation(),
-        mpi_backfilled=director.admission.queue.backfilled,
-        recent_throughput=director.ledger.rate.rate(),
-        throughput_window=director.ledger.rate.window,
-        node_roles={node: owner.role for node, owner in pools.ownership.owners().items()},
-        moves_in=pools.moves_in,
-        moves_out=pools.moves_out,
-        borrowed=dict(pools.borrowed),
-        mpi_max_nodes=max(director.admission.most or 0, len(pools.nodes)),
-        tool=director.tool,
-        fast_calls=0 if director.runner is None else director.runner.fast_calls,
-    )
+@dataclasses.dataclass(frozen=True)
+class Snapshots:
+    """A started Director's reports, from its parts.
 
+    Attributes:
+        context: Who the Director is.
+        host: Its DFK host (a DFK that is not up has no pools to look at).
+        pools: Its nodes and their pools.
+        admission: Its MPI calls.
+        ledger: Its calls' counts and throughput.
+        drain: Whether it drains.
+        runner: Its fast-path count.
 
-async def node_load(director: Any) -> dict[str, Any]:
-    """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs.
-
-    The pools are looked at now, not at the watch's last look: calls handed
-    to a pool since then must not count as queued (a node would move for them).
     """
-    pools = director.pools
-    if director.host is not None and director.host.started:
-        await pools.look()
-    in_flight, _, _ = director.ledger.counts()
-    held = sum(pools.tasks().values())
-    mpi = director.admission.waiting + director.admission.queue.running
-    return {
-        'director': director.name,
-        'nodes': pools.nodes,
-        'idle': pools.idle(),
-        'queued': max(in_flight - held - mpi, 0),
-        'mpi_need': director.admission.head_needs(),
-        'borrowed': dict(pools.borrowed),
-        'workers_per_node': director.workers_per_node,
-        'draining': director.drain.draining,
-        'incarnation': director.incarnation,
-    }
+
+    context: DirectorContext
+    host: DfkHost
+    pools: NodePools
+    admission: NodeAdmission
+    ledger: Ledger
+    drain: WalltimeDrain
+    runner: CallRunner
+
+    async def status(self) -> DirectorStatus:
+        """The Director's nodes, slots and calls (its ``status`` action)."""
+        running = 0
+        workers = 0
+        if self.host.started:
+            # The pool monitor's snapshot (shared with the watch, drains and node_load);
+            # a lost interchange gives none (a replacement is on its way).
+            for manager in await self.pools.look(max_age=STATUS_MAX_AGE) or []:
+                running += manager['tasks']
+                workers += manager['worker_count']
+        calls = self.ledger.report()
+        pools = self.pools.report()
+        mpi = self.admission.report()
+        context = self.context
+        return DirectorStatus(
+            director=context.name,
+            partition=context.index,
+            nodes=pools.nodes,
+            slots=context.workers_per_node * pools.pool_nodes,
+            workers_connected=workers,
+            queued=max(calls.in_flight - running, 0),
+            running=min(running, calls.in_flight),
+            done=calls.done,
+            failed=calls.failed,
+            incarnation=context.incarnation,
+            draining=self.drain.draining,
+            walltime_end=context.walltime.end,
+            mpi_nodes_free=mpi.free,
+            mpi_waiting=mpi.waiting,
+            mpi_reservation=mpi.reservation,
+            mpi_backfilled=mpi.backfilled,
+            recent_throughput=calls.throughput,
+            throughput_window=calls.window,
+            node_roles=pools.node_roles,
+            moves_in=pools.moves_in,
+            moves_out=pools.moves_out,
+            borrowed=pools.borrowed,
+            mpi_max_nodes=max(mpi.most or 0, len(pools.nodes)),
+            tool=context.tool,
+            fast_calls=self.runner.fast_calls,
+        )
+
+    async def node_load(self) -> NodeLoad:
+        """What the coordinator's policy needs: nodes, idle nodes, queued calls, MPI needs.
+
+        The pools are looked at now, not at the watch's last look: calls handed
+        to a pool since then must not count as queued (a node would move for them).
+        """
+        if self.host.started:
+            await self.pools.look()
+        calls = self.ledger.report()
+        pools = self.pools.report()
+        mpi = self.admission.report()
+        context = self.context
+        return NodeLoad(
+            director=context.name,
+            nodes=pools.nodes,
+            idle=pools.idle,
+            queued=max(calls.in_flight - pools.held_calls - mpi.waiting - mpi.running, 0),
+            mpi_need=mpi.head_needs,
+            borrowed=pools.borrowed,
+            workers_per_node=context.workers_per_node,
+            draining=self.drain.draining,
+            incarnation=context.incarnation,
+        )
