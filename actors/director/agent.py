@@ -5,7 +5,9 @@ Each Director builds its own Parsl ``DataFlowKernel`` (never the global
 calls on its partition's workers as Academy actions. The agent itself is
 thin: its lifecycle hooks and actions (those that run calls, and ``status``,
 come from [`CallActions`][actors.director.actions.CallActions]), over named
-parts that each do one job (``actors.director``'s other modules):
+parts that each do one job (``actors.director``'s other modules), built
+once when it starts, each given the one frozen
+[`DirectorContext`][actors.director.context.DirectorContext]:
 
 * [`DfkHost`][actors.director.dfk_host.DfkHost]: the DFK, its MPI executor,
   replacing a DFK whose interchange died, the watchdog;
@@ -16,7 +18,9 @@ parts that each do one job (``actors.director``'s other modules):
 * [`NodeAdmission`][actors.director.admission.NodeAdmission] and
   [`WalltimeDrain`][actors.director.drain.WalltimeDrain];
 * [`MailboxWatch`][actors.director.mailbox.MailboxWatch]: stopping once the
-  exchange has forgotten the Director.
+  exchange has forgotten the Director;
+* [`Snapshots`][actors.director.snapshot.Snapshots]: its ``status`` and
+  ``node_load``, from the parts' own reports.
 """
 
 from __future__ import annotations
@@ -143,13 +147,7 @@ class Director(Agent, CallActions):
         )
         # The one callback left: the host starts the pools' blocks on each DFK it makes,
         # and the pools use whichever DFK is current (the host replaces a lost one).
-        self.pools = pools = NodePools(
-            context.name,
-            ownership,
-            executor=self._current_executor,
-            admission=admission,
-            real_hosts=not context.profile.simulated_hosts,
-        )
+        self.pools = pools = NodePools.of(context, ownership, self._current_executor, admission)
         self.host = host = DfkHost(
             context, stopped_on_purpose=outcomes.stopped_on_purpose, pools=pools
         )

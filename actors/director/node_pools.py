@@ -35,6 +35,7 @@ from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
 from actors.common.timing import TAKE_TIMEOUT
 from actors.director.admission import NodeAdmission
+from actors.director.context import DirectorContext
 from actors.execution.blocks import MAX_FAILED_STARTS
 from actors.execution.interchange import connected_managers
 from actors.execution.node_blocks import NodeBlockError
@@ -126,6 +127,23 @@ class NodePools:
         self.moves_in = 0
         self.moves_out = 0
 
+    @classmethod
+    def of(
+        cls,
+        context: DirectorContext,
+        ownership: NodeOwnership,
+        executor: Callable[[], Any],
+        admission: NodeAdmission,
+    ) -> NodePools:
+        """The pools of the Director ``context`` describes, on the nodes ``ownership`` holds."""
+        return cls(
+            context.name,
+            ownership,
+            executor,
+            admission,
+            real_hosts=not context.profile.simulated_hosts,
+        )
+
     # What the Director has.
 
     @property
@@ -139,10 +157,6 @@ class NodePools:
         # An arriving node is not this Director's yet: its move may still fail.
         arriving = set(self.ownership.nodes(phases=['arriving']))
         return {n: d for n, d in self.ownership.lenders().items() if n not in arriving}
-
-    def capacity(self) -> int:
-        """Nodes MPI calls may use: owned, and not leaving."""
-        return mpi_capacity(self.ownership)
 
     def report(self) -> PoolsReport:
         """What its nodes are now (the pools as of the last look)."""
