@@ -1,4 +1,4 @@
-"""A worker block that can never start ends the run in bounded time, with the block's error."""
+"""Block health: the rule table, and a block that can never start ends the run with its error."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import time
 
 import pytest
 
-from actors.execution.blocks import MAX_FAILED_STARTS
-from actors.execution.blocks import BlockStartGuard
+from actors.execution.block_health import MAX_FAILED_STARTS
+from actors.execution.block_health import BlockFacts
+from actors.execution.block_health import Remedy
+from actors.execution.block_health import failed_starts_after
+from actors.execution.block_health import judge
+from actors.execution.block_health import never_starts
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(150)
@@ -58,27 +62,49 @@ def test_a_launcher_typo_ends_the_run_with_the_launchers_own_error(tmp_path: pat
 
 
 class _Job:
-    def __init__(self, terminal: bool) -> None:
-        self.terminal = terminal
-        self.state = type('State', (), {'name': 'FAILED'})()
-        self.exit_code = 1
-        self.message = None
-        self.stderr_path = None
+    state = type('State', (), {'name': 'FAILED'})()
+    exit_code = 1
+    message = 'launcher error'
+    stderr_path = None
 
 
-class _Executor:
-    label = 'htex'
+def _facts(**given) -> BlockFacts:
+    return BlockFacts(
+        **{'node': 'n1', 'block': '0', 'connected': False, 'ended': False, 'live_pools': 0} | given
+    )
 
 
-def test_the_guard_ignores_blocks_once_a_pool_has_connected():
-    failures = []
-    guard = BlockStartGuard(failures.append)
-    guard.connected = True
-    guard(_Executor(), {str(i): _Job(True) for i in range(MAX_FAILED_STARTS + 2)})
-    assert not failures
-    fresh = BlockStartGuard(failures.append)
-    fresh(_Executor(), {'0': _Job(True), '1': _Job(False)})
-    assert not failures
-    fresh(_Executor(), {str(i): _Job(True) for i in range(MAX_FAILED_STARTS)})
-    fresh(_Executor(), {str(i): _Job(True) for i in range(MAX_FAILED_STARTS + 1)})
-    assert len(failures) == 1 and 'htex' in str(failures[0])
+def test_the_rule_table_names_one_remedy_per_way_a_block_goes_wrong():
+    assert judge(_facts()) is None  # starting: no pool yet, its job runs
+    assert judge(_facts(connected=True, live_pools=1)) is None  # serving
+    lost = judge(_facts(connected=True, live_pools=0))
+    assert lost is not None and (lost.name, lost.remedy) == ('pools lost', Remedy.RESTART)
+    ended = judge(_facts(connected=True, live_pools=1, ended=True))
+    assert ended is not None and (ended.name, ended.remedy) == ('ended', Remedy.RESTART)
+    placed = judge(_facts(stranger='other-host', live_pools=1))
+    assert placed is not None and (placed.name, placed.remedy) == ('misplaced', Remedy.RESTART)
+    # Before its pool ever served, the last of MAX_FAILED_STARTS gives the node up.
+    for failed in range(MAX_FAILED_STARTS - 1):
+        early = judge(_facts(ended=True, failed_starts=failed))
+        assert early is not None and early.remedy is Remedy.RESTART
+        assert failed_starts_after(_facts(ended=True, failed_starts=failed)) == failed + 1
+    for way in ({'ended': True}, {'stranger': 'other-host'}):
+        last = judge(_facts(failed_starts=MAX_FAILED_STARTS - 1, **way))
+        assert last is not None and (last.name, last.remedy) == (
+            'never starts',
+            Remedy.GIVE_UP_NODE,
+        )
+    # A block whose pool served once starts the count again.
+    served = _facts(connected=True, ended=True, failed_starts=MAX_FAILED_STARTS - 1)
+    assert judge(served).remedy is Remedy.RESTART  # type: ignore[union-attr]
+    assert failed_starts_after(served) == 0
+
+
+def test_the_director_gives_up_only_when_no_block_started_anywhere():
+    given = {'ever_connected': False, 'given_up': 2, 'left': 0, 'last': _Job()}
+    error = never_starts('htex', **given)
+    assert error is not None and 'htex' in str(error) and 'launcher error' in str(error)
+    assert 'ended before any worker pool connected' in str(error)
+    assert never_starts('htex', **(given | {'ever_connected': True})) is None
+    assert never_starts('htex', **(given | {'left': 1})) is None  # a node is still tried
+    assert never_starts('htex', **(given | {'given_up': 0})) is None  # all moved away

@@ -156,7 +156,7 @@ def test_a_pool_on_another_host_than_its_block_is_refused(tmp_path: pathlib.Path
         while not pools.failed and time.monotonic() < deadline:
             await pools.look()
             assert pools.serving() == []
-            await pools.revive()
+            await pools.mend()
             await asyncio.sleep(0.2)
 
     try:

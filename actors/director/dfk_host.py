@@ -26,7 +26,6 @@ from actors.common.timing import LOST_CLEANUP_TIMEOUT
 from actors.common.timing import WATCH_INTERVAL
 from actors.director.context import DirectorContext
 from actors.director.node_pools import NodePools
-from actors.execution.blocks import BlockStartGuard
 from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
 from actors.execution.executor_app import Call
@@ -40,7 +39,6 @@ from actors.execution.interchange import has_interchange
 from actors.execution.interchange import interchange_exited
 from actors.execution.interchange import quiet_interchange_losses
 from actors.execution.interchange import unblock_commands
-from actors.execution.node_blocks import BlockDoctor
 from actors.execution.watchdog import Watchdog
 from actors.job.partition import Partition
 from actors.site.parsl_config import build_config
@@ -120,7 +118,6 @@ class DfkHost:
         self.restarts = 0
         self._broken: InterchangeLost | None = None
         self._stopping = False
-        self._start_guard = BlockStartGuard(self.give_up)
 
     @property
     def started(self) -> bool:
@@ -147,14 +144,12 @@ class DfkHost:
                 the Director goes on).
 
         """
-        self._start_guard = BlockStartGuard(self.give_up)
         config = build_config(
             self.partition,
             self.profile,
             self._parsl_dir,
             workers_per_node=self.workers_per_node,
             control_dir=self.control_dir,
-            block_error_handler=self._start_guard,
             max_nodes=self.max_nodes,
             director_starts_blocks=True,
         )
@@ -343,8 +338,8 @@ class DfkHost:
     def give_up(self, error: InterchangeLost) -> None:
         """No DFK can run calls here (its blocks never start): fail what waits, refuse the rest.
 
-        Called on Parsl's poller thread. The DFK is not replaced: a new one
-        would fail the same way. Running and parked calls come back ``lost``
+        Called on a thread (it fails the executors' tasks). The DFK is not
+        replaced: a new one would fail the same way. Running and parked calls come back ``lost``
         with ``error``; new calls are refused with it.
         """
         with self._lock:
@@ -431,42 +426,32 @@ class DfkHost:
     # Watching, status and shutdown.
 
     async def watch(self) -> None:
-        """Keep the watchdog told about the interchange and every block (until cancelled)."""
-        doctor, doctored = BlockDoctor(), None
+        """Keep the watchdog told of every Parsl process and the blocks mended (until cancelled)."""
         while self._dfk is not None:
-            executor = self.executor
-            if executor is not doctored:
-                # A replacement DFK's blocks are numbered from 0 again.
-                doctor, doctored = BlockDoctor(), executor
             try:
                 # Every executor's processes: the MPI executor has an interchange
                 # and a block of its own.
                 for each in list(self._dfk.executors.values()):
                     await asyncio.to_thread(watch_parsl_processes, self.watchdog, each)
                 # A lost interchange never answers: not asked, or not waited for.
-                managers = await self.pools.look(max_age=WATCH_INTERVAL / 2)
-                if managers:
-                    self._start_guard.connected = True
-                if managers is not None:
-                    await self._mend_blocks(doctor, executor, managers)
+                if await self.pools.look(max_age=WATCH_INTERVAL / 2) is not None:
+                    await self._mend_blocks()
             except Exception:
                 logger.exception('%s: checking the Parsl processes failed', self.name)
             await asyncio.sleep(WATCH_INTERVAL)
 
-    async def _mend_blocks(
-        self, doctor: BlockDoctor, executor: Any, managers: list[dict[str, Any]]
-    ) -> None:
-        """Replace blocks that lost their pools and restart ended ones, on a DFK still in use."""
+    async def _mend_blocks(self) -> None:
+        """Apply the block-health rules on a DFK still in use; give it up if no block can start."""
         # A lost DFK's blocks end as it is released: restarting them would
         # start pools after its release swept its processes (a leak).
         async with self._block_starts:
             dfk = self._dfk
             if dfk is None or dfk in self._lost_dfks:
                 return
-            broken = await asyncio.to_thread(doctor.check, executor, managers)
-            if broken and executor is self.executor:
-                await self.pools.replace_blocks(broken)
-            await self.pools.revive()
+            never_started = await self.pools.mend()
+        if never_started is not None:
+            logger.error('%s', never_started)
+            await asyncio.to_thread(self.give_up, never_started)
 
     async def begin_stop(self) -> None:
         """From now on no DFK is replaced; wait for a replacement under way, give up the parked."""

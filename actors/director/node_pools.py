@@ -36,10 +36,16 @@ from actors.common.timing import RELEASE_DEADLINE
 from actors.common.timing import TAKE_TIMEOUT
 from actors.director.admission import NodeAdmission
 from actors.director.context import DirectorContext
-from actors.execution.blocks import MAX_FAILED_STARTS
+from actors.execution.block_health import BlockFacts
+from actors.execution.block_health import BlockStartFailed
+from actors.execution.block_health import Remedy
+from actors.execution.block_health import Rule
+from actors.execution.block_health import describe_end
+from actors.execution.block_health import failed_starts_after
+from actors.execution.block_health import judge
+from actors.execution.block_health import never_starts
 from actors.execution.interchange import connected_managers
 from actors.execution.node_blocks import NodeBlockError
-from actors.execution.node_blocks import block_of_manager
 from actors.execution.node_blocks import block_state
 from actors.execution.node_blocks import hold_block
 from actors.execution.node_blocks import start_node_block
@@ -120,6 +126,8 @@ class NodePools:
         # Measurements, not states: calls each pool held at the last look, failed starts in a row.
         self._tasks: dict[str, int] = {}
         self._failures: dict[str, int] = {}
+        self._ever_connected = False
+        self._last_failed_end: Any = None
         self._real_hosts = real_hosts
         self._hosts = PoolHosts()
         self.failed: list[str] = []
@@ -198,6 +206,7 @@ class NodePools:
     async def start_blocks(self) -> None:
         """Give every pool node a block on the current DFK (a new one forgets the old blocks)."""
         self._tasks.clear()
+        self._ever_connected = False
         for node in self.ownership.nodes():
             self.ownership.set_block(node, None)
         # Nodes in a drain or an adoption are that step's: it stops or gives up their block.
@@ -209,7 +218,7 @@ class NodePools:
         """Submit ``node``'s block; a ``launching`` node is ``starting`` once it is submitted.
 
         A node whose block could not be submitted is ``starting`` with no block
-        (as before: its calls wait; ``revive`` does not start one).
+        (as before: its calls wait; ``mend`` does not start one).
         """
         try:
             block = await asyncio.to_thread(start_node_block, self._executor(), node)
@@ -248,20 +257,18 @@ class NodePools:
         """Bring the nodes' phases and task counts up to ``snapshot``."""
         if snapshot is None:
             return None
-        managers = [dict(m) for m in snapshot.managers]
-        by_block: dict[str, list[dict[str, Any]]] = {}
-        for manager in managers:
-            by_block.setdefault(block_of_manager(manager), []).append(manager)
+        by_block = snapshot.by_block()
         for node, block in self.ownership.blocks().items():
-            held = by_block.get(block, [])
+            held = [dict(m) for m in by_block.get(block, [])]
             if self._real_hosts:
                 held = await self._refuse_misplaced(node, block, held)
             if node not in self.ownership or self.ownership.block(node) != block:
                 continue  # it changed while the hosts were read
             if held and self.ownership.owner(node).phase in ('starting', 'arriving'):
                 self.ownership.become(node, phase='serving', why='pool connected')
+                self._ever_connected = True
             self._tasks[node] = sum(int(m['tasks']) for m in held)
-        return managers
+        return [dict(m) for m in snapshot.managers]
 
     async def _refuse_misplaced(
         self, node: str, block: str, managers: list[dict[str, Any]]
@@ -289,67 +296,83 @@ class NodePools:
         await hold_block(self._executor(), block, managers)
         return []
 
-    async def revive(self) -> None:
-        """Start a new block on each pool node whose block ended (its pool exited or was killed).
+    async def mend(self) -> BlockStartFailed | None:
+        """Apply the block-health rules (``actors.execution.block_health``) to every pool node.
 
-        Parsl's strategy would not (it starts no block here): the node's
-        calls wait for it. A node whose blocks keep ending before their pool
-        connects (``MAX_FAILED_STARTS`` in a row) is given up: ``failed``.
+        Each node whose block is starting or serving is judged on the last
+        snapshot and Parsl's block status: a broken block is stopped
+        (``stop_node_block``) and another started on its node; a node whose
+        blocks keep ending before their pool connects is given up (``failed``).
+
+        Returns:
+            The Director-wide failure once no block could start on any node
+            and no pool ever connected (the DFK is given up), else ``None``.
+
         """
         executor = self._executor()
+        latest = self.monitor.latest
+        live = latest.by_block() if latest is not None else {}
         for node in self.ownership.nodes('pool', phases=['starting', 'serving']):
-            block = self.ownership.block(node) if node in self.ownership else None
+            block = self.ownership.block(node)
             if block is None:
-                continue  # no block started, or the node left while an earlier one was looked at
-            if self.ownership.host(node) is not None:
-                self.ownership.set_host(node, None)
-                await asyncio.to_thread(stop_node_block, executor, block)
+                continue  # no block was submitted (its calls wait)
             state = block_state(executor, block)
+            facts = BlockFacts(
+                node=node,
+                block=block,
+                connected=self.ownership.owner(node).phase == 'serving',
+                ended=state is not None and state.terminal,
+                live_pools=len(live.get(block, [])) if latest is not None else 1,
+                stranger=self.ownership.host(node),
+                failed_starts=self._failures.get(node, 0),
+            )
+            rule = judge(facts)
+            if rule is None:
+                continue
+            if not facts.ended:
+                await asyncio.to_thread(stop_node_block, executor, block)
             # Stopping a block yields: another step may have taken the node meanwhile.
-            phase = self.ownership.owner(node).phase if node in self.ownership else None
-            if state is None or not state.terminal or phase not in ('starting', 'serving'):
+            if node not in self.ownership or self.ownership.block(node) != block:
                 continue
-            if phase == 'serving':
-                self._failures.pop(node, None)
-            else:
-                self._failures[node] = self._failures.get(node, 0) + 1
-            if self._failures.get(node, 0) >= MAX_FAILED_STARTS:
-                logger.error(
-                    '%s: %d blocks on %s ended before their pool connected there; '
-                    'giving the node up',
-                    self.name,
-                    self._failures[node],
-                    node,
-                )
-                self.ownership.become(node, phase='leaving', why='pool never started')
-                self.ownership.set_block(node, None)
-                self.ownership.remove(node, 'pool never started')
-                self.failed.append(node)
-                self._changed()
+            self.ownership.set_host(node, None)
+            self._failures[node] = failed_starts_after(facts)
+            if facts.failed_to_start:
+                self._last_failed_end = state
+            if rule.remedy is Remedy.GIVE_UP_NODE:
+                self._give_up(node, rule, state)
                 continue
-            logger.warning('%s: the block on %s ended; starting another', self.name, node)
-            self.ownership.become(node, phase='launching', why='block ended')
+            logger.warning(
+                '%s: block %s on %s: %s; starting another', self.name, block, node, rule.name
+            )
+            self.ownership.become(node, phase='launching', why=rule.name)
             try:
                 await self._start(node)
             except NodeBlockError as e:
                 logger.error('%s: %s', self.name, e)
+        return never_starts(
+            executor.label,
+            ever_connected=self._ever_connected,
+            given_up=len(self.failed),
+            left=len(self.ownership.nodes('pool', phases=['launching', 'starting', 'serving'])),
+            last=self._last_failed_end,
+        )
 
-    async def replace_blocks(self, blocks: Iterable[str]) -> None:
-        """Stop each block that lost its pools (``BlockDoctor``); start another on its node."""
-        lost = set(blocks)
-        executor = self._executor()
-        for block in lost:
-            await asyncio.to_thread(stop_node_block, executor, block)
-        for node, block in self.ownership.blocks().items():
-            # A node being drained or started is its step's: the drain stops its block anyway.
-            phase = self.ownership.owner(node).phase if node in self.ownership else None
-            if block in lost and phase in ('starting', 'serving'):
-                self.ownership.become(node, phase='launching', why='pool lost')
-                logger.warning('%s: the pool on %s was lost; starting another', self.name, node)
-                try:
-                    await self._start(node)
-                except NodeBlockError as e:
-                    logger.error('%s: %s', self.name, e)
+    def _give_up(self, node: str, rule: Rule, state: Any) -> None:
+        """Start no more blocks on ``node``: it leaves the Director (``failed``)."""
+        logger.error(
+            '%s: %d blocks on %s ended before their pool connected there (%s); giving the '
+            'node up. Last block: %s',
+            self.name,
+            self._failures[node],
+            node,
+            rule.name,
+            describe_end(state),
+        )
+        self.ownership.become(node, phase='leaving', why=rule.name)
+        self.ownership.set_block(node, None)
+        self.ownership.remove(node, rule.name)
+        self.failed.append(node)
+        self._changed()
 
     async def _drain(self, node: str, deadline: float = math.inf) -> int:
         """Hold a node's pool, wait for its calls (until ``deadline``), stop its block.
@@ -506,7 +529,7 @@ class NodePools:
         try:
             left = await asyncio.gather(*(self._drain(n, deadline) for n in going))
         except BaseException:
-            # Not given away: the nodes stay (``revive`` restarts a pool whose block ended).
+            # Not given away: the nodes stay (``mend`` restarts a pool whose block ended).
             for node in going:
                 owner = self.ownership.owner(node)
                 back: Phase | None = 'starting' if owner.role == 'pool' else None

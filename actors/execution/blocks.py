@@ -3,8 +3,8 @@
 ``watch_parsl_processes`` tells the parent-death watchdog
 (``actors.execution.watchdog``) about the interchange and every block of an
 executor; ``release_parsl`` stops Parsl and whatever of it is left before
-letting the watchdog go; ``BlockDoctor`` replaces a block that lost all its
-worker pools. Both also stop a lost pool's orphans (``block_leftovers``).
+letting the watchdog go, and stops a lost pool's orphans (``block_leftovers``).
+Whether a block is healthy is ``actors.execution.block_health``'s.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from concurrent.futures import wait
 from typing import Any
 
 import psutil
-from parsl.jobs.states import JobState
 
 from actors.common.processes import exited
 from actors.common.processes import wait_exited
 from actors.common.timing import CLEANUP_TIMEOUT
 from actors.common.timing import STOP_GRACE
-from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import on_daemon_thread
 from actors.execution.watchdog import Watchdog
 from actors.execution.watchdog import reap
@@ -184,83 +182,3 @@ def _bounded(function: Callable[[], Any], timeout: float) -> None:
     if not wait([outcome], timeout).done:
         raise TimeoutError(f'Parsl cleanup did not finish within {timeout:.0f}s')
     outcome.result()
-
-
-MAX_FAILED_STARTS = 3
-"""Blocks that may end before any worker pool connected, before the Director gives up."""
-
-
-class BlockStartFailed(InterchangeLost):
-    """The executor's blocks end before any worker pool connects (a launcher or host error)."""
-
-
-class BlockStartGuard:
-    """Parsl's ``block_error_handler``: give up when blocks can never start.
-
-    A typo in the launcher's flags or host names the launcher rejects make
-    every block fail at once, and Parsl's strategy starts a new one every few
-    seconds forever, with no message: calls wait until the allocation ends.
-    This hook (called by Parsl after every block status poll) counts the
-    blocks that ended while no worker pool has ever connected; after
-    ``MAX_FAILED_STARTS`` it calls ``on_fail`` once with the last block's
-    own stderr. A block that ends after pools connected (a lost pool) is
-    not its business (``BlockDoctor``, the strategy).
-
-    Args:
-        on_fail: Called (on Parsl's poller thread) with the error.
-        max_failed: Ended blocks tolerated before giving up.
-
-    """
-
-    def __init__(
-        self,
-        on_fail: Callable[[BlockStartFailed], None],
-        max_failed: int = MAX_FAILED_STARTS,
-    ) -> None:
-        self.on_fail = on_fail
-        self.max_failed = max_failed
-        self.connected = False
-        self._ended: dict[str, Any] = {}
-        self._fired = False
-
-    def __call__(self, executor: Any, status: dict[str, Any]) -> None:
-        """Parsl's poll of ``executor``'s blocks: give up once too many ended unconnected."""
-        if self.connected or self._fired:
-            return
-        for block_id, job in status.items():
-            # A block the Director stopped (its node moved, or went to an MPI call) did not fail.
-            if job.terminal and job.state not in _STOPPED_ON_PURPOSE:
-                self._ended[block_id] = job
-        if len(self._ended) < self.max_failed:
-            return
-        self._fired = True
-        last = self._ended[max(self._ended, key=_block_number)]
-        error = BlockStartFailed(
-            f'{executor.label}: {len(self._ended)} worker blocks ended before any worker pool '
-            f'connected; the launcher cannot start them (check --launcher-args, the site '
-            f"profile's launcher and the node names). Last block: {_block_error(last)}",
-        )
-        logger.error('%s', error)
-        self.on_fail(error)
-
-
-_STOPPED_ON_PURPOSE = frozenset({JobState.SCALED_IN, JobState.CANCELLED})
-
-
-def _block_number(block_id: str) -> int:
-    return int(block_id) if str(block_id).isdigit() else -1
-
-
-def _block_error(job: Any) -> str:
-    """The exit code and the last lines of a block's stderr."""
-    said = [f'{job.state.name}' + (f', exit code {job.exit_code}' if job.exit_code else '')]
-    if job.message:
-        said.append(str(job.message))
-    path = getattr(job, 'stderr_path', None)
-    if path:
-        with contextlib.suppress(OSError):
-            lines = pathlib.Path(path).read_text(errors='replace').splitlines()
-            tail = [line.strip() for line in lines if line.strip()][-3:]
-            if tail:
-                said.append('stderr: ' + ' | '.join(tail))
-    return '; '.join(said)

@@ -11,9 +11,10 @@ pieces, which this module puts together for one block at a time:
 * stop: the provider's ``cancel`` of the block's job (SIGTERM to its process
   group), its status marked ``SCALED_IN`` as Parsl's own ``scale_in`` does,
   and whatever the pool left reaped (``block_leftovers``): the one way a
-  Director's block is stopped, whether it moves, drains or lost its pools;
-* diagnose: [`BlockDoctor`][actors.execution.node_blocks.BlockDoctor] names
-  the blocks whose every pool was lost while their job runs on.
+  Director's block is stopped, whether it moves, drains or lost its pools.
+
+Which block to restart, and when to give a node up, is the rule table's
+(``actors.execution.block_health``).
 
 With ``actors.execution.interchange``, ``executor_app`` and ``blocks`` this
 is the only code that reads Parsl's HTEX internals.
@@ -108,44 +109,3 @@ def stop_node_block(executor: Any, block_id: str) -> None:
     executor._status[block_id] = status
     executor._simulated_status[block_id] = status
     reap(trees, groups, grace=1.0, also=block_leftovers(names))
-
-
-class BlockDoctor:
-    """Name the blocks whose worker pools were all lost while their job runs on.
-
-    When a pool dies, ``mpiexec`` (and so the block's job) can live on,
-    waiting for the pool's orphaned workers; the provider keeps reporting the
-    block as running and nothing would replace it. Once the interchange has
-    given up on every pool of a block (after ``heartbeat_threshold``), the
-    doctor names it; the Director stops it (``stop_node_block``) and starts
-    another on its node, where the lost calls' retries run. A block that
-    still has a live pool keeps running: retries use the surviving pools.
-    """
-
-    def __init__(self) -> None:
-        self._had_managers: set[str] = set()
-
-    def check(self, executor: Any, managers: list[dict[str, Any]]) -> list[str]:
-        """The blocks that had a pool and lost every one (each named once).
-
-        Args:
-            executor: The HTEX executor.
-            managers: Its ``connected_managers()`` (see ``ask_interchange``).
-
-        """
-        # Held pools (a node being drained) are listed inactive, and are not lost.
-        live = {block_of_manager(m) for m in managers}
-        self._had_managers |= live
-        broken = []
-        for block_id in list(executor.blocks_to_job_id):
-            status = block_state(executor, block_id)
-            if (
-                block_id in self._had_managers
-                and block_id not in live
-                and status is not None
-                and not status.terminal
-            ):
-                logger.warning('block %s lost all its worker pools; replacing it', block_id)
-                self._had_managers.discard(block_id)
-                broken.append(block_id)
-        return broken

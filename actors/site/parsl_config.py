@@ -27,8 +27,6 @@ import os
 import pathlib
 import shlex
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import hostlist
 from parsl.config import Config
@@ -234,7 +232,6 @@ def build_config(
     workers_per_node: int | None = None,
     mpi: bool = False,
     control_dir: str | None = None,
-    block_error_handler: Callable[[Any, dict[str, Any]], None] | bool = False,
     max_nodes: int | None = None,
     director_starts_blocks: bool = False,
 ) -> Config:
@@ -258,9 +255,6 @@ def build_config(
             ``mpi_executor_label(partition)``) for multi-node calls.
         control_dir: The Director's control directory (``actors.worker.control``),
             exported to the workers so that they see cancel files.
-        block_error_handler: Parsl's hook after each block status poll
-            (``actors.execution.blocks.BlockStartGuard``); never Parsl's
-            simple handler, which would disable the executor for a lost pool.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
@@ -296,10 +290,9 @@ def build_config(
         heartbeat_threshold=profile.heartbeat_threshold,
         prefetch_capacity=profile.prefetch_capacity,
         interchange_launch_cmd=interchange_command(profile, run_path.resolve()),
-        # A lost worker pool must not mark the executor bad for good: the
-        # strategy replaces the block instead (a block that never starts is
-        # the guard's to judge).
-        block_error_handler=block_error_handler,
+        # Not Parsl's handler, which marks the executor bad for good at a lost
+        # pool: a Director judges its blocks itself (actors.execution.block_health).
+        block_error_handler=False,
         # A job's network is shared with every other user's jobs: without
         # CurveZMQ anyone reaching the port could register as a pool, read calls
         # and return pickles the Director loads. Keys live in the run dir (0700).
