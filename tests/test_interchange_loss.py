@@ -29,7 +29,7 @@ from parsl.executors.high_throughput.errors import CommandClientBadError
 from parsl.executors.high_throughput.zmq_pipes import CommandClient
 
 from actors.calling.calls import call
-from actors.director import dfk_host as dfk_host_module
+from actors.execution import interchange as interchange_module
 from actors.execution.blocks import release_parsl
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import InterchangeWatch
@@ -218,7 +218,7 @@ def test_a_failure_to_fail_the_lost_executor_still_replaces_it(
     def broken(executor, error):
         raise RuntimeError('cannot fail the executor')
 
-    monkeypatch.setattr(dfk_host_module, 'fail_executor', broken)
+    monkeypatch.setattr(interchange_module, 'fail_executor', broken)
 
     async def main():
         async with warm_director(run_dir) as (manager, handle, interchange):

@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-import threading
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
 from parsl.dataflow.dflow import DataFlowKernel
 
-from actors.common.loop import call_soon
-from actors.common.loop import resolve
 from actors.common.timing import CLEANUP_TIMEOUT
 from actors.common.timing import LOST_CLEANUP_TIMEOUT
 from actors.common.timing import WATCH_INTERVAL
 from actors.director.context import DirectorContext
 from actors.director.node_pools import NodePools
+from actors.director.replacement import Replacement
 from actors.execution.blocks import release_parsl
 from actors.execution.blocks import watch_parsl_processes
 from actors.execution.executor_app import Call
@@ -33,7 +31,7 @@ from actors.execution.executor_app import ExecutorApp
 from actors.execution.fence import fence_dir
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import InterchangeWatch
-from actors.execution.interchange import fail_executor
+from actors.execution.interchange import fail_dfk
 from actors.execution.interchange import fail_tasks
 from actors.execution.interchange import has_interchange
 from actors.execution.interchange import interchange_exited
@@ -50,16 +48,6 @@ from actors.worker.interrupt import run_interruptible
 from actors.worker.supervise import run_supervised
 
 logger = logging.getLogger(__name__)
-
-PARSL_RESTARTS = 3
-"""How many times a Director replaces a DFK whose interchange died."""
-
-
-INLINE_SUBMIT = 8
-"""Up to this many submits run on the event loop; more go to a thread."""
-
-Parked = tuple[Callable[[], None], Callable[[], None]]
-"""A call waiting for a replacement DFK: how to rerun it, and how to give up."""
 
 
 class DfkHost:
@@ -107,17 +95,15 @@ class DfkHost:
         self._mpi_starting = asyncio.Lock()
         self._block_starts = asyncio.Lock()
         """Held while the watch restarts blocks; a DFK is released after it."""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
         self._interchanges: InterchangeWatch | None = None
-        self._parked: list[Parked] = []
-        self._lost_dfks: set[DataFlowKernel] = set()
-        self._replacing = 0
-        self._replacements: set[asyncio.Task[None]] = set()
-        self._replace_lock = asyncio.Lock()
-        self.restarts = 0
-        self._broken: InterchangeLost | None = None
-        self._stopping = False
+        self.replacement = Replacement(
+            name,
+            start=self._start_replacement,
+            release=self._release_lost,
+            fail=fail_dfk,
+            fail_leftovers=self._fail_leftovers,
+        )
+        """Whether a lost DFK is replaced, the replacement, and the calls parked for it."""
 
     @property
     def started(self) -> bool:
@@ -132,7 +118,7 @@ class DfkHost:
 
     async def start(self) -> None:
         """Start the watchdog and the first DFK (releasing what started if it fails)."""
-        self._loop = asyncio.get_running_loop()
+        self.replacement.loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.watchdog.start)
         await self._start_parsl(self.watchdog)
 
@@ -195,111 +181,29 @@ class DfkHost:
 
     def refusal(self, mpi: bool) -> InterchangeLost | None:
         """Why no call can go to Parsl now (its DFK is lost or being replaced), if so."""
-        if self._broken is not None:
-            return self._broken
-        if self._replacing or (mpi and self.mpi_app is None):
+        if self.replacement.broken is not None:
+            return self.replacement.broken
+        if self.replacement.replacing or (mpi and self.mpi_app is None):
             return InterchangeLost(f'{self.name}: its DataFlowKernel is being replaced')
         return None
 
     # A lost interchange: replace the DFK, park the calls that run again.
 
     def _interchange_lost(self, executor: Any, error: InterchangeLost) -> None:
-        """An interchange died (on its watch thread): rerun its calls on a new DFK.
+        """An interchange of the current DFK died (on its watch thread): the DFK is lost.
 
-        The calls it held fail at once (Parsl would wait for them forever);
-        the call runner parks each one that may run again until the
-        replacement DFK is up. The whole DFK is replaced, also when only the
-        MPI executor's interchange died: the simplest state to reason about.
+        The whole DFK is replaced, also when only the MPI executor's
+        interchange died: the simplest state to reason about.
         """
-        with self._lock:
-            dfk = self._dfk
-            if dfk is None or dfk in self._lost_dfks or executor not in dfk.executors.values():
-                return
-            self._lost_dfks.add(dfk)
-            stopping, broken = self._stopping, self._broken is not None
-            replace = not stopping and not broken and self.restarts < PARSL_RESTARTS
-            if replace:
-                self.restarts += 1
-                self._replacing += 1
-            elif not broken:
-                self._broken = error
-        # Failed (and their commands unblocked) before the replacement releases them.
-        # A list: an MPI executor may be joining the DFK on another thread.
-        for each in list(dfk.executors.values()):
-            if has_interchange(each):
-                try:
-                    fail_executor(each, error)
-                except Exception:
-                    logger.exception('%s: failing executor %s failed', self.name, each.label)
-        if replace:
-            assert self._loop is not None
-            call_soon(self._loop, self._begin_replacement, dfk, error)
-        else:
-            reason = (
-                'the Director is stopping'
-                if stopping
-                else 'an earlier replacement failed'
-                if broken
-                else f'it was replaced {PARSL_RESTARTS} times already'
-            )
-            logger.error('%s: %s; not replaced: %s', self.name, error, reason)
-            self.give_up_parked()
+        dfk = self._dfk
+        if dfk is not None and executor in dfk.executors.values():
+            self.replacement.lost(dfk, error)
 
-    def _begin_replacement(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
-        if self._stopping:
-            # Shutdown began after the loss was reported: no new DFK.
-            with self._lock:
-                self._replacing -= 1
-                self._broken = self._broken or error
-            self.give_up_parked()
-            return
-        # Not a background task: shutdown waits for it rather than cancel it,
-        # since a DFK that starts after a cancel would never be stopped.
-        task = asyncio.create_task(self._replace_parsl(lost, error))
-        self._replacements.add(task)
-        task.add_done_callback(self._replacements.discard)
-
-    async def _replace_parsl(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
-        """Stop the DFK whose interchange died, start a new one, rerun the parked calls."""
-        # One at a time: a replacement DFK can die while the one before is released.
-        async with self._replace_lock:
-            logger.warning(
-                '%s: %s; starting a new DataFlowKernel (replacement %d of at most %d)',
-                self.name,
-                error,
-                self.restarts,
-                PARSL_RESTARTS,
-            )
-            assert self._interchanges is not None
-            self._interchanges.release()
-            started, released = await asyncio.gather(
-                self._start_parsl(None),
-                self._release_lost(lost),
-                return_exceptions=True,
-            )
-        if isinstance(released, BaseException):
-            logger.error('%s: stopping the lost DFK failed: %s', self.name, released)
-        self._fail_leftovers(lost, error)
-        failed = isinstance(started, BaseException)
-        with self._lock:
-            self._replacing -= 1
-            if failed:
-                self._broken = self._broken or error
-            # Another replacement still to come takes the parked calls.
-            parked = [] if failed or self._replacing else self._parked
-            if parked:
-                self._parked = []
-        if failed:
-            logger.error('%s: cannot start a new DataFlowKernel: %s', self.name, started)
-            self.give_up_parked()
-            return
-        logger.warning('%s: new DataFlowKernel up; rerunning %d call(s)', self.name, len(parked))
-        reruns = [rerun for rerun, _ in parked]
-        if len(reruns) <= INLINE_SUBMIT:
-            run_each(reruns)
-        else:
-            # Thousands of submits would hold the event loop.
-            await asyncio.to_thread(run_each, reruns)
+    async def _start_replacement(self) -> None:
+        """Start the DFK that replaces a lost one (the lost one's watch is released)."""
+        assert self._interchanges is not None
+        self._interchanges.release()
+        await self._start_parsl(None)
 
     def _fail_leftovers(self, lost: DataFlowKernel, error: InterchangeLost) -> None:
         """Fail what the released DFK still holds: those calls go to its replacement.
@@ -336,54 +240,10 @@ class DfkHost:
         )
 
     def give_up(self, error: InterchangeLost) -> None:
-        """No DFK can run calls here (its blocks never start): fail what waits, refuse the rest.
-
-        Called on a thread (it fails the executors' tasks). The DFK is not
-        replaced: a new one would fail the same way. Running and parked calls come back ``lost``
-        with ``error``; new calls are refused with it.
-        """
-        with self._lock:
-            dfk = self._dfk
-            if self._broken is not None or dfk is None:
-                return
-            self._broken = error
-            self._lost_dfks.add(dfk)
-        for each in list(dfk.executors.values()):
-            if has_interchange(each):
-                try:
-                    fail_executor(each, error)
-                except Exception:
-                    logger.exception('%s: failing executor %s failed', self.name, each.label)
-        self.give_up_parked()
-
-    def park(self, rerun: Callable[[], None], give_up: Callable[[], None]) -> bool:
-        """Rerun a call of a lost interchange on the next DFK; False if there is none."""
-        with self._lock:
-            if self._broken is not None:
-                return False
-            if self._replacing:
-                self._parked.append((rerun, give_up))
-                return True
-        # The replacement is already up (this call failed after it started).
-        rerun()
-        return True
-
-    def give_up_parked(self) -> None:
-        """Answer every parked call with its loss (no DFK will run it)."""
-        with self._lock:
-            parked, self._parked = self._parked, []
-        for _, give_up in parked:
-            give_up()
-
-    async def replacement_up(self) -> bool:
-        """Wait for the DFK that replaces a lost one; False if none will come."""
-        loop = asyncio.get_running_loop()
-        up: asyncio.Future[bool] = loop.create_future()
-        parked = self.park(
-            lambda: call_soon(loop, resolve, up, True),
-            lambda: call_soon(loop, resolve, up, False),
-        )
-        return parked and await up
+        """No DFK can run calls here (its blocks never start): see ``Replacement.give_up``."""
+        dfk = self._dfk
+        if dfk is not None:
+            self.replacement.give_up(dfk, error)
 
     # The MPI executor.
 
@@ -395,7 +255,7 @@ class DfkHost:
         """
         async with self._mpi_starting:
             # While the DFK is replaced the call is refused (see refusal) and waits.
-            if self.mpi_app is not None or self._replacing:
+            if self.mpi_app is not None or self.replacement.replacing:
                 return
             dfk = self._dfk
             assert dfk is not None, 'Director has not started'
@@ -412,10 +272,10 @@ class DfkHost:
             except Exception:
                 # Failed along with the DFK it was joining (its start-up command
                 # was unblocked): the call waits for the new DFK.
-                if self._dfk is dfk and not self._replacing:
+                if self._dfk is dfk and not self.replacement.replacing:
                     raise
                 logger.info('%s: the MPI executor started on a lost DFK', self.name)
-            if self._dfk is not dfk or self._replacing:
+            if self._dfk is not dfk or self.replacement.replacing:
                 # Lost while it started: it goes (the call waits for the new DFK).
                 await asyncio.to_thread(release_parsl, None, [executor])
                 return
@@ -446,7 +306,7 @@ class DfkHost:
         # start pools after its release swept its processes (a leak).
         async with self._block_starts:
             dfk = self._dfk
-            if dfk is None or dfk in self._lost_dfks:
+            if dfk is None or self.replacement.is_lost(dfk):
                 return
             never_started = await self.pools.mend()
         if never_started is not None:
@@ -455,15 +315,7 @@ class DfkHost:
 
     async def begin_stop(self) -> None:
         """From now on no DFK is replaced; wait for a replacement under way, give up the parked."""
-        # Before any await: an interchange lost from now on is not replaced.
-        self._stopping = True
-        # A replacement under way finishes (a DFK started after a cancel would leak).
-        while self._replacements:
-            await asyncio.gather(*list(self._replacements), return_exceptions=True)
-        # No replacement DFK will come after this: answer what waits for one.
-        with self._lock:
-            self._broken = self._broken or InterchangeLost('the Director stopped')
-        self.give_up_parked()
+        await self.replacement.begin_stop()
 
     async def stop(self) -> None:
         """Stop the DFK, its executors and every Parsl process left, then the watchdog."""
@@ -488,9 +340,3 @@ class DfkHost:
             dfk.cleanup,
             cleanup_timeout=LOST_CLEANUP_TIMEOUT if lost else CLEANUP_TIMEOUT,
         )
-
-
-def run_each(callables: Sequence[Callable[[], None]]) -> None:
-    """Call each of ``callables`` in turn."""
-    for each in callables:
-        each()

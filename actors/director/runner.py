@@ -9,7 +9,7 @@ replacement DFK (``DfkHost.park``):
   lost interchange is parked with callbacks that rerun or give up.
 * the **routed path** (``run``): calls that name a tool or MPI resources. One
   coroutine per call, which awaits the MPI node admission and then its
-  result; a lost call awaits ``DfkHost.replacement_up`` and is sent again.
+  result; a lost call awaits ``Replacement.up`` and is sent again.
 
 They stay two because the fast path's per-call cost is the throughput
 benchmark's: a coroutine per call there costs more than the call itself,
@@ -37,13 +37,13 @@ from actors.director.checks import Prepared
 from actors.director.command_files import CommandFiles
 from actors.director.command_files import command_result
 from actors.director.context import DirectorContext
-from actors.director.dfk_host import INLINE_SUBMIT
 from actors.director.dfk_host import DfkHost
 from actors.director.drain import WalltimeDrain
 from actors.director.ledger import Ledger
 from actors.director.outcomes import Outcomes
 from actors.director.outcomes import call_of
 from actors.director.outcomes import outcome
+from actors.director.replacement import INLINE_SUBMIT
 from actors.execution.executor_app import TaskNotSent
 from actors.execution.interchange import InterchangeLost
 from actors.execution.interchange import interchange_loss
@@ -319,7 +319,7 @@ class CallRunner:
             give_up = functools.partial(
                 self._record, batch, index, shared, reruns, done, may_rerun=False
             )
-            if self.host.park(rerun, give_up):
+            if self.host.replacement.park(rerun, give_up):
                 return
         try:
             result = self.outcomes.result(
@@ -387,7 +387,7 @@ class CallRunner:
                 break
             assert error is not None
             again = self.rerun_count(future, error, reruns)
-            if again is not None and await self.host.replacement_up():
+            if again is not None and await self.host.replacement.up():
                 reruns = again
                 continue
             self.ledger.settled(future, False)

@@ -138,6 +138,17 @@ def fail_executor(executor: Any, error: InterchangeLost) -> None:
     unblock_commands(executor)
 
 
+def fail_dfk(dfk: Any, error: InterchangeLost) -> None:
+    """Fail every task the executors of ``dfk`` hold (those with an interchange)."""
+    # A list: an MPI executor may be joining the DFK on another thread.
+    for each in list(dfk.executors.values()):
+        if has_interchange(each):
+            try:
+                fail_executor(each, error)
+            except Exception:
+                logger.exception('failing executor %s failed', each.label)
+
+
 def fail_tasks(executor: Any, error: InterchangeLost) -> int:
     """Fail every task ``executor`` still holds with ``error``; how many there were."""
     failed = 0
