@@ -8,7 +8,7 @@ measured here; nothing is asserted (the tests do that).
 
 ``moves`` also runs with another profile: ``--site pbs --launcher-args '-launcher
 ssh --ppn 1'`` from the PBS "mom" host with ``$PBS_NODEFILE`` set (the nodes come
-from it, pools start through ``mpiexec`` over ssh; ``tests/test_pbs_cluster.py``),
+from it, pools start through ``mpiexec`` over ssh; ``tests/cluster/test_pbs_cluster.py``),
 and ``--override KEY=VALUE`` replaces one text field of the profile (e.g.
 ``bind_cmd=--bind-to`` for a PALS profile run with MPICH's hydra).
 """

@@ -111,6 +111,10 @@ class DirectorStatus:
         walltime_end: Unix time the allocation ends, if known.
         node_roles: Each of its nodes' owner (``pool``, ``mpi``, ``held``;
             see ``actors.job.ownership``).
+        node_states: What each of its nodes is doing: its phase
+            (``launching``, ``starting``, ``arriving``, ``serving``,
+            ``draining``, ``leaving``, ``reserved``), else its role (``mpi``,
+            ``held``).
         moves_in: Nodes that moved in from other Directors.
         moves_out: Nodes that moved out to other Directors.
         borrowed: Nodes lent to it for an MPI call -> the Director that lent each.
@@ -142,6 +146,7 @@ class DirectorStatus:
     draining: bool = False
     walltime_end: float | None = None
     node_roles: dict[str, str] = dataclasses.field(default_factory=dict)
+    node_states: dict[str, str] = dataclasses.field(default_factory=dict)
     moves_in: int = 0
     moves_out: int = 0
     borrowed: dict[str, str] = dataclasses.field(default_factory=dict)

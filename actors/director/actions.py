@@ -50,7 +50,7 @@ DirectorAction: TypeAlias = Literal[
 
 The one list clients name actions from: [`call`][actors.calling.calls.call]
 takes only these (mypy checks a literal name against it), and
-``tests/test_light_imports.py`` checks it against the Director's actions.
+``tests/project/test_light_imports.py`` checks it against the Director's actions.
 """
 
 ACTIONS: frozenset[str] = frozenset(get_args(DirectorAction))

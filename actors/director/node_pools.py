@@ -73,6 +73,7 @@ class PoolsReport:
         nodes: Every node it owns.
         pool_nodes: How many of them are its single-slot pools' (``pool``).
         node_roles: Each node's owner (``pool``, ``mpi``, ``held``).
+        node_states: Each node's phase, else its role (what it is doing).
         idle: Serving nodes whose pool runs nothing, and held nodes nobody waits for.
         held_calls: Calls the serving pools held at the last look.
         borrowed: Nodes lent to it for an MPI call -> their lender.
@@ -84,6 +85,7 @@ class PoolsReport:
     nodes: list[str]
     pool_nodes: int
     node_roles: dict[str, str]
+    node_states: dict[str, str]
     idle: list[str]
     held_calls: int
     borrowed: dict[str, str]
@@ -168,10 +170,12 @@ class NodePools:
 
     def report(self) -> PoolsReport:
         """What its nodes are now (the pools as of the last look)."""
+        owners = self.ownership.owners()
         return PoolsReport(
             nodes=self.nodes,
             pool_nodes=len(self.ownership.nodes('pool')),
-            node_roles={node: owner.role for node, owner in self.ownership.owners().items()},
+            node_roles={node: owner.role for node, owner in owners.items()},
+            node_states={node: owner.phase or owner.role for node, owner in owners.items()},
             idle=self.idle(),
             held_calls=sum(self.tasks().values()),
             borrowed=dict(self.borrowed),

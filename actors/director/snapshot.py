@@ -82,6 +82,7 @@ class Snapshots:
             recent_throughput=calls.throughput,
             throughput_window=calls.window,
             node_roles=pools.node_roles,
+            node_states=pools.node_states,
             moves_in=pools.moves_in,
             moves_out=pools.moves_out,
             borrowed=pools.borrowed,

@@ -36,7 +36,7 @@ change, one line). Each Director keeps a
 host its pool reported; the job's coordinator keeps one of the whole job.
 [`check_layout`][actors.job.ownership.check_layout] checks the
 Directors' views against each other and the job. Nothing else assigns a
-node's owner or state (``tests/test_node_state.py`` checks it).
+node's owner or state (``tests/job/test_node_state.py`` checks it).
 """
 
 from __future__ import annotations

@@ -79,6 +79,11 @@ def render_json(reports: Sequence[DirectorReport]) -> str:
     )
 
 
+def _node(node: str, state: str | None) -> str:
+    """A node and what it does, unless it just serves (``n3 draining``, ``n1``)."""
+    return node if state in (None, 'serving') else f'{node} {state}'
+
+
 def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> None:
     """Print one row per Director."""
     from rich.console import Console
@@ -103,8 +108,9 @@ def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> N
             )
             continue
         st = r.status
-        # The nodes it owns now (they move between Directors), and how many moved.
-        nodes = escape(', '.join(st.nodes))
+        # The nodes it owns now (they move between Directors), what each is doing, and how
+        # many moved.
+        nodes = escape(', '.join(_node(node, st.node_states.get(node)) for node in st.nodes))
         if st.moves_in or st.moves_out:
             nodes += f' ({st.moves_in} in, {st.moves_out} out)'
         if st.borrowed:

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from tests.test_cli import launch
+from tests.cli.test_cli import launch
 
 
 @pytest.mark.timeout(60)

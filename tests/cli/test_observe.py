@@ -22,9 +22,9 @@ from actors.director.rate import RateMeter
 from actors.job.partition import Partition
 from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest
+from tests.cli.test_cli import LAUNCH
+from tests.cli.test_cli import launch
 from tests.helpers import running_directors
-from tests.test_cli import LAUNCH
-from tests.test_cli import launch
 
 
 def png_size(path: pathlib.Path) -> tuple[int, int]:

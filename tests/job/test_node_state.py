@@ -18,6 +18,7 @@ from actors.cli.node_owners import LOST
 from actors.cli.node_owners import MOVING
 from actors.cli.node_owners import OWNED
 from actors.cli.node_owners import ownership_intervals
+from actors.director.node_pools import NodePools
 from actors.job.ownership import ALLOWED
 from actors.job.ownership import FREE
 from actors.job.ownership import PHASES
@@ -27,8 +28,9 @@ from actors.job.ownership import Owner
 from actors.job.ownership import OwnershipError
 from actors.store.moves import MoveJournal
 from actors.store.moves import read_moves
+from tests.conftest import REPO
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / 'actors'
+ROOT = REPO / 'actors'
 MACHINE = ROOT / 'job' / 'ownership.py'
 
 
@@ -275,3 +277,16 @@ def test_no_module_keeps_node_state_beside_the_machine():
         tree = ast.parse((ROOT.parent / relative).read_text())
         kept = _assigned_attributes(tree) & names
         assert not kept, f'{relative} keeps node state beside the machine: {sorted(kept)}'
+
+
+def test_a_directors_report_says_what_each_node_does():
+    view = _director('a', 'b', 'c')
+    view.become('a', phase='serving', why='pool connected')
+    view.become('b', phase='draining', why='drain for MPI')
+    view.become('b', 'held', why='drained for MPI')
+    view.become('b', 'mpi', why='mpi', call='c1')
+    pools = NodePools('d0', view, executor=lambda: None)
+    report = pools.report()
+    assert report.node_roles == {'a': 'pool', 'b': 'mpi', 'c': 'pool'}
+    assert report.node_states == {'a': 'serving', 'b': 'mpi', 'c': 'starting'}
+    assert report.pool_nodes == 2 and report.idle == ['a']

@@ -206,3 +206,15 @@ def test_every_error_of_the_package_has_its_base():
             ):
                 outside.append(f'{info.name}.{name}')
     assert not outside, outside
+
+
+def test_tests_are_grouped_by_package():
+    """``tests/<package>/`` per package of ``actors/``, plus the cluster and the design's guards."""
+    tests = ROOT.parent / 'tests'
+    packages = {p.name for p in ROOT.iterdir() if (p / '__init__.py').exists()}
+    allowed = packages | {'cluster', 'project'}
+    stray = sorted(str(p.relative_to(tests)) for p in tests.glob('test_*.py'))
+    assert not stray, f'test files outside a package folder: {stray}'
+    folders = {p.parent.name for p in tests.glob('*/test_*.py')}
+    assert folders <= allowed, sorted(folders - allowed)
+    assert all((tests / folder / '__init__.py').exists() for folder in folders)

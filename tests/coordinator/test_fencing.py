@@ -30,6 +30,7 @@ from actors.store.moves import read_layout
 from actors.store.moves import read_layout_record
 from actors.store.moves import read_moves
 from actors.store.moves import resumed_partitions
+from tests.conftest import REPO
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +118,7 @@ def _fake_director(run_dir: pathlib.Path) -> tuple[subprocess.Popen[str], int, i
         [sys.executable, '-c', _DIRECTOR, str(fence_dir(run_dir))],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=pathlib.Path(__file__).parent.parent,
+        cwd=REPO,
     )
     assert proc.stdout is not None
     dog, pool = (int(x) for x in proc.stdout.readline().split())

@@ -27,11 +27,10 @@ from actors.execution.interchange import interchange_loss
 from actors.site.parsl_config import build_config
 from actors.site.profile import load_site
 from actors.worker.control import CancelFiles
+from tests.conftest import REPO
 from tests.helpers import make_partitions
 
 pytestmark = pytest.mark.timeout(120)
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def add(a: int, b: int) -> int:

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
+ROOT = REPO
 
 pytestmark = [
     pytest.mark.timeout(180),
