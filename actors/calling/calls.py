@@ -4,9 +4,9 @@ A call to a Director that died (for example because its Parsl executor could
 not start) would wait forever on the exchange; every call made here races
 against the Director's own task in the Manager and fails with the
 Director's error instead. It also races against a
-[`mailbox_watch`][actors.calling.mailbox_watch.mailbox_watch]: an exchange that
+[`mailbox_watch`][actors.calling.watches.mailbox_watch]: an exchange that
 lost its state (a Redis server restarted without persistence) fails the call
-with [`ExchangeStateLostError`][actors.calling.mailbox_watch.ExchangeStateLostError]
+with [`ExchangeStateLostError`][actors.calling.watches.ExchangeStateLostError]
 within seconds instead of leaving it waiting for an answer that cannot come.
 
 Light on purpose: it loads neither Parsl nor the Director class (its types
@@ -30,9 +30,9 @@ from academy.exception import MailboxTerminatedError
 from academy.handle import Handle
 from academy.manager import Manager
 
-from actors.calling.mailbox_watch import ExchangeStateLostError
-from actors.calling.mailbox_watch import mailbox_watch
-from actors.calling.restarts import restart_watch
+from actors.calling.watches import ExchangeStateLostError
+from actors.calling.watches import mailbox_watch
+from actors.calling.watches import restart_watch
 from actors.common.errors import CallError
 from actors.common.lost_mailbox import LOST_STATE
 from actors.common.timing import STOPPED_SETTLE
@@ -166,7 +166,7 @@ async def call(
     The call fails if the Director stops for good (its task in ``manager``
     ends; pass ``None`` inside an agent, where there is no Manager) or the
     exchange loses it. If the Director is restarted while the call is pending
-    (noticed by its [`RestartWatch`][actors.calling.restarts.RestartWatch]),
+    (noticed by its [`RestartWatch`][actors.calling.watches.RestartWatch]),
     the new incarnation has forgotten the call: a call with keys
     (``call_key``, ``call_keys``, ``batch_key``) is sent again, up to
     ``resends`` times, and is answered from the journal if it had finished; a

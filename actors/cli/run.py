@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from actors.calling.calls import call
 from actors.calling.calls import call_agent
-from actors.calling.mailbox_watch import ExchangeStateLostError
+from actors.calling.watches import ExchangeStateLostError
 from actors.cli.output import write_manifest
 from actors.cli.plan import RunPlan
 from actors.cli.plan import campaign_arguments

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pathlib
 from collections.abc import Callable
 from collections.abc import Iterable
 from concurrent.futures import wait
@@ -20,11 +19,12 @@ from typing import Any
 
 import psutil
 
-from actors.common.processes import exited
 from actors.common.processes import wait_exited
 from actors.common.timing import CLEANUP_TIMEOUT
 from actors.common.timing import STOP_GRACE
 from actors.execution.interchange import on_daemon_thread
+from actors.execution.node_blocks import block_leftovers
+from actors.execution.node_blocks import block_names
 from actors.execution.watchdog import Watchdog
 from actors.execution.watchdog import reap
 from actors.execution.watchdog import targets
@@ -48,44 +48,6 @@ def parsl_processes(executor: Any) -> tuple[set[int], set[int]]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             groups.add(os.getpgid(int(pid)))
     return trees, groups
-
-
-def block_names(executor: Any, job_ids: Iterable[str] | None = None) -> set[str]:
-    """The ``JOBNAME`` of an executor's blocks (all it ever started, or ``job_ids``'s).
-
-    ``LocalProvider`` exports it in each block's script, named after the script.
-    """
-    resources = getattr(getattr(executor, 'provider', None), 'resources', {})
-    wanted = list(resources) if job_ids is None else list(job_ids)
-    names = set()
-    for job_id in wanted:
-        script = resources.get(job_id, {}).get('script_path')
-        if script:
-            names.add(pathlib.Path(script).stem)
-    return names
-
-
-def block_leftovers(names: Iterable[str]) -> list[psutil.Process]:
-    """Running processes of this user that the blocks named ``names`` started.
-
-    A worker pool that dies (killed, out of memory) orphans its
-    ``multiprocessing`` helpers, the manager server and the resource tracker:
-    they leave every process tree and group Parsl knows of and would live
-    until the batch job ends. Only their environment still names their block.
-    """
-    names = set(names)
-    if not names:
-        return []
-    uid, me = os.getuid(), os.getpid()
-    found = []
-    for proc in psutil.process_iter(['uids']):
-        uids = proc.info['uids']
-        if proc.pid == me or uids is None or uids.real != uid:
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get('JOBNAME') in names and not exited(proc):
-                found.append(proc)
-    return found
 
 
 def _processes_of(executors: Iterable[Any]) -> tuple[set[int], set[int]]:

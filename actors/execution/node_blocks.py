@@ -26,22 +26,63 @@ import contextlib
 import functools
 import logging
 import os
+import pathlib
+from collections.abc import Iterable
 from typing import Any
 
+import psutil
 from parsl.jobs.states import JobState
 from parsl.jobs.states import JobStatus
 
 from actors.common.errors import ExecutionError
-from actors.execution.blocks import block_leftovers
-from actors.execution.blocks import block_names
+from actors.common.processes import exited
+from actors.common.processes import family
+from actors.common.processes import stop_processes
 from actors.execution.interchange import ask_interchange
-from actors.execution.watchdog import reap
 
 logger = logging.getLogger(__name__)
 
 
 class NodeBlockError(ExecutionError, RuntimeError):
     """A node's block could not be started."""
+
+
+def block_names(executor: Any, job_ids: Iterable[str] | None = None) -> set[str]:
+    """The ``JOBNAME`` of an executor's blocks (all it ever started, or ``job_ids``'s).
+
+    ``LocalProvider`` exports it in each block's script, named after the script.
+    """
+    resources = getattr(getattr(executor, 'provider', None), 'resources', {})
+    wanted = list(resources) if job_ids is None else list(job_ids)
+    names = set()
+    for job_id in wanted:
+        script = resources.get(job_id, {}).get('script_path')
+        if script:
+            names.add(pathlib.Path(script).stem)
+    return names
+
+
+def block_leftovers(names: Iterable[str]) -> list[psutil.Process]:
+    """Running processes of this user that the blocks named ``names`` started.
+
+    A worker pool that dies (killed, out of memory) orphans its
+    ``multiprocessing`` helpers, the manager server and the resource tracker:
+    they leave every process tree and group Parsl knows of and would live
+    until the batch job ends. Only their environment still names their block.
+    """
+    names = set(names)
+    if not names:
+        return []
+    uid, me = os.getuid(), os.getpid()
+    found = []
+    for proc in psutil.process_iter(['uids']):
+        uids = proc.info['uids']
+        if proc.pid == me or uids is None or uids.real != uid:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get('JOBNAME') in names and not exited(proc):
+                found.append(proc)
+    return found
 
 
 def start_node_block(executor: Any, node: str) -> str:
@@ -108,4 +149,4 @@ def stop_node_block(executor: Any, block_id: str) -> None:
     status = JobStatus(JobState.SCALED_IN)
     executor._status[block_id] = status
     executor._simulated_status[block_id] = status
-    reap(trees, groups, grace=1.0, also=block_leftovers(names))
+    stop_processes(lambda: family(trees, groups), grace=1.0, also=block_leftovers(names))

@@ -246,7 +246,7 @@ def test_a_client_listener_ended_by_the_loss_says_the_exchange_lost_its_state():
     """Academy's Redis listener can meet the lost mailbox before the client's watch asks."""
     import types
 
-    from actors.calling.mailbox_watch import _Watch
+    from actors.calling.watches import _Watch
 
     async def listener_ended() -> str | None:
         async def listen() -> None:

@@ -14,8 +14,8 @@ from parsl.app.app import python_app
 from parsl.dataflow.dflow import DataFlowKernel
 
 from actors.common.processes import wait_exited
-from actors.execution.blocks import block_leftovers
 from actors.execution.blocks import release_parsl
+from actors.execution.node_blocks import block_leftovers
 from actors.execution.watchdog import LINEAGE_VARIABLE
 from actors.execution.watchdog import Lineage
 from actors.execution.watchdog import Watchdog
