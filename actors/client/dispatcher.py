@@ -140,9 +140,17 @@ class Dispatcher:
         return [status for _, status in await self._answering()]
 
     async def _routing_statuses(self) -> list[tuple[int, DirectorStatus]]:
-        """``_answering()``, reused for ``ROUTING_STATUS_AGE`` seconds."""
+        """``_answering()``, reused for ``ROUTING_STATUS_AGE`` seconds.
+
+        With one Director there is nothing to choose: its first answer is
+        reused until a call bounces (``_left_out``), so a call costs no
+        status round trip (what the status is read for, its tool and the
+        most nodes it may take, does not change while it lives).
+        """
         now = time.monotonic()
-        if self._routing is not None and now - self._routing[0] < ROUTING_STATUS_AGE:
+        if self._routing is not None and (
+            len(self.directors) == 1 or now - self._routing[0] < ROUTING_STATUS_AGE
+        ):
             return self._routing[1]
         if self._refresh is None:
             # One status round for every call that needs it now, not one per call.

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from actors.calling.calls import call
+from actors.client import dispatcher as dispatcher_module
 from actors.client.dispatcher import Dispatcher
 from actors.store.journal import final_by_key
 from actors.store.journal import read_run
@@ -86,3 +87,29 @@ def test_a_single_call_of_the_default_tool_takes_the_fast_path(run_dir: pathlib.
             assert again.call_id == one.call_id
 
     asyncio.run(main())
+
+
+def test_with_one_director_a_call_costs_no_status_round_trip(
+    run_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Statuses too old to reuse at once: only the one-Director rule can spare the round trips.
+    monkeypatch.setattr(dispatcher_module, 'ROUTING_STATUS_AGE', 0.0)
+
+    async def main() -> int:
+        async with running_directors(run_dir, nodes=1, partitions=1) as (manager, handles, _):
+            dispatcher = Dispatcher(handles, manager=manager)
+            asked = 0
+            answering = dispatcher._answering
+
+            async def counted():  # type: ignore[no-untyped-def]
+                nonlocal asked
+                asked += 1
+                return await answering()
+
+            dispatcher._answering = counted  # type: ignore[method-assign]
+            for i in range(5):
+                result = await dispatcher.run_tool(DEFAULT_TOOL, {'duration': 0, 'seed': i})
+                assert result.ok
+            return asked
+
+    assert asyncio.run(main()) == 1
