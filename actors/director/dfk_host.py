@@ -93,6 +93,7 @@ class DfkHost:
         self.command_app: ExecutorApp | None = None
         self.mpi_app: ExecutorApp | None = None
         self._mpi_starting = asyncio.Lock()
+        """Held while the MPI executor joins the DFK; a lost DFK is released after it."""
         self._block_starts = asyncio.Lock()
         """Held while the watch restarts blocks; a DFK is released after it."""
         self._interchanges: InterchangeWatch | None = None
@@ -226,11 +227,9 @@ class DfkHost:
         """Stop a lost DFK's executors and processes (its cleanup gets a short time)."""
         # An MPI executor still joining it finishes first: shutting it down
         # mid-start would close its command socket under its start-up command.
-        async with self._mpi_starting:
-            pass
+        await until_free(self._mpi_starting)
         # Marked lost before this runs: the watch starts no block on it after.
-        async with self._block_starts:
-            pass
+        await until_free(self._block_starts)
         await asyncio.to_thread(
             release_parsl,
             None,
@@ -331,8 +330,8 @@ class DfkHost:
         for each in dead:
             unblock_commands(each)
         lost = bool(dead) or any(getattr(e, 'bad_state_is_set', False) for e in executors)
-        async with self._block_starts:  # a block restart under way ends first
-            pass
+        # No DFK now: a block restart under way is the last.
+        await until_free(self._block_starts)
         await asyncio.to_thread(
             release_parsl,
             self.watchdog,
@@ -340,3 +339,14 @@ class DfkHost:
             dfk.cleanup,
             cleanup_timeout=LOST_CLEANUP_TIMEOUT if lost else CLEANUP_TIMEOUT,
         )
+
+
+async def until_free(lock: asyncio.Lock) -> None:
+    """Wait until whoever holds ``lock`` now lets it go (a barrier: it is not kept).
+
+    What the lock guards (an MPI executor joining a DFK, a block restart)
+    checks, under it, that its DFK is still in use: once that is no longer
+    true, passing this barrier means nothing more will start on it.
+    """
+    async with lock:
+        pass
