@@ -230,3 +230,23 @@ def test_progress_bars_show_each_directors_nodes():
     descriptions = [progress.tasks[t].description for t in bars.tasks]
     assert descriptions == ['director-0 [1 node]', 'director-1 [2 nodes +1 borrowed]']
     assert progress.tasks[bars.tasks[0]].completed == 4
+
+
+@pytest.mark.timeout(10)
+def test_status_names_the_nodes_no_director_serves(tmp_path: pathlib.Path):
+    from actors.cli.commands.status import _between_directors
+    from actors.store.moves import MoveJournal
+    from actors.store.moves import read_layout_record
+
+    assert _between_directors(read_layout_record(tmp_path)) == ''  # no node ever moved
+    journal = MoveJournal(tmp_path)
+    journal.write_layout(
+        {'director-0': ['a'], 'director-1': ['c', 'b']},
+        ['d'],
+        fencing={'e': 'director-2'},
+        loans={'b': 'director-0'},
+    )
+    journal.close()
+    assert _between_directors(read_layout_record(tmp_path)) == (
+        'nodes between Directors: free d; fencing e (director-2); lent b (by director-0)'
+    )

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from actors.cli.parser import Parser
 from actors.client.status_query import DirectorReport
@@ -14,6 +15,7 @@ from actors.client.status_query import ExchangeUnreachableError
 from actors.client.status_query import query
 from actors.common.errors import ConfigurationError
 from actors.store.manifest import RunManifest
+from actors.store.moves import read_layout_record
 
 PIPED_WIDTH = 160
 """Console columns when stdout is not a terminal (the table has ten columns)."""
@@ -127,4 +129,22 @@ def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> N
             str(st.failed),
             f'{st.recent_throughput:.1f} (last {st.throughput_window:g}s)',
         )
-    Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(table)
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    console.print(table)
+    between = _between_directors(read_layout_record(manifest.run_dir))
+    if between:
+        console.print(escape(between), soft_wrap=True)
+
+
+def _between_directors(record: dict[str, Any] | None) -> str:
+    """The coordinator's nodes that no Director serves now (its last layout), in one line."""
+    if record is None:
+        return ''
+    said = []
+    if record['free']:
+        said.append('free ' + ', '.join(record['free']))
+    if record['fencing']:
+        said.append('fencing ' + ', '.join(f'{n} ({d})' for n, d in record['fencing'].items()))
+    if record['loans']:
+        said.append('lent ' + ', '.join(f'{n} (by {d})' for n, d in record['loans'].items()))
+    return ('nodes between Directors: ' + '; '.join(said)) if said else ''
