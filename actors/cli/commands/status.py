@@ -137,7 +137,7 @@ def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> N
 
 
 def _between_directors(record: dict[str, Any] | None) -> str:
-    """The coordinator's nodes that no Director serves now (its last layout), in one line."""
+    """Nodes no Director serves now (free, fencing) and nodes lent, from the last layout."""
     if record is None:
         return ''
     said = []
