@@ -335,8 +335,12 @@ class NodePools:
                 continue
             if not facts.ended:
                 await asyncio.to_thread(stop_node_block, executor, block)
-            # Stopping a block yields: another step may have taken the node meanwhile.
-            if node not in self.ownership or self.ownership.block(node) != block:
+            # Stopping a block yields: another step (a drain, a move) may have taken the node.
+            if (
+                node not in self.ownership
+                or self.ownership.block(node) != block
+                or self.ownership.owner(node).phase not in ('starting', 'serving')
+            ):
                 continue
             self.ownership.set_host(node, None)
             self._failures[node] = failed_starts_after(facts)
