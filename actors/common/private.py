@@ -15,7 +15,6 @@ import os
 import pathlib
 import secrets
 import stat
-import threading
 from typing import IO
 from typing import Any
 
@@ -60,22 +59,20 @@ def open_private(path: str | os.PathLike[str], mode: str = 'ab') -> IO[Any]:
 def write_private(
     path: str | os.PathLike[str], data: bytes | str, *, mode: int = FILE_MODE
 ) -> None:
-    """Write ``data`` to ``path`` atomically (a reader sees all of it or the old file)."""
+    """Write ``data`` to ``path`` atomically (a reader sees all of it or the old file).
+
+    As ``write_private_at`` in ``path``'s directory: the part file has a
+    random name and is made new (so two threads writing one file never rename
+    each other's part, and nothing planted under a guessable name is written
+    through); a symlink planted at ``path`` is replaced, never followed.
+    """
     path = pathlib.Path(path)
-    # A name of this writer's own: two threads writing the same file (blocks
-    # starting while a DFK is replaced) must not rename each other's part.
-    part = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.part')
     raw = data.encode() if isinstance(data, str) else data
-    descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, 'wb') as file:
-            file.write(raw)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise
-    os.replace(part, path)
+        write_private_at(folder, path.name, raw, mode=mode)
+    finally:
+        os.close(folder)
 
 
 def open_dir_at(parent: int | None, name: str, *, create: bool = False) -> int:
