@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import pathlib
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
 from actors.director.options import DirectorOptions
+from actors.job.partition import JOB_ID_VARIABLES
 from actors.job.partition import MAX_SIMULATED_NODES
 from actors.job.partition import NodeSource
 from actors.job.partition import Partition
@@ -42,6 +45,7 @@ from actors.job.partition import write_partitions
 from actors.job.walltime import Walltime
 from actors.job.walltime import allocation_end
 from actors.site.profile import SiteProfile
+from actors.site.profile import available_sites
 from actors.site.profile import load_site
 from actors.store.journal import DEFAULT_SYNC
 from actors.store.manifest import RunManifest
@@ -139,7 +143,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     remote = executor == 'globus-compute'
     exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
     validate_executor(executor, exchange, args.endpoint)
-    profile = _site_profile(args.site, args)
+    profile = _site_profile(_site(args.site), args)
     if remote:
         # This machine's batch variables say nothing of the endpoint's job.
         remote_walltime = walltime if args.walltime else Walltime(None, args.drain_margin)
@@ -283,6 +287,27 @@ def campaign_arguments(tool: str, steps: int) -> dict[str, Any]:
         # 32 atoms held at each temperature: a few seconds per call on a laptop core.
         return {'steps': steps, 'size': 2, 'samples': 20, 'ensemble': 'langevin'}
     return {'steps': steps}
+
+
+DEFAULT_SITE = 'local'
+"""The site of a run that names none: a simulated job on this host."""
+
+
+def _site(given: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The site to run on: the one given, else ``DEFAULT_SITE`` (warning inside a batch job)."""
+    if given:
+        return given
+    environ = os.environ if environ is None else environ
+    job = next(((name, environ[name]) for name in JOB_ID_VARIABLES if environ.get(name)), None)
+    if job is not None:
+        logger.warning(
+            'running inside batch job %s=%s without --site: the %s site simulates a job on '
+            "this host and does not use the allocation's nodes; give --site (%s) to use them",
+            *job,
+            DEFAULT_SITE,
+            ', '.join(s for s in available_sites() if s != DEFAULT_SITE),
+        )
+    return DEFAULT_SITE
 
 
 def _site_profile(site: str, args: argparse.Namespace) -> SiteProfile:

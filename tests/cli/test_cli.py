@@ -191,3 +191,19 @@ def test_stopping_a_run_says_one_line_and_how_to_finish(
     assert said.count('\n') <= 3, said[-3000:]
     assert f'launch.py: stopped; finished calls are in {run_dir}/journal' in said
     assert f'finish with: launch.py --resume {run_dir}' in said
+
+
+@pytest.mark.timeout(10)
+def test_a_run_inside_a_batch_job_without_site_says_it_simulates(caplog):
+    from actors.cli.plan import _site
+
+    with caplog.at_level('WARNING', logger='actors.cli.plan'):
+        assert _site(None, {'SLURM_JOB_ID': '4711'}) == 'local'
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert 'SLURM_JOB_ID=4711 without --site' in said and 'slurm' in said and 'pbs' in said
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='actors.cli.plan'):
+        assert _site(None, {}) == 'local'  # a laptop: nothing to say
+        assert _site('local', {'PBS_JOBID': '12.pbs'}) == 'local'  # chosen on purpose
+        assert _site('slurm', {'SLURM_JOB_ID': '4711'}) == 'slurm'
+    assert not caplog.records
