@@ -72,7 +72,7 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
     nodes.add_argument(
         '--site',
         help=f'site profile from configs/ ({", ".join(available_sites())}); default: local '
-        '(a simulated job on this host, also inside a batch job: name the site to use its nodes)',
+        '(every worker pool on this host, also inside a batch job: name the site to use its nodes)',
     )
     nodes.add_argument(
         '--workers-per-node',

@@ -301,8 +301,9 @@ def _site(given: str | None, environ: Mapping[str, str] | None = None) -> str:
     job = next(((name, environ[name]) for name in JOB_ID_VARIABLES if environ.get(name)), None)
     if job is not None:
         logger.warning(
-            'running inside batch job %s=%s without --site: the %s site simulates a job on '
-            "this host and does not use the allocation's nodes; give --site (%s) to use them",
+            'running inside batch job %s=%s without --site: the %s site starts every worker '
+            "pool on this host (named after the job's nodes, not on them); give --site (%s) "
+            'to use the nodes',
             *job,
             DEFAULT_SITE,
             ', '.join(s for s in available_sites() if s != DEFAULT_SITE),
