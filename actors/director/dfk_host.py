@@ -238,12 +238,6 @@ class DfkHost:
             cleanup_timeout=LOST_CLEANUP_TIMEOUT,
         )
 
-    def give_up(self, error: InterchangeLost) -> None:
-        """No DFK can run calls here (its blocks never start): see ``Replacement.give_up``."""
-        dfk = self._dfk
-        if dfk is not None:
-            self.replacement.give_up(dfk, error)
-
     # The MPI executor.
 
     async def start_mpi(self) -> None:
@@ -310,7 +304,8 @@ class DfkHost:
             never_started = await self.pools.mend()
         if never_started is not None:
             logger.error('%s', never_started)
-            await asyncio.to_thread(self.give_up, never_started)
+            # Not replaced: a new DFK's blocks would fail the same way.
+            await asyncio.to_thread(self.replacement.give_up, dfk, never_started)
 
     async def begin_stop(self) -> None:
         """From now on no DFK is replaced; wait for a replacement under way, give up the parked."""
