@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_nodes(parser)
+    _add_growth(parser)
     _add_work(parser)
     _add_campaign(parser)
     _add_deployment(parser)
@@ -104,6 +105,57 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
         action='store_true',
         help='worker pools talk to their interchange in the clear (default: CurveZMQ with keys '
         'private to the run dir); only on a machine no other user can reach',
+    )
+
+
+def _add_growth(parser: argparse.ArgumentParser) -> None:
+    """More batch jobs when the work outgrows the run's."""
+    grow = parser.add_argument_group(
+        'growing past the batch job',
+        'With --grow-max-jobs N the run asks the scheduler for up to N more batch jobs when '
+        'its queued calls cannot finish before its walltime (or --grow-target), uses their '
+        'nodes as its own, and gives each back when idle. Off by default: it spends '
+        'node-hours of your allocation.',
+    )
+    grow.add_argument(
+        '--grow-max-jobs',
+        type=int,
+        default=0,
+        metavar='N',
+        help='extra batch jobs at once, at most (default: 0, the run never grows)',
+    )
+    grow.add_argument(
+        '--grow-nodes',
+        type=int,
+        metavar='N',
+        help="nodes per extra job (default: as many as the run's own job)",
+    )
+    grow.add_argument(
+        '--grow-walltime',
+        metavar='HH:MM:SS',
+        help="walltime of each extra job (default: the site profile's walltime)",
+    )
+    grow.add_argument(
+        '--node-hours',
+        type=float,
+        metavar='H',
+        help='node-hour budget of the whole run, its own job included, checked before every '
+        'submission (each extra job is charged its whole walltime)',
+    )
+    grow.add_argument(
+        '--grow-target',
+        type=float,
+        default=600.0,
+        metavar='S',
+        help='seconds within which the queued calls should finish when the walltime is '
+        'further away or unknown (default: 600)',
+    )
+    grow.add_argument('--grow-queue', metavar='Q', help='queue or partition of extra jobs')
+    grow.add_argument('--grow-account', metavar='A', help='account charged for extra jobs')
+    grow.add_argument(
+        '--no-grow',
+        action='store_true',
+        help='never ask for another batch job (extra jobs of a resumed run are still ended)',
     )
 
 

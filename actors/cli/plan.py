@@ -29,6 +29,7 @@ from actors.client.model_endpoint import check_options
 from actors.common.errors import ConfigurationError
 from actors.common.limits import MAX_TIMEOUT
 from actors.common.timing import MODEL_TIMEOUT
+from actors.coordinator.growth import GrowthPolicy
 from actors.coordinator.policy import ElasticPolicy
 from actors.director.checks import MAX_BATCH
 from actors.director.options import MAX_WORKERS
@@ -44,6 +45,7 @@ from actors.job.partition import split_nodes
 from actors.job.partition import write_partitions
 from actors.job.walltime import Walltime
 from actors.job.walltime import allocation_end
+from actors.job.walltime import parse_duration
 from actors.site.profile import SiteProfile
 from actors.site.profile import available_sites
 from actors.site.profile import load_site
@@ -96,6 +98,7 @@ class RunPlan:
         progress: Show live progress bars on stderr.
         elastic: Move nodes between the Directors (``--static``: no).
         policy: How nodes move.
+        growth: Whether and how the run asks for more batch jobs.
 
     """
 
@@ -123,6 +126,7 @@ class RunPlan:
     progress: bool = False
     elastic: bool = True
     policy: ElasticPolicy = dataclasses.field(default_factory=ElasticPolicy)
+    growth: GrowthPolicy = dataclasses.field(default_factory=GrowthPolicy)
 
     def __post_init__(self) -> None:
         self.director_run_dir = self.director_run_dir or str(self.run_dir)
@@ -144,6 +148,11 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     exchange = validate_exchange(args.exchange or ('hosted' if remote else 'local'))
     validate_executor(executor, exchange, args.endpoint)
     profile = _site_profile(_site(args.site), args)
+    if remote and args.grow_max_jobs and not args.no_grow:
+        raise ConfigurationError(
+            '--grow-max-jobs runs the coordinator where the scheduler is: a run on a Globus '
+            'Compute endpoint does not grow yet; run launch.py inside the batch job instead'
+        )
     if remote:
         # This machine's batch variables say nothing of the endpoint's job.
         remote_walltime = walltime if args.walltime else Walltime(None, args.drain_margin)
@@ -161,10 +170,18 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     parts = split_nodes(nodes, count=args.partitions, sizes=sizes)
     run_dir = new_run_dir(args.run_dir) if args.run_dir else fresh_run_dir()
     work = _work_options(args, walltime)
+    growth = growth_policy(args, profile, len(nodes))
+    if growth.enabled and not work['elastic']:
+        raise ConfigurationError(
+            f'--grow-max-jobs {args.grow_max_jobs} needs nodes that move between Directors; '
+            'drop --static (or give --no-grow)'
+        )
     if work['elastic']:
-        # An MPI call may borrow nodes up to the whole job.
-        work['director'] = work['director'].replace(max_nodes=len(nodes))
+        # An MPI call may borrow nodes up to the whole job, and the extra jobs' nodes.
+        most = len(nodes) + growth.max_jobs * growth.nodes_per_job
+        work['director'] = work['director'].replace(max_nodes=most)
     return RunPlan(
+        growth=growth,
         partitions=write_partitions(parts, run_dir),
         source=source,
         profile=profile,
@@ -360,6 +377,28 @@ def _check_flags(args: argparse.Namespace) -> None:
     model_options(args)
 
 
+def growth_policy(args: argparse.Namespace, profile: SiteProfile, nodes: int) -> GrowthPolicy:
+    """The growth flags as a policy (extra jobs on the site's scheduler, a simulated one locally).
+
+    Raises:
+        ConfigurationError: On a bad value (named with its flag).
+
+    """
+    scheduler = 'simulated' if profile.scheduler == 'none' else profile.scheduler
+    walltime = parse_duration(args.grow_walltime or profile.walltime)
+    return GrowthPolicy(
+        max_jobs=0 if args.no_grow else args.grow_max_jobs,
+        nodes_per_job=args.grow_nodes if args.grow_nodes is not None else max(nodes, 1),
+        node_hours=args.node_hours,
+        job_walltime=walltime,
+        scheduler=scheduler,
+        queue=args.grow_queue or profile.queue,
+        account=args.grow_account or '',
+        target=args.grow_target,
+        drain_margin=min(args.drain_margin * 2, walltime / 2),
+    )
+
+
 def _work_options(args: argparse.Namespace, walltime: Walltime) -> dict[str, Any]:
     """The plan's fields that local and remote runs take alike from the flags."""
     return {
@@ -434,19 +473,26 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
     partitions = [entry.partition for entry in manifest.directors]
     if elastic:
         partitions = resumed_partitions(partitions, pathlib.Path(manifest.run_dir))
+    profile = _site_profile(manifest.site, args)
+    growth = growth_policy(args, profile, sum(p.size for p in partitions))
+    director = _resumed_options(args, manifest, walltime)
+    if elastic and growth.enabled:
+        most = sum(p.size for p in partitions) + growth.max_jobs * growth.nodes_per_job
+        director = director.replace(max_nodes=max(director.max_nodes or 0, most))
     return RunPlan(
         partitions=partitions,
         elastic=elastic,
+        growth=growth,
         policy=ElasticPolicy(floor=args.node_floor),
         source=NodeSource('resume', f'manifest of {manifest.run_dir}'),
-        profile=_site_profile(manifest.site, args),
+        profile=profile,
         run_dir=pathlib.Path(manifest.run_dir),
         iterations=int(work.get('iterations', args.iterations)),
         duration=float(work.get('duration', args.duration)),
         exchange=exchange,
         executor=executor,
         endpoint=args.endpoint,
-        director=_resumed_options(args, manifest, walltime),
+        director=director,
         restarts=args.restarts,
         timeout=args.timeout if args.timeout is not None else work.get('timeout'),
         manifest=manifest,

@@ -207,7 +207,9 @@ async def _ready(
     coordinator = None
     if plan.elastic:
         # Over every Director, re-attached ones too.
-        coordinator = await launch_coordinator(manager, handles, plan.director_run_dir, plan.policy)
+        coordinator = await launch_coordinator(
+            manager, handles, plan.director_run_dir, plan.policy, plan.growth
+        )
     if all(isinstance(p, Partition) for p in plan.partitions):
         # Already now: a run whose Directors cannot start (a full disk) is --resume'd once fixed.
         write_manifest(plan, handles)

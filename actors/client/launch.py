@@ -23,6 +23,7 @@ from actors.common.results import DirectorStatus
 from actors.common.timing import STOPPED_SETTLE
 from actors.coordinator.agent import COORDINATOR_NAME
 from actors.coordinator.agent import NodeCoordinator
+from actors.coordinator.growth import GrowthPolicy
 from actors.coordinator.policy import ElasticPolicy
 from actors.director.agent import Director
 from actors.director.options import DirectorOptions
@@ -30,6 +31,7 @@ from actors.director.startup import quiet_start_failures
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.site.profile import SiteProfile
+from actors.store.jobs import live_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ async def launch_directors(
     *,
     elastic: bool = True,
     policy: ElasticPolicy | None = None,
+    growth: GrowthPolicy | None = None,
     **changes: Any,
 ) -> DirectorGroup:
     """Launch one Director per partition with the manager's default executor.
@@ -76,6 +79,7 @@ async def launch_directors(
             (a [`NodeCoordinator`][actors.coordinator.agent.NodeCoordinator]
             is launched with them); ``False`` keeps the partitions fixed.
         policy: How nodes move (default ``ElasticPolicy()``).
+        growth: Whether and how the run asks for more batch jobs (default: never).
         changes: Changes to ``options`` (``retries=3``, ``walltime=...``).
 
     Returns:
@@ -88,9 +92,10 @@ async def launch_directors(
     options = (options or DirectorOptions()).replace(**changes)
     policy = policy or ElasticPolicy()
     sizes = [p.size for p in partitions if isinstance(p, Partition)]
+    growth = growth or GrowthPolicy()
     if elastic and options.max_nodes is None and len(sizes) == len(partitions):
-        # An MPI call may borrow up to the whole job.
-        options = options.replace(max_nodes=sum(sizes))
+        # An MPI call may borrow up to the whole job, and the extra jobs' nodes.
+        options = options.replace(max_nodes=sum(sizes) + growth.max_jobs * growth.nodes_per_job)
     quiet_start_failures()  # a Director that cannot start is one line here too
     handles: list[Handle[Director]] = []
     for partition in partitions:
@@ -101,7 +106,9 @@ async def launch_directors(
             name=director_name(partition.index),
         )
         handles.append(handle)
-    coordinator = await launch_coordinator(manager, handles, run_dir, policy) if elastic else None
+    coordinator = (
+        await launch_coordinator(manager, handles, run_dir, policy, growth) if elastic else None
+    )
     return DirectorGroup(handles, coordinator)
 
 
@@ -110,13 +117,19 @@ async def launch_coordinator(
     handles: Sequence[Handle[Director]],
     run_dir: str,
     policy: ElasticPolicy | None = None,
+    growth: GrowthPolicy | None = None,
 ) -> Handle[NodeCoordinator] | None:
-    """Launch the job's node coordinator over ``handles`` (``None`` for fewer than two)."""
-    if len(handles) < 2:
+    """Launch the job's node coordinator over ``handles``.
+
+    ``None`` for fewer than two Directors, unless the run may grow (``growth``)
+    or has extra jobs of an earlier start to take back or end.
+    """
+    growth = growth or GrowthPolicy()
+    if len(handles) < 2 and not growth.enabled and not live_jobs(run_dir):
         return None
     return await manager.launch(
         NodeCoordinator,
-        args=(list(handles), run_dir, policy or ElasticPolicy()),
+        args=(list(handles), run_dir, policy or ElasticPolicy(), growth),
         name=COORDINATOR_NAME,
     )
 

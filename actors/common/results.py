@@ -173,6 +173,10 @@ class NodeLoad:
         workers_per_node: Its tool slots per node.
         draining: True once it stopped admitting calls before its allocation's end.
         incarnation: Changes each time the Director (re)starts.
+        queued_seconds: Seconds of work its queued calls declare (their timeout
+            or ``duration``, the mean of those in flight times ``queued``);
+            ``None`` when no call declares it.
+        drain_at: Unix time it drains before its allocation's end (``None``: no end known).
 
     """
 
@@ -185,6 +189,8 @@ class NodeLoad:
     workers_per_node: int
     draining: bool
     incarnation: str
+    queued_seconds: float | None = None
+    drain_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

@@ -12,6 +12,13 @@ its nodes are fenced (``actors.coordinator.fencing``: its watchdog stops its
 pools and the Director) and go to the ``free`` set, and to the others, only
 once that is confirmed.
 
+With a [`GrowthPolicy`][actors.coordinator.growth.GrowthPolicy] that allows
+it, the run also outgrows its batch job: ``extra``
+([`ExtraJobs`][actors.coordinator.extra_jobs.ExtraJobs]) asks the scheduler
+for more jobs when the queued work cannot finish in time, their nodes join the
+``free`` set (and go to the Directors that need them, started inside their
+job), and go back and are cancelled when idle or near their walltime.
+
 The coordinator's view of the job is one
 [`NodeOwnership`][actors.job.ownership.NodeOwnership] (``job``): each node's
 owner Director or its ``moving``, ``fencing`` or ``free`` state, its lender,
@@ -31,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -44,7 +52,11 @@ from actors.calling.calls import call
 from actors.common.timing import LOAD_TIMEOUT
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
+from actors.coordinator.extra_jobs import ExtraJobs
+from actors.coordinator.extra_jobs import open_scheduler
 from actors.coordinator.fencing import Fences
+from actors.coordinator.growth import GrowthPolicy
+from actors.coordinator.growth import growth_need
 from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import Move
@@ -55,6 +67,8 @@ from actors.job.ownership import NodeOwnership
 from actors.job.ownership import Owner
 from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
+from actors.store.jobs import JobJournal
+from actors.store.jobs import live_jobs
 from actors.store.moves import MoveJournal
 from actors.store.moves import nodes_of_this_run
 
@@ -77,6 +91,7 @@ class NodeCoordinator(Agent):
         directors: Handles of every Director of the job.
         run_dir: The run directory (the move journal goes to ``<run>/nodes``).
         policy: How nodes move (default ``ElasticPolicy()``).
+        growth: Whether and how the run asks for more batch jobs (default: never).
 
     """
 
@@ -85,11 +100,15 @@ class NodeCoordinator(Agent):
         directors: Sequence[DirectorHandle],
         run_dir: str,
         policy: ElasticPolicy | None = None,
+        growth: GrowthPolicy | None = None,
     ) -> None:
         super().__init__()
         self.directors = list(directors)
         self.run_dir = run_dir
         self.policy = policy or ElasticPolicy()
+        self.growth = growth or GrowthPolicy()
+        self.extra: ExtraJobs | None = None
+        """The run's extra batch jobs (``None``: it does not grow)."""
         self.job = NodeOwnership()
         """Every node of the job: its owner Director, or moving, fencing, free."""
         self.moves = 0
@@ -116,9 +135,23 @@ class NodeCoordinator(Agent):
         # reported by no Director, and would stay unused for the rest of the run.
         self._known = await asyncio.to_thread(nodes_of_this_run, self.run_dir)
         self._orphans_at = time.monotonic() + self.policy.orphan_grace
+        earlier = await asyncio.to_thread(live_jobs, self.run_dir)
+        if self.growth.enabled or earlier:
+            self.extra = ExtraJobs(
+                self.growth,
+                open_scheduler(self.growth, self.run_dir),
+                await asyncio.to_thread(JobJournal, self.run_dir),
+                self.job,
+                name=f'htc-grow-{os.path.basename(os.path.abspath(self.run_dir))}',
+            )
+            await self.extra.take_back(self.run_dir)
+            self._known -= set(self.job.jobs())
 
     async def agent_on_shutdown(self) -> None:
-        """Close the move journal."""
+        """Cancel the extra jobs that have not ended; close the journals."""
+        if self.extra is not None:
+            await self.extra.close()
+            await asyncio.to_thread(self.extra.journal.close)
         if self._journal is not None:
             await asyncio.to_thread(self._journal.close)
 
@@ -208,6 +241,8 @@ class NodeCoordinator(Agent):
             'violations': list(self.violations),
             'fencing': self._fencing(),
             'loans': self.loans,
+            'extra': None if self.extra is None else self.extra.report(),
+            'node_jobs': self.job.jobs(),
         }
 
     # One step.
@@ -237,6 +272,8 @@ class NodeCoordinator(Agent):
         self._check()
         # Not ``now``: asking a silent Director took up to LOAD_TIMEOUT of its silence.
         await self._reclaim(time.monotonic())
+        if self.extra is not None:
+            await self._grow([load for load in loads if load.director not in self._dead], now)
         await self._give_free(loads)
         moves = plan_moves(
             [load for load in loads if load.director not in self._dead],
@@ -248,6 +285,28 @@ class NodeCoordinator(Agent):
         moves = [m for m in (self._not_refused(m, now) for m in moves) if m.nodes]
         if moves:
             await asyncio.gather(*(self._move(move) for move in moves))
+
+    async def _grow(self, loads: Sequence[Load], now: float) -> None:
+        """Ask for a job if the run lacks nodes; give back extra nodes; let idle jobs go."""
+        extra = self.extra
+        assert extra is not None
+        before = set(self.job.nodes())
+        await extra.look(now)
+        free = [n for n in self.free if extra.may_give(n)]
+        need = growth_need(loads, free=len(free), now=time.time(), policy=self.growth)
+        await extra.grow(need, loads, now)
+        jobs = self.job.jobs()
+        owners = {n: str(o.director) for n, o in self.job.owners().items() if o.owned and n in jobs}
+        for director, nodes in extra.to_return(loads, owners, now).items():
+            leaving = [n for n in nodes if extra.leaving(n)]
+            if leaving:
+                # Its job ends (or ended): what runs there finishes, or runs again elsewhere.
+                self._release(director, leaving, deadline=self.growth.drain_margin / 2)
+            else:
+                self._release(director, nodes, keep=self.policy.keep(director), idle_only=True)
+        await extra.part_with(now)
+        if set(self.job.nodes()) != before:
+            self._write_layout()
 
     def _free_orphans(self, answered: int) -> None:
         """Once, after a restart: free the job's nodes that nobody reports (they were moving)."""
@@ -356,6 +415,9 @@ class NodeCoordinator(Agent):
             if node not in self.job:
                 owner = Owner('pool', director, lender=load.borrowed.get(node))
                 self.job.add(node, owner, f'reported by {director}')
+            elif self.job.owner(node).role == 'free' and self.job.job(node) is not None:
+                # A re-adopted extra job's node that a Director kept across a restart.
+                self.job.change(node, Owner('pool', director), f'reported by {director}')
         owners = self.job.owners()
         conflicts = [
             n for n in load.nodes if (owners[n].role, owners[n].director) != ('pool', director)
@@ -382,12 +444,29 @@ class NodeCoordinator(Agent):
             borrowed={n: d for n, d in load.borrowed.items() if n in mine},
         )
 
-    def _release(self, director: str, nodes: list[str]) -> None:
+    def _release(
+        self,
+        director: str,
+        nodes: list[str],
+        *,
+        keep: int = 0,
+        idle_only: bool = False,
+        deadline: float = RELEASE_DEADLINE,
+    ) -> None:
+        """Ask ``director`` to give ``nodes`` up (its next report leaves them to ``_gone``)."""
         handle = self._handles.get(director)
-        if handle is None or director in self._tasks:
+        if handle is None or director in self._tasks or director in self._dead:
             return  # one release at a time: the next step asks again if it is needed
-        action = call(None, handle, 'release_nodes', nodes, keep=0, idle_only=False)
-        task = asyncio.ensure_future(asyncio.wait_for(action, RELEASE_DEADLINE + LOAD_TIMEOUT))
+        action = call(
+            None,
+            handle,
+            'release_nodes',
+            nodes,
+            keep=keep,
+            idle_only=idle_only,
+            deadline=deadline,
+        )
+        task = asyncio.ensure_future(asyncio.wait_for(action, deadline + LOAD_TIMEOUT))
         self._tasks[director] = task
         task.add_done_callback(lambda done: self._released(director, done))
 
@@ -416,6 +495,13 @@ class NodeCoordinator(Agent):
         live = [load for load in loads if load.director not in self._dead and not load.draining]
         now = time.monotonic()
         ready = [n for n in self.job.nodes('free') if self.job.retry_at(n) <= now]
+        if self.extra is not None:
+            # An extra job's node goes only where work waits: idle, it goes back to its job.
+            wanting = [load for load in live if load.queued or load.mpi_need]
+            extra = self.extra
+            ready = [n for n in ready if extra.may_give(n) and (extra.job_of(n) is None or wanting)]
+            if any(extra.job_of(n) is not None for n in ready):
+                live = wanting
         while ready and live:
             load = max(
                 live,
@@ -485,7 +571,7 @@ class NodeCoordinator(Agent):
             return False
         try:
             adopted: bool = await asyncio.wait_for(
-                call(None, handle, 'adopt_node', node, lender),
+                call(None, handle, 'adopt_node', node, lender, self.job.job(node)),
                 POOL_START_TIMEOUT + LOAD_TIMEOUT,
             )
         except Exception as e:
@@ -499,7 +585,7 @@ class NodeCoordinator(Agent):
         if self._journal is None:
             return
         written = self._journal.write_layout(
-            self.layout, self.free, fencing=self._fencing(), loans=self.loans
+            self.layout, self.free, fencing=self._fencing(), loans=self.loans, jobs=self.job.jobs()
         )
         if not written:
             self.violations.append('a layout with a node under two owners was not written')

@@ -102,6 +102,8 @@ class Load:
         borrowed: Nodes lent to it -> their lender.
         workers_per_node: Its slots per node.
         draining: It admits no new calls (walltime drain): it neither gives nor takes.
+        queued_seconds: Seconds of work its queued calls declare (``None``: none declares it).
+        drain_at: Unix time it drains before its allocation's end (``None``: unknown).
 
     """
 
@@ -113,6 +115,8 @@ class Load:
     borrowed: Mapping[str, str] = dataclasses.field(default_factory=dict)
     workers_per_node: int = 1
     draining: bool = False
+    queued_seconds: float | None = None
+    drain_at: float | None = None
 
     @classmethod
     def from_answer(cls, answer: NodeLoad) -> Load:
@@ -126,6 +130,8 @@ class Load:
             borrowed=dict(answer.borrowed),
             workers_per_node=max(answer.workers_per_node, 1),
             draining=answer.draining,
+            queued_seconds=answer.queued_seconds,
+            drain_at=answer.drain_at,
         )
 
 

@@ -30,7 +30,7 @@ import functools
 import logging
 import pathlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 from concurrent.futures import wait
 from typing import Any
 
@@ -124,12 +124,13 @@ class Director(Agent, CallActions):
         self._background: set[asyncio.Task[None]] = set()
         quiet_start_failures()
 
-    def _build_parts(self, context: DirectorContext, nodes: Sequence[str]) -> None:
+    def _build_parts(self, context: DirectorContext, nodes: Mapping[str, str | None]) -> None:
         """Make the parts, each after those it needs.
 
         Args:
             context: Who the Director is, its partition resolved.
-            nodes: The nodes it owns now (its partition's, or those moved to it since).
+            nodes: The nodes it owns now (its partition's, or those moved to it
+                since) -> the extra batch job each belongs to (``None``: the run's own).
 
         """
         self.context = context
@@ -140,6 +141,8 @@ class Director(Agent, CallActions):
         # The admission and the pools share the one ownership of its nodes: the admission
         # asks it how many MPI calls may use, the pools tell the admission when that changes.
         ownership = NodeOwnership.of(context.name, nodes)
+        for node, job in nodes.items():
+            ownership.set_job(node, job)
         self.admission = admission = NodeAdmission(
             functools.partial(mpi_capacity, ownership),
             backfill=context.options.mpi_backfill,
@@ -323,8 +326,14 @@ class Director(Agent, CallActions):
         return await pools.release(going[:spare], deadline)
 
     @action
-    async def adopt_node(self, node: str, lender: str | None = None) -> bool:
-        """Start a pool on ``node`` (given by the coordinator); True once it serves calls."""
+    async def adopt_node(
+        self, node: str, lender: str | None = None, job: str | None = None
+    ) -> bool:
+        """Start a pool on ``node`` (given by the coordinator); True once it serves calls.
+
+        ``job`` names the extra batch job the node belongs to (``None``: the
+        run's own): its pool is started inside that job.
+        """
         if self.host is None or not self.host.started or node in self.pools.ownership:
             return False
-        return await self.pools.adopt(node, lender=lender)
+        return await self.pools.adopt(node, lender=lender, job=job)

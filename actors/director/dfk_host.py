@@ -139,6 +139,7 @@ class DfkHost:
             control_dir=self.control_dir,
             max_nodes=self.max_nodes,
             director_starts_blocks=True,
+            job_of=self.pools.ownership.job,
         )
         try:
             # Creating a DFK starts the interchange and waits on it: keep it off

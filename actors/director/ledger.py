@@ -48,6 +48,8 @@ class Ledger:
         self._final: dict[str, dict[str, Any]] = {}
         self._keyed: dict[str, Future[CallResult]] = {}
         self._in_flight: set[Future[Any]] = set()
+        self._declared: dict[Future[Any], float] = {}
+        """Seconds each call in flight declared it takes (its timeout or ``duration``)."""
         self._lock = threading.Lock()
         self._done = 0
         self._failed = 0
@@ -150,20 +152,24 @@ class Ledger:
 
     # Calls in flight and counters.
 
-    def track(self, future: Future[Any]) -> None:
-        """A call was submitted."""
+    def track(self, future: Future[Any], declared: float | None = None) -> None:
+        """A call was submitted (``declared``: the seconds it says it takes, if it does)."""
         with self._lock:
             self._in_flight.add(future)
+            if declared is not None:
+                self._declared[future] = declared
 
     def untrack(self, future: Future[Any]) -> None:
         """A call left Parsl without being counted (it runs again, or is counted later)."""
         with self._lock:
             self._in_flight.discard(future)
+            self._declared.pop(future, None)
 
     def settled(self, future: Future[Any], ok: bool) -> None:
         """Count a finished call (for ``status``) and forget it."""
         with self._lock:
             self._in_flight.discard(future)
+            self._declared.pop(future, None)
             if ok:
                 self._done += 1
             else:
@@ -183,7 +189,10 @@ class Ledger:
     def report(self) -> LedgerReport:
         """Its counts and recent throughput now."""
         in_flight, done, failed = self.counts()
-        return LedgerReport(in_flight, done, failed, self.rate.rate(), self.rate.window)
+        with self._lock:
+            declared = list(self._declared.values())
+        mean = sum(declared) / len(declared) if declared else None
+        return LedgerReport(in_flight, done, failed, self.rate.rate(), self.rate.window, mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +205,8 @@ class LedgerReport:
         failed: Calls that finished with an error.
         throughput: Calls finished per second over the last ``window`` seconds.
         window: Seconds ``throughput`` is measured over.
+        mean_declared: Mean seconds the calls in flight declare they take
+            (``None``: none declares it).
 
     """
 
@@ -204,6 +215,7 @@ class LedgerReport:
     failed: int
     throughput: float
     window: float
+    mean_declared: float | None = None
 
 
 def _plain(params: Mapping[str, Any]) -> Any:

@@ -485,7 +485,7 @@ class NodePools:
 
     # Moves between Directors.
 
-    async def adopt(self, node: str, *, lender: str | None = None) -> bool:
+    async def adopt(self, node: str, *, lender: str | None = None, job: str | None = None) -> bool:
         """Start a pool on a node given to this Director; True once it serves.
 
         A pool that does not connect within ``POOL_START_TIMEOUT`` (or whose
@@ -493,6 +493,7 @@ class NodePools:
         """
         arriving = Owner('pool', self.name, phase='arriving', lender=lender)
         self.ownership.add(node, arriving, 'borrowed' if lender else 'moved in')
+        self.ownership.set_job(node, job)
         try:
             block = await self._start(node)
             until = time.monotonic() + POOL_START_TIMEOUT

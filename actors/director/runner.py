@@ -136,7 +136,7 @@ class CallRunner:
             future = app(name, params, control)
         if call_key is not None:
             future.add_done_callback(lambda _: self.cancels.forget(call_key, control))
-        self.ledger.track(future)
+        self.ledger.track(future, declared_duration(params, timeout))
         # One callback per call: on the fast path the recorder also counts it.
         future.add_done_callback(recorder or self._finished)
         return future

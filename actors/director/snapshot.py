@@ -103,11 +103,14 @@ class Snapshots:
         pools = self.pools.report()
         mpi = self.admission.report()
         context = self.context
+        queued = max(calls.in_flight - pools.held_calls - mpi.waiting - mpi.running, 0)
         return NodeLoad(
             director=context.name,
             nodes=pools.nodes,
             idle=pools.idle,
-            queued=max(calls.in_flight - pools.held_calls - mpi.waiting - mpi.running, 0),
+            queued=queued,
+            queued_seconds=None if calls.mean_declared is None else queued * calls.mean_declared,
+            drain_at=self.drain.walltime.drain_at,
             mpi_need=mpi.head_needs,
             borrowed=pools.borrowed,
             workers_per_node=context.workers_per_node,

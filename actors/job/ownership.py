@@ -167,6 +167,8 @@ EVENT_ROLES: dict[str, Role] = {
     'fencing': 'fencing',
     'free': 'free',
     'lost': 'free',
+    'joined': 'free',
+    'left': 'free',
 }
 """The move journal's events (``actors.store.moves``): the role each leaves its node in."""
 
@@ -222,6 +224,7 @@ class _Node:
     owner: Owner
     block: str | None = None
     host: str | None = None
+    job: str | None = None
     since: float = dataclasses.field(default_factory=time.monotonic)
     event: str = ''
     retry_at: float = 0.0
@@ -311,6 +314,15 @@ class NodeOwnership:
         """The other host a pool of ``node``'s block reported (``None``: none did)."""
         return self._node(node).host
 
+    def job(self, node: str) -> str | None:
+        """The extra batch job ``node`` belongs to (``None``: the run's own job)."""
+        known = self._nodes.get(node)
+        return None if known is None else known.job
+
+    def jobs(self) -> dict[str, str]:
+        """Every node of an extra batch job -> that job."""
+        return {n: k.job for n, k in self._nodes.items() if k.job is not None}
+
     def since(self, node: str) -> float:
         """``time.monotonic()`` of ``node``'s last change of owner."""
         return self._node(node).since
@@ -336,6 +348,10 @@ class NodeOwnership:
     def set_host(self, node: str, host: str | None) -> None:
         """A pool of ``node``'s block reported ``host`` (``None``: forget it)."""
         self._node(node).host = host
+
+    def set_job(self, node: str, job: str | None) -> None:
+        """``node`` belongs to the extra batch job ``job`` (``None``: the run's own)."""
+        self._node(node).job = job
 
     def set_retry(self, node: str, at: float) -> None:
         """Offer ``node`` again only after ``at`` (``time.monotonic()``)."""
@@ -404,6 +420,20 @@ class NodeOwnership:
         del self._nodes[node]
         self._changed(Change(node, before, FREE, time.time(), why))
         return before
+
+    def join(self, node: str, job: str, why: str) -> Change:
+        """A node of the extra batch job ``job`` joins the job's nodes, ``free``."""
+        change = self.add(node, FREE, why, event='joined')
+        self._nodes[node].job = job
+        return change
+
+    def leave(self, node: str, why: str) -> Change:
+        """A ``free`` node leaves the run with its batch job (the node is forgotten)."""
+        before = self.owner(node)
+        if before.role != 'free':
+            raise OwnershipError(f'node {node!r} is {before}; only a free node leaves the run')
+        del self._nodes[node]
+        return self._changed(Change(node, before, FREE, time.time(), why, 'left'))
 
     def _changed(self, change: Change) -> Change:
         if not change.event:

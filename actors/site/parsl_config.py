@@ -27,6 +27,7 @@ import os
 import pathlib
 import shlex
 import sys
+from collections.abc import Callable
 
 import hostlist
 from parsl.config import Config
@@ -61,15 +62,19 @@ def mpi_executor_label(partition: Partition) -> str:
     return f'partition-{partition.index}-mpi'
 
 
-def make_launcher(profile: SiteProfile, partition: Partition) -> Launcher:
-    """The Parsl launcher that starts one worker pool per partition node."""
+def make_launcher(profile: SiteProfile, partition: Partition, job: str | None = None) -> Launcher:
+    """The Parsl launcher that starts one worker pool per partition node.
+
+    ``job`` names the extra batch job the nodes belong to (``None``: the
+    run's own): on Slurm the pools start as a step of that job.
+    """
     if profile.launcher == 'srun':
         nodelist = hostlist.collect_hostlist(list(partition.nodes))
         overrides = (
             f'--nodes={partition.size} --ntasks-per-node=1 '
             f'--nodelist={shlex.quote(nodelist)} {profile.launcher_args}'
         )
-        return BlockSrunLauncher(overrides=overrides.strip())
+        return BlockSrunLauncher(overrides=overrides.strip(), job=job)
     if profile.launcher == 'fork':
         return ForkLauncher()
     return MpiExecLauncher(
@@ -234,6 +239,7 @@ def build_config(
     control_dir: str | None = None,
     max_nodes: int | None = None,
     director_starts_blocks: bool = False,
+    job_of: Callable[[str], str | None] | None = None,
 ) -> Config:
     """Create a new Parsl config whose workers live only on the Director's nodes.
 
@@ -255,6 +261,8 @@ def build_config(
             ``mpi_executor_label(partition)``) for multi-node calls.
         control_dir: The Director's control directory (``actors.worker.control``),
             exported to the workers so that they see cancel files.
+        job_of: The extra batch job of a node (``None``: the run's own), whose
+            block starts inside that job.
 
     Returns:
         A config for a private ``DataFlowKernel``; never pass it to
@@ -272,7 +280,9 @@ def build_config(
 
     def block_for(node: str) -> tuple[str, Launcher]:
         one = write_partition(partition.index, [node], node_files / _file_name(node))
-        return make_worker_init(profile, one, work_dir, control_dir), make_launcher(profile, one)
+        job = job_of(node) if job_of is not None else None
+        launcher = make_launcher(profile, one, job)
+        return make_worker_init(profile, one, work_dir, control_dir), launcher
 
     provider = NodeProvider(
         block_for,

@@ -11,6 +11,8 @@ read a half-written file and start nothing. This launcher names the file after
 
 from __future__ import annotations
 
+import shlex
+
 from parsl.launchers import SrunLauncher
 
 SCRIPT = """set -e
@@ -27,10 +29,20 @@ srun --ntasks {tasks} -l {overrides} bash "$CMD"
 
 
 class BlockSrunLauncher(SrunLauncher):
-    """Start a block's pools with ``srun``, from a command file of the block's own."""
+    """Start a block's pools with ``srun``, from a command file of the block's own.
 
-    def __init__(self, overrides: str = '') -> None:
+    Args:
+        overrides: ``srun`` flags (the block's node, the site's flags).
+        job: Another batch job whose node the block runs on (an extra job of
+            the run): the pools start as a step of that job.
+
+    """
+
+    def __init__(self, overrides: str = '', job: str | None = None) -> None:
+        if job is not None:
+            overrides = f'--jobid={shlex.quote(job)} {overrides}'
         super().__init__(debug=False, overrides=overrides)
+        self.job = job
 
     def __call__(
         self,

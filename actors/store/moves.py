@@ -102,6 +102,7 @@ class MoveJournal:
         *,
         fencing: Mapping[str, str] | None = None,
         loans: Mapping[str, str] | None = None,
+        jobs: Mapping[str, str] | None = None,
     ) -> bool:
         """Replace the latest layout, unless a node in it has two owners.
 
@@ -110,6 +111,7 @@ class MoveJournal:
             free: Nodes nobody owns.
             fencing: Nodes whose silent Director is being fenced -> that Director.
             loans: Borrowed nodes -> their lender (the borrower lists them).
+            jobs: Nodes of extra batch jobs -> their job.
 
         Returns:
             Whether it was written (a breach is logged and the last good layout kept).
@@ -131,6 +133,7 @@ class MoveJournal:
             'free': list(free),
             'fencing': fencing,
             'loans': dict(loans or {}),
+            'jobs': dict(jobs or {}),
         }
         write_private(self.directory / LAYOUT_FILE, json.dumps(record, indent=1))
         return True
@@ -179,7 +182,7 @@ def read_moves(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def read_layout_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The whole latest layout record (``directors``, ``free``, ``fencing``, ``loans``).
+    """The whole latest layout record (``directors``, ``free``, ``fencing``, ``loans``, ``jobs``).
 
     A layout written before loans and fencing were recorded reads with none.
     """
@@ -196,6 +199,7 @@ def read_layout_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None
         'free': [str(n) for n in record.get('free', [])],
         'fencing': {str(n): str(d) for n, d in record.get('fencing', {}).items()},
         'loans': {str(n): str(d) for n, d in record.get('loans', {}).items()},
+        'jobs': {str(n): str(j) for n, j in record.get('jobs', {}).items()},
     }
 
 
@@ -227,13 +231,19 @@ def read_layout(run_dir: str | os.PathLike[str]) -> dict[str, list[str]] | None:
     return None if record is None else record['directors']
 
 
-def current_nodes(director: str, partition: Any, run_dir: str | os.PathLike[str]) -> list[str]:
+def current_nodes(
+    director: str, partition: Any, run_dir: str | os.PathLike[str]
+) -> dict[str, str | None]:
     """The nodes a (re)starting Director owns: the layout's, if written after its partition.
 
     A Director restarted by its Manager mid-run must not take back nodes
     that moved to others (nor nodes it had borrowed: the coordinator sends
     them home to their lender); a new run (or ``--resume``, which writes the
     partitions from the layout) writes its nodefiles after any old layout.
+
+    Returns:
+        Each node -> the extra batch job it belongs to (``None``: the run's own).
+
     """
     path = nodes_dir(run_dir) / LAYOUT_FILE
     try:
@@ -242,8 +252,9 @@ def current_nodes(director: str, partition: Any, run_dir: str | os.PathLike[str]
         newer = False
     record = read_layout_record(run_dir) if newer else None
     if record is None or director not in record['directors']:
-        return list(partition.nodes)
-    return [n for n in record['directors'][director] if n not in record['loans']]
+        return dict.fromkeys(partition.nodes)
+    nodes = [n for n in record['directors'][director] if n not in record['loans']]
+    return {n: record['jobs'].get(n) for n in nodes}
 
 
 def resumed_partitions(partitions: list[Any], run_dir: pathlib.Path) -> list[Any]:

@@ -90,9 +90,9 @@ def test_borrowed_nodes_go_home_on_resume_and_on_a_restart(tmp_path: pathlib.Pat
     )
     journal.close()
     # A restarted director-1 starts without them (the coordinator sends them home).
-    assert current_nodes('director-1', first[1], tmp_path) == ['c', 'd']
+    assert current_nodes('director-1', first[1], tmp_path) == {'c': None, 'd': None}
     # A Director whose nodes all left starts with none, not its old partition.
-    assert current_nodes('director-0', first[0], tmp_path) == []
+    assert current_nodes('director-0', first[0], tmp_path) == {}
     assert read_layout_record(tmp_path)['loans'] == {'a': 'director-0', 'b': 'director-0'}
     resumed = resumed_partitions(list(first), tmp_path)
     assert [p.nodes for p in resumed] == [('a', 'b'), ('c', 'd')]

@@ -1,0 +1,1 @@
+"""Batch schedulers that extra jobs of a run go to."""
