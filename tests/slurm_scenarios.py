@@ -182,7 +182,107 @@ async def mpi(run_dir: pathlib.Path) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {'moves': moves, 'mpi': mpi}
+async def grow(run_dir: pathlib.Path, case: str = 'idle') -> dict[str, Any]:
+    """One Director on a 2-node allocation, 4 nodes' worth of work: the run grows into a job.
+
+    ``case``: ``idle`` (the extra job is given back once the load ends),
+    ``scancel`` (the extra job is cancelled by the user mid-call), ``budget``
+    (a node-hour budget too small for a job), ``pending`` (the cluster is full:
+    the test holds the other nodes; the job waits, the run does not).
+    """
+    import subprocess
+
+    from actors.coordinator.growth import GrowthPolicy
+    from actors.store.jobs import read_job_events
+    from actors.store.moves import read_moves
+
+    nodes, _ = discover_nodes()
+    parts = write_partitions(split_nodes(nodes, count=1), run_dir)
+    growth = GrowthPolicy(
+        max_jobs=1,
+        nodes_per_job=2,
+        scheduler='slurm',
+        job_walltime=600.0,
+        target=4.0,
+        grow_after=0.0,
+        shrink_after=2.0 if case == 'idle' else 3600.0,
+        retry_after=3600.0,
+        node_hours=0.05 if case == 'budget' else None,
+    )
+    policy = ElasticPolicy(floor=1, patience=0.5, settle=1.0, period=0.2)
+    manager = await Manager.from_exchange_factory(LocalExchangeFactory())
+    found: dict[str, Any] = {'nodes': list(parts[0].nodes), 'case': case}
+    async with manager:
+        handles = await launch_directors(
+            manager,
+            parts,
+            load_site('slurm'),
+            str(run_dir),
+            workers_per_node=2,
+            policy=policy,
+            growth=growth,
+        )
+        await wait_ready(manager, handles, timeout=120)
+        (handle,) = handles
+        started = time.time()
+        calls = asyncio.ensure_future(_batch(manager, handle, 40, 2.0))
+        if case == 'scancel':
+            # Once calls run on the extra job's nodes, the user cancels that job.
+            while True:
+                layout = await handles.coordinator.node_layout()
+                status = await call(manager, handle, 'status')
+                extra = set(layout['node_jobs']) & set(status.nodes)
+                if len(extra) == 2 and status.running > 4:
+                    break
+                await asyncio.sleep(0.2)
+            (job,) = set(layout['node_jobs'].values())
+            found['scancel'] = job
+            found['scancel_at'] = time.time()
+            subprocess.run(['scancel', job], check=True, timeout=30)
+        results = await calls
+        found['calls_seconds'] = time.time() - started
+        if case == 'idle':
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if any(e['event'] == 'ended' for e in read_job_events(run_dir)):
+                    break
+                await asyncio.sleep(0.2)
+        found['layout'] = await handles.coordinator.node_layout()
+        found['status'] = _status(await call(manager, handle, 'status'))
+    found['results'] = [_result(r) for r in results]
+    found['job_events'] = read_job_events(run_dir)
+    found['moves'] = read_moves(run_dir)
+    return found
+
+
+async def grow_idle(run_dir: pathlib.Path) -> dict[str, Any]:
+    """``grow``: the extra job is given back once the load ends."""
+    return await grow(run_dir, 'idle')
+
+
+async def grow_scancel(run_dir: pathlib.Path) -> dict[str, Any]:
+    """``grow``: the user cancels the extra job mid-call."""
+    return await grow(run_dir, 'scancel')
+
+
+async def grow_budget(run_dir: pathlib.Path) -> dict[str, Any]:
+    """``grow``: the node-hour budget allows no job."""
+    return await grow(run_dir, 'budget')
+
+
+async def grow_pending(run_dir: pathlib.Path) -> dict[str, Any]:
+    """``grow``: the cluster is full; the job waits, the run goes on."""
+    return await grow(run_dir, 'pending')
+
+
+SCENARIOS = {
+    'moves': moves,
+    'mpi': mpi,
+    'grow-idle': grow_idle,
+    'grow-scancel': grow_scancel,
+    'grow-budget': grow_budget,
+    'grow-pending': grow_pending,
+}
 WITH_SITE = frozenset({'moves'})
 """Scenarios that take another site profile (``--site``, ``--launcher-args``, ``--override``)."""
 

@@ -7,6 +7,12 @@ pools on different nodes registered under one block ID, and a block could
 read a half-written file and start nothing. This launcher names the file after
 ``$JOBNAME`` (set by ``LocalProvider`` for each block, as Parsl's own
 ``MpiExecLauncher`` uses) and moves it into place whole.
+
+A block on a node of another batch job (an extra job the run grew into)
+starts as a step of that job: ``--jobid`` names it, ``--overlap`` lets the
+step start while an earlier step of the node is still being torn down, and
+the run's own allocation's ``SLURM_*`` variables (which ``srun`` reads as
+defaults: CPUs per task, node counts) are dropped for that one command.
 """
 
 from __future__ import annotations
@@ -24,8 +30,14 @@ cat << SRUN_EOF > "$CMD.part"
 SRUN_EOF
 chmod u+x "$CMD.part"
 mv -f "$CMD.part" "$CMD"
-srun --ntasks {tasks} -l {overrides} bash "$CMD"
+{environment}srun --ntasks {tasks} -l {overrides} bash "$CMD"
 """
+
+OTHER_JOB_ENVIRONMENT = (
+    'for VARIABLE in $(compgen -e | grep "^SLURM_"); do '
+    '[ "$VARIABLE" = SLURM_CONF ] || unset "$VARIABLE"; done\n'
+)
+"""Drop the run's allocation's variables (not the configuration's path) before ``srun``."""
 
 
 class BlockSrunLauncher(SrunLauncher):
@@ -40,7 +52,7 @@ class BlockSrunLauncher(SrunLauncher):
 
     def __init__(self, overrides: str = '', job: str | None = None) -> None:
         if job is not None:
-            overrides = f'--jobid={shlex.quote(job)} {overrides}'
+            overrides = f'--jobid={shlex.quote(job)} --overlap {overrides}'
         super().__init__(debug=False, overrides=overrides)
         self.job = job
 
@@ -53,6 +65,7 @@ class BlockSrunLauncher(SrunLauncher):
     ) -> str:
         """The block's script lines that write its command file and ``srun`` it."""
         return SCRIPT.format(
+            environment=OTHER_JOB_ENVIRONMENT if self.job is not None else '',
             command=command,
             tasks=tasks_per_node * nodes_per_block,
             overrides=self.overrides,
