@@ -118,7 +118,7 @@ def test_a_pending_job_does_not_hang_the_run_and_is_cancelled_at_its_end(tmp_pat
             'someone-else',
             '--wrap',
             'sleep 600',
-        ],  # fmt: skip
+        ],
         cwd=tmp_path,
         timeout=30,
     )
