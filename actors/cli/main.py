@@ -43,6 +43,7 @@ SUBCOMMANDS: dict[str, str] = {
     'report': 'actors.cli.commands.report',
     'tools': 'actors.cli.commands.tools',
     'mcp': 'actors.cli.commands.mcp',
+    'cleanup': 'actors.cli.commands.cleanup',
 }
 """``launch.py NAME ...`` runs ``main(rest_of_argv)`` of module ``SUBCOMMANDS[NAME]``.
 

@@ -31,6 +31,8 @@ LOST = 'lost'
 """Nobody owned the node: its Director stopped answering."""
 FENCING = 'fencing'
 """Its Director stopped answering and is being fenced: nobody may use the node."""
+GONE = 'gone'
+"""The node left the run with its extra batch job: no interval until it joins again."""
 
 _STATE_OF_ROLE: dict[Role, str] = {
     'pool': OWNED,
@@ -45,6 +47,8 @@ def _state_of(event: str) -> str | None:
     role = EVENT_ROLES.get(event)
     if role is None:
         return None
+    if event == 'left':
+        return GONE
     return LOST if event == 'lost' else _STATE_OF_ROLE[role]
 
 
@@ -102,7 +106,8 @@ def ownership_intervals(
     Each event sets the node's state from its ``at`` on (``EVENT_ROLES``):
     ``start``, ``moved``, ``back``, ``reclaimed``, ``home`` and ``kept`` give
     it to ``to``; ``moving`` leaves it to nobody until it arrives;
-    ``fencing``, ``free`` and ``lost`` leave it to nobody.
+    ``fencing``, ``free`` and ``lost`` leave it to nobody; ``joined`` brings
+    a node of an extra batch job in free, ``left`` ends its intervals.
     An event that does not change the node's owner or state extends the
     current interval. Lines of unknown events are skipped with a warning.
 
@@ -134,6 +139,9 @@ def ownership_intervals(
                 continue
             if at > since:
                 intervals.append(Ownership(node, was, was_state, since, at))
+        if state == GONE:
+            current.pop(node, None)
+            continue
         current[node] = (owner, state, at)
     for node, (owner, state, since) in current.items():
         if last > since:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
+from actors.cli.job_bands import job_lines
 from actors.cli.plan import RunPlan
 from actors.cli.report import RESULTS_NAME
 from actors.client.exchange import exchange_password
@@ -17,6 +18,7 @@ from actors.client.exchange import redact
 from actors.common.names import director_name
 from actors.common.results import CallResult
 from actors.job.partition import Partition
+from actors.store.jobs import read_jobs
 from actors.store.manifest import DirectorEntry
 from actors.store.manifest import RunManifest
 
@@ -95,6 +97,7 @@ def render_json(
                 for p in _resolved(plan)
             ],
             'results': [r.to_dict() for r in results],
+            'extra_jobs': [dataclasses.asdict(r) for r in read_jobs(plan.run_dir).values()],
             **extra,
         },
         indent=2,
@@ -115,6 +118,9 @@ def render_tables(plan: RunPlan, results: Sequence[CallResult], wall: float) -> 
     )
     for partition in partitions:
         console.print(_director_table(partition, results))
+    jobs = list(read_jobs(plan.run_dir).values())
+    if jobs:
+        console.print('extra batch jobs:\n' + '\n'.join(job_lines(jobs)), markup=False)
     failed = sum(not r.ok for r in results)
     console.print(
         f'{len(results)} calls, {len(results) - failed} ok, {failed} failed, wall time {wall:.2f}s',

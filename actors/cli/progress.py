@@ -37,12 +37,18 @@ def describe(status: DirectorStatus) -> str:
     """A bar's name: the Director and its nodes now, e.g. ``director-1 [3 nodes +1 borrowed]``.
 
     ``nodes`` counts every node it holds (borrowed ones too); ``borrowed``
-    marks those lent to it for an MPI call.
+    marks those lent to it for an MPI call, ``job N`` those of an extra batch
+    job the run grew into (``director-0 [4 nodes, 2 of job 812]``).
     """
     count = len(status.nodes)
     text = f'{status.director} [{count} node{"" if count == 1 else "s"}'
     if status.borrowed:
         text += f' +{len(status.borrowed)} borrowed'
+    jobs: dict[str, int] = {}
+    for job in status.node_jobs.values():
+        jobs[job] = jobs.get(job, 0) + 1
+    for job, nodes in sorted(jobs.items()):
+        text += f', {nodes} of job {job}'
     return text + ']'
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 
+from actors.cli.job_bands import draw_jobs
 from actors.cli.node_owners import FENCING
 from actors.cli.node_owners import FREE
 from actors.cli.node_owners import LOST
@@ -37,6 +38,8 @@ from actors.cli.node_owners import count
 from actors.cli.node_owners import node_owners
 from actors.cli.node_owners import ownership_intervals
 from actors.common.errors import ConfigurationError
+from actors.store.jobs import JobRecord
+from actors.store.jobs import read_jobs
 from actors.store.journal import JOURNAL_DIR
 from actors.store.journal import read_journal
 from actors.store.manifest import MANIFEST_NAME
@@ -87,6 +90,7 @@ class Report:
         span: Seconds from the first call start to the last call end.
         nodes: Who owned each node and how often it moved, by node (empty
             for a static run: no node moved).
+        jobs: The run's extra batch jobs (empty if it never grew).
 
     """
 
@@ -98,6 +102,7 @@ class Report:
     utilization: dict[int, float]
     span: float
     nodes: dict[str, NodeOwners] = dataclasses.field(default_factory=dict)
+    jobs: list[JobRecord] = dataclasses.field(default_factory=list)
 
 
 def record_files(run_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
@@ -246,34 +251,17 @@ def render_report(
     usage = utilization(calls, nodes)
     height = min(2.0 + 0.28 * len(lanes), 40.0)
     rows = lane_nodes + sorted({i.node for i in owned} - set(lane_nodes))
-    if owned:
-        ownership_height = min(1.2 + 0.3 * len(rows), 20.0)
-        fig, (gantt, ownership, bars) = plt.subplots(
-            3,
-            1,
-            figsize=(12, height + ownership_height + 2.2),
-            gridspec_kw={'height_ratios': [height, ownership_height, 2.2]},
-        )
-        ownership.sharex(gantt)
-    else:
-        fig, (gantt, bars) = plt.subplots(
-            2,
-            1,
-            figsize=(12, height + 2.2),
-            gridspec_kw={'height_ratios': [height, 2.2]},
-        )
+    jobs = list(read_jobs(root).values())
+    fig, (gantt, ownership, job_axis, bars) = _figure(
+        plt, height, len(rows) if owned else 0, len(jobs)
+    )
     drawn, span = _draw_gantt(gantt, calls, lanes, colors)
-    if owned:
-        t0 = min(c.start for c in calls)
-        # The first layout is journaled while the Directors start, often seconds before
-        # the first call: the chart begins at the first call unless a node moved earlier.
-        since = min([t0] + [float(m['at']) for m in moves if m.get('event') != 'start'])
-        shown = [i._replace(start=max(i.start, since)) for i in owned if i.end > since]
-        _draw_ownership(ownership, shown or owned, rows, colors, t0=t0, span=span)
-        events = collections.Counter(str(m.get('event')) for m in moves)
-        ownership.set_title(
-            f'who owned each node: {count(events["moved"], "move")}, '
-            f'{events["back"]} taken back, {events["lost"]} lost with their Director',
+    if job_axis is not None:
+        draw_jobs(job_axis, jobs, t0=min(c.start for c in calls))
+        gantt.set_xlabel('')
+    if ownership is not None:
+        _draw_owners(
+            ownership, owned, moves, rows, colors, t0=min(c.start for c in calls), span=span
         )
         gantt.set_xlabel('')
     gantt.set_title(
@@ -303,6 +291,50 @@ def render_report(
         utilization=usage,
         span=span,
         nodes=node_owners(owned, moves),
+        jobs=jobs,
+    )
+
+
+def _figure(plt: Any, height: float, owner_rows: int, jobs: int) -> tuple[Any, tuple[Any, ...]]:
+    """The figure and its axes: the Gantt, node owners, extra jobs (``None`` if absent), bars."""
+    heights = [height]
+    if owner_rows:
+        heights.append(min(1.2 + 0.3 * owner_rows, 20.0))
+    if jobs:
+        heights.append(1.0 + 0.35 * jobs)
+    heights.append(2.2)
+    fig, axes = plt.subplots(
+        len(heights), 1, figsize=(12, sum(heights)), gridspec_kw={'height_ratios': heights}
+    )
+    gantt, bars = axes[0], axes[-1]
+    ownership = axes[1] if owner_rows else None
+    job_axis = axes[-2] if jobs else None
+    for shared in (ownership, job_axis):
+        if shared is not None:
+            shared.sharex(gantt)
+    return fig, (gantt, ownership, job_axis, bars)
+
+
+def _draw_owners(
+    ax: Any,
+    owned: Sequence[Ownership],
+    moves: Sequence[dict[str, Any]],
+    rows: Sequence[str],
+    colors: dict[str, Any],
+    *,
+    t0: float,
+    span: float,
+) -> None:
+    """The node-ownership chart, from the first call on (or the first move, if earlier)."""
+    # The first layout is journaled while the Directors start, often seconds before
+    # the first call: the chart begins at the first call unless a node moved earlier.
+    since = min([t0] + [float(m['at']) for m in moves if m.get('event') != 'start'])
+    shown = [i._replace(start=max(i.start, since)) for i in owned if i.end > since]
+    _draw_ownership(ax, shown or owned, rows, colors, t0=t0, span=span)
+    events = collections.Counter(str(m.get('event')) for m in moves)
+    ax.set_title(
+        f'who owned each node: {count(events["moved"], "move")}, '
+        f'{events["back"]} taken back, {events["lost"]} lost with their Director',
     )
 
 

@@ -49,6 +49,7 @@ from actors.common.timing import LOST_STOP_TIMEOUT
 from actors.common.timing import RELEASE_TIMEOUT
 from actors.common.timing import REMOTE_STARTUP_TIMEOUT
 from actors.common.timing import STARTUP_TIMEOUT
+from actors.coordinator.extra_jobs import end_leftover_jobs
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.store.journal import final_by_key
@@ -148,6 +149,7 @@ async def open_directors(
                     )
                     yield manager, handles, statuses
                     await stop_coordinator(manager, coordinator)
+                    await end_extra_jobs(plan)
                 except ExchangeStateLostError as e:
                     # Nobody can reach them to ask them to stop (the Manager's
                     # shutdown request would fail): they notice it themselves.
@@ -161,6 +163,15 @@ async def open_directors(
             # What closing the Manager ran into is a consequence; the loss is the news.
             logger.warning('closing the Directors after the exchange was lost: %r', e)
             raise lost from None
+
+
+async def end_extra_jobs(plan: RunPlan) -> None:
+    """End the extra jobs a coordinator that stopped did not (it died, or timed out)."""
+    if plan.executor == 'globus-compute':
+        return  # its journal is on the endpoint's filesystem
+    ended = await asyncio.to_thread(end_leftover_jobs, plan.director_run_dir)
+    for record in ended:
+        logger.warning('extra job %s was still queued or running; cancelled', record.job)
 
 
 async def stop_coordinator(manager: Manager[Any], coordinator: Any) -> None:

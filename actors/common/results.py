@@ -124,6 +124,7 @@ class DirectorStatus:
             that tool's calls without ``tool=...``, so a python tool's calls
             take the fast path (``''`` from a Director that does not say).
         fast_calls: Calls that took the fast path since it started.
+        node_jobs: Its nodes of extra batch jobs the run grew into -> their job.
 
     """
 
@@ -153,6 +154,7 @@ class DirectorStatus:
     mpi_max_nodes: int = 0
     tool: str = ''
     fast_calls: int = 0
+    node_jobs: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

@@ -391,18 +391,54 @@ class ExtraJobs:
 
 def open_scheduler(policy: GrowthPolicy, run_dir: str) -> BatchJobs:
     """The scheduler extra jobs go to: the site's, through Parsl's provider, or a simulated one."""
-    directory = jobs_dir(run_dir)
     if policy.scheduler == 'simulated':
         return SimulatedJobs(
-            str(directory),
+            str(jobs_dir(run_dir)),
             start_after=policy.simulated_start_after,
             capacity=policy.simulated_capacity,
             owner_mark=os.path.abspath(run_dir),
         )
+    return _provider_jobs(policy.scheduler, run_dir)
+
+
+def _provider_jobs(scheduler: str, run_dir: str) -> BatchJobs:
     # Parsl only where a real scheduler is used: the coordinator's process stays light.
     from actors.site.batch_jobs.parsl_jobs import batch_jobs_for
 
-    return batch_jobs_for(policy.scheduler, str(directory / 'scripts'))
+    return batch_jobs_for(scheduler, str(jobs_dir(run_dir) / 'scripts'))
+
+
+def end_leftover_jobs(run_dir: str) -> list[JobRecord]:
+    """Cancel the run's extra jobs that the journal says may still run; the jobs it ended.
+
+    What ``launch.py cleanup`` does, and a run does once its coordinator
+    stopped (had it died, its jobs would hold their nodes to their walltime).
+    """
+    ended = []
+    live = [record for record in read_jobs(run_dir).values() if record.ended is None]
+    if not live:
+        return []
+    journal = JobJournal(run_dir)
+    try:
+        for record in live:
+            if record.scheduler == 'simulated':
+                batch: BatchJobs = SimulatedJobs(
+                    str(jobs_dir(run_dir)), owner_mark=os.path.abspath(run_dir)
+                )
+            else:
+                batch = _provider_jobs(record.scheduler, run_dir)
+            try:
+                batch.cancel(record.job)
+            except Exception as e:
+                logger.warning('extra job %s: cancel failed: %s', record.job, e)
+                continue
+            journal.write('cancel', record.job, why='cleanup')
+            record.ended, record.why = time.time(), 'cleanup'
+            journal.write('ended', record.job, why='cleanup', node_hours=record.node_hours())
+            ended.append(record)
+    finally:
+        journal.close()
+    return ended
 
 
 def _phase(record: JobRecord) -> str:

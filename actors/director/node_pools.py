@@ -79,6 +79,7 @@ class PoolsReport:
         borrowed: Nodes lent to it for an MPI call -> their lender.
         moves_in: Nodes that moved in from other Directors.
         moves_out: Nodes that moved out to other Directors.
+        node_jobs: Nodes of extra batch jobs -> their job.
 
     """
 
@@ -91,6 +92,7 @@ class PoolsReport:
     borrowed: dict[str, str]
     moves_in: int
     moves_out: int
+    node_jobs: dict[str, str]
 
 
 class NodePools:
@@ -181,6 +183,7 @@ class NodePools:
             borrowed=dict(self.borrowed),
             moves_in=self.moves_in,
             moves_out=self.moves_out,
+            node_jobs=self.ownership.jobs(),
         )
 
     def _mpi_waiting(self) -> int:

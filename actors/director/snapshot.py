@@ -89,6 +89,7 @@ class Snapshots:
             mpi_max_nodes=max(mpi.most or 0, len(pools.nodes)),
             tool=context.tool,
             fast_calls=self.runner.fast_calls,
+            node_jobs=pools.node_jobs,
         )
 
     async def node_load(self) -> NodeLoad:

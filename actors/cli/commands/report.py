@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actors.cli.job_bands import job_lines
 from actors.cli.node_owners import node_lines
 from actors.cli.parser import Parser
 from actors.cli.report import render_report
@@ -44,4 +45,7 @@ def main(argv: list[str]) -> int:
     if report.nodes:
         print('node owners (seconds each Director owned it; moves):')
         print('\n'.join(node_lines(report.nodes)))
+    if report.jobs:
+        print('extra batch jobs:')
+        print('\n'.join(job_lines(report.jobs)))
     return 0

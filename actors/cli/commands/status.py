@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from actors.client.status_query import DirectorReport
 from actors.client.status_query import ExchangeUnreachableError
 from actors.client.status_query import query
 from actors.common.errors import ConfigurationError
+from actors.store.jobs import JobRecord
+from actors.store.jobs import read_jobs
 from actors.store.manifest import RunManifest
 from actors.store.moves import read_layout_record
 
@@ -134,6 +137,33 @@ def render_status(manifest: RunManifest, reports: Sequence[DirectorReport]) -> N
     between = _between_directors(read_layout_record(manifest.run_dir))
     if between:
         console.print(escape(between), soft_wrap=True)
+    jobs = read_jobs(manifest.run_dir)
+    if jobs:
+        console.print(jobs_table(jobs.values()))
+
+
+def jobs_table(jobs: Iterable[JobRecord]) -> Any:
+    """The run's extra batch jobs: state, nodes, node-hours (a ``rich`` table)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title='extra batch jobs', title_justify='left')
+    for column in ('job', 'state', 'nodes', 'node-hours', 'why it ended'):
+        table.add_column(column, no_wrap=column != 'nodes')
+    total = 0.0
+    for record in jobs:
+        state = 'ended' if record.ended else ('running' if record.started else 'pending')
+        nodes = ', '.join(record.nodes) or f'({record.nodes_asked} asked)'
+        total += record.node_hours()
+        table.add_row(
+            escape(record.job),
+            state,
+            escape(nodes),
+            f'{record.node_hours():.3f}',
+            escape(record.why),
+        )
+    table.caption = f'{total:.3f} node-hours in extra jobs'
+    return table
 
 
 def _between_directors(record: dict[str, Any] | None) -> str:
