@@ -27,6 +27,7 @@ from actors.common.errors import ConfigurationError
 from bench import cli
 from bench import elastic
 from bench import encryption
+from bench import grow
 from bench import mcp_layer
 from bench import mpi
 from bench import overhead
@@ -51,9 +52,10 @@ BENCHMARKS: dict[str, ModuleType] = {
     'cli': cli,
     'elastic': elastic,
     'encryption': encryption,
+    'grow': grow,
 }
 
-REAL_SITE = ('elastic',)
+REAL_SITE = ('elastic', 'grow')
 """Benchmarks that run on a real allocation (``--site``); the others simulate their job."""
 
 

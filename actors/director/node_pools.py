@@ -108,6 +108,9 @@ class NodePools:
         real_hosts: Pools run on the hosts they stand for (not a simulated
             job): a pool that reports another host than its block's node is
             refused and its block started again.
+        mpi_in_one_job: An MPI call's ranks start as one step of one batch
+            job (``srun``): its nodes all come from the run's own job or all
+            from one extra job.
 
     """
 
@@ -119,8 +122,10 @@ class NodePools:
         admission: NodeAdmission | None = None,
         *,
         real_hosts: bool = False,
+        mpi_in_one_job: bool = False,
     ) -> None:
         self.name = name
+        self._mpi_in_one_job = mpi_in_one_job
         self.ownership = (
             nodes if isinstance(nodes, NodeOwnership) else NodeOwnership.of(name, nodes)
         )
@@ -154,6 +159,7 @@ class NodePools:
             executor,
             admission,
             real_hosts=not context.profile.simulated_hosts,
+            mpi_in_one_job=context.profile.mpi_launcher == 'srun',
         )
 
     # What the Director has.
@@ -428,13 +434,20 @@ class NodePools:
                 self.ownership.nodes('pool', phases=['starting', 'serving']),
                 key=lambda n: (self.ownership.owner(n).phase != 'serving', self._tasks.get(n, 0)),
             )
-            chosen = (held + pools)[:count]
+            chosen = nodes_for_mpi(
+                held + pools, count, self.ownership.job, one_job=self._mpi_in_one_job
+            )
             if len(chosen) == count:
                 break
             if time.monotonic() > until:
                 raise RuntimeError(
                     f'{self.name}: {count} node(s) admitted for {call} '
                     f'but only {len(chosen)} are free'
+                    + (
+                        ' in one batch job (an srun step runs in one job)'
+                        if self._mpi_in_one_job
+                        else ''
+                    )
                 )
             await asyncio.sleep(0.02)
         for node in chosen:
@@ -559,6 +572,27 @@ class NodePools:
             self.moves_out += 1
         self._changed()
         return going
+
+
+def nodes_for_mpi(
+    candidates: list[str],
+    count: int,
+    job_of: Callable[[str], str | None],
+    *,
+    one_job: bool,
+) -> list[str]:
+    """The first ``count`` candidates; with ``one_job``, all of one batch job (else none).
+
+    An ``srun`` step runs inside one job: an MPI call there takes nodes of the
+    run's own job if it has enough, else of one extra job.
+    """
+    if not one_job:
+        return candidates[:count]
+    by_job: dict[str | None, list[str]] = {}
+    for node in candidates:
+        by_job.setdefault(job_of(node), []).append(node)
+    ordered = sorted(by_job.items(), key=lambda item: item[0] is not None)
+    return next((nodes[:count] for _, nodes in ordered if len(nodes) >= count), [])
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -438,7 +438,9 @@ class CallRunner:
                 call_key,
                 tool=call.tool.name,
                 resources=resources,
-                mpi_env=resources.environment(self.host.profile.mpi_launcher, nodes),
+                mpi_env=resources.environment(
+                    self.host.profile.mpi_launcher, nodes, job=pools.ownership.job(nodes[0])
+                ),
             )
         except BaseException:
             self._mpi_done(ticket, nodes)

@@ -81,17 +81,24 @@ class MPIResources:
             spec['launcher_options'] = self.launcher_options
         return spec
 
-    def environment(self, mpi_launcher: str, nodes: list[str]) -> dict[str, str]:
+    def environment(
+        self, mpi_launcher: str, nodes: list[str], job: str | None = None
+    ) -> dict[str, str]:
         """The MPI variables of a call placed on ``nodes`` by the Director.
 
         Parsl's MPI mode sets them from the places its own scheduler chose;
         the Director picks the nodes (it owns and drained them), so the
         call's command gets them built for those, by Parsl's own composer.
+        Nodes of an extra batch job (``job``) get ``srun``'s step in that job.
         """
         from parsl.executors.high_throughput.mpi_prefix_composer import compose_all
 
         spec = {**self.parsl_spec(), 'num_nodes': len(nodes)}
         variables = compose_all(mpi_launcher, spec, nodes)
+        if job is not None and mpi_launcher == 'srun':
+            for name in ('PARSL_MPI_PREFIX', 'PARSL_SRUN_PREFIX'):
+                if variables.get(name, '').startswith('srun '):
+                    variables[name] = f'srun --jobid={job} --overlap ' + variables[name][5:]
         variables['PARSL_MPI_NODELIST'] = ','.join(nodes)
         variables['PARSL_NUM_NODES'] = str(len(nodes))
         return variables

@@ -325,3 +325,57 @@ def test_after_a_restart_running_jobs_rejoin_and_waiting_ones_are_cancelled(tmp_
     assert records[waiting].why == 'pending at resume' and records[waiting].cancel_asked
     assert records[gone].why == 'cancelled by the user' and not records[gone].cancel_asked
     assert records[running].ended is None
+
+
+# MPI calls and extra jobs on Slurm: one step, one job.
+
+
+def test_an_srun_mpi_call_takes_nodes_of_one_job_the_runs_own_first():
+    from actors.director.node_pools import nodes_for_mpi
+
+    jobs = {'x1n0': '12', 'x1n1': '12', 'x2n0': '13'}
+    candidates = ['x1n0', 'a', 'x1n1', 'x2n0', 'b']
+    assert nodes_for_mpi(candidates, 2, jobs.get, one_job=True) == ['a', 'b']
+    assert nodes_for_mpi(candidates, 3, jobs.get, one_job=True) == []
+    assert nodes_for_mpi(['x1n0', 'a', 'x1n1'], 2, jobs.get, one_job=True) == ['x1n0', 'x1n1']
+    # mpiexec (hydra over ssh, PALS) reaches nodes of any job.
+    assert nodes_for_mpi(candidates, 3, jobs.get, one_job=False) == ['x1n0', 'a', 'x1n1']
+
+
+def test_the_srun_prefix_of_an_extra_jobs_nodes_names_that_job():
+    from actors.tools.resources import MPIResources
+
+    resources = MPIResources(num_nodes=2, ranks_per_node=2)
+    own = resources.environment('srun', ['n1', 'n2'])
+    extra = resources.environment('srun', ['n3', 'n4'], job='12')
+    assert own['PARSL_MPI_PREFIX'].startswith('srun ') and '--jobid' not in own['PARSL_MPI_PREFIX']
+    assert extra['PARSL_MPI_PREFIX'].startswith('srun --jobid=12 --overlap ')
+    assert extra['PARSL_MPI_PREFIX'][len('srun --jobid=12 --overlap ') :] == own[
+        'PARSL_MPI_PREFIX'
+    ][5:].replace('n1,n2', 'n3,n4')
+    assert (
+        '--jobid'
+        not in resources.environment('mpiexec', ['n3', 'n4'], job='12')['PARSL_MPI_PREFIX']
+    )
+
+
+@pytest.mark.timeout(180)
+def test_an_extra_jobs_nodes_drain_before_its_walltime_and_no_call_is_lost(run_dir: pathlib.Path):
+    """A 14-second extra job: its nodes go back 7 s before its end, their calls done elsewhere."""
+
+    async def main():
+        growth = _growth(job_walltime=14.0, drain_margin=7.0, shrink_after=3600.0, max_jobs=1)
+        async with running_directors(
+            run_dir, nodes=1, partitions=1, policy=POLICY, growth=growth
+        ) as (manager, handles, _):
+            results = await _batch(manager, handles[0], 40, 1.5)
+            return results
+
+    results = asyncio.run(main())
+    assert all(r.ok for r in results) and len({r.call_id for r in results}) == 40
+    first = read_jobs(run_dir)['1']
+    assert first.why == 'walltime' and first.cancel_asked
+    assert first.started is not None and first.ended is not None
+    assert first.ended < first.started + first.walltime  # given back before the scheduler's end
+    on_first = [r for r in results if r.node in first.nodes]
+    assert on_first and all(r.end <= first.ended for r in on_first)
