@@ -125,8 +125,9 @@ async def launch_coordinator(
     or has extra jobs of an earlier start to take back or end.
     """
     growth = growth or GrowthPolicy()
-    if len(handles) < 2 and not growth.enabled and not live_jobs(run_dir):
-        return None
+    if len(handles) < 2 and not growth.enabled:
+        if not await asyncio.to_thread(live_jobs, run_dir):
+            return None
     return await manager.launch(
         NodeCoordinator,
         args=(list(handles), run_dir, policy or ElasticPolicy(), growth),

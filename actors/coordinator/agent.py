@@ -491,37 +491,44 @@ class NodeCoordinator(Agent):
         self._write_layout()
 
     async def _give_free(self, loads: Sequence[Load]) -> None:
-        """Hand free nodes to the Directors that want nodes most (or to the fewest-noded)."""
+        """Hand free nodes to the Directors that want nodes most (or to the fewest-noded).
+
+        A node of an extra batch job goes only to a Director with work waiting:
+        idle, it goes back to its job (``actors.coordinator.extra_jobs``).
+        """
         live = [load for load in loads if load.director not in self._dead and not load.draining]
         now = time.monotonic()
         ready = [n for n in self.job.nodes('free') if self.job.retry_at(n) <= now]
-        if self.extra is not None:
-            # An extra job's node goes only where work waits: idle, it goes back to its job.
-            wanting = [load for load in live if load.queued or load.mpi_need]
-            extra = self.extra
-            ready = [n for n in ready if extra.may_give(n) and (extra.job_of(n) is None or wanting)]
-            if any(extra.job_of(n) is not None for n in ready):
-                live = wanting
-        while ready and live:
+        own = [n for n in ready if self.job.job(n) is None]
+        if not await self._hand_out(own, live):
+            return
+        extra = self.extra
+        grown = [n for n in ready if n not in own and extra is not None and extra.may_give(n)]
+        await self._hand_out(grown, [load for load in live if load.queued or load.mpi_need])
+
+    async def _hand_out(self, nodes: list[str], loads: Sequence[Load]) -> bool:
+        """Give ``nodes`` out one by one; False once a Director could not start a pool."""
+        while nodes and loads:
             load = max(
-                live,
+                loads,
                 key=lambda x: (x.mpi_need + x.queued / x.workers_per_node, -len(x.nodes)),
             )
-            node = ready.pop(0)
+            node = nodes.pop(0)
             if await self._adopt(load.director, node, why='reclaimed'):
                 self.job.set_retry(node, 0.0)
                 self.job.change(node, Owner('pool', load.director), 'free node')
                 self._write_layout()
-            else:
-                # Still free (no change to journal): offered again later.
-                self.job.set_retry(node, time.monotonic() + FREE_RETRY)
-                logger.info(
-                    '%s: %s could not start a pool on free node %s',
-                    COORDINATOR_NAME,
-                    load.director,
-                    node,
-                )
-                return
+                continue
+            # Still free (no change to journal): offered again later.
+            self.job.set_retry(node, time.monotonic() + FREE_RETRY)
+            logger.info(
+                '%s: %s could not start a pool on free node %s',
+                COORDINATOR_NAME,
+                load.director,
+                node,
+            )
+            return False
+        return True
 
     async def _move(self, move: Move) -> None:
         giver = self._handles[move.giver]
