@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.common.private import open_private
 from actors.common.private import private_dir
+from actors.store.json_lines import read_json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -94,18 +95,7 @@ class JobJournal:
 
 def read_job_events(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every event of the journal, in order (a torn last line is skipped)."""
-    path = jobs_dir(run_dir) / JOBS_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    events = []
-    for line in text.splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning('%s: skipping a torn line', path)
-    return events
+    return read_json_lines(jobs_dir(run_dir) / JOBS_FILE)
 
 
 def read_jobs(run_dir: str | os.PathLike[str]) -> dict[str, JobRecord]:

@@ -43,6 +43,7 @@ from actors.job.ownership import OwnershipError
 from actors.job.ownership import check_layout
 from actors.job.partition import Partition
 from actors.job.partition import write_partition
+from actors.store.json_lines import read_json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -167,18 +168,7 @@ def ends(change: Change) -> tuple[str | None, str | None]:
 
 def read_moves(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every recorded change, in order (a torn last line is skipped)."""
-    path = nodes_dir(run_dir) / MOVES_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    moves = []
-    for line in text.splitlines():
-        try:
-            moves.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning('%s: skipping a torn line', path)
-    return moves
+    return read_json_lines(nodes_dir(run_dir) / MOVES_FILE)
 
 
 def read_layout_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
