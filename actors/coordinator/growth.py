@@ -124,6 +124,7 @@ def _flag(name: str) -> str:
         'max_jobs': '--grow-max-jobs',
         'nodes_per_job': '--grow-nodes',
         'job_walltime': '--grow-walltime',
+        'target': '--grow-target',
     }
     return flags.get(name, name)
 

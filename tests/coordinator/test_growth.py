@@ -379,3 +379,26 @@ def test_an_extra_jobs_nodes_drain_before_its_walltime_and_no_call_is_lost(run_d
     assert first.ended < first.started + first.walltime  # given back before the scheduler's end
     on_first = [r for r in results if r.node in first.nodes]
     assert on_first and all(r.end <= first.ended for r in on_first)
+
+
+@pytest.mark.timeout(180)
+def test_an_mpi_call_bigger_than_the_run_grows_it_and_runs_on_the_new_nodes(run_dir: pathlib.Path):
+    """One node held, a 3-node MPI call: a 2-node job joins and the call runs across both jobs."""
+
+    async def main():
+        async with running_directors(
+            run_dir, nodes=1, partitions=1, policy=POLICY, growth=_growth()
+        ) as (manager, handles, _):
+            return await call(
+                manager,
+                handles[0],
+                'call_tool',
+                'mpi_probe',
+                {'duration': 0.5, 'num_nodes': 3, 'ranks_per_node': 1},
+            )
+
+    result = asyncio.run(main())
+    assert result.ok, result.error_message
+    assert sorted(result.nodes) == ['sim-node-001', 'x1n0', 'x1n1']
+    (line,) = [e for e in read_job_events(run_dir) if e['event'] == 'submitted']
+    assert 'an MPI call waits for 2 node(s) more than are free' in line['why']
