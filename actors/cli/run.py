@@ -49,7 +49,7 @@ from actors.common.timing import LOST_STOP_TIMEOUT
 from actors.common.timing import RELEASE_TIMEOUT
 from actors.common.timing import REMOTE_STARTUP_TIMEOUT
 from actors.common.timing import STARTUP_TIMEOUT
-from actors.coordinator.extra_jobs import end_leftover_jobs
+from actors.coordinator.schedulers import end_leftover_jobs
 from actors.job.partition import Partition
 from actors.job.partition import PartitionRequest
 from actors.store.journal import final_by_key
@@ -147,9 +147,12 @@ async def open_directors(
                     attached, handles, statuses, coordinator = await _ready(
                         manager, plan, on_directors
                     )
-                    yield manager, handles, statuses
-                    await stop_coordinator(manager, coordinator)
-                    await end_extra_jobs(plan)
+                    try:
+                        yield manager, handles, statuses
+                        await stop_coordinator(manager, coordinator)
+                    finally:
+                        # Also when the run failed: a job must not hold nodes to its walltime.
+                        await end_extra_jobs(plan)
                 except ExchangeStateLostError as e:
                     # Nobody can reach them to ask them to stop (the Manager's
                     # shutdown request would fail): they notice it themselves.

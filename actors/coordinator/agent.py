@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -53,7 +54,6 @@ from actors.common.timing import LOAD_TIMEOUT
 from actors.common.timing import POOL_START_TIMEOUT
 from actors.common.timing import RELEASE_DEADLINE
 from actors.coordinator.extra_jobs import ExtraJobs
-from actors.coordinator.extra_jobs import open_scheduler
 from actors.coordinator.fencing import Fences
 from actors.coordinator.growth import GrowthPolicy
 from actors.coordinator.growth import growth_need
@@ -61,6 +61,7 @@ from actors.coordinator.policy import ElasticPolicy
 from actors.coordinator.policy import Load
 from actors.coordinator.policy import Move
 from actors.coordinator.policy import plan_moves
+from actors.coordinator.schedulers import open_scheduler
 from actors.job.ownership import FREE
 from actors.job.ownership import Change
 from actors.job.ownership import NodeOwnership
@@ -71,6 +72,7 @@ from actors.store.jobs import JobJournal
 from actors.store.jobs import live_jobs
 from actors.store.moves import MoveJournal
 from actors.store.moves import nodes_of_this_run
+from actors.store.moves import read_layout_record
 
 if TYPE_CHECKING:
     from actors.calling.calls import DirectorHandle
@@ -144,8 +146,11 @@ class NodeCoordinator(Agent):
                 self.job,
                 name=f'htc-grow-{os.path.basename(os.path.abspath(self.run_dir))}',
             )
-            await self.extra.take_back(self.run_dir)
-            self._known -= set(self.job.jobs())
+            await self.extra.start(self.run_dir, hold_until=self._orphans_at)
+        # Nodes of extra jobs rejoin with their job (above), never as the run's own.
+        layout = await asyncio.to_thread(read_layout_record, self.run_dir)
+        self._known -= set(layout['jobs']) if layout is not None else set()
+        self._known -= set(self.job.jobs())
 
     async def agent_on_shutdown(self) -> None:
         """Cancel the extra jobs that have not ended; close the journals."""
@@ -276,7 +281,9 @@ class NodeCoordinator(Agent):
             await self._grow([load for load in loads if load.director not in self._dead], now)
         await self._give_free(loads)
         moves = plan_moves(
-            [load for load in loads if load.director not in self._dead],
+            # A Director that is releasing nodes now is left alone: two releases could
+            # take it below its floor.
+            [load for load in loads if load.director not in self._dead | set(self._tasks)],
             self.policy,
             now=now,
             calm_since=self._calm_since,
@@ -291,7 +298,8 @@ class NodeCoordinator(Agent):
         extra = self.extra
         assert extra is not None
         before = set(self.job.nodes())
-        await extra.look(now)
+        await extra.look()
+        extra.mark_leaving()
         free = [n for n in self.free if extra.may_give(n)]
         need = growth_need(loads, free=len(free), now=time.time(), policy=self.growth)
         await extra.grow(need, loads, now)
@@ -303,7 +311,9 @@ class NodeCoordinator(Agent):
                 # Its job ends (or ended): what runs there finishes, or runs again elsewhere.
                 self._release(director, leaving, deadline=self.growth.drain_margin / 2)
             else:
-                self._release(director, nodes, keep=self.policy.keep(director), idle_only=True)
+                # Idle: back to its job, even if it was the Director's last node (it gets
+                # one again when calls come; an idle extra job costs node-hours).
+                self._release(director, nodes, keep=0, idle_only=True)
         await extra.part_with(now)
         if set(self.job.nodes()) != before:
             self._write_layout()
@@ -411,7 +421,13 @@ class NodeCoordinator(Agent):
         """Take a Director's reported nodes into the layout, checked against ours."""
         director = load.director
         had = self.job.nodes('pool', director=director)
+        departed = [n for n in load.nodes if self.extra is not None and self.extra.gone(n)]
+        if departed:
+            # It left the run with its job (a release the Director had not finished).
+            self._release(director, departed, deadline=0.0)
         for node in load.nodes:
+            if node in departed:
+                continue
             if node not in self.job:
                 owner = Owner('pool', director, lender=load.borrowed.get(node))
                 self.job.add(node, owner, f'reported by {director}')
@@ -419,10 +435,11 @@ class NodeCoordinator(Agent):
                 # A re-adopted extra job's node that a Director kept across a restart.
                 self.job.change(node, Owner('pool', director), f'reported by {director}')
         owners = self.job.owners()
+        reported = [n for n in load.nodes if n not in departed]
         conflicts = [
-            n for n in load.nodes if (owners[n].role, owners[n].director) != ('pool', director)
+            n for n in reported if (owners[n].role, owners[n].director) != ('pool', director)
         ]
-        for node in load.nodes:
+        for node in reported:
             if node in load.borrowed and node not in conflicts:
                 self.job.lend(node, load.borrowed[node])
         if conflicts:
@@ -435,8 +452,13 @@ class NodeCoordinator(Agent):
             await self._gone(director, node)
 
     def _checked(self, load: Load) -> Load:
-        """``load`` with only the nodes the layout gives its Director (what the policy moves)."""
+        """``load`` with only the nodes the layout gives its Director (what the policy moves).
+
+        Nodes of an extra job that is leaving are not the policy's to move: they go back.
+        """
         mine = set(self.job.nodes('pool', director=load.director))
+        if self.extra is not None:
+            mine = {n for n in mine if not self.extra.leaving(n)}
         return dataclasses.replace(
             load,
             nodes=tuple(n for n in load.nodes if n in mine),
@@ -480,7 +502,7 @@ class NodeCoordinator(Agent):
     async def _gone(self, director: str, node: str) -> None:
         """A node ``director`` no longer reports (it restarted): home to its lender, or free."""
         lender = self.job.owner(node).lender
-        if lender is not None:
+        if lender is not None and not (self.extra is not None and self.extra.leaving(node)):
             self.job.change(node, Owner('moving', director, to=lender), 'home')
             if await self._adopt(lender, node, why='home'):
                 home = Owner('pool', lender)
@@ -504,7 +526,10 @@ class NodeCoordinator(Agent):
             return
         extra = self.extra
         grown = [n for n in ready if n not in own and extra is not None and extra.may_give(n)]
-        await self._hand_out(grown, [load for load in live if load.queued or load.mpi_need])
+        wanting = [load for load in live if load.queued or load.mpi_need]
+        # No more than the queues fill: the rest would sit idle, then go back.
+        wanted = sum(math.ceil(x.queued / x.workers_per_node) + x.mpi_need for x in wanting)
+        await self._hand_out(grown[:wanted], wanting)
 
     async def _hand_out(self, nodes: list[str], loads: Sequence[Load]) -> bool:
         """Give ``nodes`` out one by one; False once a Director could not start a pool."""

@@ -105,7 +105,12 @@ class GrowthPolicy:
             'retry_after',
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigurationError(f'{_flag(name)} must be seconds >= 0, got {value!r}')
         if self.job_walltime <= self.drain_margin:
             raise ConfigurationError(

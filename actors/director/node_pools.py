@@ -60,9 +60,15 @@ from actors.job.ownership import Phase
 logger = logging.getLogger(__name__)
 
 
-def mpi_capacity(ownership: NodeOwnership) -> int:
-    """Nodes MPI calls may use: owned, and not leaving."""
-    return len(ownership) - len(ownership.nodes(phases=['leaving']))
+def mpi_capacity(ownership: NodeOwnership, *, one_job: bool = False) -> int:
+    """Nodes MPI calls may use: owned, and not leaving (with ``one_job``: the most in one job)."""
+    usable = [n for n in ownership.nodes() if ownership.owner(n).phase != 'leaving']
+    if not one_job:
+        return len(usable)
+    per_job: dict[str | None, int] = {}
+    for node in usable:
+        per_job[ownership.job(node)] = per_job.get(ownership.job(node), 0) + 1
+    return max(per_job.values(), default=0)
 
 
 @dataclasses.dataclass(frozen=True)

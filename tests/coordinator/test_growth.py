@@ -184,7 +184,12 @@ async def _until(predicate: Any, timeout: float) -> Any:
 
 
 def _events(run_dir: pathlib.Path, job: str | None = None) -> list[str]:
-    return [e['event'] for e in read_job_events(run_dir) if job is None or e['job'] == job]
+    """The jobs journal's events (but the run's ``begin``), of ``job`` if given."""
+    return [
+        e['event']
+        for e in read_job_events(run_dir)
+        if e['event'] != 'begin' and (job is None or e['job'] == job)
+    ]
 
 
 @pytest.mark.timeout(180)
@@ -271,7 +276,7 @@ def test_the_budget_and_a_refusal_stop_a_submission_and_the_run_goes_on(run_dir:
             return await _batch(manager, handles[0], 12, 1.0)
 
     assert all(r.ok for r in asyncio.run(refused_run()))
-    (line,) = read_job_events(refused)
+    (line,) = [e for e in read_job_events(refused) if e['event'] == 'refused']
     assert 'the scheduler refused an extra job: sbatch: error: invalid account' in line['why']
 
 
@@ -300,7 +305,7 @@ def test_a_pending_job_does_not_hold_the_run_and_is_cancelled_when_it_ends(run_d
 
 
 def test_after_a_restart_running_jobs_rejoin_and_waiting_ones_are_cancelled(tmp_path):
-    """``take_back``: what a restarted coordinator (or ``--resume``) does with the journal."""
+    """``start``: what a restarted coordinator (or ``--resume``) does with the journal."""
     from actors.coordinator.extra_jobs import ExtraJobs
 
     scheduler = SimulatedJobs(str(jobs_dir(tmp_path)), start_after=0.0, capacity=2)
@@ -315,10 +320,13 @@ def test_after_a_restart_running_jobs_rejoin_and_waiting_ones_are_cancelled(tmp_
 
     view = NodeOwnership()
     extra = ExtraJobs(_growth(), scheduler, journal, view, name='run')
-    asyncio.run(extra.take_back(str(tmp_path)))
+    asyncio.run(extra.start(str(tmp_path), hold_until=time.monotonic() + 60))
     journal.close()
     assert view.jobs() == {'x1n0': running, 'x1n1': running}
     assert view.nodes('free') == ['x1n0', 'x1n1']
+    # Not given out before the Directors that may hold them have answered.
+    assert all(view.retry_at(n) > time.monotonic() + 30 for n in ('x1n0', 'x1n1'))
+    assert extra.gone('x1n0') is False
     states = scheduler.states([running, waiting, gone])
     assert [states[j].phase for j in (running, waiting, gone)] == ['running', 'ended', 'ended']
     records = read_jobs(tmp_path)
@@ -402,3 +410,50 @@ def test_an_mpi_call_bigger_than_the_run_grows_it_and_runs_on_the_new_nodes(run_
     assert sorted(result.nodes) == ['sim-node-001', 'x1n0', 'x1n1']
     (line,) = [e for e in read_job_events(run_dir) if e['event'] == 'submitted']
     assert 'an MPI call waits for 2 node(s) more than are free' in line['why']
+
+
+class _FlakyScheduler(SimulatedJobs):
+    """The simulated scheduler whose next submission times out (outcome unknown)."""
+
+    fail_next: bool = False
+
+    def submit(self, request: JobRequest) -> str:
+        if _FlakyScheduler.fail_next:
+            _FlakyScheduler.fail_next = False
+            raise TimeoutError('sbatch did not answer within 30s')
+        return super().submit(request)
+
+
+def test_extra_jobs_survive_a_failed_submission_and_ask_again_after_a_queued_job_ended(
+    tmp_path: pathlib.Path,
+):
+    from actors.coordinator.extra_jobs import ExtraJobs
+    from actors.coordinator.growth import Need
+
+    async def main():
+        scheduler = _FlakyScheduler(str(jobs_dir(tmp_path)), start_after=3600.0)
+        journal = JobJournal(tmp_path)
+        extra = ExtraJobs(_growth(max_jobs=2, retry_after=0.0), scheduler, journal,
+                          NodeOwnership(), name='run')  # fmt: skip
+        await extra.start(str(tmp_path), hold_until=0.0)
+        need = Need(2, 'backlog')
+        _FlakyScheduler.fail_next = True
+        await extra.grow(need, [], now=1.0)  # one line, no exception, nothing recorded
+        assert 'a job named run may be queued' in extra.refused and not extra.jobs
+        await extra.grow(need, [], now=2.0)
+        (first,) = extra.jobs
+        await extra.grow(need, [], now=3.0)  # one job in the queue at a time
+        assert list(extra.jobs) == [first]
+        scheduler.end(first, 'cancelled by the user')  # it never started
+        await extra.look()
+        await extra.grow(need, [], now=4.0)
+        assert len(extra.jobs) == 2 and extra.pending()[0].job != first
+        await extra.close()
+        journal.close()
+        return extra
+
+    extra = asyncio.run(main())
+    assert all(j.phase == 'ended' for j in extra.jobs.values())
+    assert _events(tmp_path) == [
+        'refused', 'submitted', 'ended', 'submitted', 'cancel', 'ended'
+    ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
@@ -41,7 +42,11 @@ def test_qstat_states_by_job_state_letter():
     output = _qstat(
         {
             '1.pbs01': {'job_state': 'Q', 'comment': 'Not Running: Insufficient resources'},
-            '2.pbs01': {'job_state': 'R', 'exec_host': 'n1/0*8+n2/0*8'},
+            '2.pbs01': {
+                'job_state': 'R',
+                'exec_host': 'n1/0*8+n2/0*8',
+                'stime': 'Mon Dec  7 08:00:00 2026',
+            },
             '3.pbs01': {'job_state': 'H'},
             '4.pbs01': {'job_state': 'E', 'exec_host': 'n3/0'},
             '5.pbs01': {'job_state': 'F', 'comment': 'Job run at ... and finished'},
@@ -52,7 +57,11 @@ def test_qstat_states_by_job_state_letter():
     states = parse_qstat(output, ids)
     assert states == {
         '1.pbs01.example.org': JobState('pending', reason='Not Running: Insufficient resources'),
-        '2.pbs01': JobState('running', ('n1', 'n2')),
+        '2.pbs01': JobState(
+            'running',
+            ('n1', 'n2'),
+            started=datetime.datetime(2026, 12, 7, 8, 0, 0).timestamp(),
+        ),
         '3.pbs01': JobState('pending', reason='job_state H'),
         # Exiting: the script is over, nothing new starts on its nodes.
         '4.pbs01': JobState('ended', reason='job_state E'),
@@ -76,20 +85,24 @@ def test_qstat_garbage_is_an_error():
 def test_squeue_lines_map_to_phases_and_nodes():
     output = '\n'.join(
         [
-            '11|RUNNING|n[1-2],gpu07|None',
-            '12|PENDING||Resources',
-            '13|CANCELLED|n3|None',
-            '14|COMPLETING|n4|NonZeroExitCode',
-            '15|CONFIGURING|n[5-6]|None',
-            '16|TIMEOUT|n1|TimeLimit',
-            '17|SOME_NEW_STATE||None',
-            '99|RUNNING|n9|None',  # not asked about
+            '11|RUNNING|n[1-2],gpu07|2026-12-07T08:00:00|None',
+            '12|PENDING||N/A|Resources',
+            '13|CANCELLED|n3|2026-12-07T08:00:00|None',
+            '14|COMPLETING|n4|2026-12-07T08:00:00|NonZeroExitCode',
+            '15|CONFIGURING|n[5-6]|2026-12-07T08:00:00|None',
+            '16|TIMEOUT|n1|2026-12-07T08:00:00|TimeLimit',
+            '17|SOME_NEW_STATE||N/A|None',
+            '99|RUNNING|n9|2026-12-07T08:00:00|None',  # not asked about
             '',
         ]
     )
     ids = ['11', '12', '13', '14', '15', '16', '17', '18']
     assert parse_squeue(output, ids) == {
-        '11': JobState('running', ('n1', 'n2', 'gpu07')),
+        '11': JobState(
+            'running',
+            ('n1', 'n2', 'gpu07'),
+            started=datetime.datetime(2026, 12, 7, 8, 0, 0).timestamp(),
+        ),
         '12': JobState('pending', reason='PENDING (Resources)'),
         '13': JobState('ended', reason='CANCELLED'),
         '14': JobState('ended', reason='COMPLETING (NonZeroExitCode)'),

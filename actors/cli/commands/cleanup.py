@@ -7,7 +7,7 @@ import pathlib
 
 from actors.cli.job_bands import job_lines
 from actors.cli.parser import Parser
-from actors.coordinator.extra_jobs import end_leftover_jobs
+from actors.coordinator.schedulers import end_leftover_jobs
 from actors.store.jobs import read_jobs
 
 

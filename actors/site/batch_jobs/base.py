@@ -53,12 +53,14 @@ class JobState:
         phase: ``pending``, ``running`` or ``ended``.
         nodes: Its nodes once running (host names, in the scheduler's order).
         reason: Why it ended or waits, when the scheduler says.
+        started: Unix time it started running, when the scheduler says.
 
     """
 
     phase: JobPhase
     nodes: tuple[str, ...] = ()
     reason: str = ''
+    started: float | None = None
 
 
 class BatchJobs(abc.ABC):

@@ -15,12 +15,14 @@ of the schedulers' answers is in pure functions (``parse_squeue``,
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +78,7 @@ PBS_RUNNING = frozenset({'R', 'B'})
 
 # squeue's fields, split on a character none of them holds (an empty node list of a
 # pending job would shift whitespace-split fields).
-SQUEUE_FORMAT = '%i|%T|%N|%r'
+SQUEUE_FORMAT = '%i|%T|%N|%S|%r'
 
 
 def walltime_text(seconds: float, *, whole_minutes: bool = False) -> str:
@@ -120,7 +122,7 @@ def one_line(*texts: str | None) -> str:
 
 
 def parse_squeue(output: str, job_ids: Sequence[str]) -> dict[str, JobState]:
-    """Each job's state from ``squeue -h -t all -o '%i|%T|%N|%r'``.
+    """Each job's state from ``squeue -h -t all -o '%i|%T|%N|%S|%r'``.
 
     Args:
         output: squeue's standard output.
@@ -133,20 +135,28 @@ def parse_squeue(output: str, job_ids: Sequence[str]) -> dict[str, JobState]:
     """
     states = dict.fromkeys(job_ids, JobState('ended', reason='no longer known to Slurm'))
     for line in output.splitlines():
-        fields = line.strip().split('|', 3)
-        if len(fields) != 4 or fields[0] not in states:
+        fields = line.strip().split('|', 4)
+        if len(fields) != 5 or fields[0] not in states:
             continue
-        job_id, state, nodelist, reason = fields
+        job_id, state, nodelist, start, reason = fields
         reason = '' if reason == 'None' else reason
         phase = _slurm_phase(state)
         if phase == 'running':
             nodes = tuple(hostlist.expand_hostlist(nodelist)) if nodelist else ()
-            states[job_id] = JobState('running', nodes, reason)
+            states[job_id] = JobState('running', nodes, reason, started=_slurm_time(start))
         elif phase == 'pending':
             states[job_id] = JobState('pending', reason=f'{state} ({reason})' if reason else state)
         else:
             states[job_id] = JobState('ended', reason=f'{state} ({reason})' if reason else state)
     return states
+
+
+def _slurm_time(text: str) -> float | None:
+    """Unix time of squeue's ``%S`` (``2026-12-07T08:00:00``, local time), if it is one."""
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None  # N/A, Unknown
 
 
 def _slurm_phase(state: str) -> JobPhase:
@@ -156,6 +166,14 @@ def _slurm_phase(state: str) -> JobPhase:
     if state in SLURM_PENDING:
         return 'pending'
     return 'ended'
+
+
+def _pbs_time(text: str) -> float | None:
+    """Unix time of qstat's ``stime`` (``Mon Dec  7 08:00:00 2026``, local time), if it is one."""
+    try:
+        return time.mktime(time.strptime(' '.join(text.split()), '%a %b %d %H:%M:%S %Y'))
+    except ValueError:
+        return None
 
 
 def exec_hosts(exec_host: str) -> tuple[str, ...]:
@@ -200,7 +218,11 @@ def parse_qstat(output: str, job_ids: Sequence[str]) -> dict[str, JobState]:
         letter = str(job.get('job_state', ''))
         comment = str(job.get('comment', ''))
         if letter in PBS_RUNNING:
-            states[job_id] = JobState('running', exec_hosts(str(job.get('exec_host', ''))))
+            states[job_id] = JobState(
+                'running',
+                exec_hosts(str(job.get('exec_host', ''))),
+                started=_pbs_time(str(job.get('stime', ''))),
+            )
         elif letter in PBS_PENDING:
             states[job_id] = JobState('pending', reason=comment or f'job_state {letter}')
         else:

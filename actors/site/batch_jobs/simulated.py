@@ -51,8 +51,8 @@ class SimulatedJobs(BatchJobs):
         start_after: Seconds a job waits in the queue before it may start.
         capacity: Most nodes of running simulated jobs at once (``None``: no
             limit); a job that does not fit stays pending.
-        owner_mark: A string in the environment of this run's pools (its run
-            directory): ending a job stops only processes that carry it.
+        owner_mark: The run directory: ending a job stops only processes
+            whose environment has a path in it (the pools' control directory).
 
     """
 
@@ -154,13 +154,13 @@ def _state(job: dict[str, Any] | None) -> JobState:
         return JobState('ended', reason=job['reason'] if job else 'unknown job')
     if job['started'] is None:
         return JobState('pending', reason=job['reason'] or 'Priority')
-    return JobState('running', tuple(job['nodes']))
+    return JobState('running', tuple(job['nodes']), started=job['started'])
 
 
 def stop_node_processes(nodes: Sequence[str], owner_mark: str) -> list[int]:
     """SIGKILL this user's processes that stand for ``nodes`` (and carry ``owner_mark``)."""
     wanted = {f'PMI_HOSTNAME={node}'.encode() for node in nodes}
-    mark = owner_mark.encode()
+    mark = owner_mark.rstrip('/').encode()
     killed = []
     for entry in pathlib.Path('/proc').iterdir():
         if not entry.name.isdigit():
@@ -171,7 +171,7 @@ def stop_node_processes(nodes: Sequence[str], owner_mark: str) -> list[int]:
             environ = set((entry / 'environ').read_bytes().split(b'\0'))
         except OSError:
             continue
-        if not environ & wanted or (mark and not any(mark in v for v in environ)):
+        if not environ & wanted or (mark and not any(_under(v, mark) for v in environ)):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(entry.name), signal.SIGKILL)
@@ -179,3 +179,9 @@ def stop_node_processes(nodes: Sequence[str], owner_mark: str) -> list[int]:
     if killed:
         logger.info('simulated scheduler: stopped %d process(es) on %s', len(killed), nodes)
     return killed
+
+
+def _under(variable: bytes, directory: bytes) -> bool:
+    """Whether an environment entry ``NAME=VALUE`` has a path in ``directory`` as its value."""
+    value = variable.partition(b'=')[2]
+    return value == directory or value.startswith(directory + b'/')
