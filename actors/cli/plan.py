@@ -178,7 +178,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         )
     if work['elastic']:
         # An MPI call may borrow nodes up to the whole job, and the extra jobs' nodes.
-        most = len(nodes) + growth.max_jobs * growth.nodes_per_job
+        most = len(nodes) + growth.extra_nodes
         work['director'] = work['director'].replace(max_nodes=most)
     return RunPlan(
         growth=growth,
@@ -477,7 +477,7 @@ def _plan_resume(args: argparse.Namespace, walltime: Walltime) -> RunPlan:
     growth = growth_policy(args, profile, sum(p.size for p in partitions))
     director = _resumed_options(args, manifest, walltime)
     if elastic and growth.enabled:
-        most = sum(p.size for p in partitions) + growth.max_jobs * growth.nodes_per_job
+        most = sum(p.size for p in partitions) + growth.extra_nodes
         director = director.replace(max_nodes=max(director.max_nodes or 0, most))
     return RunPlan(
         partitions=partitions,

@@ -95,7 +95,7 @@ async def launch_directors(
     growth = growth or GrowthPolicy()
     if elastic and options.max_nodes is None and len(sizes) == len(partitions):
         # An MPI call may borrow up to the whole job, and the extra jobs' nodes.
-        options = options.replace(max_nodes=sum(sizes) + growth.max_jobs * growth.nodes_per_job)
+        options = options.replace(max_nodes=sum(sizes) + growth.extra_nodes)
     quiet_start_failures()  # a Director that cannot start is one line here too
     handles: list[Handle[Director]] = []
     for partition in partitions:

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 
 from actors.common.errors import ConfigurationError
 from actors.coordinator.policy import Load
+from actors.site.batch_jobs.base import PROVIDER_SCHEDULERS
 
-SCHEDULERS = ('slurm', 'pbs', 'simulated')
+SCHEDULERS = (*PROVIDER_SCHEDULERS, 'simulated')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,11 @@ class GrowthPolicy:
     def enabled(self) -> bool:
         """Whether the run may grow at all."""
         return self.max_jobs > 0
+
+    @property
+    def extra_nodes(self) -> int:
+        """The most nodes of extra jobs the run may hold at once."""
+        return self.max_jobs * self.nodes_per_job
 
 
 def _flag(name: str) -> str:

@@ -144,9 +144,7 @@ class Director(Agent, CallActions):
         for node, job in nodes.items():
             ownership.set_job(node, job)
         self.admission = admission = NodeAdmission(
-            functools.partial(
-                mpi_capacity, ownership, one_job=context.profile.mpi_launcher == 'srun'
-            ),
+            functools.partial(mpi_capacity, ownership, one_job=context.profile.mpi_in_one_job),
             backfill=context.options.mpi_backfill,
             most=context.most_nodes,
         )

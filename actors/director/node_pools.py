@@ -65,10 +65,17 @@ def mpi_capacity(ownership: NodeOwnership, *, one_job: bool = False) -> int:
     usable = [n for n in ownership.nodes() if ownership.owner(n).phase != 'leaving']
     if not one_job:
         return len(usable)
-    per_job: dict[str | None, int] = {}
-    for node in usable:
-        per_job[ownership.job(node)] = per_job.get(ownership.job(node), 0) + 1
-    return max(per_job.values(), default=0)
+    return max(map(len, _by_job(usable, ownership.job).values()), default=0)
+
+
+def _by_job(
+    nodes: Iterable[str], job_of: Callable[[str], str | None]
+) -> dict[str | None, list[str]]:
+    """``nodes`` by the batch job each belongs to (``None``: the run's own), in order."""
+    grouped: dict[str | None, list[str]] = {}
+    for node in nodes:
+        grouped.setdefault(job_of(node), []).append(node)
+    return grouped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +172,7 @@ class NodePools:
             executor,
             admission,
             real_hosts=not context.profile.simulated_hosts,
-            mpi_in_one_job=context.profile.mpi_launcher == 'srun',
+            mpi_in_one_job=context.profile.mpi_in_one_job,
         )
 
     # What the Director has.
@@ -594,10 +601,7 @@ def nodes_for_mpi(
     """
     if not one_job:
         return candidates[:count]
-    by_job: dict[str | None, list[str]] = {}
-    for node in candidates:
-        by_job.setdefault(job_of(node), []).append(node)
-    ordered = sorted(by_job.items(), key=lambda item: item[0] is not None)
+    ordered = sorted(_by_job(candidates, job_of).items(), key=lambda item: item[0] is not None)
     return next((nodes[:count] for _, nodes in ordered if len(nodes) >= count), [])
 
 

@@ -158,6 +158,15 @@ class SiteProfile:
         """
         return self.launcher == 'fork' or bool(_HYDRA_FORK.search(self.launcher_args))
 
+    @property
+    def mpi_in_one_job(self) -> bool:
+        """Whether an MPI call's ranks are one step of one batch job (``srun``).
+
+        A step cannot span two jobs: such a call's nodes all come from the run's
+        own job or all from one extra job.
+        """
+        return self.mpi_launcher == 'srun'
+
     def with_overrides(self, **changes: Any) -> SiteProfile:
         """Return a copy with some fields replaced (``None`` values ignored)."""
         return dataclasses.replace(

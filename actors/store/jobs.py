@@ -62,6 +62,13 @@ class JobRecord:
     why: str = ''
     cancel_asked: bool = False
 
+    @property
+    def phase(self) -> str:
+        """``pending``, ``running`` or ``ended``, as far as the journal knows."""
+        if self.ended is not None:
+            return 'ended'
+        return 'pending' if self.started is None else 'running'
+
     def node_hours(self, now: float | None = None) -> float:
         """Node-hours it used so far (from its start to its end, or ``now``)."""
         if self.started is None:
@@ -128,4 +135,4 @@ def read_jobs(run_dir: str | os.PathLike[str]) -> dict[str, JobRecord]:
 
 def live_jobs(run_dir: str | os.PathLike[str]) -> list[JobRecord]:
     """The run's extra jobs that may still run or wait (none ended in the journal)."""
-    return [record for record in read_jobs(run_dir).values() if record.ended is None]
+    return [record for record in read_jobs(run_dir).values() if record.phase != 'ended']

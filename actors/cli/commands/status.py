@@ -152,12 +152,11 @@ def jobs_table(jobs: Iterable[JobRecord]) -> Any:
         table.add_column(column, no_wrap=column != 'nodes')
     total = 0.0
     for record in jobs:
-        state = 'ended' if record.ended else ('running' if record.started else 'pending')
         nodes = ', '.join(record.nodes) or f'({record.nodes_asked} asked)'
         total += record.node_hours()
         table.add_row(
             escape(record.job),
-            state,
+            record.phase,
             escape(nodes),
             f'{record.node_hours():.3f}',
             escape(record.why),

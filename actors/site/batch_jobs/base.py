@@ -20,6 +20,9 @@ from actors.common.errors import ExecutionError
 
 JobPhase = Literal['pending', 'running', 'ended']
 
+PROVIDER_SCHEDULERS = ('slurm', 'pbs')
+"""Schedulers reached through Parsl's providers (``actors.site.batch_jobs.parsl_jobs``)."""
+
 
 class SubmitRefused(ExecutionError):
     """The scheduler refused a job (a bad account or queue, a queue limit): says why in one line."""

@@ -37,6 +37,7 @@ from parsl.providers.errors import SubmitException
 
 from actors.common.errors import ConfigurationError
 from actors.common.errors import ExecutionError
+from actors.site.batch_jobs.base import PROVIDER_SCHEDULERS
 from actors.site.batch_jobs.base import BatchJobs
 from actors.site.batch_jobs.base import JobPhase
 from actors.site.batch_jobs.base import JobRequest
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 30
 """Seconds a scheduler command (``sbatch``, ``squeue``, ``qstat``...) may take."""
 
-SCHEDULERS = ('slurm', 'pbs')
-"""The values :func:`batch_jobs_for` accepts."""
 
 # Slurm's job states (squeue's %T), by what they mean for the nodes. CONFIGURING has nodes
 # that are still booting: no step starts there yet. COMPLETING has ended (its nodes are
@@ -469,5 +468,5 @@ def batch_jobs_for(scheduler: str, script_dir: str) -> BatchJobs:
     if scheduler == 'pbs':
         return PBSJobs(script_dir)
     raise ConfigurationError(
-        f'batch scheduler {scheduler!r} is not supported (one of {", ".join(SCHEDULERS)})'
+        f'batch scheduler {scheduler!r} is not supported (one of {", ".join(PROVIDER_SCHEDULERS)})'
     )

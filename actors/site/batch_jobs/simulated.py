@@ -22,14 +22,16 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import time
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
+import psutil
+
 from actors.common.private import private_dir
 from actors.common.private import write_private
+from actors.common.processes import stop_processes
 from actors.site.batch_jobs.base import BatchJobs
 from actors.site.batch_jobs.base import JobRequest
 from actors.site.batch_jobs.base import JobState
@@ -157,31 +159,37 @@ def _state(job: dict[str, Any] | None) -> JobState:
     return JobState('running', tuple(job['nodes']), started=job['started'])
 
 
-def stop_node_processes(nodes: Sequence[str], owner_mark: str) -> list[int]:
-    """SIGKILL this user's processes that stand for ``nodes`` (and carry ``owner_mark``)."""
-    wanted = {f'PMI_HOSTNAME={node}'.encode() for node in nodes}
-    mark = owner_mark.rstrip('/').encode()
-    killed = []
-    for entry in pathlib.Path('/proc').iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid():
+def stop_node_processes(nodes: Sequence[str], owner_mark: str) -> int:
+    """SIGKILL this user's processes that stand for ``nodes`` (and carry ``owner_mark``).
+
+    Returns:
+        How many processes were stopped.
+
+    """
+    wanted = set(nodes)
+    mark = owner_mark.rstrip('/')
+
+    def node_processes() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(['uids']):
+            try:
+                if proc.info['uids'] is None or proc.info['uids'].real != os.getuid():
+                    continue
+                environ = proc.environ()
+            except psutil.Error:
                 continue
-            environ = set((entry / 'environ').read_bytes().split(b'\0'))
-        except OSError:
-            continue
-        if not environ & wanted or (mark and not any(_under(v, mark) for v in environ)):
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry.name), signal.SIGKILL)
-            killed.append(int(entry.name))
-    if killed:
-        logger.info('simulated scheduler: stopped %d process(es) on %s', len(killed), nodes)
-    return killed
+            if environ.get('PMI_HOSTNAME') in wanted and (
+                not mark or any(_under(value, mark) for value in environ.values())
+            ):
+                found.append(proc)
+        return found
+
+    stopped = stop_processes(node_processes, grace=0)
+    if stopped:
+        logger.info('simulated scheduler: stopped %d process(es) on %s', stopped, nodes)
+    return stopped
 
 
-def _under(variable: bytes, directory: bytes) -> bool:
-    """Whether an environment entry ``NAME=VALUE`` has a path in ``directory`` as its value."""
-    value = variable.partition(b'=')[2]
-    return value == directory or value.startswith(directory + b'/')
+def _under(value: str, directory: str) -> bool:
+    """Whether ``value`` is ``directory`` or a path in it."""
+    return value == directory or value.startswith(directory + '/')
