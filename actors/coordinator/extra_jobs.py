@@ -59,18 +59,13 @@ class _Job:
     """Why its nodes go back (``idle``, ``walltime``, why it ended); ``''``: they stay."""
     joined: bool = False
     """Whether its nodes joined the run (in this coordinator's view)."""
+    cancelled_for: str = ''
+    """Why the run asked the scheduler to end it (``''``: it did not)."""
 
     @property
     def phase(self) -> str:
         """``pending``, ``running`` or ``ended`` (as far as the journal knows)."""
-        return job_phase(self.record)
-
-
-def job_phase(record: JobRecord) -> str:
-    """``pending``, ``running`` or ``ended``: a job's phase from its record."""
-    if record.ended is not None:
-        return 'ended'
-    return 'pending' if record.started is None else 'running'
+        return self.record.phase
 
 
 class ExtraJobs:
@@ -195,7 +190,9 @@ class ExtraJobs:
                 if node not in self.view:
                     self.view.join(node, record.job, f'job {record.job} started')
         elif state.phase == 'ended':
-            self._ended(known, state.reason or 'ended by the scheduler')
+            # A cancel the run asked for ends it for the run's reason, whoever sees it first.
+            why = known.cancelled_for or state.reason or 'ended by the scheduler'
+            self._ended(known, why)
         elif state.phase == 'pending' and self.policy.pending_limit is not None:
             if time.time() - record.submitted > self.policy.pending_limit:
                 await self._cancel(known, 'pending too long')
@@ -402,6 +399,7 @@ class ExtraJobs:
     async def _cancel(self, known: _Job, why: str) -> None:
         """Ask the job's scheduler to end it (journaled first), then record its end."""
         record = known.record
+        known.cancelled_for = known.cancelled_for or why
         if not record.cancel_asked:
             record.cancel_asked = True
             self.journal.write('cancel', record.job, why=why)
@@ -410,7 +408,7 @@ class ExtraJobs:
         except Exception as e:
             logger.warning('extra job %s: cancel failed: %s', record.job, e)
             return
-        self._ended(known, why)
+        self._ended(known, known.cancelled_for)
 
     async def close(self) -> None:
         """The run ends: cancel every job that has not ended (pending ones, one being asked for)."""
